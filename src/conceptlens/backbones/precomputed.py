@@ -1,0 +1,104 @@
+"""`precomputed:<file>`: features a user brings, looked up by item id (and texts by text).
+
+File formats:
+- safetensors: tensors `embedding` (n, d), optional `features` (n, f) and
+  `text_embedding` (t, d); metadata `ids` and `texts` as JSON lists of strings.
+- npz: arrays `ids`, `embedding`, optional `features`, `texts`, `text_embedding` (loaded
+  with allow_pickle=False, so string arrays must be fixed-width unicode).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import fingerprint_file
+from ..errors import ConfigError, DataError
+from .base import BACKBONES, Backbone, l2_normalize
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+        ids = json.loads(meta.get("ids", "[]"))
+        texts = json.loads(meta.get("texts", "[]"))
+    elif path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except ValueError as e:
+            raise DataError(f"{path}: {e}. Store ids and texts as unicode arrays, not objects.") from e
+        ids = [str(s) for s in arrays.pop("ids", [])]
+        texts = [str(s) for s in arrays.pop("texts", [])]
+    else:
+        raise ConfigError(f"precomputed features must be .safetensors or .npz; got {path.name}.")
+    if "embedding" not in arrays:
+        raise DataError(f"{path} has no 'embedding' array; it has {sorted(arrays)}.")
+    if len(ids) != len(arrays["embedding"]):
+        raise DataError(f"{path}: {len(ids)} ids for {len(arrays['embedding'])} embeddings.")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: item ids are not unique.")
+    if texts and len(texts) != len(arrays.get("text_embedding", [])):
+        raise DataError(f"{path}: {len(texts)} texts but no matching 'text_embedding' rows.")
+    return arrays, ids, texts
+
+
+class PrecomputedBackbone(Backbone):
+    preprocess_id = "none"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"precomputed feature file {self.path} does not exist.")
+        arrays, ids, texts = _read(self.path)
+        self.embedding = l2_normalize(arrays["embedding"])
+        self.features = arrays.get("features")
+        self.feature_dim = None if self.features is None else int(self.features.shape[1])
+        self.embed_dim = int(self.embedding.shape[1])
+        self.row = {item: i for i, item in enumerate(ids)}
+        self.text_row = {t: i for i, t in enumerate(texts)}
+        self.text_embedding = l2_normalize(arrays["text_embedding"]) if texts else None
+        self.id = f"precomputed:{self.path.name}@{fingerprint_file(self.path)[:16]}"
+
+    def lookup_ids(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        missing = [i for i in ids if i not in self.row]
+        if missing:
+            raise DataError(
+                f"{len(missing)} item id(s) are not in {self.path}, e.g. {missing[:3]}; the file "
+                "must hold one row per dataset item, keyed by the dataset's ids."
+            )
+        rows = np.fromiter((self.row[i] for i in ids), dtype=np.int64, count=len(ids))
+        out = {"embedding": self.embedding[rows]}
+        if self.features is not None:
+            out["features"] = self.features[rows].astype(np.float32)
+        return out
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        raise ConfigError("precomputed features are looked up by item id, not computed from pixels.")
+
+    def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        raise ConfigError("precomputed features are looked up by item id, not computed from pixels.")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in texts if t not in self.text_row]
+        if missing:
+            raise DataError(
+                f"{len(missing)} text(s) have no precomputed embedding in {self.path}, e.g. "
+                f"{missing[:3]}; add them under 'texts'/'text_embedding'."
+            )
+        return self.text_embedding[[self.text_row[t] for t in texts]]
+
+
+@BACKBONES.register("precomputed")
+def _make_precomputed(spec: str, **options) -> PrecomputedBackbone:
+    if not spec:
+        raise ConfigError("precomputed backbone spec is 'precomputed:<file.safetensors|file.npz>'.")
+    return PrecomputedBackbone(spec, **options)

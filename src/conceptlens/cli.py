@@ -1,0 +1,156 @@
+"""Command line: a thin layer over the Python API (`conceptlens --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ConceptLensError
+
+
+def _add_encode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="offline",
+                   help="offline[:opts] | hf:<id or folder> | open_clip:<arch>:<tag> | "
+                        "precomputed:<file> (default: offline)")
+    p.add_argument("--cache-dir", help="feature cache root (default: $CONCEPTLENS_CACHE or "
+                                       "~/.cache/conceptlens)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="image decoding threads")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_demo(args) -> int:
+    from .demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(backbone=args.backbone, train_per_class=args.train_per_class,
+                     val_per_class=args.val_per_class, test_per_class=args.test_per_class,
+                     seed=args.seed, cache_dir=args.cache_dir, data_dir=args.data_dir,
+                     download=args.download,
+                     batch_size=args.batch_size, workers=args.workers,
+                     progress=not args.no_progress)
+    result = run_demo(cfg)
+    print(result.summary())
+    if args.out:
+        from dataclasses import asdict
+
+        from ._io import write_json
+
+        write_json(args.out, asdict(result))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ._io import atomic_write
+    from .backbones import get_backbone
+    from .data import load_dataset
+    from .features import encode_dataset
+
+    data = load_dataset(args.dataset, **({"allow_non_ascii": True} if args.allow_non_ascii else {}))
+    if args.split:
+        if data.split is None:
+            from .data import split_indices
+
+            data = data.subset(split_indices(data, seed=args.seed)[args.split])
+        else:
+            data = data.subset([i for i, s in enumerate(data.split) if s == args.split])
+    if args.limit:
+        data = data.subset(range(min(args.limit, len(data))))
+    backbone = get_backbone(args.backbone)
+    cache = None if args.cache_dir is None else Path(args.cache_dir) / "features"
+    bundle = encode_dataset(backbone, data, cache, batch_size=args.batch_size,
+                            workers=args.workers, on_error=args.on_error,
+                            progress=not args.no_progress)
+    tensors = {"embedding": bundle.embedding, "labels": bundle.labels.astype(np.int64)}
+    if bundle.features is not None:
+        tensors["features"] = bundle.features
+    meta = {"ids": json.dumps(bundle.ids), "classes": json.dumps(list(bundle.classes)),
+            "backbone": bundle.backbone_id, "skipped": json.dumps(bundle.skipped)}
+    atomic_write(args.out, lambda p: save_file(tensors, str(p), metadata=meta))
+    print(f"encoded {len(bundle)} images ({len(bundle.skipped)} skipped) with {bundle.backbone_id}"
+          f" -> {args.out}")
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from .backbones import BACKBONES
+
+    for name in BACKBONES.names():
+        print(name)
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from .data import load_dataset, split_indices
+
+    data = load_dataset(args.dataset)
+    print(f"{data.name}: {len(data)} images, {len(data.classes)} classes")
+    for name, count in data.class_counts().items():
+        print(f"  {count:7d}  {name}")
+    for name, idx in split_indices(data, seed=args.seed).items():
+        print(f"split {name}: {len(idx)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conceptlens", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="Fashion-MNIST end to end on the offline default")
+    _add_encode_options(p)
+    p.add_argument("--train-per-class", type=int, default=300)
+    p.add_argument("--val-per-class", type=int, default=50)
+    p.add_argument("--test-per-class", type=int, default=200, help="0 = the full test set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--download", action="store_true",
+                   help="download Fashion-MNIST (checksums verified) if it is not found")
+    p.add_argument("--out", help="write the result as JSON here")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("encode", help="encode a dataset's images to a safetensors file")
+    p.add_argument("dataset", help="'fashion-mnist', an image folder, or a .csv/.jsonl manifest")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--split", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, help="encode only the first N images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="what to do with a corrupt image (default: fail, naming it)")
+    p.add_argument("--allow-non-ascii", action="store_true")
+    _add_encode_options(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("backbones", help="list the registered backbones")
+    p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("dataset", help="show a dataset's classes and splits")
+    p.add_argument("dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_dataset)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except ConceptLensError as e:
+        print(f"conceptlens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("conceptlens: interrupted; finished batches are cached and a rerun resumes.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""One base exception, so callers can catch everything conceptlens raises on bad input."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConceptLensError(Exception):
+    """Base class: the message says what was wrong, what was expected and how to fix it."""
+
+
+class ConfigError(ConceptLensError, ValueError):
+    """A name, option or value that conceptlens does not accept."""
+
+
+class DataError(ConceptLensError):
+    """An input dataset, file or image that cannot be used as it is."""
+
+
+class NotFittedError(ConceptLensError):
+    """A model used before `fit`."""
+
+
+def closest(name: str, known: Iterable[str]) -> str:
+    """A ' Did you mean ...?' suffix for an unknown name, or '' when nothing is close."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" Did you mean {match[0]!r}?" if match else ""

@@ -1,0 +1,7 @@
+"""Feature extraction: encode images and texts once, keep them in a cache that cannot go stale."""
+
+from .bundle import FeatureBundle
+from .cache import FeatureCache
+from .encode import encode_dataset, encode_texts
+
+__all__ = ["FeatureBundle", "FeatureCache", "encode_dataset", "encode_texts"]

@@ -1,0 +1,85 @@
+"""An on-disk feature cache: safetensors shards keyed by content hashes.
+
+A cache namespace is a hash of everything that determines an output besides the input
+itself (backbone id with its weights fingerprint, preprocessing, output kind); an entry's
+key is the sha256 of the input's bytes (image file bytes, pixel array bytes, or the text).
+Each finished batch is one shard, written atomically with its keys in the file's own
+metadata, so a run killed mid-way leaves only whole shards and the next run skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write, cache_root, write_json
+
+log = logging.getLogger("conceptlens")
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path | None = None, **identity: str):
+        """`identity` (e.g. backbone=..., preprocess=..., kind=...) selects the namespace."""
+        self.identity = {k: str(v) for k, v in sorted(identity.items())}
+        digest = hashlib.sha256(json.dumps(self.identity).encode()).hexdigest()[:24]
+        self.dir = Path(root or cache_root() / "features") / digest
+        self._index: dict[str, tuple[Path, int]] | None = None
+        self._shards: dict[Path, dict[str, np.ndarray]] = {}
+
+    def _load_index(self) -> dict[str, tuple[Path, int]]:
+        if self._index is None:
+            from safetensors import safe_open
+
+            self._index = {}
+            for shard in sorted(self.dir.glob("shard-*.safetensors")):
+                try:
+                    with safe_open(str(shard), framework="np") as f:
+                        keys = json.loads((f.metadata() or {})["keys"])
+                except Exception as e:  # a damaged shard is a miss, never a wrong answer
+                    log.warning("Ignoring unreadable cache shard %s (%s)", shard, e)
+                    continue
+                for row, key in enumerate(keys):
+                    self._index.setdefault(key, (shard, row))
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self._load_index())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._load_index()
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stack the cached outputs for `keys` (all must be present)."""
+        from safetensors.numpy import load_file
+
+        index = self._load_index()
+        locs = [index[k] for k in keys]
+        for shard in {s for s, _ in locs} - set(self._shards):
+            self._shards[shard] = load_file(str(shard))
+        names = self._shards[locs[0][0]].keys() if locs else []
+        return {n: np.stack([self._shards[s][n][r] for s, r in locs]) for n in names}
+
+    def put(self, keys: Sequence[str], outputs: dict[str, np.ndarray]) -> Path:
+        from safetensors.numpy import save_file
+
+        keys = list(keys)
+        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
+        path = self.dir / f"shard-{name}.safetensors"
+        if not (self.dir / "namespace.json").exists():
+            write_json(self.dir / "namespace.json", self.identity)
+        tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outputs.items()}
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"keys": json.dumps(keys)}))
+        index = self._load_index()
+        for row, key in enumerate(keys):
+            index.setdefault(key, (path, row))
+        self._shards[path] = tensors
+        return path
+
+
+def content_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,143 @@
+"""The encode stage: dataset -> FeatureBundle through a backbone and the feature cache.
+
+Misses are decoded and preprocessed in worker threads (PIL and torch's resize release the
+GIL) while the model runs the previous batch; every finished batch becomes a cache shard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backbones import Backbone
+from ..data import ImageDataset
+from ..errors import ConfigError, DataError
+from .bundle import FeatureBundle
+from .cache import FeatureCache, content_key
+
+log = logging.getLogger("conceptlens")
+
+ON_ERROR = ("fail", "skip")
+
+
+def image_cache(backbone: Backbone, root: str | Path | None = None) -> FeatureCache:
+    return FeatureCache(root, backbone=backbone.id, preprocess=backbone.preprocess_id, kind="image")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled or total == 0,
+                smoothing=0.1, dynamic_ncols=True)
+
+
+def encode_dataset(
+    backbone: Backbone,
+    dataset: ImageDataset,
+    cache: FeatureCache | str | Path | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    on_error: str = "fail",
+    progress: bool = True,
+) -> FeatureBundle:
+    """Encode every image of `dataset`; cached images are read back, not recomputed.
+
+    `cache`: a FeatureCache, a cache root folder, or None for the user cache.
+    `on_error`: 'fail' raises on the first corrupt image (naming its path); 'skip' leaves
+    such images out, logs them and lists them in `bundle.skipped`.
+    """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {ON_ERROR}; got {on_error!r}.")
+    if batch_size < 1 or workers < 1:
+        raise ConfigError(f"batch_size and workers must be >= 1; got {batch_size}, {workers}.")
+    if hasattr(backbone, "lookup_ids"):  # features the user brought: nothing to compute
+        out = backbone.lookup_ids(dataset.ids)
+        return FeatureBundle(list(dataset.ids), dataset.labels, dataset.classes,
+                             out["embedding"], out.get("features"), backbone.id)
+    if not isinstance(cache, FeatureCache):
+        cache = image_cache(backbone, cache)
+
+    skipped: list[tuple[str, str]] = []
+
+    def read_key(i: int) -> str | None:
+        try:
+            return content_key(dataset.images.read(i))
+        except DataError as e:
+            if on_error == "fail":
+                raise
+            skipped.append((dataset.ids[i], str(e)))
+            return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        keys = list(pool.map(read_key, range(len(dataset))))
+        todo: dict[str, int] = {}  # unique missing key -> first item with it
+        for i, k in enumerate(keys):
+            if k is not None and k not in cache and k not in todo:
+                todo[k] = i
+        _encode_missing(backbone, dataset, cache, todo, pool, batch_size, on_error, skipped,
+                        progress)
+
+    rows = [i for i, k in enumerate(keys) if k is not None and k in cache]
+    reported = {item for item, _ in skipped}
+    skipped += [(dataset.ids[i], "same bytes as an unreadable image")
+                for i in sorted(set(range(len(keys))) - set(rows)) if dataset.ids[i] not in reported]
+    if skipped:
+        log.warning("Skipped %d unreadable image(s): %s", len(skipped),
+                    "; ".join(f"{i} ({r})" for i, r in skipped[:5]))
+    out = cache.get([keys[i] for i in rows])
+    if not rows:
+        out = {"embedding": np.zeros((0, backbone.embed_dim), np.float32)}
+    return FeatureBundle(
+        ids=[dataset.ids[i] for i in rows], labels=dataset.labels[rows], classes=dataset.classes,
+        embedding=out["embedding"], features=out.get("features"), backbone_id=backbone.id,
+        skipped=skipped,
+    )
+
+
+def _encode_missing(backbone, dataset, cache, todo, pool, batch_size, on_error, skipped,
+                    progress):
+    def load(i: int) -> torch.Tensor | None:
+        try:
+            return backbone.prepare(dataset.images.decode(i, dataset.images.read(i)))
+        except DataError as e:
+            if on_error == "fail":
+                raise
+            skipped.append((dataset.ids[i], str(e)))
+            return None
+
+    items = list(todo.items())
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+    # keep two batches in flight so decoding overlaps the forward pass
+    pending = [[pool.submit(load, i) for _, i in b] for b in batches[:2]]
+    with _progress(len(items), "encode", progress) as bar, torch.inference_mode():
+        for b, batch in enumerate(batches):
+            prepared = [f.result() for f in pending.pop(0)]
+            if b + 2 < len(batches):
+                pending.append([pool.submit(load, i) for _, i in batches[b + 2]])
+            ok = [(k, x) for (k, _), x in zip(batch, prepared, strict=True) if x is not None]
+            if ok:
+                outputs = backbone.encode_prepared(torch.stack([x for _, x in ok]))
+                cache.put([k for k, _ in ok], outputs)
+            bar.update(len(batch))
+
+
+def encode_texts(
+    backbone: Backbone, texts: Sequence[str], cache: FeatureCache | str | Path | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Text embeddings (len(texts), d), cached by the sha256 of each text."""
+    if not isinstance(cache, FeatureCache):
+        cache = FeatureCache(cache, backbone=backbone.id, kind="text")
+    keys = [content_key(t.encode("utf-8")) for t in texts]
+    todo = list(dict.fromkeys((k, t) for k, t in zip(keys, texts, strict=True) if k not in cache))
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s : s + batch_size]
+        cache.put([k for k, _ in chunk], {"embedding": backbone.encode_texts([t for _, t in chunk])})
+    if not keys:
+        return np.zeros((0, backbone.embed_dim), np.float32)
+    return cache.get(keys)["embedding"]

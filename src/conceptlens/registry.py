@@ -1,0 +1,40 @@
+"""Small name -> factory registries (backbones, concept sources, methods)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from .errors import ConfigError, closest
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._factories:
+                raise ConfigError(f"{self.kind} {name!r} is registered twice.")
+            self._factories[name] = factory
+            return factory
+
+        return decorate
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def get(self, name: str) -> Callable[..., T]:
+        try:
+            return self._factories[name]
+        except KeyError:
+            raise ConfigError(
+                f"Unknown {self.kind} {name!r}.{closest(name, self._factories)} "
+                f"Known: {', '.join(self.names())}."
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._factories

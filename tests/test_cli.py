@@ -1,0 +1,84 @@
+"""The CLI through its installed entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conceptlens.data.fashion_mnist import SYSTEM_DIR
+
+
+def run(*args, cwd=None):
+    exe = shutil.which("conceptlens")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "conceptlens", *args]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_entry_point_and_module_agree():
+    a = run("backbones")
+    b = subprocess.run([sys.executable, "-m", "conceptlens", "backbones"], capture_output=True,
+                       text=True, timeout=120)
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout and a.stdout.split() == ["hf", "offline", "open_clip", "precomputed"]
+
+
+def test_dataset_command(image_folder):
+    r = run("dataset", str(image_folder))
+    assert r.returncode == 0, r.stderr
+    assert "images: 12 images, 3 classes" in r.stdout and "4  red fox" in r.stdout
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path):
+    r = run("encode", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"))
+    assert r.returncode == 2
+    assert "conceptlens: error: Cannot read dataset" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_encode_then_reuse_as_precomputed(image_folder, tmp_path):
+    out = tmp_path / "feats.safetensors"
+    cache = tmp_path / "cache"
+    r = run("encode", str(image_folder), "--out", str(out), "--cache-dir", str(cache),
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "encoded 12 images (0 skipped)" in r.stdout
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="np") as f:
+        emb = f.get_tensor("embedding")
+        ids = json.loads(f.metadata()["ids"])
+    assert emb.shape == (12, 384) and ids[0] == "cat/0.png"
+    # the file is a valid precomputed backbone for the same dataset
+    r2 = run("encode", str(image_folder), "--out", str(tmp_path / "again.safetensors"),
+             "--backbone", f"precomputed:{out}")
+    assert r2.returncode == 0, r2.stderr
+    with safe_open(str(tmp_path / "again.safetensors"), framework="np") as f:
+        np.testing.assert_allclose(f.get_tensor("embedding"), emb, rtol=1e-6)
+
+
+def test_encode_skips_corrupt_image_when_asked(image_folder, tmp_path):
+    (image_folder / "dog" / "bad.png").write_bytes(b"not a png")
+    common = ["--out", str(tmp_path / "f.safetensors"), "--cache-dir", str(tmp_path / "c"),
+              "--no-progress"]
+    failed = run("encode", str(image_folder), *common)
+    assert failed.returncode == 2 and "dog/bad.png" in failed.stderr
+    skipped = run("encode", str(image_folder), *common, "--on-error", "skip")
+    assert skipped.returncode == 0 and "encoded 12 images (1 skipped)" in skipped.stdout
+
+
+@pytest.mark.skipif(not SYSTEM_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo.json"
+    r = run("demo", "--train-per-class", "3", "--val-per-class", "2", "--test-per-class", "3",
+            "--cache-dir", str(tmp_path), "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["sizes"] == {"train": 30, "val": 20, "test": 30}
+    assert 0 <= result["zero_shot_accuracy"] <= 1 and 0 <= result["linear_probe_accuracy"] <= 1
+    assert "zero-shot" in r.stdout and "linear probe" in r.stdout

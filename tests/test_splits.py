@@ -1,0 +1,69 @@
+"""Deterministic stratified splits and nested k-shot sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conceptlens.data import ImageDataset, few_shot, split_indices
+from conceptlens.data.images import ArrayImages
+from conceptlens.errors import ConfigError, DataError
+
+
+def make(labels, split=None):
+    labels = np.asarray(labels)
+    return ImageDataset("d", tuple("abcdef"[: labels.max() + 1]), labels,
+                        tuple(map(str, range(len(labels)))),
+                        ArrayImages(np.zeros((len(labels), 2, 2), np.uint8)), split)
+
+
+def test_splits_partition_and_stratify():
+    data = make(np.repeat([0, 1, 2], [50, 30, 20]))
+    s = split_indices(data, seed=1, val_fraction=0.1, test_fraction=0.2)
+    allidx = np.concatenate(list(s.values()))
+    assert sorted(allidx.tolist()) == list(range(100))  # a partition: nothing lost or doubled
+    test_counts = np.bincount(data.labels[s["test"]], minlength=3).tolist()
+    val_counts = np.bincount(data.labels[s["val"]], minlength=3).tolist()
+    assert test_counts == [10, 6, 4] and val_counts == [5, 3, 2]
+
+
+def test_splits_are_deterministic_by_seed():
+    data = make(np.arange(200) % 4)
+    a, b, c = (split_indices(data, seed=s) for s in (3, 3, 4))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["test"], c["test"])
+
+
+def test_given_split_is_kept_and_val_carved_from_train():
+    split = tuple(["train"] * 40 + ["test"] * 10)
+    data = make(np.arange(50) % 2, split)
+    s = split_indices(data, seed=0, val_fraction=0.25)
+    assert s["test"].tolist() == list(range(40, 50))
+    assert len(s["val"]) == 10 and set(s["val"]) | set(s["train"]) == set(range(40))
+
+
+def test_tiny_class_keeps_a_training_item():
+    s = split_indices(make([0, 0, 1, 1, 1, 1, 1, 1, 1, 1]), seed=0)
+    assert (make([0, 0, 1, 1, 1, 1, 1, 1, 1, 1]).labels[s["train"]] == 0).sum() >= 1
+
+
+def test_few_shot_counts_nesting_and_all():
+    data = make(np.arange(300) % 3)
+    train = np.arange(300)
+    prev = set()
+    for k in (1, 2, 4, 8, 16):
+        idx = few_shot(data, train, k, seed=7)
+        assert np.bincount(data.labels[idx]).tolist() == [k, k, k]
+        assert prev <= set(idx.tolist())  # k-shot contains the smaller k-shot sets
+        prev = set(idx.tolist())
+    assert few_shot(data, train, 4, seed=7).tolist() == few_shot(data, train, 4, seed=7).tolist()
+    assert few_shot(data, train, 4, seed=7).tolist() != few_shot(data, train, 4, seed=8).tolist()
+    assert few_shot(data, train, "all").tolist() == train.tolist()
+
+
+def test_few_shot_bad_input():
+    data = make([0, 0, 1])
+    with pytest.raises(DataError, match="Class 'b' has 1 training image"):
+        few_shot(data, np.arange(3), 2)
+    with pytest.raises(ConfigError, match="positive integer or 'all'"):
+        few_shot(data, np.arange(3), 0)
