@@ -2,6 +2,6 @@
 
 from .bundle import FeatureBundle
 from .cache import FeatureCache
-from .encode import encode_dataset, encode_texts
+from .encode import encode_dataset, encode_split, encode_texts
 
-__all__ = ["FeatureBundle", "FeatureCache", "encode_dataset", "encode_texts"]
+__all__ = ["FeatureBundle", "FeatureCache", "encode_dataset", "encode_split", "encode_texts"]

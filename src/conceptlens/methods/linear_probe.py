@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ConfigError, NotFittedError
 
-DEFAULT_CS = (0.01, 0.1, 1.0, 10.0)
+DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
 
 
 class LinearProbe:

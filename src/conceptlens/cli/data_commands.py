@@ -1,17 +1,13 @@
-"""Command line: a thin layer over the Python API (`conceptlens --help`)."""
+"""CLI commands for data, features and the demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 
-from .errors import ConceptLensError
 
-
-def _add_encode_options(p: argparse.ArgumentParser) -> None:
+def add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="offline",
                    help="offline[:opts] | hf:<id or folder> | open_clip:<arch>:<tag> | "
                         "precomputed:<file> (default: offline)")
@@ -23,7 +19,7 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import DemoConfig, run_demo
+    from ..demo import DemoConfig, run_demo
 
     cfg = DemoConfig(backbone=args.backbone, train_per_class=args.train_per_class,
                      val_per_class=args.val_per_class, test_per_class=args.test_per_class,
@@ -36,7 +32,7 @@ def cmd_demo(args) -> int:
     if args.out:
         from dataclasses import asdict
 
-        from ._io import write_json
+        from .._io import write_json
 
         write_json(args.out, asdict(result))
         print(f"wrote {args.out}")
@@ -47,15 +43,15 @@ def cmd_encode(args) -> int:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from ._io import atomic_write
-    from .backbones import get_backbone
-    from .data import load_dataset
-    from .features import encode_dataset
+    from .._io import atomic_write
+    from ..backbones import get_backbone
+    from ..data import load_dataset
+    from ..features import encode_dataset
 
     data = load_dataset(args.dataset, **({"allow_non_ascii": True} if args.allow_non_ascii else {}))
     if args.split:
         if data.split is None:
-            from .data import split_indices
+            from ..data import split_indices
 
             data = data.subset(split_indices(data, seed=args.seed)[args.split])
         else:
@@ -79,7 +75,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .backbones import BACKBONES
+    from ..backbones import BACKBONES
 
     for name in BACKBONES.names():
         print(name)
@@ -87,7 +83,7 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_dataset(args) -> int:
-    from .data import load_dataset, split_indices
+    from ..data import load_dataset, split_indices
 
     data = load_dataset(args.dataset)
     print(f"{data.name}: {len(data)} images, {len(data.classes)} classes")
@@ -98,13 +94,10 @@ def cmd_dataset(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conceptlens", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub) -> None:
 
     p = sub.add_parser("demo", help="Fashion-MNIST end to end on the offline default")
-    _add_encode_options(p)
+    add_encode_options(p)
     p.add_argument("--train-per-class", type=int, default=300)
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--test-per-class", type=int, default=200, help="0 = the full test set")
@@ -124,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="what to do with a corrupt image (default: fail, naming it)")
     p.add_argument("--allow-non-ascii", action="store_true")
-    _add_encode_options(p)
+    add_encode_options(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("backbones", help="list the registered backbones")
@@ -134,23 +127,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_dataset)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except ConceptLensError as e:
-        print(f"conceptlens: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("conceptlens: interrupted; finished batches are cached and a rerun resumes.",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

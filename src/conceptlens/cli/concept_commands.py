@@ -1,0 +1,208 @@
+"""`conceptlens concepts generate | import | filter | select | show`.
+
+Each step writes a concept set file (conceptlens JSON) that the next one reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .data_commands import add_encode_options
+
+
+def _classes(args) -> list[str]:
+    if args.classes:
+        return [c.strip() for c in args.classes.split(",") if c.strip()]
+    if args.classes_file:
+        return [ln.strip() for ln in Path(args.classes_file).read_text().splitlines() if ln.strip()]
+    if args.dataset:
+        from ..data import load_dataset
+
+        return list(load_dataset(args.dataset).classes)
+    from ..errors import ConfigError
+
+    raise ConfigError("Give the classes: --classes 'a,b,c', --classes-file FILE or --dataset SPEC.")
+
+
+def _cache(args):
+    return None if args.cache_dir is None else Path(args.cache_dir) / "features"
+
+
+def _train(args, backbone):
+    from ..data import load_dataset
+    from ..features import encode_split
+
+    data = load_dataset(args.dataset)
+    return encode_split(backbone, data, "train", args.images_per_class, args.seed,
+                        cache=_cache(args), batch_size=args.batch_size, workers=args.workers,
+                        progress=not args.no_progress)
+
+
+def cmd_generate(args) -> int:
+    from ..concepts import ConceptSet
+    from ..concepts.sources import get_source
+
+    classes = _classes(args)
+    merged = ConceptSet(classes)
+    for name in args.source:
+        options = {}
+        if name == "llm":
+            options = dict(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+                           prompts=tuple(args.prompt or ["labo"]), n=args.n, samples=args.samples,
+                           concurrency=args.concurrency)
+        elif name == "file":
+            options = dict(path=args.file)
+        elif name == "vocabulary":
+            options = dict(size=args.vocabulary_size)
+        source = get_source(name, **options)
+        result = (source.generate(classes, allow_partial=args.allow_partial) if name == "llm"
+                  else source.generate(classes))
+        print(f"[{name}] {result.report()}")
+        merged = merged.merge(result.concepts)
+    merged.save(args.out)
+    print(f"{merged.summary()} -> {args.out}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ..concepts import import_concepts
+
+    concepts, rejected = import_concepts(args.file, args.kind)
+    for r in rejected[:20]:
+        print(f"rejected {r.text[:60]!r} ({r.reason}) for {list(r.classes)}")
+    concepts.save(args.out)
+    print(f"{concepts.summary()}; {len(rejected)} rejected -> {args.out}")
+    return 0
+
+
+def cmd_filter(args) -> int:
+    from ..backbones import get_backbone
+    from ..concepts import ConceptSet
+    from ..concepts.pipeline import run_filters
+
+    concepts = ConceptSet.load(args.concepts)
+    backbone = get_backbone(args.backbone)
+    train = None if args.no_activation or not args.dataset else _train(args, backbone)
+    result = run_filters(concepts, backbone, concepts.classes, train, args.max_chars,
+                         args.class_cutoff, args.duplicate_cutoff, args.activation_cutoff,
+                         args.activation_quantile, cache=_cache(args))
+    print(result.report())
+    if args.dropped:
+        from .._io import write_json
+
+        write_json(args.dropped, [d.__dict__ for d in result.dropped])
+    result.concepts.save(args.out)
+    print(f"-> {args.out}")
+    return 0
+
+
+def cmd_select(args) -> int:
+    from ..backbones import get_backbone
+    from ..concepts import ConceptSet
+    from ..concepts.pipeline import run_selection
+
+    concepts = ConceptSet.load(args.concepts)
+    backbone = get_backbone(args.backbone)
+    sel = run_selection(concepts, backbone, _train(args, backbone), cache=_cache(args),
+                        per_class=args.per_class, method=args.method, lam=args.lam,
+                        score_weight=args.score_weight, coverage=args.coverage,
+                        global_budget=args.global_budget, seed=args.seed)
+    sel.concepts.save(args.out)
+    print(f"selected {sel.concepts.summary()} (objective {sel.objective:.6g}) -> {args.out}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from ..concepts import ConceptSet
+
+    concepts = ConceptSet.load(args.concepts)
+    print(concepts.summary())
+    classes = [args.class_name] if args.class_name else concepts.classes
+    for cls in classes:
+        idx = concepts.for_class(cls)
+        print(f"\n{cls} ({len(idx)})")
+        for i in idx[: args.limit]:
+            c = concepts.concepts[i]
+            sources = sorted({p.get("source", "?") for p in c.provenance})
+            print(f"  - {c.text}  [{', '.join(sources)}]"
+                  + (f"  (also {len(c.classes) - 1} other classes)" if len(c.classes) > 1 else ""))
+    if args.json:
+        print(json.dumps(concepts.to_dict())[:2000])
+    return 0
+
+
+def add_commands(sub) -> None:
+    concepts = sub.add_parser("concepts", help="generate, import, filter, select, show concepts")
+    csub = concepts.add_subparsers(dest="concepts_command", required=True)
+
+    def class_options(p):
+        p.add_argument("--classes", help="comma-separated class names")
+        p.add_argument("--classes-file", help="one class name per line")
+        p.add_argument("--dataset", help="take the class names from this dataset")
+
+    p = csub.add_parser("generate", help="concepts for classes from one or more sources")
+    class_options(p)
+    p.add_argument("--source", action="append", required=True,
+                   choices=["llm", "wordnet", "imagenet", "file", "vocabulary"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="gpt-4o-mini")
+    p.add_argument("--base-url", help="any OpenAI-compatible endpoint (vLLM, Ollama, ...)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="name of the environment variable holding the key")
+    p.add_argument("--prompt", action="append",
+                   choices=["labo", "important", "superclass", "around"])
+    p.add_argument("--n", type=int, default=20, help="concepts asked for per prompt")
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--allow-partial", action="store_true")
+    p.add_argument("--file", help="for --source file")
+    p.add_argument("--vocabulary-size", type=int, default=20000)
+    p.set_defaults(func=cmd_generate)
+
+    p = csub.add_parser("import", help="read LaBo / Label-free CBM / text / CSV concept files")
+    p.add_argument("file")
+    p.add_argument("--kind", default="auto",
+                   choices=["auto", "labo", "label_free", "lines", "csv", "conceptlens"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import)
+
+    def image_options(p):
+        p.add_argument("--dataset", help="training images (for activation / MI)")
+        p.add_argument("--images-per-class", default="50",
+                       help="training images per class to encode (or 'all')")
+        p.add_argument("--seed", type=int, default=0)
+        add_encode_options(p)
+
+    p = csub.add_parser("filter", help="Label-free CBM's filters")
+    p.add_argument("concepts")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dropped", help="write what was dropped, and why, as JSON")
+    p.add_argument("--max-chars", type=int, default=30)
+    p.add_argument("--class-cutoff", type=float, default=0.85)
+    p.add_argument("--duplicate-cutoff", type=float, default=0.9)
+    p.add_argument("--activation-cutoff", type=float, default=0.25)
+    p.add_argument("--activation-quantile", type=float,
+                   help="drop concepts below this quantile of activation instead")
+    p.add_argument("--no-activation", action="store_true")
+    image_options(p)
+    p.set_defaults(func=cmd_filter)
+
+    p = csub.add_parser("select", help="LaBo's submodular selection (or top_k / random)")
+    p.add_argument("concepts")
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-class", type=int, default=50)
+    p.add_argument("--method", default="submodular", choices=["submodular", "top_k", "random"])
+    p.add_argument("--lam", type=float, default=0.1)
+    p.add_argument("--score-weight", type=float, default=1e7)
+    p.add_argument("--coverage", default="facility", choices=["facility", "reference"])
+    p.add_argument("--global-budget", type=int)
+    image_options(p)
+    p.set_defaults(func=cmd_select)
+
+    p = csub.add_parser("show", help="print a concept set")
+    p.add_argument("concepts")
+    p.add_argument("--class", dest="class_name")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)

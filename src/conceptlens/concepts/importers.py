@@ -1,0 +1,95 @@
+"""Read published concept files: LaBo, Label-free CBM, plain text, CSV, our JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+from ..errors import DataError
+from .conceptset import FORMAT, ConceptSet
+from .normalize import Rejected, collect
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"Cannot read {path}: {e}.") from e
+
+
+def _class_map(path: Path, obj, source: str, prompt: str | None) -> tuple[ConceptSet, list[Rejected]]:
+    if not isinstance(obj, dict) or not all(isinstance(v, list) for v in obj.values()):
+        raise DataError(f"{path} must map each class name to a list of concept strings.")
+    prov = {"source": source, "file": path.name, "model": "gpt-3"}
+    if prompt:
+        prov["prompt"] = prompt
+    entries = ((text, [cls], prov | {"class": cls}) for cls, texts in obj.items() for text in texts)
+    return collect(entries, classes=list(obj))
+
+
+def import_labo(path: str | Path) -> tuple[ConceptSet, list[Rejected]]:
+    """LaBo's `<DATASET>.class2concepts.json` or `.selected.json`: {class: [sentences]}."""
+    path = Path(path)
+    return _class_map(path, _json(path), "labo", "labo")
+
+
+def import_label_free(path: str | Path) -> tuple[ConceptSet, list[Rejected]]:
+    """Label-free CBM's `gpt3_<dataset>_{important,around,superclass}.json`."""
+    path = Path(path)
+    m = re.search(r"_(important|around|superclass)\.json$", path.name)
+    return _class_map(path, _json(path), "label_free", m.group(1) if m else None)
+
+
+def import_lines(path: str | Path, classes: list[str] | None = None) -> tuple[ConceptSet, list[Rejected]]:
+    """One concept per line (e.g. Label-free CBM's `<dataset>_filtered.txt`); global concepts."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"Cannot read {path}: {e}.") from e
+    prov = {"source": "file", "file": path.name}
+    return collect(((ln, [], prov) for ln in lines if ln.strip()), classes=classes or [])
+
+
+def import_csv(path: str | Path) -> tuple[ConceptSet, list[Rejected]]:
+    """CSV with columns `class,concept` (class may be empty for a global concept)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"class", "concept"} <= set(reader.fieldnames or []):
+            raise DataError(f"{path} needs columns 'class' and 'concept'; it has {reader.fieldnames}.")
+        rows = list(reader)
+    prov = {"source": "file", "file": path.name}
+    entries = ((r["concept"] or "", [r["class"].strip()] if (r["class"] or "").strip() else [], prov)
+               for r in rows)
+    return collect(entries, classes=[r["class"].strip() for r in rows if (r["class"] or "").strip()])
+
+
+def import_concepts(path: str | Path, kind: str = "auto") -> tuple[ConceptSet, list[Rejected]]:
+    """Import by kind: labo, label_free, lines, csv, conceptlens, or auto (by name/content)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Concept file {path} does not exist.")
+    if kind == "auto":
+        if path.suffix == ".csv":
+            kind = "csv"
+        elif path.suffix == ".txt":
+            kind = "lines"
+        elif path.name.startswith("gpt3_"):
+            kind = "label_free"
+        elif path.suffix == ".json":
+            kind = "conceptlens" if isinstance(obj := _json(path), dict) and obj.get("format") == FORMAT \
+                else "labo"
+        else:
+            raise DataError(f"Cannot tell the format of {path}; pass kind= one of {sorted(IMPORTERS)}.")
+    if kind == "conceptlens":
+        return ConceptSet.load(path), []
+    if kind not in IMPORTERS:
+        raise DataError(f"Unknown concept file kind {kind!r}; known: {sorted(IMPORTERS)} or 'auto'.")
+    return IMPORTERS[kind](path)
+
+
+IMPORTERS = {"labo": import_labo, "label_free": import_label_free, "lines": import_lines,
+             "csv": import_csv}
