@@ -25,8 +25,13 @@ import numpy as np
 from conceptlens._io import write_json
 from conceptlens.backbones.text_encoder import encode_sentences
 from conceptlens.concepts.importers import import_labo
-from conceptlens.concepts.selection import (class_similarity, coverage_matrix, facility_objective,
-                                            greedy_submodular, mi_score)
+from conceptlens.concepts.selection import (
+    class_similarity,
+    coverage_matrix,
+    facility_objective,
+    greedy_submodular,
+    mi_score,
+)
 from conceptlens.features.cache import FeatureCache, content_key
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "concepts" / "labo"
@@ -46,7 +51,7 @@ class _MixedSign(np.ndarray):
     """apricot 0.6.1 refuses features with both signs (text embeddings have both), a check
     LaBo's call must have met too; this view only answers that check and changes no value."""
 
-    def min(self, *args, **kwargs):  # noqa: A003 - numpy's reduction hook
+    def min(self, *args, **kwargs):
         return 0.0
 
 

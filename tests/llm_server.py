@@ -43,8 +43,8 @@ class ChatServer:
                     return self._send(401, json.dumps({"error": {"message": "Incorrect API key",
                                       "type": "invalid_request_error"}}).encode())
                 prompt = payload["messages"][-1]["content"]
-                m = re.search(r"the ([\w ]+?) looks like|as a \"([^\"]+)\"|word \"([^\"]+)\"|around a \"([^\"]+)\"",
-                              prompt)
+                m = re.search(r"the ([\w ]+?) looks like|as a \"([^\"]+)\"|word \"([^\"]+)\""
+                              r"|around a \"([^\"]+)\"", prompt)
                 cls = next(g for g in m.groups() if g)
                 server.requests[cls] += 1
                 if cls == "slowpoke":

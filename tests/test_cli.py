@@ -82,3 +82,37 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result["sizes"] == {"train": 30, "val": 20, "test": 30}
     assert 0 <= result["zero_shot_accuracy"] <= 1 and 0 <= result["linear_probe_accuracy"] <= 1
     assert "zero-shot" in r.stdout and "linear probe" in r.stdout
+
+
+def test_concepts_generate_filter_select_show(image_folder, tmp_path):
+    gen, filt, sel = (tmp_path / f for f in ("gen.json", "filt.json", "sel.json"))
+    r = run("concepts", "generate", "--source", "wordnet", "--dataset", str(image_folder),
+            "--out", str(gen))
+    assert r.returncode == 0, r.stderr
+    assert "3 classes" in r.stdout
+    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    r = run("concepts", "filter", str(gen), "--out", str(filt), "--dropped",
+            str(tmp_path / "dropped.json"), "--dataset", str(image_folder),
+            "--images-per-class", "2", "--activation-quantile", "0.2", *common)
+    assert r.returncode == 0, r.stderr
+    dropped = json.loads((tmp_path / "dropped.json").read_text())
+    assert {d["filter"] for d in dropped} >= {"activation"}
+    r = run("concepts", "select", str(filt), "--out", str(sel), "--per-class", "3",
+            "--dataset", str(image_folder), "--images-per-class", "2", *common)
+    assert r.returncode == 0, r.stderr
+    selected = json.loads(sel.read_text())
+    per_class = {c: sum(c in x["classes"] for x in selected["concepts"]) for c in selected["classes"]}
+    assert all(1 <= n <= 3 for n in per_class.values()), per_class
+    r = run("concepts", "show", str(sel), "--class", "dog")
+    assert r.returncode == 0 and r.stdout.splitlines()[2].startswith("dog (")
+
+
+def test_concepts_import_reports_and_writes(tmp_path):
+    src = tmp_path / "class2concepts.json"
+    src.write_text(json.dumps({"cat": ["whiskers", "", "fur"], "dog": ["fur"]}))
+    r = run("concepts", "import", str(src), "--kind", "labo", "--out", str(tmp_path / "c.json"))
+    assert r.returncode == 0, r.stderr
+    assert "rejected '' (empty) for ['cat']" in r.stdout
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert [c["text"] for c in out["concepts"]] == ["whiskers", "fur"]
+    assert out["concepts"][1]["classes"] == ["cat", "dog"]

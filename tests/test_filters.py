@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conceptlens.concepts import (ConceptSet, TextSimilarity, filter_activation,
-                                  filter_class_similarity, filter_duplicates, filter_length)
+from conceptlens.concepts import (
+    ConceptSet,
+    TextSimilarity,
+    filter_activation,
+    filter_class_similarity,
+    filter_duplicates,
+    filter_length,
+)
 from conceptlens.concepts.filters import top_k_activation
 from conceptlens.errors import ConfigError
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from llm_server import ChatServer
 
 from conceptlens.concepts.sources import get_source
 from conceptlens.concepts.sources.llm import LLMError, parse_list
 from conceptlens.errors import ConfigError
-from llm_server import ChatServer
 
 
 @pytest.fixture

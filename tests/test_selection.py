@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from conceptlens.concepts import ConceptSet, mi_score, select_concepts
-from conceptlens.concepts.selection import (class_similarity, coverage_matrix, greedy_submodular,
-                                            squared_cosine)
+from conceptlens.concepts.selection import (
+    class_similarity,
+    coverage_matrix,
+    greedy_submodular,
+    squared_cosine,
+)
 
 
 def brute_force_greedy(objective, n, k):
@@ -15,7 +19,7 @@ def brute_force_greedy(objective, n, k):
     chosen = []
     for _ in range(k):
         best = max((j for j in range(n) if j not in chosen),
-                   key=lambda j: (objective(chosen + [j]), -j))
+                   key=lambda j: (objective([*chosen, j]), -j))
         chosen.append(best)
     return chosen
 
@@ -74,7 +78,7 @@ def _problem(seed=0):
 
 
 def test_per_class_budget_dedupes_shared_concepts():
-    cs, emb, images, labels = _problem()
+    cs, emb, _images, _labels = _problem()
     scores = np.arange(10, dtype=float)[::-1]  # concept 0 best ... 9 worst
     sel = select_concepts(cs, emb, per_class=2, method="top_k", scores=scores)
     # class a: 0, 1; class b (candidates 3, 6..9): 3, 6
