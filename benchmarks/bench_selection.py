@@ -119,7 +119,7 @@ def main() -> None:
     o_ours, o_ap = objective(ours_picks), objective(ap_picks)
     result = {
         "candidates": sum(len(v) for v in list(raw.values())[: args.classes]),
-        "unique_candidates": int(sum(len(g) for g in groups)),
+        "class_candidate_pairs_after_merging": int(sum(len(g) for g in groups)),
         "classes": len(classes), "per_class": args.per_class,
         "conceptlens_seconds": round(t_ours, 3), "apricot_seconds": round(t_ap, 3),
         "speedup": round(t_ap / t_ours, 1),

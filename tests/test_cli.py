@@ -74,14 +74,15 @@ def test_encode_skips_corrupt_image_when_asked(image_folder, tmp_path):
 
 @pytest.mark.skipif(not SYSTEM_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
 def test_demo_runs_end_to_end(tmp_path):
-    out = tmp_path / "demo.json"
+    out = tmp_path / "demo"
     r = run("demo", "--train-per-class", "3", "--val-per-class", "2", "--test-per-class", "3",
-            "--cache-dir", str(tmp_path), "--no-progress", "--out", str(out))
+            "--cache-dir", str(tmp_path), "--no-progress", "--output-dir", str(out))
     assert r.returncode == 0, r.stderr
-    result = json.loads(out.read_text())
+    result = json.loads((out / "results.json").read_text())
     assert result["sizes"] == {"train": 30, "val": 20, "test": 30}
-    assert 0 <= result["zero_shot_accuracy"] <= 1 and 0 <= result["linear_probe_accuracy"] <= 1
-    assert "zero-shot" in r.stdout and "linear probe" in r.stdout
+    assert set(result["results"]) == {"zero_shot", "linear_probe", "labo", "label_free"}
+    assert all(0 <= row["top1"] <= 1 for row in result["results"].values())
+    assert "| label_free |" in r.stdout and (out / "models" / "labo" / "model.json").is_file()
 
 
 def test_concepts_generate_filter_select_show(image_folder, tmp_path):

@@ -19,24 +19,45 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..demo import DemoConfig, run_demo
+    from ..demo import demo_config, run_demo
 
-    cfg = DemoConfig(backbone=args.backbone, train_per_class=args.train_per_class,
-                     val_per_class=args.val_per_class, test_per_class=args.test_per_class,
-                     seed=args.seed, cache_dir=args.cache_dir, data_dir=args.data_dir,
-                     download=args.download,
-                     batch_size=args.batch_size, workers=args.workers,
-                     progress=not args.no_progress)
-    result = run_demo(cfg)
-    print(result.summary())
-    if args.out:
-        from dataclasses import asdict
+    if args.download:
+        from ..data import load_fashion_mnist
 
-        from .._io import write_json
-
-        write_json(args.out, asdict(result))
-        print(f"wrote {args.out}")
+        load_fashion_mnist(args.data_dir, download=True)
+    cfg = demo_config(args.train_per_class, args.val_per_class, args.test_per_class, args.seed,
+                      args.backbone, args.cache_dir, args.data_dir, args.output_dir,
+                      not args.no_progress)
+    print_run(run_demo(cfg))
     return 0
+
+
+def cmd_run(args) -> int:
+    from ..runs import load_config, run_experiment
+
+    cfg = load_config(args.config)
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    if args.cache_dir:
+        cfg.cache_dir = args.cache_dir
+    cfg.progress = not args.no_progress
+    print_run(run_experiment(cfg))
+    return 0
+
+
+def print_run(out: dict) -> None:
+    print(f"backbone {out['backbone_id']}")
+    print("images   " + ", ".join(f"{k} {v}" for k, v in out["sizes"].items()))
+    for key, text in out["concept_report"].get("concepts", {}).items():
+        print(f"concepts {key}: {text}")
+    print()
+    print(out["table"])
+    if out.get("fewshot_table"):
+        print("\nfew-shot top-1 (%):\n" + out["fewshot_table"])
+    print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
+    if "output_dir" in out:
+        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, "
+              "results.json, results.md, models/)")
 
 
 def cmd_encode(args) -> int:
@@ -105,8 +126,15 @@ def add_commands(sub) -> None:
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--download", action="store_true",
                    help="download Fashion-MNIST (checksums verified) if it is not found")
-    p.add_argument("--out", help="write the result as JSON here")
+    p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run an experiment described by a TOML config")
+    p.add_argument("config")
+    p.add_argument("--output-dir", help="override [output] dir")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("encode", help="encode a dataset's images to a safetensors file")
     p.add_argument("dataset", help="'fashion-mnist', an image folder, or a .csv/.jsonl manifest")

@@ -1,6 +1,14 @@
-"""Classifiers on encoded features: baselines now, concept bottleneck methods beside them."""
+"""Bottleneck methods and baselines behind one estimator contract (see base.py)."""
 
+from . import label_free, labo, linear_probe, posthoc, sparse_cbm, zero_shot  # noqa: F401
+from .base import METHODS, Context, Method, get_method
+from .label_free import LabelFree
+from .labo import LaBo
 from .linear_probe import LinearProbe
+from .posthoc import PostHoc, PostHocHybrid, learn_cavs
+from .sparse_cbm import ConceptMatrixSearch, SparseCBM
 from .zero_shot import ZeroShot
 
-__all__ = ["LinearProbe", "ZeroShot"]
+__all__ = ["METHODS", "ConceptMatrixSearch", "Context", "LaBo", "LabelFree", "LinearProbe",
+           "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot", "get_method",
+           "learn_cavs"]

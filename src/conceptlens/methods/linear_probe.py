@@ -1,4 +1,4 @@
-"""Linear probe: multinomial logistic regression on backbone features, C picked on val."""
+"""`linear_probe`: logistic regression on backbone features, C picked on validation."""
 
 from __future__ import annotations
 
@@ -6,54 +6,72 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, NotFittedError
+from ..errors import ConfigError
+from .base import METHODS, Context, Method
 
 DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
 
 
-class LinearProbe:
-    """Standardise features, then L2-regularised logistic regression (scikit-learn lbfgs).
+@METHODS.register("linear_probe")
+class LinearProbe(Method):
+    """Standardised features, L2 logistic regression (scikit-learn lbfgs).
 
-    With validation data, the inverse regularisation C is chosen from `Cs` by validation
-    accuracy (ties go to the stronger regularisation), then refitted on train alone;
-    without validation data the middle of the grid is used.
+    With validation data C is the value of `Cs` with the best validation accuracy (ties go
+    to stronger regularisation); without, the middle of the grid. `on='auto'` uses the
+    backbone's features when it has them, else the embedding.
     """
 
-    def __init__(self, Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 1000):
-        if not Cs or min(Cs) <= 0:
-            raise ConfigError(f"Cs must be positive regularisation values; got {Cs}.")
-        self.Cs = tuple(Cs)
-        self.max_iter = max_iter
+    name = "linear_probe"
+    needs_concepts = False
+    _arrays = ("class_weights_", "intercept_", "mean_", "scale_")
 
-    def _fit_one(self, X, y, C):
+    def __init__(self, Cs: Sequence[float] = DEFAULT_CS, on: str = "auto", max_iter: int = 1000):
+        if not Cs or min(Cs) <= 0:
+            raise ConfigError(f"Cs must be positive; got {Cs}.")
+        if on not in ("auto", "features", "embedding"):
+            raise ConfigError(f"on must be auto, features or embedding; got {on!r}.")
+        self.Cs, self.on, self.max_iter = list(Cs), on, max_iter
+
+    def _fit(self, train, context: Context, val) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=C, max_iter=self.max_iter).fit(X, y)
-
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
-            y_val: np.ndarray | None = None) -> LinearProbe:
-        self.mean_ = X.mean(0)
-        self.scale_ = X.std(0) + 1e-6
+        self.input = self.on if self.on != "auto" else (
+            "features" if train.features is not None else "embedding")
+        self.feature_key_ = self.input
+        X = self._x(train)
+        self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
         Z = (X - self.mean_) / self.scale_
-        if X_val is None or len(self.Cs) == 1:
-            self.C_ = sorted(self.Cs)[len(self.Cs) // 2]  # no validation data: mid-grid
-            self.val_scores_ = {}
+        y = np.asarray(train.labels)
+
+        def fit(C):
+            return LogisticRegression(C=C, max_iter=self.max_iter).fit(Z, y)
+
+        if val is not None and len(self.Cs) > 1:
+            Zv = (self._x(val) - self.mean_) / self.scale_
+            scores = {C: float((fit(C).predict(Zv) == val.labels).mean()) for C in self.Cs}
+            self.C_ = max(self.Cs, key=lambda C: (scores[C], -C))
         else:
-            Zv = (X_val - self.mean_) / self.scale_
-            self.val_scores_ = {C: float((self._fit_one(Z, y, C).predict(Zv) == y_val).mean())
-                                for C in self.Cs}
-            self.C_ = max(self.Cs, key=lambda C: (self.val_scores_[C], -C))
-        self.model_ = self._fit_one(Z, y, self.C_)
-        return self
+            self.C_ = sorted(self.Cs)[len(self.Cs) // 2]
+        model = fit(self.C_)
+        m = len(self.classes_)
+        W = np.zeros((m, X.shape[1]), np.float32)
+        b = np.full(m, -1e9, np.float32)  # a class absent from train is never predicted
+        coef, icpt = model.coef_, model.intercept_
+        if len(model.classes_) == 2:  # sigmoid(z) == softmax([-z/2, z/2])
+            coef, icpt = np.vstack([-coef, coef]) / 2, np.array([-icpt[0], icpt[0]]) / 2
+        W[model.classes_], b[model.classes_] = coef, icpt
+        self.class_weights_, self.intercept_ = W, b
+        self.concepts_ = [f"{self.input}[{i}]" for i in range(X.shape[1])]
 
-    def _check(self):
-        if not hasattr(self, "model_"):
-            raise NotFittedError("LinearProbe is not fitted; call fit(X, y) first.")
+    def _extra_state(self) -> dict:
+        return {"input": self.input, "C": self.C_}
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        self._check()
-        return self.model_.predict_proba((X - self.mean_) / self.scale_)
+    def _load_extra(self, extra: dict) -> None:
+        self.input, self.C_ = extra["input"], extra["C"]
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        self._check()
-        return self.model_.classes_[self.predict_proba(X).argmax(1)]
+    def transform(self, bundle) -> np.ndarray:
+        self.check_fitted()
+        return (self._x(bundle) - self.mean_) / self.scale_
+
+    def decision_function(self, bundle) -> np.ndarray:
+        return self.transform(bundle) @ self.class_weights_.T + self.intercept_

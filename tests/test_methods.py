@@ -1,0 +1,201 @@
+"""Contract tests over every registered method, and each method against a reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conceptlens.errors import ConfigError, NotFittedError
+from conceptlens.features import FeatureBundle
+from conceptlens.methods import METHODS, Context, Method, get_method, learn_cavs
+from conceptlens.methods.label_free import cos_cubed
+from conceptlens.methods.labo import labo_objective
+
+M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
+FAST = {"labo": {}, "label_free": {"steps": 200, "lam": 1e-3}, "sparse_cbm": {"epochs": 150},
+        "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3}}
+
+
+def make_problem(n_per_class=30, seed=0, noise=0.6):
+    """Concepts 3c..3c+2 belong to class c; an image mixes its class's concept vectors."""
+    rng = np.random.default_rng(seed)
+    concepts = rng.normal(size=(K, D))
+    concepts /= np.linalg.norm(concepts, axis=1, keepdims=True)
+    prior = np.zeros((M, K), np.float32)
+    for c in range(M):
+        prior[c, 3 * c : 3 * c + 3] = 1
+    proj = rng.normal(size=(D, F))
+
+    def bundle(n):
+        labels = np.repeat(np.arange(M), n)
+        emb = prior[labels] @ concepts + noise * rng.normal(size=(len(labels), D))
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        return FeatureBundle([str(i) for i in range(len(labels))], labels, tuple("abcd"),
+                             emb.astype(np.float32), (emb @ proj).astype(np.float32), "toy")
+
+    class_emb = prior @ concepts
+    class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
+    ctx = Context(tuple("abcd"), [f"concept {i}" for i in range(K)], concepts.astype(np.float32),
+                  prior, class_emb.astype(np.float32), "toy")
+    return bundle(n_per_class), bundle(10), bundle(25), ctx
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem()
+
+
+@pytest.fixture(scope="module", params=METHODS.names())
+def fitted(request, problem):
+    train, val, test, ctx = problem
+    model = get_method(request.param, **FAST.get(request.param, {}))
+    assert model.fit(train, ctx, val) is model
+    return model
+
+
+def test_contract_shapes_and_probabilities(fitted, problem):
+    _, _, test, ctx = problem
+    n = len(test)
+    proba = fitted.predict_proba(test)
+    assert proba.shape == (n, M)
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    assert fitted.predict(test).shape == (n,)
+    k = len(fitted.concepts_)
+    assert fitted.transform(test).shape == (n, k)
+    assert fitted.class_weights_.shape == (M, k)
+    assert 0 < fitted.nec_ <= k
+    assert fitted.classes_ == ctx.classes and fitted.backbone_id_ == "toy"
+
+
+def test_contract_beats_chance(fitted, problem):
+    _, _, test, _ = problem
+    assert (fitted.predict(test) == test.labels).mean() > 0.6  # chance is 0.25
+
+
+def test_contract_save_load_identical(fitted, problem, tmp_path):
+    _, _, test, _ = problem
+    folder = fitted.save(tmp_path / fitted.name)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "weights.safetensors"]
+    again = Method.load(folder)
+    assert type(again) is type(fitted) and again.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(again.decision_function(test), fitted.decision_function(test))
+    assert again.concepts_ == fitted.concepts_ and again.feature_key_ == fitted.feature_key_
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_errors(name, problem):
+    train, val, test, ctx = problem
+    model = get_method(name, **FAST.get(name, {}))
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.predict(test)
+    if model.needs_concepts:
+        with pytest.raises(ConfigError, match="needs concepts"):
+            model.fit(train, Context(ctx.classes, class_embedding=ctx.class_embedding), val)
+
+
+def test_unknown_method_lists_known():
+    with pytest.raises(ConfigError, match="Unknown method 'lab'.*labo"):
+        get_method("lab")
+
+
+# --- references -------------------------------------------------------------------------
+
+def test_labo_lbfgs_reaches_the_objective_scipy_finds():
+    """The same LaBo objective minimised by an independent optimiser (scipy's L-BFGS-B on a
+    flattened V) and by the reference's Adam: ours is at least as low. Noisy data, so the
+    objective has a finite minimum."""
+    from scipy.optimize import minimize
+
+    train, val, _, ctx = make_problem(noise=2.0)
+    model = get_method("labo").fit(train, ctx, val)
+    A = torch.from_numpy(train.embedding @ ctx.concept_embedding.T).double()
+    y = torch.as_tensor(train.labels)
+
+    def f(v):
+        V = torch.tensor(v.reshape(M, K), requires_grad=True)
+        loss = labo_objective(V, A, y, 100.0)
+        loss.backward()
+        return float(loss.detach()), V.grad.numpy().ravel().copy()
+
+    ref = minimize(f, np.asarray(ctx.class_prior, np.float64).ravel(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
+    assert model.objective_ <= ref.fun + 1e-6
+    adam = get_method("labo", optimizer="adam", epochs=2000, lr=1e-2).fit(train, ctx, val)
+    assert model.objective_ <= adam.objective_ + 1e-6
+
+
+def test_labo_keeps_the_language_prior(problem):
+    train, val, _, ctx = problem
+    model = get_method("labo").fit(train, ctx, val)
+    W = model.class_weights_
+    # initialised from the prior: each class weighs its own concepts above the others
+    for c in range(M):
+        own = W[c, 3 * c : 3 * c + 3].mean()
+        assert own > np.delete(W[c], range(3 * c, 3 * c + 3)).mean()
+
+
+def test_cos_cubed_by_hand():
+    a = torch.tensor([[1.0], [2.0], [3.0]])
+    b = torch.tensor([[2.0], [4.0], [7.0]])
+    ca, cb = (a - a.mean()) ** 3, (b - b.mean()) ** 3
+    expected = float((ca * cb).sum() / ca.norm() / cb.norm())
+    assert float(cos_cubed(a, b)[0]) == pytest.approx(expected)
+    assert float(cos_cubed(a, 2 * a + 1)[0]) == pytest.approx(1.0)
+
+
+def test_label_free_reaches_target_nec(problem):
+    train, val, test, ctx = problem
+    model = get_method("label_free", steps=200, target_nec=2).fit(train, ctx, val)
+    assert 0 < model.nec_ <= 2
+    assert (model.predict(test) == test.labels).mean() > 0.5
+
+
+def test_posthoc_sparse_layer_matches_the_glm_objective_of_sklearn(problem):
+    """The fitted sparse layer is the elastic-net optimum scikit-learn finds too."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from conceptlens.solvers import elastic_net_objective
+
+    train, val, _, ctx = problem
+    lam = 5e-3
+    model = get_method("posthoc", lam=lam).fit(train, ctx, val)
+    Z = model.transform(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = LogisticRegression(l1_ratio=0.99, C=1 / (lam * len(Z)), solver="saga", tol=1e-10,
+                                max_iter=100000).fit(Z, train.labels)
+    ours = elastic_net_objective(model.class_weights_, model.intercept_, Z, train.labels, lam, 0.99)
+    ref = elastic_net_objective(sk.coef_, sk.intercept_, Z, train.labels, lam, 0.99)
+    assert ours <= ref * (1 + 1e-4)
+
+
+def test_hybrid_residual_fits_at_least_as_well(problem):
+    train, val, _, ctx = problem
+    plain = get_method("posthoc", lam=5e-2).fit(train, ctx, val)
+    hybrid = get_method("posthoc_hybrid", lam=5e-2).fit(train, ctx, val)
+    np.testing.assert_array_equal(plain.class_weights_, hybrid.class_weights_)  # concept part frozen
+    ce = lambda m: -np.log(m.predict_proba(train)[np.arange(len(train)), train.labels]).mean()  # noqa: E731
+    assert ce(hybrid) < ce(plain)
+
+
+def test_learn_cavs_recovers_the_direction():
+    rng = np.random.default_rng(0)
+    direction = np.eye(8)[2]
+    pos = rng.normal(size=(40, 8)) + 2 * direction
+    neg = rng.normal(size=(40, 8)) - 2 * direction
+    names, vectors = learn_cavs({"striped": (pos, neg)})
+    assert names == ["striped"] and float(vectors[0] @ direction) > 0.9
+
+
+def test_cms_by_hand():
+    ctx = Context(("a", "b"), ["x", "y", "z"], np.eye(3, dtype=np.float32),
+                  np.array([[1, 1, 0], [0, 0, 1]], np.float32))
+    emb = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0], [0.5, 0.5, 0]], np.float32)
+    b = FeatureBundle(list("0123"), np.array([0, 1, 0, 0]), ("a", "b"), emb, None, "")
+    model = get_method("cms").fit(b, ctx)
+    S = (emb - emb.mean(0)) / (emb.std(0) + 1e-6)
+    np.testing.assert_allclose(model.decision_function(b),
+                               np.c_[(S[:, 0] + S[:, 1]) / 2, S[:, 2]], rtol=1e-5)
