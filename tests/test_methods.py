@@ -48,7 +48,7 @@ def problem():
 
 @pytest.fixture(scope="module", params=METHODS.names())
 def fitted(request, problem):
-    train, val, test, ctx = problem
+    train, val, _test, ctx = problem
     model = get_method(request.param, **FAST.get(request.param, {}))
     assert model.fit(train, ctx, val) is model
     return model
