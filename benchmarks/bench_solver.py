@@ -7,7 +7,7 @@ concepts and m classes, labels from a sparse ground-truth weight matrix plus Gum
 All three solve the same elastic-net objective at the same lam (alpha = 0.99); each
 result is scored with one objective function, and its sparsity (non-zeros per class) is
 reported. glm_saga runs as Label-free CBM runs it: one lam (k=1, epsilon=1, no zero step),
-step 0.1, batch 256, its own tolerance 1e-4.
+step 0.1, batch 256, up to 1000 epochs (its n_iters), its own tolerance 1e-4.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=100)
     ap.add_argument("--lam", type=float, default=2e-3)
     ap.add_argument("--alpha", type=float, default=0.99)
-    ap.add_argument("--saga-epochs", type=int, default=2000)
+    ap.add_argument("--saga-epochs", type=int, default=1000)  # Label-free CBM's n_iters
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/solver.json")
     args = ap.parse_args()

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# keep the tests' caches out of the user's: one folder for the session
+os.environ.setdefault("CONCEPTLENS_CACHE", tempfile.mkdtemp(prefix="conceptlens-tests-"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
