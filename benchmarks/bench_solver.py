@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.99)
     ap.add_argument("--saga-epochs", type=int, default=1000)  # Label-free CBM's n_iters
     ap.add_argument("--skip-sklearn", action="store_true")
+    ap.add_argument("--sklearn-max-iter", type=int, default=1000)
     ap.add_argument("--out", default="benchmarks/results/solver.json")
     args = ap.parse_args()
     X, y = problem(args.n, args.p, args.m)
@@ -70,6 +71,8 @@ def main() -> None:
                       "objective": elastic_net_objective(W, b, X, y, lam, alpha),
                       "nonzeros_per_class": float((np.abs(W) > 1e-5).sum() / m)}
         print(name, rows[name], flush=True)
+        if args.out:  # keep what finished, in case a slow peer is stopped
+            write_json(args.out, {"problem": vars(args), "solvers": rows})
 
     record("conceptlens_fista", lambda: fit_elastic_net(X, y, lam, alpha, tol=1e-6,
                                                          dtype=torch.float32)[:2])
@@ -79,7 +82,7 @@ def main() -> None:
 
         def sk():
             model = LogisticRegression(l1_ratio=alpha, C=1 / (lam * len(X)), solver="saga",
-                                       tol=1e-4, max_iter=1000).fit(X, y)
+                                       tol=1e-4, max_iter=args.sklearn_max_iter).fit(X, y)
             return model.coef_, model.intercept_
 
         record("sklearn_saga", sk)

@@ -18,6 +18,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${CONCEPTLENS_FASHION_MNI
   fi
 fi
 
+# Debian's Chromium renders the HTML report in the browser test (tests skip it without one)
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "bootstrap: installing Debian's chromium (for the report's browser test)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+    || echo "bootstrap: chromium could not be installed; the browser test will be skipped" >&2
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"

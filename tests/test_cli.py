@@ -73,16 +73,61 @@ def test_encode_skips_corrupt_image_when_asked(image_folder, tmp_path):
 
 
 @pytest.mark.skipif(not SYSTEM_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_then_explain_edit_intervene_report(tmp_path, image_folder):
     out = tmp_path / "demo"
+    cache = ["--cache-dir", str(tmp_path), "--no-progress"]
     r = run("demo", "--train-per-class", "3", "--val-per-class", "2", "--test-per-class", "3",
-            "--cache-dir", str(tmp_path), "--no-progress", "--output-dir", str(out))
+            *cache, "--output-dir", str(out))
     assert r.returncode == 0, r.stderr
     result = json.loads((out / "results.json").read_text())
     assert result["sizes"] == {"train": 30, "val": 20, "test": 30}
     assert set(result["results"]) == {"zero_shot", "linear_probe", "labo", "label_free"}
     assert all(0 <= row["top1"] <= 1 for row in result["results"].values())
-    assert "| label_free |" in r.stdout and (out / "models" / "labo" / "model.json").is_file()
+    assert "deletion_area_top" in result["results"]["label_free"]
+    assert "| label_free |" in r.stdout and (out / "report.html").stat().st_size > 10_000
+
+    model = out / "models" / "label_free"
+    concept = json.loads((model / "model.json").read_text())["concepts"][0]
+    r = run("edit", str(model), "--remove", concept, "--classes", "Sandal", "--note", "test",
+            "--out", str(tmp_path / "edited"))
+    assert r.returncode == 0, r.stderr
+    assert f"{concept!r} x 0 for Sandal" in r.stdout
+    saved = json.loads((tmp_path / "edited" / "model.json").read_text())
+    assert saved["edit_log"][0]["concept"] == concept and saved["edit_log"][0]["note"] == "test"
+    assert json.loads((model / "model.json").read_text())["edit_log"] == []  # original unchanged
+
+    png = next(image_folder.rglob("*.png"))
+    r = run("explain", str(tmp_path / "edited"), str(png), "--top", "3", *cache)
+    assert r.returncode == 0, r.stderr
+    assert "predicted" in r.stdout and "bias" in r.stdout
+
+    r = run("intervene", str(model), "--dataset", "fashion-mnist", "--images-per-class", "2",
+            "--concepts", str(out / "concepts.json"), "--steps", "3", *cache)
+    assert r.returncode == 0, r.stderr
+    curves = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("  ")]
+    assert [c[0] for c in curves] == ["random", "uncertain", "contribution"]
+    assert all(len(c) == 5 for c in curves)
+
+    r = run("report", str(tmp_path / "edited"), "--dataset", "fashion-mnist",
+            "--images-per-class", "2", "--out", str(tmp_path / "r.html"), *cache)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "id='edit-log'" in page and concept in page
+
+
+def test_explain_refuses_another_backbone(tmp_path):
+    import numpy as np
+
+    from conceptlens.features import FeatureBundle
+    from conceptlens.methods import Context, get_method
+
+    b = FeatureBundle(["a", "b"], np.array([0, 1]), ("x", "y"), np.eye(2, dtype=np.float32), None, "")
+    ctx = Context(("x", "y"), class_embedding=np.eye(2, dtype=np.float32), backbone_id="other@123")
+    get_method("zero_shot").fit(b, ctx).save(tmp_path / "m")
+    np.savez(tmp_path / "f.npz", ids=np.array(["a"]), embedding=np.ones((1, 2)))
+    r = run("explain", str(tmp_path / "m"), "whatever.png", "--backbone",
+            f"precomputed:{tmp_path / 'f.npz'}")
+    assert r.returncode == 2 and "was fitted on features of 'other@123'" in r.stderr
 
 
 def test_concepts_generate_filter_select_show(image_folder, tmp_path):

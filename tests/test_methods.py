@@ -18,14 +18,16 @@ FAST = {"labo": {}, "label_free": {"steps": 200, "lam": 1e-3}, "sparse_cbm": {"e
 
 
 def make_problem(n_per_class=30, seed=0, noise=0.6):
-    """Concepts 3c..3c+2 belong to class c; an image mixes its class's concept vectors."""
+    """Concepts 3c..3c+2 belong to class c; an image mixes its class's concept vectors.
+    The concepts are the same for every seed; `seed` draws the images."""
+    fixed = np.random.default_rng(1234)
     rng = np.random.default_rng(seed)
-    concepts = rng.normal(size=(K, D))
+    concepts = fixed.normal(size=(K, D))
     concepts /= np.linalg.norm(concepts, axis=1, keepdims=True)
     prior = np.zeros((M, K), np.float32)
     for c in range(M):
         prior[c, 3 * c : 3 * c + 3] = 1
-    proj = rng.normal(size=(D, F))
+    proj = fixed.normal(size=(D, F))
 
     def bundle(n):
         labels = np.repeat(np.arange(M), n)

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..errors import ConceptLensError
-from . import concept_commands, data_commands
+from . import concept_commands, data_commands, model_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     data_commands.add_commands(sub)
     concept_commands.add_commands(sub)
+    model_commands.add_commands(sub)
     return parser
 
 

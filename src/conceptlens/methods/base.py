@@ -46,7 +46,8 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 class Method:
     """Base class. Subclasses set `name`, `input` ('embedding' or 'features'), `_arrays`
-    (fitted array attributes to save) and implement `_fit`, `transform`, `decision_function`."""
+    (fitted array attributes to save) and implement `_fit` and `transform`; every method's
+    logits are `head(transform(x))`, which is what makes explanations exact."""
 
     name = "base"
     input = "embedding"
@@ -93,7 +94,22 @@ class Method:
         raise NotImplementedError
 
     def decision_function(self, bundle) -> np.ndarray:
-        raise NotImplementedError
+        return self.head(self.transform(bundle), bundle)
+
+    # -- the linear head: logits = head_scale * A W^T + intercept + residual --------------
+    head_scale = 1.0
+
+    def intercept(self) -> np.ndarray:
+        return np.asarray(getattr(self, "intercept_", np.zeros(len(self.classes_))), np.float32)
+
+    def residual(self, bundle) -> np.ndarray | float:
+        """Logit terms that do not go through concepts (PCBM-h's residual layer)."""
+        return 0.0
+
+    def head(self, activations: np.ndarray, bundle=None) -> np.ndarray:
+        """Logits from (possibly edited or intervened) concept activations."""
+        out = self.head_scale * activations @ self.class_weights_.T + self.intercept()
+        return out + (self.residual(bundle) if bundle is not None else 0.0)
 
     def predict_proba(self, bundle) -> np.ndarray:
         return softmax(self.decision_function(bundle).astype(np.float64))
@@ -120,6 +136,7 @@ class Method:
             "method": self.name, "params": self.get_params(), "classes": list(self.classes_),
             "concepts": list(self.concepts_), "backbone_id": self.backbone_id_,
             "feature_key": self.feature_key_, "extra": self._extra_state(),
+            "edit_log": list(getattr(self, "edit_log_", [])),
         }
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._arrays}
         atomic_write(folder / "weights.safetensors", lambda p: save_file(arrays, str(p)))
@@ -151,6 +168,7 @@ class Method:
         model.backbone_id_ = meta["backbone_id"]
         model.feature_key_ = meta["feature_key"]
         model._load_extra(meta.get("extra", {}))
+        model.edit_log_ = list(meta.get("edit_log", []))
         return model
 
 

@@ -92,5 +92,3 @@ class LabelFree(Method):
         self.check_fitted()
         return (self._x(bundle) @ self.projection_.T - self.mean_) / self.std_
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.transform(bundle) @ self.class_weights_.T + self.intercept_

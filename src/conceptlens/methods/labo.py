@@ -91,12 +91,10 @@ class LaBo(Method):
         self.objective_ = extra["objective"]
 
     @property
-    def _effective_scale(self) -> float:
+    def head_scale(self) -> float:
         return self.scale / 100.0 if self.standardize else self.scale
 
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()
         return self._activations(self._x(bundle))
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self._effective_scale * self.transform(bundle) @ self.class_weights_.T

@@ -73,5 +73,3 @@ class LinearProbe(Method):
         self.check_fitted()
         return (self._x(bundle) - self.mean_) / self.scale_
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.transform(bundle) @ self.class_weights_.T + self.intercept_

@@ -68,10 +68,8 @@ class PostHoc(Method):
         return (self._x(bundle) @ self.concept_vectors_.T - self.mean_) / self.std_
 
     def concept_logits(self, bundle) -> np.ndarray:
-        return self.transform(bundle) @ self.class_weights_.T + self.intercept_
+        return self.head(self.transform(bundle))
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.concept_logits(bundle)
 
 
 @METHODS.register("posthoc_hybrid")
@@ -105,6 +103,5 @@ class PostHocHybrid(PostHoc):
         self.residual_weights_ = Wr.detach().numpy().astype(np.float32)
         self.residual_intercept_ = br.detach().numpy().astype(np.float32)
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.concept_logits(bundle) + self._x(bundle) @ self.residual_weights_.T \
-            + self.residual_intercept_
+    def residual(self, bundle) -> np.ndarray:
+        return self._x(bundle) @ self.residual_weights_.T + self.residual_intercept_

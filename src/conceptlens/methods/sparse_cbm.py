@@ -85,8 +85,6 @@ class SparseCBM(Method):
         with torch.no_grad():
             return self._bottleneck(S, torch.from_numpy(self.bottleneck_), train=False).numpy()
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.transform(bundle) @ self.class_weights_.T + self.intercept_
 
 
 @METHODS.register("cms")
@@ -113,5 +111,3 @@ class ConceptMatrixSearch(Method):
         self.check_fitted()
         return (self._x(bundle) @ self.concept_embedding_.T - self.mean_) / self.std_
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.transform(bundle) @ self.class_weights_.T

@@ -28,5 +28,7 @@ class ZeroShot(Method):
         self.check_fitted()
         return self._x(bundle) @ self.prompt_embedding_.T
 
-    def decision_function(self, bundle) -> np.ndarray:
-        return self.scale * self.transform(bundle) @ self.class_weights_.T
+
+    @property
+    def head_scale(self) -> float:
+        return self.scale

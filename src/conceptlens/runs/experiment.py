@@ -114,6 +114,9 @@ def run_experiment(cfg: RunConfig, write: bool = True) -> dict:
     results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec)
     seconds["fit"] = time.perf_counter() - t
 
+    if write and context.concepts:
+        seconds["report"] = _faithfulness_and_report(cfg, results, models, train, test, data)
+
     fewshot = None
     if cfg.fewshot.shots:
         t = time.perf_counter()
@@ -128,6 +131,30 @@ def run_experiment(cfg: RunConfig, write: bool = True) -> dict:
     if write:
         out["output_dir"] = str(record_run(cfg, out, selected, models))
     return out
+
+
+def _faithfulness_and_report(cfg, results, models, train, test, data) -> float:
+    """Deletion-curve areas for every concept method, and the HTML report of the first."""
+    from ..explain import deletion_curves
+    from ..report import write_report
+
+    t = time.perf_counter()
+    concept_models = [n for n, m in models.items() if m.needs_concepts]
+    for name in concept_models:
+        curves = deletion_curves(models[name], test)
+        results[name]["deletion_area_top"] = curves["area_top"]
+        results[name]["deletion_area_random"] = curves["area_random"]
+    index = {item: i for i, item in enumerate(data.ids)}
+
+    def image(item):
+        i = index[item]
+        return data.images.decode(i, data.images.read(i))
+
+    main = "label_free" if "label_free" in concept_models else concept_models[0]
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    write_report(Path(cfg.output_dir) / "report.html", models[main], results, test, train, image,
+                 title=f"conceptlens: {main} on {data.name}")
+    return time.perf_counter() - t
 
 
 def run_few_shot(cfg: RunConfig, train, val, test, backbone, candidates, cache_root) -> dict:

@@ -1,0 +1,161 @@
+"""`conceptlens explain | intervene | edit | report`: working with a saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .data_commands import add_encode_options
+
+
+def _load(args):
+    from ..backbones import get_backbone
+    from ..methods import Method
+
+    model = Method.load(args.model)
+    backbone = get_backbone(args.backbone)
+    if backbone.id != model.backbone_id_:
+        raise ConfigError(f"The model was fitted on features of {model.backbone_id_!r}, but "
+                          f"--backbone gives {backbone.id!r}; pass the backbone it was fitted with.")
+    return model, backbone
+
+
+def _cache(args):
+    return None if args.cache_dir is None else Path(args.cache_dir) / "features"
+
+
+def _split(args, backbone, data, split, per_class):
+    from ..features import encode_split
+
+    return encode_split(backbone, data, split, per_class, args.seed, cache=_cache(args),
+                        batch_size=args.batch_size, workers=args.workers,
+                        progress=not args.no_progress)
+
+
+def _dataset(args, model):
+    from ..data import load_dataset
+
+    data = load_dataset(args.dataset)
+    if tuple(data.classes) != tuple(model.classes_):
+        raise ConfigError(f"The dataset's classes {list(data.classes)[:5]} differ from the "
+                          f"model's {list(model.classes_)[:5]}.")
+    return data
+
+
+def cmd_explain(args) -> int:
+    from ..data import ImageDataset
+    from ..data.images import FileImages
+    from ..explain.contributions import as_text, explain_image
+    from ..features import encode_dataset
+
+    model, backbone = _load(args)
+    paths = [Path(p) for p in args.images]
+    data = ImageDataset("images", model.classes_, np.zeros(len(paths), dtype=np.int64),
+                        tuple(str(p) for p in paths), FileImages(paths))
+    bundle = encode_dataset(backbone, data, _cache(args), progress=False)
+    target = None if args.target is None else model.classes_.index(args.target)
+    for i in range(len(bundle)):
+        print(as_text(explain_image(model, bundle, i, target=target, top=args.top)))
+    return 0
+
+
+def cmd_intervene(args) -> int:
+    from ..concepts import ConceptSet
+    from ..intervene import intervention_curve
+    from ..intervene.interventions import class_level_truth
+
+    model, backbone = _load(args)
+    data = _dataset(args, model)
+    concepts = ConceptSet.load(args.concepts)
+    prior = concepts.subset([concepts.index(c) for c in model.concepts_]).class_matrix(model.classes_)
+    train = _split(args, backbone, data, "train", args.images_per_class)
+    test = _split(args, backbone, data, "test", args.images_per_class)
+    truth = class_level_truth(model, test.labels, prior)
+    print(f"accuracy after 0..{args.steps} interventions per image ({args.strategy} values; "
+          "concept truth = generated for the image's class)")
+    for policy in args.policy or ["random", "uncertain", "contribution"]:
+        curve = intervention_curve(model, test, truth, args.steps, policy, args.strategy, train)
+        print(f"  {policy:12s} " + " ".join(f"{100 * a:5.1f}" for a in curve))
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from ..intervene import edit_model
+    from ..methods import Method
+
+    model = Method.load(args.model)
+    reweight = {}
+    for item in args.reweight or []:
+        concept, _, factor = item.rpartition("=")
+        try:
+            reweight[concept] = float(factor)
+        except ValueError:
+            raise ConfigError(f"--reweight takes CONCEPT=FACTOR; got {item!r}.") from None
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    edited = edit_model(model, remove=args.remove or [], reweight=reweight, classes=classes,
+                        note=args.note or "")
+    edited.save(args.out)
+    for e in edited.edit_log_[len(getattr(model, "edit_log_", [])):]:
+        print(f"{e['concept']!r} x {e['factor']:g} for {', '.join(e['classes'])}")
+    print(f"-> {args.out} (the original {args.model} is unchanged)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..evaluation import evaluate
+    from ..report import write_report
+
+    model, backbone = _load(args)
+    data = _dataset(args, model)
+    train = _split(args, backbone, data, "train", args.images_per_class)
+    test = _split(args, backbone, data, "test", args.images_per_class)
+    index = {item: i for i, item in enumerate(data.ids)}
+
+    def image(item):
+        return data.images.decode(index[item], data.images.read(index[item]))
+
+    write_report(args.out, model, {model.name: evaluate(model, test)}, test, train, image,
+                 title=f"conceptlens: {model.name} on {data.name}")
+    print(f"-> {args.out}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    def common(p, data=True):
+        p.add_argument("model", help="a saved model folder")
+        if data:
+            p.add_argument("--dataset", required=True)
+            p.add_argument("--images-per-class", default="50")
+            p.add_argument("--seed", type=int, default=0)
+        add_encode_options(p)
+
+    p = sub.add_parser("explain", help="why a saved model classifies images as it does")
+    common(p, data=False)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--target", help="explain this class's score (default: the prediction)")
+    p.add_argument("--top", type=int, default=5)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("intervene", help="accuracy after test-time concept interventions")
+    common(p)
+    p.add_argument("--concepts", required=True, help="the concept set the model was built on")
+    p.add_argument("--policy", action="append", choices=["random", "uncertain", "contribution"])
+    p.add_argument("--strategy", default="truth", choices=["truth", "mean"])
+    p.add_argument("--steps", type=int, default=10)
+    p.set_defaults(func=cmd_intervene, policy=None)
+
+    p = sub.add_parser("edit", help="remove or reweight concepts; writes a new model")
+    p.add_argument("model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--remove", action="append")
+    p.add_argument("--reweight", action="append", help="CONCEPT=FACTOR")
+    p.add_argument("--classes", help="comma-separated; default: every class")
+    p.add_argument("--note")
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("report", help="write the HTML report of a saved model")
+    common(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,185 @@
+"""The HTML report: metrics against the baselines, per-class concept weights, example
+predictions with their contributions, a concept gallery, a confusion matrix, faithfulness,
+and the edit log. One file; images are embedded PNG thumbnails."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .._io import write_text
+from ..explain import contributions, deletion_curves, explain_image, top_images
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #ddd;padding:.25rem .5rem}
+th{background:#f4f4f4}.num{text-align:right}.pos{fill:#2b7bb9}.neg{fill:#c0392b}
+.cards{display:flex;flex-wrap:wrap;gap:1rem}.card{border:1px solid #ddd;border-radius:6px;
+padding:.6rem;width:320px}.card img,.gallery img{image-rendering:pixelated;width:64px;height:64px}
+.wrong{color:#c0392b}.right{color:#27ae60}.small{font-size:.8rem;color:#666}
+.gallery{display:flex;gap:.3rem;align-items:center;margin:.3rem 0}
+button{margin:.1rem;padding:.2rem .5rem}.hidden{display:none}
+"""
+
+SCRIPT = """
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message)));
+const origError = console.error;
+console.error = (...a) => { window.__errors.push(a.join(' ')); origError(...a); };
+function showClass(name) {
+  document.querySelectorAll('.class-weights').forEach(el =>
+    el.classList.toggle('hidden', name !== 'all' && el.dataset.cls !== name));
+}
+document.addEventListener('DOMContentLoaded', () => {
+  document.querySelectorAll('button[data-cls]').forEach(b =>
+    b.addEventListener('click', () => showClass(b.dataset.cls)));
+  document.body.dataset.ready = window.__errors.length ? 'errors' : 'ok';
+  document.getElementById('js-errors').textContent = window.__errors.join('\\n');
+});
+"""
+
+
+def png_data_uri(image: np.ndarray, size: int = 64) -> str:
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
+    """Horizontal signed bar chart as inline SVG."""
+    if not items:
+        return "<p class='small'>no non-zero weights</p>"
+    top = max(abs(v) for _, v in items) or 1.0
+    h, half = 18, width // 2
+    rows = []
+    for i, (name, v) in enumerate(items):
+        w = abs(v) / top * (half - 10)
+        x = half if v >= 0 else half - w
+        rows.append(f"<rect class='{'pos' if v >= 0 else 'neg'}' x='{x:.1f}' y='{i * h + 2}' "
+                    f"width='{w:.1f}' height='{h - 4}'/><text x='{half + (5 if v < 0 else -5)}' "
+                    f"y='{i * h + 13}' font-size='11' text-anchor='{'start' if v < 0 else 'end'}'>"
+                    f"{_esc(name[:40])} ({v:+.2f})</text>")
+    return f"<svg width='{width}' height='{len(items) * h + 4}' role='img'>{''.join(rows)}</svg>"
+
+
+def _metrics_table(results: dict) -> str:
+    head = "<tr><th>method</th><th>top-1</th><th>top-5</th><th>per-class</th><th>ECE</th>" \
+           "<th>NEC</th><th>top-1 @ NEC</th></tr>"
+    rows = []
+    for name, r in results.items():
+        at = f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-"
+        rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r['top1']:.1f}</td>"
+                    f"<td class='num'>{100 * r['top5']:.1f}</td>"
+                    f"<td class='num'>{100 * r['mean_per_class']:.1f}</td>"
+                    f"<td class='num'>{r['ece']:.3f}</td><td class='num'>{r['nec']:.1f}</td>"
+                    f"<td class='num'>{at}</td></tr>")
+    return f"<table id='metrics'>{head}{''.join(rows)}</table>"
+
+
+def _confusion(model, test) -> str:
+    m = len(model.classes_)
+    pred = model.predict(test)
+    cm = np.zeros((m, m), int)
+    np.add.at(cm, (np.asarray(test.labels), pred), 1)
+    top = cm.max() or 1
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{_esc(c)}</th>" for c in model.classes_)
+    rows = []
+    for i, c in enumerate(model.classes_):
+        cells = "".join(
+            f"<td class='num' style='background:rgba(43,123,185,{cm[i, j] / top:.2f})'>{cm[i, j]}</td>"
+            for j in range(m))
+        rows.append(f"<tr><th>{_esc(c)}</th>{cells}</tr>")
+    return f"<table id='confusion'>{head}</tr>{''.join(rows)}</table>"
+
+
+def build_report(model, results: dict, test, train, image: Callable[[str], np.ndarray],
+                 title: str = "conceptlens report", examples: int = 8, gallery: int = 8,
+                 faithfulness: dict | None = None) -> str:
+    """The report as one HTML string. `image(id)` returns the decoded image of an item."""
+    model.check_fitted()
+    parts = [f"<h1>{_esc(title)}</h1>",
+             f"<p class='small'>model <b>{_esc(model.name)}</b> on backbone "
+             f"{_esc(model.backbone_id_)}; {len(model.concepts_)} concepts, NEC "
+             f"{model.nec_:.1f}</p>"]
+    parts.append("<section id='summary'><h2>Summary</h2>" + _metrics_table(results) + "</section>")
+
+    buttons = "<button data-cls='all'>all classes</button>" + "".join(
+        f"<button data-cls='{_esc(c)}'>{_esc(c)}</button>" for c in model.classes_)
+    charts = []
+    for i, c in enumerate(model.classes_):
+        order = np.argsort(-np.abs(model.class_weights_[i]))[:8]
+        items = [(model.concepts_[k], float(model.class_weights_[i, k])) for k in order
+                 if model.class_weights_[i, k] != 0]
+        charts.append(f"<div class='class-weights' data-cls='{_esc(c)}'><h3>{_esc(c)}</h3>"
+                      f"{_bars(items)}</div>")
+    parts.append("<section id='class-weights'><h2>Concept weights per class</h2>"
+                 f"<div>{buttons}</div>{''.join(charts)}</section>")
+
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(test), size=min(examples, len(test)), replace=False)
+    cards = []
+    for i in picks:
+        ex = explain_image(model, test, int(i), top=5)
+        truth = model.classes_[int(test.labels[i])]
+        ok = "right" if ex["predicted"] == truth else "wrong"
+        items = [(c.concept, c.contribution) for c in ex["top"]]
+        cards.append(f"<div class='card'><img alt='{_esc(ex['id'])}' src='{png_data_uri(image(ex['id']))}'>"
+                     f"<div>true <b>{_esc(truth)}</b>; predicted <b class='{ok}'>"
+                     f"{_esc(ex['predicted'])}</b></div>{_bars(items, 300)}"
+                     f"<div class='small'>other concepts {ex['others']:+.2f}, bias "
+                     f"{ex['intercept']:+.2f}</div></div>")
+    parts.append("<section id='examples'><h2>Example predictions</h2>"
+                 "<p class='small'>bars: each concept's contribution (activation x weight) to the "
+                 f"predicted class</p><div class='cards'>{''.join(cards)}</div></section>")
+
+    used = np.argsort(-np.abs(model.class_weights_).max(0))[:gallery]
+    rows = []
+    for k in used:
+        thumbs = "".join(f"<img alt='{_esc(i)}' title='{_esc(i)} ({a:.2f})' "
+                         f"src='{png_data_uri(image(i))}'>" for i, a in top_images(model, train, int(k), 6))
+        rows.append(f"<div class='gallery'><span style='width:260px'>{_esc(model.concepts_[k])}"
+                    f"</span>{thumbs}</div>")
+    parts.append("<section id='gallery'><h2>Concept gallery</h2><p class='small'>training images "
+                 f"that activate each concept most</p>{''.join(rows)}</section>")
+    parts.append("<section id='confusion-matrix'><h2>Confusion matrix</h2>"
+                 f"{_confusion(model, test)}</section>")
+    if faithfulness is None:
+        faithfulness = deletion_curves(model, test)
+    parts.append("<section id='faithfulness'><h2>Faithfulness</h2><p>Deleting each image's top "
+                 f"contributing concepts: area under the class-probability curve "
+                 f"<b>{faithfulness['area_top']:.3f}</b>, against <b>{faithfulness['area_random']:.3f}"
+                 "</b> for random concepts (lower is more faithful).</p></section>")
+    log = getattr(model, "edit_log_", [])
+    log_rows = "".join(f"<tr><td>{_esc(e.get('concept'))}</td><td>{_esc(', '.join(e.get('classes', [])))}"
+                       f"</td><td class='num'>{e.get('factor')}</td><td>{_esc(e.get('note', ''))}</td></tr>"
+                       for e in log) or "<tr><td colspan='4'>no edits</td></tr>"
+    parts.append("<section id='edit-log'><h2>Edit log</h2><table><tr><th>concept</th><th>classes"
+                 f"</th><th>factor</th><th>note</th></tr>{log_rows}</table></section>")
+    parts.append("<pre id='js-errors' class='small'></pre>")
+    data = json.dumps({"classes": list(model.classes_), "nec": model.nec_})
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
+            f"{''.join(parts)}<script type='application/json' id='report-data'>{data}</script>"
+            "</body></html>")
+
+
+def write_report(path: str | Path, *args, **kwargs) -> Path:
+    return write_text(path, build_report(*args, **kwargs))
+
+
+__all__ = ["build_report", "contributions", "png_data_uri", "write_report"]

@@ -1,0 +1,66 @@
+"""The HTML report: self-contained, and loaded in a real headless browser (Debian's chromium)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from test_methods import make_problem
+
+from conceptlens.intervene import edit_model
+from conceptlens.methods import get_method
+from conceptlens.report import build_report, write_report
+
+SECTIONS = ("summary", "class-weights", "examples", "gallery", "confusion-matrix",
+            "faithfulness", "edit-log")
+
+
+@pytest.fixture(scope="module")
+def report_inputs():
+    train, val, test, ctx = make_problem()
+    model = get_method("posthoc", lam=1e-3).fit(train, ctx, val)
+    model = edit_model(model, remove=[model.concepts_[0]], note="spurious background")
+    rng = np.random.default_rng(0)
+    images = {i: rng.integers(0, 256, (28, 28, 3), dtype=np.uint8) for i in train.ids + test.ids}
+    results = {"posthoc": {"top1": 0.9, "top5": 1.0, "mean_per_class": 0.9, "ece": 0.05,
+                           "nec": model.nec_, "top1_at_nec": 0.8},
+               "linear_probe": {"top1": 0.95, "top5": 1.0, "mean_per_class": 0.95, "ece": 0.02,
+                                "nec": 24.0}}
+    return model, results, test, train, images.__getitem__
+
+
+def test_report_is_self_contained(report_inputs):
+    page = build_report(*report_inputs)
+    assert not re.search(r"""(src|href)=['"]https?:""", page)  # no network fetches
+    assert page.count("data:image/png;base64,") >= 8 + 8  # example and gallery thumbnails
+    for section in SECTIONS:
+        assert f"id='{section}'" in page
+    assert "spurious background" in page  # the edit log
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_report_in_a_real_browser(report_inputs, tmp_path):
+    path = write_report(tmp_path / "report.html", *report_inputs)
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", path.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    # the page's own script ran, saw no error and no console.error, and marked itself ready
+    assert re.search(r'<body[^>]*data-ready="ok"', html), html[:500]
+    assert re.search(r'<pre id="js-errors" class="small"></pre>', html)
+    for section in SECTIONS:
+        assert f'id="{section}"' in html
+    shot = tmp_path / "report.png"
+    r = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2400", path.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
