@@ -56,7 +56,7 @@ def print_run(out: dict) -> None:
         print("\nfew-shot top-1 (%):\n" + out["fewshot_table"])
     print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
     if "output_dir" in out:
-        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, "
+        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, report.html, "
               "results.json, results.md, models/)")
 
 
