@@ -10,7 +10,13 @@ from conceptlens.errors import ConfigError
 from conceptlens.explain import contributions, deletion_curves, explain_image, top_images
 from conceptlens.explain.contributions import as_text
 from conceptlens.features import FeatureBundle
-from conceptlens.intervene import edit_model, improve_at_test_time, intervene, intervention_curve
+from conceptlens.intervene import (
+    edit_model,
+    evaluate_test_time_improvement,
+    improve_at_test_time,
+    intervene,
+    intervention_curve,
+)
 from conceptlens.intervene.interventions import POLICIES, class_level_truth
 from conceptlens.methods import METHODS, Method, get_method
 
@@ -135,3 +141,6 @@ def test_test_time_improvement_on_a_constructed_domain_shift():
     notes = {e["note"] for e in improved.edit_log_}
     assert any("wrong classes" in n for n in notes)
     assert (model.predict(test) == test.labels).mean() > 0.8  # the source model is unchanged
+    _, report = evaluate_test_time_improvement(model, train, few, held)
+    assert report["before"] == pytest.approx(before) and report["after"] == pytest.approx(after)
+    assert report["labelled_images"] == 16 and report["changes"] == len(improved.edit_log_)

@@ -2,7 +2,14 @@
 
 from .edits import edit_model
 from .interventions import POLICIES, STRATEGIES, intervene, intervention_curve
-from .test_time import improve_at_test_time
+from .test_time import evaluate_test_time_improvement, improve_at_test_time
 
-__all__ = ["POLICIES", "STRATEGIES", "edit_model", "improve_at_test_time", "intervene",
-           "intervention_curve"]
+__all__ = [
+           "POLICIES",
+           "STRATEGIES",
+           "edit_model",
+           "evaluate_test_time_improvement",
+           "improve_at_test_time",
+           "intervene",
+           "intervention_curve",
+]

@@ -57,3 +57,14 @@ def improve_at_test_time(model, source, target, max_gain: float = 3.0, tolerance
     improved.class_weights_ = W.astype(np.float32)
     improved.edit_log_ = log
     return improved
+
+
+def evaluate_test_time_improvement(model, source, labelled, held_out, **options) -> tuple[object, dict]:
+    """Improve with `labelled` new-domain images; accuracy before and after on `held_out`."""
+    improved = improve_at_test_time(model, source, labelled, **options)
+    labels = np.asarray(held_out.labels)
+    report = {"before": float((model.predict(held_out) == labels).mean()),
+              "after": float((improved.predict(held_out) == labels).mean()),
+              "labelled_images": len(labelled), "held_out_images": len(held_out),
+              "changes": len(improved.edit_log_) - len(getattr(model, "edit_log_", []))}
+    return improved, report

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import write_text
-from ..explain import contributions, deletion_curves, explain_image, top_images
+from ..explain import deletion_curves, explain_image, top_images
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -182,4 +182,4 @@ def write_report(path: str | Path, *args, **kwargs) -> Path:
     return write_text(path, build_report(*args, **kwargs))
 
 
-__all__ = ["build_report", "contributions", "png_data_uri", "write_report"]
+__all__ = ["build_report", "png_data_uri", "write_report"]
