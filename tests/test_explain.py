@@ -94,6 +94,10 @@ def test_intervene_on_named_concepts_and_strategies(problem):
     np.testing.assert_allclose(logits, model.head(A, test), rtol=1e-6)
     A, _ = intervene(model, test, concepts=["concept 1"], strategy="mean")
     np.testing.assert_allclose(A[:, 1], A0[:, 1].mean(), rtol=1e-5)
+    A, _ = intervene(model, test, concepts=["concept 2"], strategy="clamp", reference=train)
+    lo, hi = np.percentile(model.transform(train)[:, 2], [5, 95])
+    np.testing.assert_allclose(A[:, 2], np.clip(A0[:, 2], lo, hi), rtol=1e-5)
+    assert (A0[:, 2] > hi).any() or (A0[:, 2] < lo).any()  # the clamp did something
     with pytest.raises(ConfigError, match="Unknown concept"):
         intervene(model, test, concepts=["nope"])
     with pytest.raises(ConfigError, match="needs concept truth"):

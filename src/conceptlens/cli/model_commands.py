@@ -142,7 +142,7 @@ def add_commands(sub) -> None:
     common(p)
     p.add_argument("--concepts", required=True, help="the concept set the model was built on")
     p.add_argument("--policy", action="append", choices=["random", "uncertain", "contribution"])
-    p.add_argument("--strategy", default="truth", choices=["truth", "mean"])
+    p.add_argument("--strategy", default="truth", choices=["truth", "mean", "clamp"])
     p.add_argument("--steps", type=int, default=10)
     p.set_defaults(func=cmd_intervene, policy=None)
 

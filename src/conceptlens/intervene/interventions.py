@@ -4,7 +4,9 @@ value to put in (the split pytorch_concepts uses).
 Strategies (per concept, from reference activations, e.g. the training set's):
 - 'truth': the 95th percentile where the concept is true, the 5th where it is false;
 - 'mean': the mean activation (removes the concept's evidence);
-- 'value': a fixed value.
+- 'value': a fixed value;
+- 'clamp': keep the activation but clamp it into the reference's 5th-95th percentile range
+  (an out-of-distribution activation cannot dominate the decision).
 Policies: 'random', 'uncertain' (activations nearest the concept's median, relative to its
 spread: where the model is least sure), 'contribution' (largest |contribution| to the
 predicted class).
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-STRATEGIES = ("truth", "mean", "value")
+STRATEGIES = ("truth", "mean", "value", "clamp")
 POLICIES = ("random", "uncertain", "contribution")
 
 
@@ -31,7 +33,10 @@ class Reference:
         self.spread = activations.std(0) + 1e-9
 
 
-def target_values(strategy: str, ref: Reference, truth: np.ndarray | None, value: float = 0.0):
+def target_values(strategy: str, ref: Reference, truth: np.ndarray | None, value: float = 0.0,
+                  A: np.ndarray | None = None):
+    if strategy == "clamp":
+        return np.clip(A, ref.low, ref.high)
     if strategy == "truth":
         if truth is None:
             raise ConfigError("The 'truth' strategy needs concept truth (n x k booleans).")
@@ -65,7 +70,7 @@ def intervene(model, bundle, concepts: list[str] | None = None, n: int | None = 
         raise ConfigError(f"Unknown concept(s) {unknown[:3]}; see the model's concepts_.")
     A = model.transform(bundle).astype(np.float64)
     ref = Reference(model.transform(reference) if reference is not None else A)
-    values = np.broadcast_to(target_values(strategy, ref, truth, value), A.shape)
+    values = np.broadcast_to(target_values(strategy, ref, truth, value, A), A.shape)
     out = A.copy()
     if concepts:
         cols = [model.concepts_.index(c) for c in concepts]
