@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from conceptlens._io import write_json
-from conceptlens.backbones.text_encoder import encode_sentences
+from conceptlens.backbones.text_encoder import encode_sentences, sentence_encoder_fingerprint
 from conceptlens.concepts.importers import import_labo
 from conceptlens.concepts.selection import (
     class_similarity,
@@ -32,19 +32,15 @@ from conceptlens.concepts.selection import (
     greedy_submodular,
     mi_score,
 )
-from conceptlens.features.cache import FeatureCache, content_key
+from conceptlens.features.cache import FeatureCache, cached_texts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "concepts" / "labo"
 
 
 def cached_sentences(texts: list[str]) -> np.ndarray:
-    cache = FeatureCache(None, backbone="all-MiniLM-L6-v2", kind="sentence")
-    keys = [content_key(t.encode()) for t in texts]
-    todo = [(k, t) for k, t in dict(zip(keys, texts, strict=True)).items() if k not in cache]
-    for s in range(0, len(todo), 4096):
-        chunk = todo[s : s + 4096]
-        cache.put([k for k, _ in chunk], {"embedding": encode_sentences([t for _, t in chunk])})
-    return cache.get(keys)["embedding"]
+    cache = FeatureCache(None, encoder=f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}",
+                         kind="sentence")
+    return cached_texts(cache, texts, encode_sentences, 4096)
 
 
 class _MixedSign(np.ndarray):

@@ -64,7 +64,7 @@ def test_merge_near_duplicates_by_embedding():
     cs.add("crest that is red", ["b"])
     cs.add("long tail", ["b"])
     emb = np.array([[1, 0], [0.99, np.sqrt(1 - 0.99**2)], [0, 1]], dtype=np.float32)
-    merged, log = merge_near_duplicates(cs, emb, threshold=0.95)
+    merged, log = merge_near_duplicates(cs, emb @ emb.T, threshold=0.95)
     assert merged.texts == ["red crest", "long tail"]
     assert merged.concepts[0].classes == ["a", "b"]
     assert log[0][:2] == ("red crest", "crest that is red") and log[0][2] == pytest.approx(0.99)

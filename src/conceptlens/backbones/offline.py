@@ -91,15 +91,12 @@ class OfflineBackbone(Backbone):
         if self._class_text is None:
             # 1,000 paragraph-long texts take seconds to embed: keep them in the user cache,
             # keyed by the sentence encoder's fingerprint and each text
-            from ..features.cache import FeatureCache, content_key
+            from ..features.cache import FeatureCache, cached_texts
 
-            texts = imagenet_class_texts()
             cache = FeatureCache(None, encoder=f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}",
-                                 kind="imagenet-class-texts")
-            keys = [content_key(t.encode()) for t in texts]
-            if not all(k in cache for k in keys):
-                cache.put(keys, {"embedding": encode_sentences(texts)})
-            self._class_text = torch.from_numpy(cache.get(keys)["embedding"])
+                                 kind="sentence")
+            texts = imagenet_class_texts()
+            self._class_text = torch.from_numpy(cached_texts(cache, texts, encode_sentences, 1000))
         return self._class_text
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:

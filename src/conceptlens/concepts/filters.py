@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .conceptset import ConceptSet
+from .normalize import merge_near_duplicates
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -77,25 +78,9 @@ def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity,
     """
     if len(concepts) < 2:
         return concepts, []
-    sims = similarity(concepts.texts, concepts.texts)
-    kept: list[int] = []
-    into: dict[int, int] = {}
-    for j in range(len(concepts)):
-        if kept:
-            s = sims[kept, j]
-            best = int(np.argmax(s))
-            if s[best] >= cutoff:
-                into[j] = kept[best]
-                continue
-        kept.append(j)
-    out = concepts.subset(kept)
-    for j, k in into.items():
-        c = concepts.concepts[j]
-        out.add(concepts.concepts[k].text, c.classes, c.provenance)
-    dropped = [Dropped(concepts.texts[j], "duplicate",
-                       f"{sims[k, j]:.3f} >= {cutoff} with {concepts.texts[k]!r}")
-               for j, k in into.items()]
-    return out, dropped
+    kept, merges = merge_near_duplicates(concepts, similarity(concepts.texts, concepts.texts), cutoff)
+    return kept, [Dropped(merged, "duplicate", f"{s:.3f} >= {cutoff} with {into!r}")
+                  for into, merged, s in merges]
 
 
 def top_k_activation(image_embedding: np.ndarray, concept_embedding: np.ndarray,

@@ -43,31 +43,26 @@ def collect(
 
 
 def merge_near_duplicates(
-    concepts: ConceptSet, embeddings: np.ndarray, threshold: float = 0.95
+    concepts: ConceptSet, similarity: np.ndarray, threshold: float = 0.95
 ) -> tuple[ConceptSet, list[tuple[str, str, float]]]:
-    """Merge concepts whose text embeddings have cosine >= threshold into the earlier one.
+    """Greedy in order: a concept whose similarity (k x k) to an earlier kept one is
+    >= threshold merges into it (classes and provenance united).
 
-    Classes and provenance are united; returns the merged set and (kept, merged, cosine).
+    Returns the merged set and (kept, merged, similarity) for every merge.
     """
-    emb = np.asarray(embeddings, dtype=np.float32)
+    sims = np.asarray(similarity, dtype=np.float64)
     keep: list[int] = []
     into: dict[int, int] = {}
-    merges = []
     for j in range(len(concepts)):
         if keep:
-            sims = emb[keep] @ emb[j]
-            best = int(np.argmax(sims))
-            if sims[best] >= threshold:
-                into[j] = keep[best]
-                merges.append((concepts.concepts[keep[best]].text, concepts.concepts[j].text,
-                               float(sims[best])))
+            best = keep[int(np.argmax(sims[keep, j]))]
+            if sims[best, j] >= threshold:
+                into[j] = best
                 continue
         keep.append(j)
-    out = ConceptSet(concepts.classes)
-    for j in keep:
-        c = concepts.concepts[j]
-        out.add(c.text, c.classes, c.provenance)
+    out = concepts.subset(keep)
     for j, k in into.items():
         c = concepts.concepts[j]
         out.add(concepts.concepts[k].text, c.classes, c.provenance)
+    merges = [(concepts.texts[k], concepts.texts[j], float(sims[k, j])) for j, k in into.items()]
     return out, merges

@@ -121,19 +121,6 @@ def greedy_submodular(modular: np.ndarray, sim: np.ndarray, k: int, lam: float =
     return chosen
 
 
-def naive_greedy(modular: np.ndarray, sim: np.ndarray, k: int, lam: float = 1.0) -> list[int]:
-    """Plain greedy (every gain recomputed every step): the reference the tests compare to."""
-    cur = np.zeros(sim.shape[0])
-    chosen: list[int] = []
-    for _ in range(min(k, len(modular))):
-        gains = modular + lam * np.maximum(sim - cur[:, None], 0).sum(0)
-        gains[chosen] = -np.inf
-        j = int(np.argmax(gains))
-        chosen.append(j)
-        cur = np.maximum(cur, sim[:, j])
-    return chosen
-
-
 @dataclass
 class Selection:
     concepts: ConceptSet

@@ -81,5 +81,19 @@ class FeatureCache:
         return path
 
 
+def cached_texts(cache: FeatureCache, texts: Sequence[str], encode, batch_size: int = 256,
+                 dim: int = 0) -> np.ndarray:
+    """Embeddings of `texts` through `cache`: each distinct missing text is encoded once, by
+    `encode(list_of_texts) -> (n, d)` in batches; the rest is read back."""
+    keys = [content_key(t.encode("utf-8")) for t in texts]
+    todo = [(k, t) for k, t in dict(zip(keys, texts, strict=True)).items() if k not in cache]
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s : s + batch_size]
+        cache.put([k for k, _ in chunk], {"embedding": encode([t for _, t in chunk])})
+    if not keys:
+        return np.zeros((0, dim), np.float32)
+    return cache.get(keys)["embedding"]
+
+
 def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

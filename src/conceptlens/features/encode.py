@@ -18,7 +18,7 @@ from ..backbones import Backbone
 from ..data import ImageDataset
 from ..errors import ConfigError, DataError
 from .bundle import FeatureBundle
-from .cache import FeatureCache, content_key
+from .cache import FeatureCache, cached_texts, content_key
 
 log = logging.getLogger("conceptlens")
 
@@ -133,14 +133,7 @@ def encode_texts(
     """Text embeddings (len(texts), d), cached by the sha256 of each text."""
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache(cache, backbone=backbone.id, kind="text")
-    keys = [content_key(t.encode("utf-8")) for t in texts]
-    todo = list(dict.fromkeys((k, t) for k, t in zip(keys, texts, strict=True) if k not in cache))
-    for s in range(0, len(todo), batch_size):
-        chunk = todo[s : s + batch_size]
-        cache.put([k for k, _ in chunk], {"embedding": backbone.encode_texts([t for _, t in chunk])})
-    if not keys:
-        return np.zeros((0, backbone.embed_dim), np.float32)
-    return cache.get(keys)["embedding"]
+    return cached_texts(cache, texts, backbone.encode_texts, batch_size, backbone.embed_dim)
 
 
 def encode_split(backbone: Backbone, dataset: ImageDataset, split: str = "train",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import write_text
-from ..explain import deletion_curves, explain_image, top_images
+from ..explain import class_weights, deletion_curves, explain_image, top_images
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -121,10 +121,8 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
     buttons = "<button data-cls='all'>all classes</button>" + "".join(
         f"<button data-cls='{_esc(c)}'>{_esc(c)}</button>" for c in model.classes_)
     charts = []
-    for i, c in enumerate(model.classes_):
-        order = np.argsort(-np.abs(model.class_weights_[i]))[:8]
-        items = [(model.concepts_[k], float(model.class_weights_[i, k])) for k in order
-                 if model.class_weights_[i, k] != 0]
+    for c in model.classes_:
+        items = class_weights(model, c, top=8)
         charts.append(f"<div class='class-weights' data-cls='{_esc(c)}'><h3>{_esc(c)}</h3>"
                       f"{_bars(items)}</div>")
     parts.append("<section id='class-weights'><h2>Concept weights per class</h2>"
