@@ -42,3 +42,20 @@ def grey_dataset():
     labels = np.arange(60) % 3
     return ImageDataset("grey", ("a", "b", "c"), labels, tuple(f"g/{i}" for i in range(60)),
                         ArrayImages(x))
+
+
+# In CI the data these tests need is installed by scripts/bootstrap.sh and ../shared is laid
+# beside the clone, so a skip for a missing dataset, shared file or browser there would hide
+# a broken install step: turn those skips into failures when CI is set.
+REQUIRED_IN_CI = ("dataset-fashion-mnist not installed", "../shared", "chromium is not installed")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI"):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if any(needle in reason for needle in REQUIRED_IN_CI):
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI, where this must run: {reason}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -140,3 +141,70 @@ def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     assert bb.encoded == 300 - done
     fresh = encode_dataset(TinyBackbone(), data, tmp_path / "fresh", batch_size=10, progress=False)
     np.testing.assert_array_equal(resumed.embedding, fresh.embedding)
+
+
+def _data_start(path: Path) -> int:
+    """Where a safetensors file's tensor data begins: after the 8-byte little-endian header
+    length and the JSON header."""
+    import struct
+
+    return 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]
+
+
+def test_flipped_bytes_in_a_shard_are_a_miss_recomputed(grey_dataset, tmp_path, caplog):
+    import logging
+
+    from safetensors.numpy import load_file
+
+    fresh = encode_dataset(TinyBackbone(), grey_dataset, tmp_path / "fresh", progress=False)
+    encode_dataset(TinyBackbone(), grey_dataset, tmp_path / "c", batch_size=20, progress=False)
+    shard = sorted(next((tmp_path / "c").iterdir()).glob("shard-*"))[1]
+    raw = bytearray(shard.read_bytes())
+    raw[_data_start(shard) + 3] ^= 0x40  # an exponent bit of the first float
+    shard.write_bytes(bytes(raw))
+    assert np.abs(load_file(str(shard))["embedding"]).max() > 1e30  # what a plain read returns
+    bb = TinyBackbone()
+    with caplog.at_level(logging.WARNING, logger="conceptlens"):
+        out = encode_dataset(bb, grey_dataset, tmp_path / "c", batch_size=20, progress=False)
+    assert bb.encoded == 20  # exactly the damaged shard's images
+    assert shard.name in caplog.text and "sha256" in caplog.text
+    np.testing.assert_array_equal(out.embedding, fresh.embedding)
+    np.testing.assert_array_equal(out.features, fresh.features)
+    # the recomputed batch replaced the damaged shard: the next run encodes nothing
+    again = TinyBackbone()
+    encode_dataset(again, grey_dataset, tmp_path / "c", batch_size=20, progress=False)
+    assert again.encoded == 0
+
+
+def test_shard_without_checksum_or_with_wrong_rows_is_a_miss(tmp_path):
+    from safetensors.numpy import save_file
+
+    cache = FeatureCache(tmp_path, kind="t")
+    cache.put(["a", "b"], {"embedding": np.ones((2, 3), np.float32)})
+    save_file({"embedding": np.ones((1, 3), np.float32)}, str(cache.dir / "shard-legacy.safetensors"),
+              metadata={"keys": json.dumps(["c"])})  # no checksum: an older conceptlens
+    from conceptlens._io import save_tensors
+
+    save_tensors(cache.dir / "shard-rows.safetensors", {"embedding": np.ones((1, 3), np.float32)},
+                 {"keys": json.dumps(["d", "e"])})  # two keys, one row
+    fresh = FeatureCache(tmp_path, kind="t")
+    assert len(fresh) == 5  # the index reads headers only
+    assert "a" in fresh and "c" not in fresh and "d" not in fresh and "e" not in fresh
+    np.testing.assert_array_equal(fresh.get(["b", "a"])["embedding"], np.ones((2, 3)))
+    with pytest.raises(DataError, match="not in the feature cache"):
+        fresh.get(["a", "c"])
+
+
+def test_a_key_in_a_damaged_shard_falls_back_to_a_good_copy(tmp_path):
+    cache = FeatureCache(tmp_path, kind="t")
+    # named so that the damaged shard is indexed first for "y"
+    bad = cache.put(["x", "y"], {"embedding": np.zeros((2, 2), np.float32)}).rename(
+        cache.dir / "shard-0.safetensors")
+    cache.put(["y", "z"], {"embedding": np.full((2, 2), 7.0, np.float32)}).rename(
+        cache.dir / "shard-1.safetensors")
+    raw = bytearray(bad.read_bytes())
+    raw[-1] ^= 0x01
+    bad.write_bytes(bytes(raw))
+    again = FeatureCache(tmp_path, kind="t")
+    assert "x" not in again and "y" in again
+    np.testing.assert_array_equal(again.get(["y"])["embedding"], [[7.0, 7.0]])

@@ -11,7 +11,12 @@ import sys
 import numpy as np
 import pytest
 
+from conceptlens.cli import main
 from conceptlens.data.fashion_mnist import SYSTEM_DIR
+
+# one cache for every CLI call in the session: --cache-dir now also holds the offline
+# backbone's 1,000 ImageNet class-text embeddings, which take minutes to compute on a CPU
+CACHE = os.environ["CONCEPTLENS_CACHE"]
 
 
 def run(*args, cwd=None):
@@ -43,8 +48,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
 
 def test_encode_then_reuse_as_precomputed(image_folder, tmp_path):
     out = tmp_path / "feats.safetensors"
-    cache = tmp_path / "cache"
-    r = run("encode", str(image_folder), "--out", str(out), "--cache-dir", str(cache),
+    r = run("encode", str(image_folder), "--out", str(out), "--cache-dir", CACHE,
             "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "encoded 12 images (0 skipped)" in r.stdout
@@ -64,7 +68,7 @@ def test_encode_then_reuse_as_precomputed(image_folder, tmp_path):
 
 def test_encode_skips_corrupt_image_when_asked(image_folder, tmp_path):
     (image_folder / "dog" / "bad.png").write_bytes(b"not a png")
-    common = ["--out", str(tmp_path / "f.safetensors"), "--cache-dir", str(tmp_path / "c"),
+    common = ["--out", str(tmp_path / "f.safetensors"), "--cache-dir", CACHE,
               "--no-progress"]
     failed = run("encode", str(image_folder), *common)
     assert failed.returncode == 2 and "dog/bad.png" in failed.stderr
@@ -75,7 +79,7 @@ def test_encode_skips_corrupt_image_when_asked(image_folder, tmp_path):
 @pytest.mark.skipif(not SYSTEM_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
 def test_demo_then_explain_edit_intervene_report(tmp_path, image_folder):
     out = tmp_path / "demo"
-    cache = ["--cache-dir", str(tmp_path), "--no-progress"]
+    cache = ["--cache-dir", CACHE, "--no-progress"]
     r = run("demo", "--train-per-class", "3", "--val-per-class", "2", "--test-per-class", "3",
             *cache, "--output-dir", str(out))
     assert r.returncode == 0, r.stderr
@@ -136,7 +140,7 @@ def test_concepts_generate_filter_select_show(image_folder, tmp_path):
             "--out", str(gen))
     assert r.returncode == 0, r.stderr
     assert "3 classes" in r.stdout
-    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    common = ["--cache-dir", CACHE, "--no-progress"]
     r = run("concepts", "filter", str(gen), "--out", str(filt), "--dropped",
             str(tmp_path / "dropped.json"), "--dataset", str(image_folder),
             "--images-per-class", "2", "--activation-quantile", "0.2", *common)
@@ -162,3 +166,112 @@ def test_concepts_import_reports_and_writes(tmp_path):
     out = json.loads((tmp_path / "c.json").read_text())
     assert [c["text"] for c in out["concepts"]] == ["whiskers", "fur"]
     assert out["concepts"][1]["classes"] == ["cat", "dog"]
+
+
+# -- flags reach what they name (in-process: the work itself is replaced by a recorder) ----
+
+FAKE_RUN = {"backbone_id": "fake", "sizes": {}, "concept_report": {}, "table": "", "seconds": {}}
+
+
+def test_demo_and_run_pass_their_flags(tmp_path, monkeypatch):
+    import conceptlens.demo
+    import conceptlens.runs
+
+    calls = []
+
+    def record(cfg, overwrite=False, **kw):
+        calls.append((cfg, overwrite))
+        return FAKE_RUN
+
+    monkeypatch.setattr(conceptlens.demo, "run_experiment", record)
+    assert main(["demo", "--batch-size", "7", "--workers", "3", "--no-progress", "--overwrite",
+                 "--output-dir", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c")]) == 0
+    cfg, overwrite = calls.pop()
+    assert (cfg.batch_size, cfg.workers, cfg.progress, overwrite) == (7, 3, False, True)
+    assert cfg.cache_dir == str(tmp_path / "c")
+
+    monkeypatch.setattr(conceptlens.runs, "run_experiment", record)
+    config = tmp_path / "run.toml"
+    config.write_text("[methods.zero_shot]\n")
+    assert main(["run", str(config), "--allow-non-ascii", "--on-error", "skip", "--batch-size", "5",
+                 "--workers", "1", "--output-dir", str(tmp_path / "o")]) == 0
+    cfg, overwrite = calls.pop()
+    assert (cfg.data.allow_non_ascii, cfg.data.on_error, cfg.batch_size, cfg.workers) == (True, "skip", 5, 1)
+    assert (cfg.output_dir, overwrite) == (str(tmp_path / "o"), False)
+    assert main(["run", str(config)]) == 0
+    cfg, _ = calls.pop()
+    assert (cfg.data.allow_non_ascii, cfg.data.on_error, cfg.batch_size) == (False, "fail", 64)
+
+
+def test_run_refuses_a_used_output_folder_before_work(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('[data]\ndataset = "no/such/folder"\n\n[methods.zero_shot]\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    assert main(["run", str(config), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists and is not empty (results.json)" in err and "--overwrite" in err
+    # with --overwrite the run starts, and fails on the missing dataset, leaving the old run
+    assert main(["run", str(config), "--output-dir", str(out), "--overwrite"]) == 2
+    assert "Cannot read dataset" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "{}"
+
+
+def _precomputed_model(tmp_path):
+    from conceptlens.backbones import get_backbone
+    from conceptlens.features import FeatureBundle
+    from conceptlens.methods import Context, get_method
+
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    np.savez(tmp_path / "f.npz", ids=np.array([str(p) for p in images]), embedding=np.eye(2))
+    backbone = get_backbone(f"precomputed:{tmp_path / 'f.npz'}")
+    b = FeatureBundle(["a", "b"], np.array([0, 1]), ("Ankle boot", "Sandal"), np.eye(2, dtype=np.float32),
+                      None, "")
+    ctx = Context(("Ankle boot", "Sandal"), ["laces", "straps"], np.eye(2, dtype=np.float32),
+                  np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32), backbone.id)
+    get_method("posthoc").fit(b, ctx).save(tmp_path / "m")
+    return tmp_path / "m", images, ["--backbone", f"precomputed:{tmp_path / 'f.npz'}"]
+
+
+def test_explain_unknown_target_lists_the_classes(tmp_path, capsys):
+    model, images, backbone = _precomputed_model(tmp_path)
+    assert main(["explain", str(model), str(images[0]), *backbone, "--target", "sandal"]) == 2
+    err = capsys.readouterr().err
+    assert ("--target 'sandal' is not one of the model's classes. Did you mean 'Sandal'? "
+            "Classes: Ankle boot, Sandal.") in err
+    assert main(["explain", str(model), str(images[0]), *backbone, "--target", "Sandal"]) == 0
+    assert "score for 'Sandal'" in capsys.readouterr().out
+
+
+def test_explain_passes_batch_size_workers_progress(tmp_path, monkeypatch, capsys):
+    import conceptlens.features
+
+    model, images, backbone = _precomputed_model(tmp_path)
+    seen = {}
+    real = conceptlens.features.encode_dataset
+
+    def spy(backbone, data, cache=None, **kw):
+        seen.update(kw)
+        return real(backbone, data, cache, **kw)
+
+    monkeypatch.setattr(conceptlens.features, "encode_dataset", spy)
+    assert main(["explain", str(model), *map(str, images), *backbone, "--batch-size", "3",
+                 "--workers", "4", "--no-progress"]) == 0
+    assert seen == {"batch_size": 3, "workers": 4, "progress": False}
+    assert capsys.readouterr().out.count("predicted") == 2
+
+
+def test_cache_dir_reaches_the_offline_text_cache(tmp_path, monkeypatch):
+    """The offline backbone's ImageNet class-text embeddings go under --cache-dir/features,
+    not into the user cache (a few stand-in class texts keep this fast)."""
+    import conceptlens.backbones.offline as offline
+    from conceptlens.runs.experiment import open_backbone
+
+    monkeypatch.setattr(offline, "imagenet_class_texts", lambda: ("a shoe", "a shirt", "a bag"))
+    backbone = open_backbone("offline:top_t=2", tmp_path / "cache")
+    assert backbone.feature_cache == tmp_path / "cache" / "features"
+    backbone.encode_texts(["a sandal"])
+    kinds = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "features").glob("*/namespace.json")]
+    assert [k["kind"] for k in kinds] == ["sentence"] and kinds[0]["encoder"].startswith("all-MiniLM-L6-v2@")
+    assert open_backbone("offline:top_t=2").feature_cache is None  # no --cache-dir: the user cache

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
 from conftest import write_png
 
 from conceptlens.data import load_dataset, load_image_folder, load_manifest, normalize_class_names
-from conceptlens.errors import DataError
+from conceptlens.errors import ConfigError, DataError
 
 
 def test_folder_reads_classes_in_sorted_order(image_folder):
@@ -117,3 +118,126 @@ def test_manifest_bad_json_line(image_folder):
 def test_unknown_dataset_spec(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset(str(tmp_path / "missing"))
+
+
+def test_unicode_manifest_with_bom(image_folder):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark; it must not hide the header
+    m = image_folder / "m.csv"
+    m.write_bytes("path,label\ncat/0.png,cat\ndog/0.png,dog\n".encode("utf-8-sig"))
+    assert load_manifest(m).classes == ("cat", "dog")
+    j = image_folder / "m.jsonl"
+    j.write_bytes(('{"path": "cat/0.png", "label": "cat"}\n{"path": "dog/0.png", "label": "dog"}\n')
+                  .encode("utf-8-sig"))
+    assert load_manifest(j).classes == ("cat", "dog")
+
+
+def test_manifest_that_is_not_utf8(image_folder):
+    m = image_folder / "m.csv"
+    m.write_bytes("path,label\ncat/0.png,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xe9.*Save it as UTF-8"):
+        load_manifest(m)
+
+
+def test_jsonl_integer_labels_including_zero(image_folder):
+    j = image_folder / "m.jsonl"
+    j.write_text('{"path": "cat/0.png", "label": 0}\n{"path": "dog/0.png", "label": 1}\n'
+                 '{"path": "cat/1.png", "label": "0"}\n')
+    data = load_manifest(j)
+    assert data.classes == ("0", "1") and data.labels.tolist() == [0, 1, 0]
+    j.write_text('{"path": "cat/0.png", "label": 0.5}\n')
+    with pytest.raises(DataError, match=r"line 1: 'label' must be a string or an integer; got 0\.5"):
+        load_manifest(j)
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        # the same row twice
+        ("cat/0.png,cat\ndog/0.png,dog\ncat/0.png,cat\n",
+         r"1 image\(s\) more than once; .*cat/0\.png on lines 2, 4\. Keep one row per image"),
+        # one file with two labels
+        ("cat/0.png,cat\ndog/0.png,dog\ncat/0.png,dog\n",
+         r"\(1 with different labels\).*cat/0\.png on lines 2, 4 with labels 'cat', 'dog'"),
+        # the same file by another path
+        ("cat/0.png,cat\ndog/0.png,dog\ndog/../cat/0.png,cat\n",
+         r"on lines 2, 4 \(as .*cat/0\.png, .*dog/\.\./cat/0\.png\)"),
+    ],
+)
+def test_manifest_repeated_image_is_an_error(image_folder, rows, message):
+    m = image_folder / "m.csv"
+    m.write_text("path,label\n" + rows)
+    with pytest.raises(DataError, match=message):
+        load_manifest(m)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_manifest_same_file_through_a_symlink(image_folder):
+    os.symlink(image_folder / "cat" / "0.png", image_folder / "dog" / "alias.png")
+    m = image_folder / "m.jsonl"
+    m.write_text('{"path": "cat/0.png", "label": "cat"}\n{"path": "dog/1.png", "label": "dog"}\n'
+                 '{"path": "dog/alias.png", "label": "dog"}\n')
+    with pytest.raises(DataError, match=r"on lines 1, 3 with labels 'cat', 'dog'"):
+        load_manifest(m)
+
+
+def test_one_class_is_an_error_at_load_time(image_folder, tmp_path):
+    m = image_folder / "m.csv"
+    m.write_text("path,label\ncat/0.png,cat\ncat/1.png,cat\n")
+    with pytest.raises(DataError, match=r"needs at least 2 classes; found 1: 'cat'"):
+        load_manifest(m)
+    only = tmp_path / "only"
+    write_png(only / "x" / "0.png", (1, 2, 3))
+    with pytest.raises(DataError, match=r"'only' needs at least 2 classes; found 1: 'x'"):
+        load_image_folder(only)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+@pytest.mark.parametrize("target", ["root", "ancestor"])
+def test_folder_link_to_the_dataset_itself_is_an_error(image_folder, target):
+    # a "class" that links back to the root would list every image again under a new class
+    os.symlink(image_folder if target == "root" else image_folder.parent, image_folder / "loop")
+    with pytest.raises(DataError, match=r"/loop resolves to .*contains the dataset folder itself"):
+        load_image_folder(image_folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_folder_symlink_loop_inside_a_class_is_an_error(image_folder):
+    os.symlink(image_folder / "cat", image_folder / "cat" / "again")
+    with pytest.raises(DataError, match=r"cat/again resolves to .*symlink loop"):
+        load_image_folder(image_folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_folder_same_file_by_two_paths_is_an_error(image_folder):
+    os.symlink(image_folder / "cat" / "0.png", image_folder / "dog" / "alias.png")
+    with pytest.raises(DataError, match=r"1 image file\(s\) .* two paths.*cat/0\.png = dog/alias\.png"):
+        load_image_folder(image_folder)
+    (image_folder / "dog" / "alias.png").unlink()
+    os.symlink(image_folder / "cat", image_folder / "kitty")  # a class linked to a sibling class
+    with pytest.raises(DataError, match=r"4 image file\(s\).*cat/0\.png = kitty/0\.png"):
+        load_image_folder(image_folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_folder_links_to_folders_outside_are_followed(image_folder, tmp_path):
+    for i in range(2):
+        write_png(tmp_path / "elsewhere" / f"{i}.png", (5, 5, i))
+    write_png(tmp_path / "more" / "9.png", (6, 6, 6))
+    os.symlink(tmp_path / "elsewhere", image_folder / "bird")
+    os.symlink(tmp_path / "more", image_folder / "cat" / "more")
+    data = load_image_folder(image_folder)
+    assert data.class_counts() == {"bird": 2, "cat": 5, "dog": 4, "red fox": 4}
+    assert "cat/more/9.png" in data.ids and "bird/1.png" in data.ids
+
+
+def test_load_dataset_options_for_the_wrong_kind_of_dataset(image_folder):
+    with pytest.raises(ConfigError, match="root only applies to the built-in fashion-mnist"):
+        load_dataset(str(image_folder), root="/somewhere")
+    with pytest.raises(ConfigError, match="max_pixels must be a positive integer"):
+        load_dataset(str(image_folder), max_pixels=1.5)
+    assert "café" in load_dataset(str(_with_cafe(image_folder)), allow_non_ascii=True).classes
+
+
+def _with_cafe(root):
+    write_png(root / "café" / "0.png", (1, 2, 3))
+    return root

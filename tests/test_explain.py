@@ -45,11 +45,13 @@ def test_contributions_sum_to_the_logit_for_every_method(name, problem):
 
 def test_contributions_by_hand():
     """Two concepts, two classes, a plain linear head: every number checked by hand."""
-    model = get_method("cms")
+    # a linear probe with an identity standardisation: its activations are the inputs
+    model = get_method("linear_probe")
     model.classes_, model.concepts_ = ("a", "b"), ["red", "round"]
+    model.input = "embedding"
     model.class_weights_ = np.array([[2.0, -1.0], [0.0, 3.0]], np.float32)
-    model.concept_embedding_ = np.eye(2, dtype=np.float32)
-    model.mean_, model.std_ = np.zeros(2, np.float32), np.ones(2, np.float32)
+    model.intercept_ = np.zeros(2, np.float32)
+    model.mean_, model.scale_ = np.zeros(2, np.float32), np.ones(2, np.float32)
     b = FeatureBundle(["x"], np.array([0]), ("a", "b"), np.array([[0.5, 0.25]], np.float32), None, "")
     # class a: 2 * 0.5 + (-1) * 0.25 = 0.75; class b: 0 + 3 * 0.25 = 0.75 -> tie, argmax a
     np.testing.assert_allclose(contributions(model, b, 0), [[1.0, -0.25]])

@@ -96,6 +96,171 @@ def test_missing_key_variable(tmp_path, monkeypatch):
     ('{"features": ["x", "y"]}', ["x", "y"]),
     ("Features:\n1. red crest\n2) black mask\n- short beak", ["red crest", "black mask", "short beak"]),
     ('Sure: ["only", "this"] ok', ["only", "this"]),
+    ('A [note] then ["x", "y"]', ['A [note] then ["x", "y"]']),  # outermost [...] not JSON: lines
+    ("42", []), ('{"a": {"b": 1}}', []), ('[["a"], ["b"]]', []), ("[" * 50_000 + "]" * 50_000, []),
 ])
 def test_parse_list(reply, expected):
     assert parse_list(reply) == expected
+
+
+# -- misbehaving endpoints ---------------------------------------------------------------
+
+class ScriptedServer:
+    """A loopback chat-completions server whose reply to class `cls` is `script[cls]`:
+    (status, body bytes, send Content-Length?) or the message content as a string."""
+
+    def __init__(self, script: dict):
+        import contextlib
+        import json
+        import re
+        import threading
+        from collections import Counter
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: Counter[str] = Counter()
+        self.paths: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.paths.append(self.path)
+                cls = re.search(r"the ([\w -]+?) looks like", payload["messages"][-1]["content"]).group(1)
+                outer.requests[cls] += 1
+                reply = script.get(cls, json.dumps([f"{cls} feature {i}" for i in range(3)]))
+                if isinstance(reply, str):
+                    reply = (200, json.dumps({"choices": [{"index": 0, "message": {
+                        "role": "assistant", "content": reply}, "finish_reason": "stop"}]}).encode(), True)
+                code, body, declare = reply
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                if declare:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()  # HTTP/1.0: without a length the body ends when we close
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
+                    self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _chat_body(content) -> bytes:
+    import json
+
+    message = {"role": "assistant", "content": content}
+    return json.dumps({"choices": [{"index": 0, "message": message}]}).encode()
+
+
+_HUGE = _chat_body(__import__("json").dumps([f"huge concept number {i}" for i in range(120_000)]))
+_DOWN = (500, b'{"error": {"message": "overloaded"}}', True)
+
+
+def test_ctrl_c_stops_a_retry_loop_at_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from conceptlens.concepts.sources import get_source\n"
+              "os.environ['TEST_LLM_KEY'] = 'k'\n"
+              "src = get_source('llm', model='m', base_url=sys.argv[1], api_key_env='TEST_LLM_KEY',\n"
+              "                 cache_dir=sys.argv[2], retries=100, backoff=0.3, timeout=5.0)\n"
+              "src.generate(['down', 'also down'])\n")
+    with ScriptedServer({"down": _DOWN, "also down": _DOWN}) as server:
+        proc = subprocess.Popen([sys.executable, "-c", script, server.url, str(tmp_path / "llm")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+        try:
+            deadline = time.monotonic() + 60  # the child's imports take a while on a busy machine
+            while server.requests["down"] < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.requests["down"] >= 2, "the child never reached its retry loop"
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+            elapsed = time.monotonic() - start
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert b"KeyboardInterrupt" in err and proc.returncode != 0
+        assert elapsed < 2.0, f"took {elapsed:.1f} s to stop after Ctrl-C"
+        asked = sum(server.requests.values())
+        time.sleep(1.0)
+        assert sum(server.requests.values()) == asked  # no request after the interrupt
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_a_huge_reply_is_refused(tmp_path, monkeypatch, declare):
+    assert len(_HUGE) > 3_000_000  # 120,000 concepts
+    with ScriptedServer({"huge": (200, _HUGE, declare)}) as server:
+        src = source(server, tmp_path, monkeypatch, retries=0, timeout=10.0)
+        result = src.generate(["huge", "cardinal"], allow_partial=True)
+    assert "larger than max_reply_bytes=262,144 bytes" in result.unresolved["huge"]
+    assert result.concepts.for_class("cardinal") and not result.concepts.for_class("huge")
+    assert len(list((tmp_path / "llm").rglob("*.json"))) == 1  # only cardinal's reply was cached
+
+
+def test_too_many_concepts_for_a_class_are_capped_with_a_warning(tmp_path, monkeypatch, caplog):
+    import json
+
+    many = json.dumps([f"distinct trait {i}" for i in range(500)])
+    with ScriptedServer({"many": many}) as server:
+        src = source(server, tmp_path, monkeypatch, n=10)  # 10 asked: at most 20 kept
+        with caplog.at_level("WARNING", logger="conceptlens"):
+            result = src.generate(["many"])
+    assert len(result.concepts.for_class("many")) == 20
+    assert "many: the LLM gave 500 concepts, more than max_concepts_per_class=20" in caplog.text
+
+
+@pytest.mark.parametrize("body", [
+    b"42", b"[1, 2, 3]", b'"text"', b"null", b'{"choices": {"a": {"b": {}}}}', b'{"choices": []}',
+    b'{"choices": [[["x"]]]}', b'{"choices": [{"message": [1]}]}',
+    _chat_body([["a"], ["b"]]), _chat_body({"a": {"b": 1}}), _chat_body(7),
+    _chat_body("42"), _chat_body('{"a": {"b": {"c": 1}}}'), _chat_body('[["a", "b"], ["c"]]'),
+    _chat_body("[" * 100_000 + "]" * 100_000),
+])
+def test_json_garbage_is_a_malformed_reply_for_that_class(tmp_path, monkeypatch, body):
+    with ScriptedServer({"junk": (200, body, True)}) as server:
+        src = source(server, tmp_path, monkeypatch, retries=0)
+        result = src.generate(["junk", "cardinal"], allow_partial=True)
+    assert result.unresolved["junk"].startswith("Malformed reply"), result.unresolved["junk"]
+    assert result.concepts.for_class("cardinal") and not result.concepts.for_class("junk")
+    assert len(list((tmp_path / "llm").rglob("*.json"))) == 1  # the junk was not cached
+
+
+def test_credentials_in_the_base_url_are_never_written(tmp_path, monkeypatch, caplog):
+    from conceptlens.concepts.sources.llm import redact_url
+
+    with ScriptedServer({"down": _DOWN}) as server:
+        url = f"http://alice:pa55-w0rd@127.0.0.1:{server.port}/v1?api-key=qs-s3cret&api-version=2024"
+        src = source(server, tmp_path, monkeypatch, base_url=url, retries=0)
+        with caplog.at_level("DEBUG"):
+            result = src.generate(["cardinal", "down"], allow_partial=True)
+        assert server.requests["cardinal"] == 1  # the endpoint was reached through that URL
+    assert set(server.paths) == {"/v1/chat/completions?api-key=qs-s3cret&api-version=2024"}
+    result.concepts.save(tmp_path / "concepts.json")
+    endpoint = f"http://127.0.0.1:{server.port}/v1?api-key=REDACTED&api-version=2024"
+    prov = result.concepts.concepts[result.concepts.index("cardinal feature 0")].provenance
+    assert prov[0]["endpoint"] == endpoint
+    written = [p.read_text() for p in tmp_path.rglob("*.json")] + [str(result.unresolved), caplog.text]
+    assert len(written) == 4 and "api-key=REDACTED" in written[0] + written[1]
+    for text in written:
+        assert "pa55-w0rd" not in text and "qs-s3cret" not in text and "alice" not in text
+    assert redact_url("https://u:p@[::1]:8443/x?token=t&api-version=1#frag") == \
+        "https://[::1]:8443/x?token=REDACTED&api-version=1"
+    assert redact_url(None) is None

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from conceptlens.errors import ConfigError, NotFittedError
 from conceptlens.features import FeatureBundle
 from conceptlens.methods import METHODS, Context, Method, get_method, learn_cavs
+from conceptlens.methods.base import check_params
 from conceptlens.methods.label_free import cos_cubed
 from conceptlens.methods.labo import labo_objective
 
 M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
-FAST = {"labo": {}, "label_free": {"steps": 200, "lam": 1e-3}, "sparse_cbm": {"epochs": 150},
-        "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3}}
+FAST = {"labo": {"optimizer": "lbfgs", "max_iter": 100}, "label_free": {"steps": 200, "lam": 1e-3},
+        "sparse_cbm": {"epochs": 150}, "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3}}
 
 
 def make_problem(n_per_class=30, seed=0, noise=0.6):
@@ -75,14 +79,116 @@ def test_contract_beats_chance(fitted, problem):
     assert (fitted.predict(test) == test.labels).mean() > 0.6  # chance is 0.25
 
 
+def _json(params: dict) -> dict:
+    """Parameters as model.json stores them (a tuple comes back a list)."""
+    return json.loads(json.dumps(params))
+
+
 def test_contract_save_load_identical(fitted, problem, tmp_path):
     _, _, test, _ = problem
     folder = fitted.save(tmp_path / fitted.name)
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "weights.safetensors"]
     again = Method.load(folder)
-    assert type(again) is type(fitted) and again.get_params() == fitted.get_params()
+    assert type(again) is type(fitted) and _json(again.get_params()) == _json(fitted.get_params())
     np.testing.assert_array_equal(again.decision_function(test), fitted.decision_function(test))
+    np.testing.assert_array_equal(again.predict(test), fitted.predict(test))
     assert again.concepts_ == fitted.concepts_ and again.feature_key_ == fitted.feature_key_
+    assert again.nec_ == fitted.nec_
+
+
+def test_contract_nec_is_mean_nonzeros_per_class(fitted):
+    W = fitted.class_weights_
+    by_hand = sum(sum(1 for w in row if w != 0) for row in W.tolist()) / len(W)
+    assert fitted.nec_ == pytest.approx(by_hand)
+
+
+def test_contract_clone_is_unfitted_with_equal_params(fitted):
+    copy = clone(fitted)
+    assert type(copy) is type(fitted) and copy is not fitted
+    assert copy.get_params() == fitted.get_params()
+    with pytest.raises(NotFittedError):
+        copy.check_fitted()
+    assert not [k for k in vars(copy) if k.endswith("_")]  # no fitted state carried over
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_registry_name_and_flags(name):
+    cls = METHODS.get(name)
+    assert cls.name == name
+    for flag in ("needs_concepts", "refit_at_nec", "uses_validation"):
+        assert isinstance(getattr(cls, flag), bool), flag
+    if cls.refit_at_nec:
+        assert "target_nec" in cls().get_params()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_constructor_only_stores(name):
+    """Any value goes in unchecked and comes back as the same object (scikit-learn's rule)."""
+    cls = METHODS.get(name)
+    sentinels = {k: object() for k in cls().get_params(deep=False)}
+    model = cls(**sentinels)
+    assert all(model.get_params()[k] is v for k, v in sentinels.items())
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_set_params(name):
+    model = get_method(name)
+    params = model.get_params()
+    assert model.set_params(**params) is model and model.get_params() == params
+    if params:
+        key = next(iter(params))
+        marker = object()
+        model.set_params(**{key: marker})
+        assert model.get_params()[key] is marker
+    with pytest.raises(ConfigError, match="Unknown parameter.*'no_such_param'.*Valid parameters"):
+        model.set_params(no_such_param=1)
+
+
+# one out-of-range value per method: _validate must reject it at fit, not in the constructor
+BAD_PARAMS = {"cms": {"variant": "nope"}, "label_free": {"lam": -1.0}, "labo": {"scale": -1.0},
+              "linear_probe": {"Cs": []}, "posthoc": {"alpha": 2.0}, "posthoc_hybrid": {"alpha": 2.0},
+              "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_bad_param_raises_at_fit_not_construction(name, problem):
+    train, val, _, ctx = problem
+    assert name in BAD_PARAMS, f"add an out-of-range parameter example for {name!r} to BAD_PARAMS"
+    model = get_method(name, **BAD_PARAMS[name])  # constructing never validates
+    with pytest.raises(ConfigError, match=name):
+        model.fit(train, ctx, val)
+    with pytest.raises(ConfigError):
+        check_params(name, BAD_PARAMS[name])
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_fit_validates_first(name, problem, monkeypatch):
+    """`fit` calls `_validate` before touching the data (here: there is none)."""
+    def refuse(self):
+        raise ConfigError("validated")
+
+    monkeypatch.setattr(METHODS.get(name), "_validate", refuse)
+    with pytest.raises(ConfigError, match="validated"):
+        get_method(name).fit(None, None)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_flags_match_behaviour(name, problem):
+    """needs_concepts=False: fits without concepts; uses_validation=False: val changes nothing;
+    refit_at_nec: target_nec reaches the NEC."""
+    train, val, test, ctx = problem
+    cls = METHODS.get(name)
+    fast = FAST.get(name, {})
+    if not cls.needs_concepts:
+        bare = Context(ctx.classes, class_embedding=ctx.class_embedding, backbone_id="toy")
+        assert get_method(name, **fast).fit(train, bare, val).predict(test).shape == (len(test),)
+    if not cls.uses_validation:
+        with_val = get_method(name, **fast).fit(train, ctx, val).decision_function(test)
+        without = get_method(name, **fast).fit(train, ctx, None).decision_function(test)
+        np.testing.assert_array_equal(with_val, without, err_msg=f"{name} uses val: set uses_validation")
+    if cls.refit_at_nec:
+        sparse = get_method(name, **{**fast, "target_nec": 2}).fit(train, ctx, val)
+        assert 0 < sparse.nec_ <= 2
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -101,6 +207,13 @@ def test_unknown_method_lists_known():
         get_method("lab")
 
 
+def test_unknown_method_parameter_is_a_config_error_naming_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"'Cz'.*Did you mean 'Cs'\?.*Valid parameters: Cs, on, max_iter"):
+        get_method("linear_probe", Cz=[1.0])
+    with pytest.raises(ConfigError, match=r"'Cz'.*Did you mean 'Cs'"):
+        check_params("linear_probe", {"Cz": [1.0]})
+
+
 # --- references -------------------------------------------------------------------------
 
 def test_labo_lbfgs_reaches_the_objective_scipy_finds():
@@ -109,8 +222,8 @@ def test_labo_lbfgs_reaches_the_objective_scipy_finds():
     objective has a finite minimum."""
     from scipy.optimize import minimize
 
-    train, val, _, ctx = make_problem(noise=2.0)
-    model = get_method("labo").fit(train, ctx, val)
+    train, _, _, ctx = make_problem(noise=2.0)
+    model = get_method("labo", optimizer="lbfgs").fit(train, ctx, None)  # no val: the last iterate
     A = torch.from_numpy(train.embedding @ ctx.concept_embedding.T).double()
     y = torch.as_tensor(train.labels)
 
@@ -123,13 +236,14 @@ def test_labo_lbfgs_reaches_the_objective_scipy_finds():
     ref = minimize(f, np.asarray(ctx.class_prior, np.float64).ravel(), jac=True, method="L-BFGS-B",
                    options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
     assert model.objective_ <= ref.fun + 1e-6
-    adam = get_method("labo", optimizer="adam", epochs=2000, lr=1e-2).fit(train, ctx, val)
+    adam = get_method("labo", optimizer="adam", epochs=2000, lr=1e-2, batch_size=len(train)).fit(
+        train, ctx, None)
     assert model.objective_ <= adam.objective_ + 1e-6
 
 
 def test_labo_keeps_the_language_prior(problem):
     train, val, _, ctx = problem
-    model = get_method("labo").fit(train, ctx, val)
+    model = get_method("labo", **FAST["labo"]).fit(train, ctx, val)
     W = model.class_weights_
     # initialised from the prior: each class weighs its own concepts above the others
     for c in range(M):
@@ -163,7 +277,7 @@ def test_posthoc_sparse_layer_matches_the_glm_objective_of_sklearn(problem):
 
     train, val, _, ctx = problem
     lam = 5e-3
-    model = get_method("posthoc", lam=lam).fit(train, ctx, val)
+    model = get_method("posthoc", lam=lam, solver="glm").fit(train, ctx, val)
     Z = model.transform(train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -190,14 +304,3 @@ def test_learn_cavs_recovers_the_direction():
     neg = rng.normal(size=(40, 8)) - 2 * direction
     names, vectors = learn_cavs({"striped": (pos, neg)})
     assert names == ["striped"] and float(vectors[0] @ direction) > 0.9
-
-
-def test_cms_by_hand():
-    ctx = Context(("a", "b"), ["x", "y", "z"], np.eye(3, dtype=np.float32),
-                  np.array([[1, 1, 0], [0, 0, 1]], np.float32))
-    emb = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0], [0.5, 0.5, 0]], np.float32)
-    b = FeatureBundle(list("0123"), np.array([0, 1, 0, 0]), ("a", "b"), emb, None, "")
-    model = get_method("cms").fit(b, ctx)
-    S = (emb - emb.mean(0)) / (emb.std(0) + 1e-6)
-    np.testing.assert_allclose(model.decision_function(b),
-                               np.c_[(S[:, 0] + S[:, 1]) / 2, S[:, 2]], rtol=1e-5)

@@ -64,3 +64,48 @@ def test_report_in_a_real_browser(report_inputs, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+PAYLOAD = "</script><script>document.title='pwned'</script><!--"
+CONCEPT = "<img src=x onerror=alert(1)> & </script><script>alert(2)</script>"
+
+
+@pytest.fixture(scope="module")
+def hostile_inputs(report_inputs):
+    """A model whose class name, concept text and edit-log entry are markup."""
+    import copy
+
+    model, results, test, train, image = report_inputs
+    model = copy.deepcopy(model)
+    model.classes_ = (PAYLOAD, *model.classes_[1:])
+    model.concepts_ = [CONCEPT, *model.concepts_[1:]]
+    model.edit_log_ = [{"concept": CONCEPT, "classes": [PAYLOAD, "b"], "factor": "<b>2</b>",
+                        "note": "</td></tr></table><script>alert(3)</script>"}]
+    return model, {PAYLOAD: results["posthoc"]}, test, train, image
+
+
+def test_hostile_names_cannot_inject_markup(hostile_inputs):
+    import html
+    import json
+
+    model = hostile_inputs[0]
+    page = build_report(*hostile_inputs)
+    assert "</script><script>" not in page and "<script>alert" not in page and "<img src=x" not in page
+    assert page.count("<script") == 2  # the page's own script and its JSON data, nothing injected
+    blob = re.search(r"<script type='application/json' id='report-data'>(.*?)</script>", page, re.S)
+    data = json.loads(blob.group(1))
+    assert data["classes"] == list(model.classes_) and data["concepts"] == model.concepts_
+    assert data["edit_log"] == model.edit_log_
+    log = page[page.index("id='edit-log'"):]
+    for field in (CONCEPT, PAYLOAD, "<b>2</b>", model.edit_log_[0]["note"]):
+        assert html.escape(field) in log
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_hostile_report_runs_no_injected_script_in_a_browser(hostile_inputs, tmp_path):
+    path = write_report(tmp_path / "report.html", *hostile_inputs)
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "pwned" not in re.search(r"<title>(.*?)</title>", dom.stdout, re.S).group(1)
+    assert re.search(r'<body[^>]*data-ready="ok"', dom.stdout), dom.stdout[:500]

@@ -76,3 +76,170 @@ def test_recorded_run_on_an_image_folder(tmp_path):
     model = Method.load(folder / "models" / "linear_probe")
     assert model.classes_ == ("cat", "dog")
     assert "| zero_shot |" in (folder / "results.md").read_text()
+
+
+# -- small in-process runs on the TinyBackbone ------------------------------------------
+
+def tiny_setup(tmp_path, monkeypatch, classes=("cat", "dog", "fox"), per_class=12):
+    """An image folder, a concept file and the TinyBackbone standing in for the offline one;
+    returns a function making a RunConfig for it (text-only filters stubbed: they load the
+    sentence encoder, which these tests do not need)."""
+    from conftest import write_png
+    from tiny_backbone import TinyBackbone
+
+    import conceptlens.runs.experiment as experiment
+    from conceptlens.concepts.pipeline import FilterResult
+    from conceptlens.runs.config import ConceptConfig, DataConfig, FewShotConfig, RunConfig
+
+    root = tmp_path / "images"
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write_png(root / name / f"{i}.png", (80 * c + 3 * i, 200 - 60 * c, 7 * i))
+    concepts = tmp_path / "class2concepts.json"
+    words = ["fur", "tail", "whiskers", "paws", "snout", "ears", "stripes", "spots", "claws"]
+    concepts.write_text(json.dumps({name: [*words[3 * c: 3 * c + 3], words[(3 * c + 4) % 9]]
+                                    for c, name in enumerate(classes)}))
+    monkeypatch.setattr(experiment, "get_backbone", lambda spec: TinyBackbone())
+    monkeypatch.setattr(experiment, "run_filters", lambda c, *a, **k: FilterResult(c))
+
+    def make(methods=None, **changes):
+        cfg = RunConfig(data=DataConfig(str(root), 6, 0, 0, 0),
+                        concepts=ConceptConfig([], str(concepts), True, 0.2, 2, "submodular", 0.1),
+                        methods=methods or {"zero_shot": {}, "linear_probe": {}},
+                        fewshot=FewShotConfig(), nec=2, output_dir=str(tmp_path / "out"),
+                        cache_dir=str(tmp_path / "cache"), progress=False)
+        for k, v in changes.items():
+            setattr(cfg, k, v)
+        return cfg
+
+    return make
+
+
+def _bundles(seed=0, n=60, k=3, d=6):
+    import numpy as np
+
+    from conceptlens.features import FeatureBundle
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % k
+    centres = rng.normal(size=(k, d))
+    x = centres[labels] + 0.7 * rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    b = FeatureBundle([f"i{i}" for i in range(n)], labels, ("a", "b", "c"), x.astype("float32"), None, "t")
+    return b.rows(range(0, n, 2)), b.rows(range(1, n, 2))
+
+
+def test_evaluate_at_nec_protocols():
+    """"refit" refits a method with a sparse final layer and prunes a dense one; "prune" never
+    refits; "vlg" fits a new layer (evaluation/nec.py). References: a fresh fit with
+    target_nec, and prune_to_nec."""
+    import numpy as np
+
+    from conceptlens.evaluation import evaluate, prune_to_nec
+    from conceptlens.methods import Context, get_method
+    from conceptlens.runs.experiment import evaluate_at_nec
+
+    train, test = _bundles()
+    rng = np.random.default_rng(1)
+    C = rng.normal(size=(8, 6))
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    ctx = Context(("a", "b", "c"), [f"c{i}" for i in range(8)], C.astype("float32"),
+                  (rng.random((3, 8)) < 0.5).astype("float32"), C[:3].astype("float32"), "t")
+    sparse = get_method("posthoc").fit(train, ctx)
+    dense = get_method("labo", epochs=50).fit(train, ctx)
+    zero = get_method("zero_shot").fit(train, ctx)
+    assert sparse.refit_at_nec and not dense.refit_at_nec
+
+    refitted = get_method("posthoc", target_nec=2).fit(train, ctx)
+    assert evaluate_at_nec(sparse, train, test, 2, "refit", context=ctx) == {
+        "top1_at_nec": evaluate(refitted, test)["top1"], "nec_at_nec": refitted.nec_, "nec_how": "refit"}
+    for model, protocol in ((dense, "refit"), (dense, "prune"), (sparse, "prune")):
+        pruned = prune_to_nec(model, 2)
+        assert evaluate_at_nec(model, train, test, 2, protocol, context=ctx) == {
+            "top1_at_nec": evaluate(pruned, test)["top1"], "nec_at_nec": pruned.nec_, "nec_how": "prune"}
+    row = evaluate_at_nec(dense, train, test, 2, "vlg", context=ctx)
+    assert row["nec_how"] == "vlg" and 0 < row["nec_at_nec"] <= 2
+    # more concepts asked for than the model has: measured at all 8
+    assert evaluate_at_nec(dense, train, test, 50, "prune")["top1_at_nec"] == evaluate(dense, test)["top1"]
+    assert evaluate_at_nec(zero, train, test, 2, "vlg", context=ctx) is None
+
+
+def test_few_shot_protocol_is_fair(tmp_path, monkeypatch):
+    """Every method gets the same validation split at every k; concepts are filtered and
+    selected from the k-shot images alone."""
+    import conceptlens.runs.experiment as experiment
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    seen = {"filter": [], "select": [], "fit": []}
+    real_filter, real_select, real_get = (experiment.filter_activation, experiment.run_selection,
+                                          experiment.get_method)
+
+    def spy_filter(concepts, image_embedding, *a, **k):
+        seen["filter"].append(len(image_embedding))
+        return real_filter(concepts, image_embedding, *a, **k)
+
+    def spy_select(concepts, backbone, train, *a, **k):
+        seen["select"].append(list(train.ids))
+        return real_select(concepts, backbone, train, *a, **k)
+
+    def spy_get(name, **params):
+        model = real_get(name, **params)
+        fit = model.fit
+
+        def recorded(train, context, val=None):
+            seen["fit"].append((name, list(train.ids), None if val is None else list(val.ids)))
+            return fit(train, context, val)
+
+        model.fit = recorded
+        return model
+
+    monkeypatch.setattr(experiment, "filter_activation", spy_filter)
+    monkeypatch.setattr(experiment, "run_selection", spy_select)
+    monkeypatch.setattr(experiment, "get_method", spy_get)
+    from conceptlens.runs.config import FewShotConfig
+
+    cfg = make({"zero_shot": {}, "linear_probe": {}, "labo": {"epochs": 20}},
+               fewshot=FewShotConfig([1, 2], [0, 1]), nec=0)
+    out = experiment.run_experiment(cfg, write=False)
+    n_classes = 3
+    # main run (6 per class), then (seed, k) = (0,1), (0,2), (1,1), (1,2)
+    assert seen["filter"] == [6 * n_classes] + [k * n_classes for k in (1, 2, 1, 2)]
+    sizes = [len(ids) for ids in seen["select"]]
+    assert sizes == [6 * n_classes] + [k * n_classes for k in (1, 2, 1, 2)]
+    fits = seen["fit"]
+    vals = {None if v is None else tuple(v) for _, _, v in fits}
+    assert len(fits) == 15 and len(vals) == 1 and None not in vals  # one val split, for everyone
+    train_by_fit = [(name, len(ids)) for name, ids, _ in fits]
+    assert train_by_fit[:3] == [("zero_shot", 18), ("linear_probe", 18), ("labo", 18)]
+    assert out["fewshot"]["labo"].keys() == {"1", "2"} and len(out["fewshot"]["labo"]["1"]) == 2
+    assert out["fewshot_validation"] is True
+
+    seen["fit"].clear()
+    cfg.fewshot.use_val = False
+    experiment.run_experiment(cfg, write=False)
+    few = seen["fit"][3:]
+    assert len(few) == 12 and all(v is None for _, _, v in few)  # no validation for anyone
+
+
+def test_run_records_nec_protocol_and_data_options(tmp_path, monkeypatch):
+    """[evaluation] nec_protocol reaches results and the table header; [data] on_error and
+    allow_non_ascii reach the loader and the encoder."""
+    make = tiny_setup(tmp_path, monkeypatch, classes=("café", "dog", "fox"))
+    (tmp_path / "images" / "dog" / "broken.png").write_bytes(b"not a png")
+    cfg = make({"zero_shot": {}, "labo": {"epochs": 20}}, nec_protocol="prune")
+    cfg.data.train_per_class = 0  # every image lands in train, val or test
+    with pytest.raises(Exception, match="non-ASCII|allow_non_ascii"):
+        run_experiment(cfg, write=False)
+    cfg.data.allow_non_ascii = True
+    with pytest.raises(Exception, match="broken.png"):
+        run_experiment(cfg, write=False)
+    cfg.data.on_error = "skip"
+    out = run_experiment(cfg)
+    assert out["nec_protocol"] == "prune" and "top-1 @ NEC=2 (prune)" in out["table"]
+    assert "top1_at_nec" in out["results"]["labo"] and "top1_at_nec" not in out["results"]["zero_shot"]
+    assert sum(out["sizes"].values()) == 36  # 37 files, the corrupt one left out
+    recorded = load_config(tmp_path / "out" / "config.toml")
+    assert (recorded.data.on_error, recorded.data.allow_non_ascii, recorded.nec_protocol) == (
+        "skip", True, "prune")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["nec_protocol"] == "prune"

@@ -67,3 +67,23 @@ def test_few_shot_bad_input():
         few_shot(data, np.arange(3), 2)
     with pytest.raises(ConfigError, match="positive integer or 'all'"):
         few_shot(data, np.arange(3), 0)
+
+
+def test_one_class_is_an_error_before_any_split():
+    with pytest.raises(DataError, match=r"needs at least 2 classes to split and train on; found 1: 'a'"):
+        split_indices(make([0, 0, 0, 0]))
+
+
+def test_class_with_no_training_image_is_an_error():
+    # 'c' only appears in the given test split: it could never be predicted
+    split = ("train", "train", "train", "train", "test", "test")
+    with pytest.raises(DataError, match=r"class\(es\) 'c' have no image in the train split; give each"):
+        split_indices(make([0, 1, 0, 1, 2, 2], split))
+    # carving: with 0.6 + 0.3 held out, a 2-image class loses both of its images
+    with pytest.raises(DataError, match=r"'b' have no image in the train split; lower val_fraction"):
+        split_indices(make([0] * 10 + [1] * 2), val_fraction=0.3, test_fraction=0.6)
+
+
+def test_test_only_dataset_is_allowed():
+    s = split_indices(make([0, 1, 0, 1], ("test",) * 4))
+    assert s["test"].tolist() == [0, 1, 2, 3] and len(s["train"]) == 0

@@ -64,3 +64,52 @@ def cache_root() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "conceptlens"
+
+
+TENSOR_DIGEST_KEY = "conceptlens.sha256"
+
+
+def tensor_digest(arrays) -> str:
+    """sha256 over each array's name, dtype, shape and bytes, in name order: independent of
+    how a file lays the tensors out, so it can be computed before writing and after reading."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode() + b"\0")
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_tensors(path: str | os.PathLike, arrays, metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file atomically with the arrays' `tensor_digest` in its metadata."""
+    from safetensors.numpy import save_file
+
+    meta = {**(metadata or {}), TENSOR_DIGEST_KEY: tensor_digest(arrays)}
+    return atomic_write(path, lambda p: save_file(dict(arrays), str(p), metadata=meta))
+
+
+def load_tensors(path: str | os.PathLike, require_digest: bool = True):
+    """(arrays, metadata) of a safetensors file written by `save_tensors`, verified against its
+    stored digest. Raises IntegrityError when unreadable, when the digest differs, or (with
+    `require_digest`) when there is none; the message names the file."""
+    from safetensors import safe_open
+
+    from .errors import IntegrityError
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = dict(f.metadata() or {})
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+    except Exception as e:  # safetensors raises several types for a damaged header
+        raise IntegrityError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}).") from e
+    stored = meta.get(TENSOR_DIGEST_KEY)
+    if stored is None:
+        if require_digest:
+            raise IntegrityError(f"{path} has no checksum in its metadata (written by another tool "
+                                 "or an older conceptlens).")
+    elif stored != tensor_digest(arrays):
+        raise IntegrityError(f"{path}: its tensor data does not match the sha256 stored in its "
+                             "metadata (the file is corrupt or was modified).")
+    return arrays, meta

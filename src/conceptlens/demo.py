@@ -14,15 +14,17 @@ from .runs.config import DataConfig
 def demo_config(train_per_class: int = 300, val_per_class: int = 50, test_per_class: int = 200,
                 seed: int = 0, backbone: str = "offline", cache_dir: str | None = None,
                 data_dir: str | None = None, output_dir: str = "runs/demo",
-                progress: bool = True, shots: list | None = None) -> RunConfig:
+                progress: bool = True, shots: list | None = None, batch_size: int = 64,
+                workers: int = 2) -> RunConfig:
     cfg = RunConfig(data=DataConfig("fashion-mnist", train_per_class, val_per_class,
                                     test_per_class, seed, data_dir),
                     backbone=backbone, output_dir=output_dir, cache_dir=cache_dir,
-                    progress=progress)
+                    progress=progress, batch_size=batch_size, workers=workers)
     if shots:
         cfg.fewshot.shots = shots
     return cfg
 
 
-def run_demo(cfg: RunConfig | None = None) -> dict:
-    return run_experiment(cfg or demo_config())
+def run_demo(cfg: RunConfig | None = None, overwrite: bool = False) -> dict:
+    """Run the demo; an existing non-empty output folder is refused unless `overwrite`."""
+    return run_experiment(cfg or demo_config(), overwrite=overwrite)

@@ -26,3 +26,7 @@ def closest(name: str, known: Iterable[str]) -> str:
     """A ' Did you mean ...?' suffix for an unknown name, or '' when nothing is close."""
     match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     return f" Did you mean {match[0]!r}?" if match else ""
+
+
+class IntegrityError(DataError):
+    """A stored file (cache shard, model weights) that is unreadable or fails its checksum."""

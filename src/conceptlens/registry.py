@@ -20,6 +20,8 @@ class Registry(Generic[T]):
             if name in self._factories:
                 raise ConfigError(f"{self.kind} {name!r} is registered twice.")
             self._factories[name] = factory
+            if isinstance(factory, type):  # a registered class knows its own name
+                factory.name = name
             return factory
 
         return decorate

@@ -66,7 +66,8 @@ class OfflineBackbone(Backbone):
     embed_dim = 384
 
     def __init__(self, image_size: int = 192, top_t: int = 20, temperature: float = 2.0,
-                 invert: str = "auto", text_mix: float = 0.5, text_temperature: float = 0.01):
+                 invert: str = "auto", text_mix: float = 0.5, text_temperature: float = 0.01,
+                 feature_cache: str | Path | None = None):
         if invert not in INVERT_CHOICES:
             raise ConfigError(f"invert must be one of {INVERT_CHOICES}; got {invert!r}.")
         if not 32 <= image_size <= 512:
@@ -85,6 +86,9 @@ class OfflineBackbone(Backbone):
         self.id = (f"offline:efficientnet-lite0@{weights_fp}+all-MiniLM-L6-v2@"
                    f"{sentence_encoder_fingerprint()}:conse-top{top_t}-tau{temperature:g}"
                    f"-textmix{text_mix:g}-texttau{text_temperature:g}")
+        # where the ImageNet class-text embeddings are cached (a feature cache root, as
+        # --cache-dir/features); None = the user cache. Not part of the id: it holds, not makes.
+        self.feature_cache = feature_cache
         self._class_text = None
 
     def _class_text_embeddings(self) -> torch.Tensor:
@@ -93,8 +97,8 @@ class OfflineBackbone(Backbone):
             # keyed by the sentence encoder's fingerprint and each text
             from ..features.cache import FeatureCache, cached_texts
 
-            cache = FeatureCache(None, encoder=f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}",
-                                 kind="sentence")
+            encoder = f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}"
+            cache = FeatureCache(self.feature_cache, encoder=encoder, kind="sentence")
             texts = imagenet_class_texts()
             self._class_text = torch.from_numpy(cached_texts(cache, texts, encode_sentences, 1000))
         return self._class_text

@@ -1,12 +1,16 @@
-"""`conceptlens concepts generate | import | filter | select | show`.
+"""`conceptlens concepts generate | import | filter | select | show | cav`.
 
-Each step writes a concept set file (conceptlens JSON) that the next one reads.
+Each step writes a concept set file (conceptlens JSON) that the next one reads; `cav` writes
+concept activation vectors (Post-hoc CBM) learnt from example images. No command replaces
+an existing output file unless given `--overwrite`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from .data_commands import add_encode_options
 
@@ -23,6 +27,18 @@ def _classes(args) -> list[str]:
     from ..errors import ConfigError
 
     raise ConfigError("Give the classes: --classes 'a,b,c', --classes-file FILE or --dataset SPEC.")
+
+
+def _refuse_overwrite(args, *paths) -> None:
+    """Stop before any work when an output exists and --overwrite was not given."""
+    from ..errors import ConfigError
+
+    if getattr(args, "overwrite", False):
+        return
+    for p in paths:
+        if p is not None and Path(p).exists():
+            raise ConfigError(f"{p} already exists; pass --overwrite to replace it, or choose "
+                              "another output path.")
 
 
 def _cache(args):
@@ -43,6 +59,7 @@ def cmd_generate(args) -> int:
     from ..concepts import ConceptSet
     from ..concepts.sources import get_source
 
+    _refuse_overwrite(args, args.out)
     classes = _classes(args)
     merged = ConceptSet(classes)
     for name in args.source:
@@ -68,6 +85,7 @@ def cmd_generate(args) -> int:
 def cmd_import(args) -> int:
     from ..concepts import import_concepts
 
+    _refuse_overwrite(args, args.out)
     concepts, rejected = import_concepts(args.file, args.kind)
     for r in rejected[:20]:
         print(f"rejected {r.text[:60]!r} ({r.reason}) for {list(r.classes)}")
@@ -81,6 +99,7 @@ def cmd_filter(args) -> int:
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_filters
 
+    _refuse_overwrite(args, args.out, args.dropped)
     concepts = ConceptSet.load(args.concepts)
     backbone = get_backbone(args.backbone)
     train = None if args.no_activation or not args.dataset else _train(args, backbone)
@@ -101,7 +120,13 @@ def cmd_select(args) -> int:
     from ..backbones import get_backbone
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_selection
+    from ..errors import ConfigError
 
+    if not args.dataset:
+        raise ConfigError("concepts select needs training images to score concepts on: give "
+                          "--dataset SPEC ('fashion-mnist', a folder with one subfolder per class, "
+                          "or a .csv/.jsonl manifest).")
+    _refuse_overwrite(args, args.out)
     concepts = ConceptSet.load(args.concepts)
     backbone = get_backbone(args.backbone)
     sel = run_selection(concepts, backbone, _train(args, backbone), cache=_cache(args),
@@ -132,6 +157,83 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _encode_folder(args, backbone, folder: str, what: str):
+    """Encode an image folder (one subfolder per concept): (dataset, bundle, X (n, d))."""
+    from ..data import load_dataset
+    from ..errors import ConfigError
+    from ..features import encode_dataset
+
+    if not Path(folder).is_dir():
+        raise ConfigError(f"{what} {folder} is not a folder; expected {folder}/<concept>/<image>.")
+    data = load_dataset(folder)
+    bundle = encode_dataset(backbone, data, _cache(args), batch_size=args.batch_size,
+                            workers=args.workers, on_error=args.on_error,
+                            progress=not args.no_progress)
+    X = getattr(bundle, args.on)
+    if X is None:
+        raise ConfigError(f"Backbone {backbone.id} gives no image '{args.on}'; use --on embedding.")
+    return data, bundle, np.asarray(X, np.float32)
+
+
+def cav_examples(args, backbone) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{concept: (positives, negatives)} from --images and --negatives (see `cmd_cav`)."""
+    from ..errors import DataError
+    from ..features.cache import content_key
+
+    data, bundle, X = _encode_folder(args, backbone, args.images, "--images")
+    labels = np.asarray(bundle.labels)
+    examples = {}
+    if args.negatives:
+        ndata, nbundle, NX = _encode_folder(args, backbone, args.negatives, "--negatives")
+        index = {c.casefold(): i for i, c in enumerate(ndata.classes)}
+        missing = [c for c in data.classes if c.casefold() not in index]
+        if missing:
+            raise DataError(f"--negatives {args.negatives} has no subfolder for concept(s) {missing}; "
+                            f"it has {list(ndata.classes)}. Give every concept in --images a "
+                            "negatives subfolder of the same name, or leave out --negatives to "
+                            "draw negatives from the other concepts' images.")
+        nlabels = np.asarray(nbundle.labels)
+        for c, name in enumerate(data.classes):
+            examples[name] = (X[labels == c], NX[nlabels == index[name.casefold()]])
+        return examples
+    # no negatives folder: as the reference's CUB loader (images without the concept), the
+    # other concepts' images, minus any with the same bytes as one of this concept's images
+    row = {item: i for i, item in enumerate(data.ids)}
+    keys = np.array([content_key(data.images.read(row[item])) for item in bundle.ids])
+    for c, name in enumerate(data.classes):
+        own = set(keys[labels == c])
+        neg = (labels != c) & ~np.isin(keys, list(own))
+        examples[name] = (X[labels == c], X[neg])
+    return examples
+
+
+def cmd_cav(args) -> int:
+    """Post-hoc CBM's concept activation vectors: a linear SVM per concept folder."""
+    from ..backbones import get_backbone
+    from ..methods.posthoc import learn_cav_bank
+
+    _refuse_overwrite(args, args.out)
+    backbone = get_backbone(args.backbone)
+    examples = cav_examples(args, backbone)
+    meta = {"backbone": backbone.id, "on": args.on, "images": str(args.images),
+            "negatives": str(args.negatives) if args.negatives else None}
+    bank = learn_cav_bank(examples, C=args.C, n_samples=args.n_samples, seed=args.seed, meta=meta)
+    bank.save(args.out)
+    width = max(len(c) for c in bank.concepts)
+    print(f"{'concept':{width}}  positives  negatives  train acc  val acc")
+    for i, name in enumerate(bank.concepts):
+        pos, neg = examples[name]
+        print(f"{name:{width}}  {len(pos):9d}  {len(neg):9d}  {bank.train_accuracy[i]:9.3f}  "
+              f"{bank.val_accuracy[i]:7.3f}")
+    replaced = bank.meta["sampled_with_replacement"]
+    if replaced:
+        print(f"note: fewer than 2 x --n-samples ({2 * args.n_samples}) images for {len(replaced)} "
+              f"concept(s) ({', '.join(replaced[:5])}{' ...' if len(replaced) > 5 else ''}): drawn with "
+              "replacement, as the reference does, so their validation accuracy is optimistic.")
+    print(f"{len(bank.concepts)} CAVs (mean val accuracy {bank.val_accuracy.mean():.3f}) -> {args.out}")
+    return 0
+
+
 def add_commands(sub) -> None:
     concepts = sub.add_parser("concepts", help="generate, import, filter, select, show concepts")
     csub = concepts.add_subparsers(dest="concepts_command", required=True)
@@ -158,6 +260,7 @@ def add_commands(sub) -> None:
     p.add_argument("--allow-partial", action="store_true")
     p.add_argument("--file", help="for --source file")
     p.add_argument("--vocabulary-size", type=int, default=20000)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_generate)
 
     p = csub.add_parser("import", help="read LaBo / Label-free CBM / text / CSV concept files")
@@ -165,6 +268,7 @@ def add_commands(sub) -> None:
     p.add_argument("--kind", default="auto",
                    choices=["auto", "labo", "label_free", "lines", "csv", "conceptlens"])
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_import)
 
     def image_options(p):
@@ -185,6 +289,7 @@ def add_commands(sub) -> None:
     p.add_argument("--activation-quantile", type=float,
                    help="drop concepts below this quantile of activation instead")
     p.add_argument("--no-activation", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace --out / --dropped if they exist")
     image_options(p)
     p.set_defaults(func=cmd_filter)
 
@@ -197,6 +302,7 @@ def add_commands(sub) -> None:
     p.add_argument("--score-weight", type=float, default=1e7)
     p.add_argument("--coverage", default="facility", choices=["facility", "reference"])
     p.add_argument("--global-budget", type=int)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     image_options(p)
     p.set_defaults(func=cmd_select)
 
@@ -206,3 +312,26 @@ def add_commands(sub) -> None:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+
+    p = csub.add_parser(
+        "cav", help="learn concept activation vectors (Post-hoc CBM) from example images",
+        description="One linear SVM per concept (sklearn SVC, linear kernel) separating that "
+                    "concept's images from negatives, as Post-hoc CBM's learn_concepts_dataset.py. "
+                    "Writes vectors, intercepts and train/val accuracies to a safetensors file for "
+                    "posthoc / posthoc_hybrid's `cavs` parameter.")
+    p.add_argument("--images", required=True,
+                   help="folder with one subfolder per concept holding example images")
+    p.add_argument("--negatives",
+                   help="folder with one subfolder per concept holding its negative images (as "
+                        "Broden's <concept>/negatives); default: the other concepts' images")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--C", type=float, default=0.1, help="SVM regularisation (default 0.1)")
+    p.add_argument("--n-samples", type=int, default=50,
+                   help="images per side to train on; as many more validate (default 50)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--on", choices=["embedding", "features"], default="embedding",
+                   help="learn on the text-space embedding (default) or the backbone's features")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    add_encode_options(p)
+    p.set_defaults(func=cmd_cav)

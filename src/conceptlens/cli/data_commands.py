@@ -6,6 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.images import DEFAULT_MAX_PIXELS
+
+OVERWRITE_HELP = ("replace an existing run folder at --output-dir (refused otherwise, so two runs "
+                  "never mix); the old one is removed only once the new one is complete")
+
 
 def add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="offline",
@@ -13,22 +18,28 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
                         "precomputed:<file> (default: offline)")
     p.add_argument("--cache-dir", help="feature cache root (default: $CONCEPTLENS_CACHE or "
                                        "~/.cache/conceptlens)")
-    p.add_argument("--batch-size", type=int, default=64)
+    add_run_options(p)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument("--no-progress", action="store_true")
 
 
 def cmd_demo(args) -> int:
     from ..demo import demo_config, run_demo
+    from ..runs.record import check_output_dir
 
+    check_output_dir(args.output_dir, args.overwrite, args.cache_dir)  # before any download
     if args.download:
         from ..data import load_fashion_mnist
 
         load_fashion_mnist(args.data_dir, download=True)
     cfg = demo_config(args.train_per_class, args.val_per_class, args.test_per_class, args.seed,
                       args.backbone, args.cache_dir, args.data_dir, args.output_dir,
-                      not args.no_progress)
-    print_run(run_demo(cfg))
+                      not args.no_progress, batch_size=args.batch_size, workers=args.workers)
+    print_run(run_demo(cfg, overwrite=args.overwrite))
     return 0
 
 
@@ -40,8 +51,15 @@ def cmd_run(args) -> int:
         cfg.output_dir = args.output_dir
     if args.cache_dir:
         cfg.cache_dir = args.cache_dir
+    if args.allow_non_ascii:
+        cfg.data.allow_non_ascii = True
+    if args.on_error:
+        cfg.data.on_error = args.on_error
+    if args.max_pixels is not None:
+        cfg.data.max_pixels = args.max_pixels
     cfg.progress = not args.no_progress
-    print_run(run_experiment(cfg))
+    cfg.batch_size, cfg.workers = args.batch_size, args.workers
+    print_run(run_experiment(cfg, overwrite=args.overwrite))  # checks the overridden config again
     return 0
 
 
@@ -65,11 +83,12 @@ def cmd_encode(args) -> int:
     from safetensors.numpy import save_file
 
     from .._io import atomic_write
-    from ..backbones import get_backbone
     from ..data import load_dataset
     from ..features import encode_dataset
+    from ..runs.experiment import open_backbone
 
-    data = load_dataset(args.dataset, **({"allow_non_ascii": True} if args.allow_non_ascii else {}))
+    data = load_dataset(args.dataset, allow_non_ascii=args.allow_non_ascii,
+                        max_pixels=args.max_pixels or None)
     if args.split:
         if data.split is None:
             from ..data import split_indices
@@ -79,7 +98,7 @@ def cmd_encode(args) -> int:
             data = data.subset([i for i, s in enumerate(data.split) if s == args.split])
     if args.limit:
         data = data.subset(range(min(args.limit, len(data))))
-    backbone = get_backbone(args.backbone)
+    backbone = open_backbone(args.backbone, args.cache_dir)
     cache = None if args.cache_dir is None else Path(args.cache_dir) / "features"
     bundle = encode_dataset(backbone, data, cache, batch_size=args.batch_size,
                             workers=args.workers, on_error=args.on_error,
@@ -127,13 +146,21 @@ def add_commands(sub) -> None:
     p.add_argument("--download", action="store_true",
                    help="download Fashion-MNIST (checksums verified) if it is not found")
     p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run an experiment described by a TOML config")
     p.add_argument("config")
     p.add_argument("--output-dir", help="override [output] dir")
-    p.add_argument("--cache-dir")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cache-dir", help="override [output] cache_dir")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--on-error", choices=["fail", "skip"],
+                   help="override [data] on_error: what to do with a corrupt image")
+    p.add_argument("--allow-non-ascii", action="store_true",
+                   help="set [data] allow_non_ascii: accept non-ASCII class names")
+    p.add_argument("--max-pixels", type=int, help="override [data] max_pixels: refuse larger images "
+                                                   "as corrupt (0 = no cap)")
+    add_run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("encode", help="encode a dataset's images to a safetensors file")
@@ -145,6 +172,8 @@ def add_commands(sub) -> None:
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="what to do with a corrupt image (default: fail, naming it)")
     p.add_argument("--allow-non-ascii", action="store_true")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger images as corrupt (default {DEFAULT_MAX_PIXELS:,}; 0 = no cap)")
     add_encode_options(p)
     p.set_defaults(func=cmd_encode)
 

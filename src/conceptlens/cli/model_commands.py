@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, closest
 from .data_commands import add_encode_options
 
 
 def _load(args):
-    from ..backbones import get_backbone
     from ..methods import Method
+    from ..runs.experiment import open_backbone
 
     model = Method.load(args.model)
-    backbone = get_backbone(args.backbone)
+    backbone = open_backbone(args.backbone, args.cache_dir)
     if backbone.id != model.backbone_id_:
         raise ConfigError(f"The model was fitted on features of {model.backbone_id_!r}, but "
                           f"--backbone gives {backbone.id!r}; pass the backbone it was fitted with.")
@@ -44,6 +44,23 @@ def _dataset(args, model):
     return data
 
 
+def _class_index(model, name: str) -> int:
+    if name in model.classes_:
+        return model.classes_.index(name)
+    shown = ", ".join(model.classes_[:40]) + (f", ... ({len(model.classes_)} in all)"
+                                              if len(model.classes_) > 40 else "")
+    raise ConfigError(f"--target {name!r} is not one of the model's classes.{closest(name, model.classes_)} "
+                      f"Classes: {shown}.")
+
+
+def _model_folder_above(path: Path) -> Path | None:
+    """The saved model folder (one with model.json) that `path` is or lies inside, if any."""
+    for folder in (path, *path.parents):
+        if (folder / "model.json").is_file():
+            return folder
+    return None
+
+
 def cmd_explain(args) -> int:
     from ..data import ImageDataset
     from ..data.images import FileImages
@@ -54,8 +71,9 @@ def cmd_explain(args) -> int:
     paths = [Path(p) for p in args.images]
     data = ImageDataset("images", model.classes_, np.zeros(len(paths), dtype=np.int64),
                         tuple(str(p) for p in paths), FileImages(paths))
-    bundle = encode_dataset(backbone, data, _cache(args), progress=False)
-    target = None if args.target is None else model.classes_.index(args.target)
+    target = None if args.target is None else _class_index(model, args.target)
+    bundle = encode_dataset(backbone, data, _cache(args), batch_size=args.batch_size,
+                            workers=args.workers, progress=not args.no_progress)
     for i in range(len(bundle)):
         print(as_text(explain_image(model, bundle, i, target=target, top=args.top)))
     return 0
@@ -85,6 +103,18 @@ def cmd_edit(args) -> int:
     from ..intervene import edit_model
     from ..methods import Method
 
+    source, out = Path(args.model).resolve(), Path(args.out).resolve()
+    if out == source or source in out.parents:
+        raise ConfigError(f"--out {args.out} is the input model {args.model} or inside it; the edit "
+                          "would overwrite the original. Choose a new folder for the edited model.")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file; give a folder for the edited model.")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ConfigError(f"--out {args.out} already exists and is not empty; pass --overwrite to "
+                          "replace the model there, or choose a new folder.")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").is_file():
+        raise ConfigError(f"--out {args.out} holds files but no saved model (model.json); refusing "
+                          "to write a model into it even with --overwrite. Choose a new folder.")
     model = Method.load(args.model)
     reweight = {}
     for item in args.reweight or []:
@@ -103,10 +133,24 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def _check_report_out(args) -> None:
+    out = Path(args.out).resolve()
+    inside = _model_folder_above(out.parent) or (out if (out / "model.json").is_file() else None)
+    if inside is not None:
+        raise ConfigError(f"--out {args.out} lies inside the saved model folder {inside}; writing "
+                          "there could replace the model's files. Write the report elsewhere.")
+    if out.is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; give a file name, e.g. report.html.")
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {args.out} already exists; pass --overwrite to replace it, or "
+                          "choose another file name.")
+
+
 def cmd_report(args) -> int:
     from ..evaluation import evaluate
     from ..report import write_report
 
+    _check_report_out(args)  # before the images are encoded
     model, backbone = _load(args)
     data = _dataset(args, model)
     train = _split(args, backbone, data, "train", args.images_per_class)
@@ -153,9 +197,12 @@ def add_commands(sub) -> None:
     p.add_argument("--reweight", action="append", help="CONCEPT=FACTOR")
     p.add_argument("--classes", help="comma-separated; default: every class")
     p.add_argument("--note")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a saved model already at --out (never the input model)")
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("report", help="write the HTML report of a saved model")
     common(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the .html file to write (not inside a model folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_report)

@@ -1,9 +1,29 @@
 """Label-free CBM's concept filters; each returns what it kept and what it dropped, and why.
 
 Order as published: length; too similar to a class name (so a concept cannot leak the
-label); too similar to a kept concept; too weakly activated on the training images.
+label); near duplicates; too weakly activated on the training images.
 Text similarity is a weighted mean of cosines from several text encoders; Label-free CBM
 uses a sentence encoder and CLIP's text tower with weights 1:3.
+
+Followed (github.com/Trustworthy-ML-Lab/Label-free-CBM, HEAD of the stored snapshot):
+`conceptset_utils.py` (`remove_too_long`, `filter_too_similar_to_cls`, `filter_too_similar`,
+called in that order by `GPT_conceptset_processor.ipynb` with 30 characters, 0.85, 0.9) and
+`train_cbm.py` (mean top-5 CLIP activation over the training images must be > 0.25).
+
+Deviations from the reference (notes below the table)
+| what | reference | here | effect |
+|---|---|---|---|
+| class filter pairs [1] | skips class i vs concept i | every pair | more drops, rarely |
+| class-name text match [2] | removed before similarity | by similarity only | none found |
+| duplicates: classes [3] | flat list | passed to the concept kept | same concepts kept |
+| duplicates: output order | sorted | the set's order | none |
+| activation `quantile` | absent | cutoff = quantile, kept at it | only when set |
+
+[1] `filter_too_similar_to_cls` tests `i != j` with i a class index and j a concept index
+    (copied from the duplicate filter): an indexing slip, not a rule, so not reproduced.
+[2] A concept equal to a class name (also with "a "/"the " or capitalised) has similarity
+    ~1 >= 0.85 to it, so the similarity rule drops it too.
+[3] Concept sets are many-to-many with provenance; the reference's list has neither.
 """
 
 from __future__ import annotations
@@ -15,7 +35,6 @@ import numpy as np
 
 from ..errors import ConfigError
 from .conceptset import ConceptSet
-from .normalize import merge_near_duplicates
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -70,17 +89,74 @@ def filter_class_similarity(concepts: ConceptSet, classes: Sequence[str], simila
     return _keep(concepts, keep), dropped
 
 
-def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity,
-                      cutoff: float = 0.9) -> tuple[ConceptSet, list[Dropped]]:
-    """Greedy in order: drop a concept whose similarity to an earlier kept one is >= cutoff.
+def reference_duplicate_drops(texts: Sequence[str], sims: np.ndarray,
+                              cutoff: float) -> list[tuple[int, int]]:
+    """Label-free CBM's `filter_too_similar` on a similarity matrix (k x k): (dropped, partner)
+    index pairs, in the order the reference decides them.
 
-    The dropped concept's classes and provenance pass to the concept it duplicates.
+    Concepts are visited in sorted text order (the reference sorts them in
+    `filter_too_similar_to_cls`, just before); for each pair (i, j), i != j, with similarity
+    >= cutoff where neither is dropped yet, the one with the LOWER total similarity to all
+    concepts (row sum, itself and dropped ones included) is dropped, j on a tie.
+    """
+    sims = np.asarray(sims, dtype=np.float64)
+    order = sorted(range(len(texts)), key=lambda i: texts[i])
+    total = sims.sum(1)
+    pos = np.empty(len(order), dtype=np.int64)
+    pos[order] = np.arange(len(order))
+    dropped: set[int] = set()
+    out: list[tuple[int, int]] = []
+    for i in order:
+        # only pairs at/above the cutoff can act, so visit just those, in sorted order
+        for j in sorted(np.flatnonzero(sims[i] >= cutoff).tolist(), key=lambda t: pos[t]):
+            if j == i or i in dropped or j in dropped:
+                continue
+            lose, keep = (i, j) if total[i] < total[j] else (j, i)
+            dropped.add(lose)
+            out.append((lose, keep))
+    return out
+
+
+def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity | np.ndarray,
+                      cutoff: float = 0.9) -> tuple[ConceptSet, list[Dropped]]:
+    """Label-free CBM's near-duplicate filter (`reference_duplicate_drops`): of a pair with
+    similarity >= cutoff, the concept with the lower total similarity to all concepts goes
+    (the reference's idea: keep the more general concept).
+
+    `similarity`: a TextSimilarity, or the (k x k) matrix itself. The dropped concept's
+    classes and provenance pass to its partner (or, if that is dropped later, on to the one
+    that finally stays). The kept concepts keep the set's order.
     """
     if len(concepts) < 2:
         return concepts, []
-    kept, merges = merge_near_duplicates(concepts, similarity(concepts.texts, concepts.texts), cutoff)
-    return kept, [Dropped(merged, "duplicate", f"{s:.3f} >= {cutoff} with {into!r}")
-                  for into, merged, s in merges]
+    texts = concepts.texts
+    sims = similarity(texts, texts) if callable(similarity) else np.asarray(similarity, np.float64)
+    if sims.shape != (len(texts), len(texts)):
+        raise ConfigError(f"The duplicate filter needs a {len(texts)} x {len(texts)} similarity "
+                          f"matrix; got shape {sims.shape}.")
+    pairs = reference_duplicate_drops(texts, sims, cutoff)
+    into = dict(pairs)
+    total = sims.sum(1)
+
+    def final(i: int) -> int:
+        while i in into:
+            i = into[i]
+        return i
+
+    keep = np.ones(len(texts), dtype=bool)
+    keep[list(into)] = False
+    out = _keep(concepts, keep)
+    dropped = []
+    for lose, partner in pairs:
+        c = concepts.concepts[lose]
+        out.add(texts[final(partner)], c.classes, c.provenance)
+        dropped.append(Dropped(texts[lose], "duplicate",
+                               f"{sims[lose, partner]:.3f} >= {cutoff} with {texts[partner]!r}; "
+                               f"lower total similarity ({total[lose]:.3f} < {total[partner]:.3f})"
+                               if total[lose] < total[partner] else
+                               f"{sims[lose, partner]:.3f} >= {cutoff} with {texts[partner]!r}; "
+                               f"equal total similarity ({total[lose]:.3f}), the later one goes"))
+    return out, dropped
 
 
 def top_k_activation(image_embedding: np.ndarray, concept_embedding: np.ndarray,
@@ -94,7 +170,7 @@ def top_k_activation(image_embedding: np.ndarray, concept_embedding: np.ndarray,
 def filter_activation(concepts: ConceptSet, image_embedding: np.ndarray,
                       concept_embedding: np.ndarray, cutoff: float = 0.25, top: int = 5,
                       quantile: float | None = None) -> tuple[ConceptSet, list[Dropped]]:
-    """Drop concepts whose mean top-`top` activation over the training images is < cutoff.
+    """Drop concepts whose mean top-`top` activation over the training images is <= cutoff.
 
     With `quantile` (0..1) the cutoff is that quantile of all concepts' scores instead, for
     backbones whose similarity scale differs from CLIP's (where 0.25 was tuned).
@@ -104,7 +180,9 @@ def filter_activation(concepts: ConceptSet, image_embedding: np.ndarray,
     scores = top_k_activation(image_embedding, concept_embedding, top)
     if quantile is not None:
         cutoff = float(np.quantile(scores, quantile))
-    keep = scores >= cutoff
-    dropped = [Dropped(t, "activation", f"mean top-{top} activation {s:.3f} < {cutoff:.3f}")
+    # the reference keeps `highest > clip_cutoff` (strict); a quantile keeps its own value
+    keep = scores >= cutoff if quantile is not None else scores > cutoff
+    rule = "<" if quantile is not None else "<="
+    dropped = [Dropped(t, "activation", f"mean top-{top} activation {s:.3f} {rule} {cutoff:.3f}")
                for t, s, k in zip(concepts.texts, scores, keep, strict=True) if not k]
     return _keep(concepts, keep), dropped

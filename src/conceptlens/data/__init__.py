@@ -3,13 +3,16 @@
 from .dataset import ImageDataset, normalize_class_names
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .folder import load_image_folder
+from .images import DEFAULT_MAX_PIXELS
 from .manifest import load_manifest
 from .splits import few_shot, split_indices
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "FASHION_MNIST_CLASSES",
     "ImageDataset",
     "few_shot",
+    "load_dataset",
     "load_fashion_mnist",
     "load_image_folder",
     "load_manifest",
@@ -17,20 +20,43 @@ __all__ = [
     "split_indices",
 ]
 
+BUILTIN = ("fashion-mnist", "fashion_mnist", "builtin:fashion-mnist")
 
-def load_dataset(spec: str, **options) -> ImageDataset:
-    """Resolve a dataset spec: 'fashion-mnist', a folder of class subfolders, or a manifest."""
+
+def load_dataset(
+    spec: str,
+    *,
+    allow_non_ascii: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    root=None,
+    download: bool = False,
+    split: str | None = None,
+) -> ImageDataset:
+    """Resolve a dataset spec: 'fashion-mnist', a folder of class subfolders, or a manifest.
+
+    `allow_non_ascii` and `max_pixels` apply to folders and manifests (Fashion-MNIST's class
+    names are ASCII and its images are arrays, so there they have nothing to do); `root`,
+    `download` and `split` apply to Fashion-MNIST only, and are an error for anything else.
+    """
     from pathlib import Path
 
-    from ..errors import DataError
+    from ..errors import ConfigError, DataError
+    from .images import check_max_pixels
 
-    if spec in ("fashion-mnist", "fashion_mnist", "builtin:fashion-mnist"):
-        return load_fashion_mnist(**options)
+    check_max_pixels(max_pixels)
+    if spec in BUILTIN:
+        return load_fashion_mnist(root, download=download, split=split)
+    given = [name for name, v in (("root", root), ("download", download), ("split", split)) if v]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to the built-in "
+            f"fashion-mnist dataset, not to {spec!r}; remove {'it' if len(given) == 1 else 'them'}."
+        )
     path = Path(spec)
     if path.is_dir():
-        return load_image_folder(path, **options)
+        return load_image_folder(path, allow_non_ascii=allow_non_ascii, max_pixels=max_pixels)
     if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-        return load_manifest(path, **options)
+        return load_manifest(path, allow_non_ascii=allow_non_ascii, max_pixels=max_pixels)
     raise DataError(
         f"Cannot read dataset {spec!r}: expected 'fashion-mnist', a folder with one subfolder "
         "per class, or a manifest file ending in .csv or .jsonl"

@@ -44,6 +44,15 @@ def normalize_class_names(names: Sequence[str], allow_non_ascii: bool = False) -
     return cleaned
 
 
+def require_classes(name: str, classes: Sequence[str], fix: str) -> None:
+    """A classifier needs two classes; say so at load time, not deep inside a solver."""
+    if len(classes) < 2:
+        found = ", ".join(repr(c) for c in classes) or "none"
+        raise DataError(
+            f"Dataset {name!r} needs at least 2 classes; found {len(classes)}: {found}. {fix}"
+        )
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """Images with integer labels into `classes`; `split` is the split the data came with."""

@@ -4,84 +4,151 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .dataset import SPLITS, ImageDataset, normalize_class_names
-from .images import FileImages
+from .dataset import SPLITS, ImageDataset, normalize_class_names, require_classes
+from .images import DEFAULT_MAX_PIXELS, FileImages, check_max_pixels
 
 
 def _rows(path: Path) -> list[tuple[int, dict]]:
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = {"path", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(
-                    f"Manifest {path} lacks column(s) {sorted(missing)}; its header is "
-                    f"{reader.fieldnames}. Expected: path,label[,split]."
-                )
-            return [(i + 2, row) for i, row in enumerate(reader)]
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"Manifest {path} line {lineno} is not valid JSON: {e.msg}.") from e
-            if not isinstance(row, dict):
-                raise DataError(f"Manifest {path} line {lineno} must be a JSON object.")
-            rows.append((lineno, row))
-    return rows
+    # utf-8-sig: Excel and Notepad start UTF-8 files with a byte-order mark; it is not data
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                reader.fieldnames = [(name or "").strip() for name in reader.fieldnames or []]
+                missing = {"path", "label"} - set(reader.fieldnames)
+                if missing:
+                    raise DataError(
+                        f"Manifest {path} lacks column(s) {sorted(missing)}; its header is "
+                        f"{reader.fieldnames}. Expected: path,label[,split]."
+                    )
+                return [(i + 2, row) for i, row in enumerate(reader)]
+        rows = []
+        with open(path, encoding="utf-8-sig") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(
+                        f"Manifest {path} line {lineno} is not valid JSON: {e.msg}."
+                    ) from e
+                if not isinstance(row, dict):
+                    raise DataError(f"Manifest {path} line {lineno} must be a JSON object.")
+                rows.append((lineno, row))
+        return rows
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"Manifest {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}). Save it as UTF-8."
+        ) from e
 
 
-def load_manifest(path: str | Path, allow_non_ascii: bool = False) -> ImageDataset:
+def _field(row: dict, name: str, where: str) -> str:
+    """A field as stripped text; '' when absent. Integers are labels too (0 included)."""
+    value = row.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if name == "label" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    kinds = "a string or an integer" if name == "label" else "a string"
+    raise DataError(f"{where}: {name!r} must be {kinds}; got {value!r}.")
+
+
+def load_manifest(
+    path: str | Path, allow_non_ascii: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> ImageDataset:
     """Read a manifest; relative image paths are taken from the manifest's folder.
 
     Classes are the distinct labels in order of first appearance. A missing file, an empty
-    label or an unknown split is an error that names the line; nothing is dropped.
+    label or an unknown split is an error that names the line; nothing is dropped. An image
+    listed twice (also through another path to the same file: a symlink, '..') is an error
+    naming the lines: its copies could land in both train and test. `max_pixels`: see
+    `FileImages`.
     """
     path = Path(path)
+    max_pixels = check_max_pixels(max_pixels)
     if not path.is_file():
         raise DataError(f"Manifest {path} does not exist.")
     rows = _rows(path)
     if not rows:
         raise DataError(f"Manifest {path} has no rows.")
-    paths, raw_labels, splits, missing = [], [], [], []
+    paths, raw_labels, splits, missing, lines = [], [], [], [], []
     for lineno, row in rows:
-        p, label = str(row.get("path") or "").strip(), str(row.get("label") or "").strip()
+        where = f"Manifest {path} line {lineno}"
+        p, label = _field(row, "path", where), _field(row, "label", where)
         if not p or not label:
-            raise DataError(f"Manifest {path} line {lineno}: 'path' and 'label' must be non-empty.")
-        split = str(row.get("split") or "").strip()
+            raise DataError(f"{where}: 'path' and 'label' must be non-empty.")
+        split = _field(row, "split", where)
         if split and split not in SPLITS:
-            raise DataError(
-                f"Manifest {path} line {lineno}: split {split!r} is not one of {SPLITS}."
-            )
+            raise DataError(f"{where}: split {split!r} is not one of {SPLITS}.")
         full = (path.parent / p) if not Path(p).is_absolute() else Path(p)
         if not full.is_file():
             missing.append(f"line {lineno}: {full}")
         paths.append(full)
         raw_labels.append(label)
         splits.append(split)
+        lines.append(lineno)
     if missing:
         raise DataError(
             f"Manifest {path} names {len(missing)} file(s) that do not exist: "
             + "; ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         )
+    _refuse_repeats(path, paths, raw_labels, lines)
     if any(splits) and not all(splits):
         raise DataError(f"Manifest {path}: give a split for every row or for none.")
     order = list(dict.fromkeys(raw_labels))
     classes = normalize_class_names(order, allow_non_ascii)
+    require_classes(path.stem, classes, f"Add rows with images of other classes to {path}.")
     index = {raw: i for i, raw in enumerate(order)}
     return ImageDataset(
         name=path.stem,
         classes=tuple(classes),
         labels=np.asarray([index[r] for r in raw_labels], dtype=np.int64),
         ids=tuple(str(p) for p in paths),
-        images=FileImages(paths),
+        images=FileImages(paths, max_pixels),
         split=tuple(splits) if any(splits) else None,
+    )
+
+
+def _refuse_repeats(path: Path, paths: list[Path], labels: list[str], lines: list[int]) -> None:
+    real_dirs: dict[str, str] = {}  # realpath per folder: one lstat per row, not per path part
+
+    def resolve(p: Path) -> str:
+        if p.is_symlink():
+            return os.path.realpath(p)
+        parent = str(p.parent)
+        if parent not in real_dirs:
+            real_dirs[parent] = os.path.realpath(parent)
+        return os.path.join(real_dirs[parent], p.name)
+
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        groups.setdefault(resolve(p), []).append(i)
+    repeats = [g for g in groups.values() if len(g) > 1]
+    if not repeats:
+        return
+    described = []
+    for g in repeats:
+        text = f"{paths[g[0]]} on lines {', '.join(str(lines[i]) for i in g)}"
+        if len({labels[i] for i in g}) > 1:
+            text += " with labels " + ", ".join(repr(labels[i]) for i in g)
+        if len({str(paths[i]) for i in g}) > 1:
+            text += " (as " + ", ".join(str(paths[i]) for i in g) + ")"
+        described.append(text)
+    conflicting = sum(len({labels[i] for i in g}) > 1 for g in repeats)
+    raise DataError(
+        f"Manifest {path} lists {len(repeats)} image(s) more than once"
+        + (f" ({conflicting} with different labels)" if conflicting else "")
+        + "; a repeated image could land in both train and test: " + "; ".join(described[:10])
+        + (" ..." if len(described) > 10 else "")
+        + ". Keep one row per image file (with its one correct label) and delete the others."
     )

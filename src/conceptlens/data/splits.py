@@ -22,12 +22,21 @@ def split_indices(
     """Indices of train/val/test, stratified per class and fixed by `seed`.
 
     A split the data came with (Fashion-MNIST's official test set, a manifest's column) is
-    kept; what is missing is carved out of train with the given fractions.
+    kept; what is missing is carved out of train with the given fractions. Fewer than two
+    classes, or a class with no training image (when there are training images), is a
+    DataError.
     """
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= frac < 1:
             raise ConfigError(f"{name} must be in [0, 1); got {frac}.")
     n = len(dataset)
+    present = np.unique(dataset.labels)
+    if len(present) < 2:
+        found = ", ".join(repr(dataset.classes[c]) for c in present) or "none"
+        raise DataError(
+            f"Dataset {dataset.name!r} needs at least 2 classes to split and train on; found "
+            f"{len(present)}: {found}. Add images of other classes."
+        )
     given = np.asarray(dataset.split if dataset.split is not None else [""] * n)
     out = {s: np.flatnonzero(given == s) for s in ("train", "val", "test")}
     if dataset.split is None:
@@ -49,7 +58,19 @@ def split_indices(
             parts["train"].append(idx[start:])
         for s, chunks in parts.items():
             out[s] = pool[np.concatenate(chunks)]
-    return {s: np.sort(v).astype(np.int64) for s, v in out.items()}
+    out = {s: np.sort(v).astype(np.int64) for s, v in out.items()}
+    # a class with images but none to train on cannot be learnt, only scored as wrong. (No
+    # train split at all is an evaluation-only dataset, e.g. a test-only manifest: allowed.)
+    untrained = sorted(set(present.tolist()) - set(dataset.labels[out["train"]].tolist()))
+    if untrained and len(out["train"]):
+        names = ", ".join(repr(dataset.classes[c]) for c in untrained)
+        how = ("give each some 'train' rows in the split column" if dataset.split is not None
+               else "lower val_fraction/test_fraction or add images")
+        raise DataError(
+            f"Dataset {dataset.name!r}: class(es) {names} have no image in the train split; "
+            f"{how}."
+        )
+    return out
 
 
 def few_shot(

@@ -1,4 +1,12 @@
-"""Accuracy (top-k, per class), calibration, NEC, and accuracy at a fixed NEC."""
+"""Accuracy (top-k, per class), calibration, NEC, and accuracy at a fixed NEC.
+
+Every metric in `evaluate` comes from ONE prediction rule, scikit-learn's
+(`sklearn.metrics.top_k_accuracy_score`, multiclass branch): classes are ranked by a stable
+ascending sort of the scores, reversed, so exact ties go to the HIGHER class index, and a tie
+is never counted as a hit for several classes at once (a constant predictor scores 1/m on a
+balanced set, not 100%). For two classes scikit-learn refuses 2-D scores; we apply the same
+multiclass rule there too.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,46 @@ import copy
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
+
+
+def _checked(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise DataError(f"scores must be (n_images, n_classes); got shape {scores.shape}.")
+    if np.issubdtype(scores.dtype, np.floating) and np.isnan(scores).any():
+        raise DataError(f"{int(np.isnan(scores).any(1).sum())} image(s) have NaN class scores; "
+                        "a prediction needs finite scores (check the model's weights and features).")
+    return scores
+
+
+def ranked_classes(scores: np.ndarray, k: int | None = None) -> np.ndarray:
+    """(n, k) class indices by decreasing score; ties go to the higher class index
+    (scikit-learn's `np.argsort(scores, kind="mergesort")[:, ::-1]`)."""
+    scores = _checked(scores)
+    return np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
+
+
+def predict_from_scores(scores: np.ndarray) -> np.ndarray:
+    """The top-ranked class of each row under `ranked_classes`' rule (the last maximum)."""
+    scores = _checked(scores)
+    # the last index of the row maximum, i.e. ranked_classes(scores, 1)[:, 0], without a full sort
+    return scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)
+
 
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-    """Fraction of rows whose label is among the k highest scores (ties count as hits
-    only when the label's score is strictly above the (k+1)-th, so ties never help)."""
+    """Fraction of rows whose label is among the k top-ranked classes (scikit-learn's rule:
+    equals `top_k_accuracy_score(labels, scores, k=k, labels=range(m))`, ties included)."""
+    if int(k) != k or k < 1:
+        raise ConfigError(f"top_k_accuracy: k must be a positive integer; got {k!r}.")
     labels = np.asarray(labels)
-    k = min(k, scores.shape[1])
-    own = scores[np.arange(len(labels)), labels]
-    higher = (scores > own[:, None]).sum(1)
-    return float((higher < k).mean()) if len(labels) else float("nan")
+    scores = np.asarray(scores)
+    if not len(labels):
+        return float("nan")
+    if len(scores) != len(labels):
+        raise DataError(f"top_k_accuracy: {len(scores)} score rows but {len(labels)} labels.")
+    top = predict_from_scores(scores)[:, None] if k == 1 else ranked_classes(scores, int(k))
+    return float((top == labels[:, None]).any(1).mean())
 
 
 def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -26,10 +65,14 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> 
         return hits / counts
 
 
-def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width confidence bins (Guo et al., 2017)."""
+def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int = 15,
+                               pred: np.ndarray | None = None) -> float:
+    """ECE with equal-width confidence bins (Guo et al., 2017). `pred` defaults to the same
+    tie rule as `top_k_accuracy`; `evaluate` passes the predictions it scores everything with."""
+    proba = np.asarray(proba)
     conf = proba.max(1)
-    correct = (proba.argmax(1) == np.asarray(labels)).astype(float)
+    pred = predict_from_scores(proba) if pred is None else np.asarray(pred)
+    correct = (pred == np.asarray(labels)).astype(float)
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
     ece = 0.0
@@ -41,32 +84,36 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int 
 
 
 def evaluate(model, bundle) -> dict:
-    """The metrics every comparison table reports."""
-    scores = model.decision_function(bundle)
+    """The metrics every comparison table reports, all from one prediction per image:
+    `predict_from_scores(decision_function)` (so top1 == mean(pred == y), and on a balanced
+    set top1 == mean per-class accuracy)."""
+    scores = np.asarray(model.decision_function(bundle))
     proba = model.predict_proba(bundle)
     labels = np.asarray(bundle.labels)
-    pred = scores.argmax(1)
+    pred = predict_from_scores(scores)
     per_class = per_class_accuracy(pred, labels, len(model.classes_))
     return {
-        "top1": top_k_accuracy(scores, labels, 1),
+        "top1": float((pred == labels).mean()) if len(labels) else float("nan"),
         "top5": top_k_accuracy(scores, labels, 5),
         "mean_per_class": float(np.nanmean(per_class)),
-        "ece": expected_calibration_error(proba, labels),
+        "ece": expected_calibration_error(proba, labels, pred=pred),
         "nec": model.nec_,
         "n": len(labels),
     }
 
 
 def prune_to_nec(model, nec: int):
-    """A copy keeping each class's `nec` largest-magnitude concept weights (others zero).
+    """A copy keeping each class's `nec` largest-magnitude concept weights (others zero;
+    ties broken toward the lower concept index), intercept unchanged, no retraining.
 
-    For methods whose weights are dense by design (LaBo's softmax, Sparse-CBM), this is how
-    the VLG-CBM protocol compares them at NEC = 5; sparse methods are refitted instead.
+    This is the "prune" protocol of `evaluation.nec.accuracy_at_nec` (and the fallback of
+    its "refit" protocol for methods without a refittable sparse layer); the VLG-CBM
+    protocol is `accuracy_at_nec(..., protocol="vlg")`.
     """
     pruned = copy.deepcopy(model)
     W = np.array(model.class_weights_, copy=True)
     if nec < W.shape[1]:
-        cut = np.argsort(-np.abs(W), axis=1)[:, nec:]
+        cut = np.argsort(-np.abs(W), axis=1, kind="stable")[:, nec:]
         np.put_along_axis(W, cut, 0.0, axis=1)
     pruned.class_weights_ = W
     return pruned

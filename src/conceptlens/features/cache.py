@@ -5,6 +5,10 @@ itself (backbone id with its weights fingerprint, preprocessing, output kind); a
 key is the sha256 of the input's bytes (image file bytes, pixel array bytes, or the text).
 Each finished batch is one shard, written atomically with its keys in the file's own
 metadata, so a run killed mid-way leaves only whole shards and the next run skips them.
+The metadata also holds a sha256 of the tensor data (`_io.tensor_digest`); a shard is
+verified the first time one of its keys is looked up, and a shard that is unreadable, fails
+its checksum, has no checksum, or whose row count differs from its keys is a cache miss: its
+entries are recomputed (a warning names it) and never returned.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write, cache_root, write_json
+from .._io import cache_root, load_tensors, save_tensors, write_json
+from ..errors import DataError, IntegrityError
 
 log = logging.getLogger("conceptlens")
 
@@ -29,51 +34,75 @@ class FeatureCache:
         digest = hashlib.sha256(json.dumps(self.identity).encode()).hexdigest()[:24]
         self.dir = Path(root or cache_root() / "features") / digest
         self._index: dict[str, tuple[Path, int]] | None = None
-        self._shards: dict[Path, dict[str, np.ndarray]] = {}
+        self._shards: dict[Path, dict[str, np.ndarray]] = {}  # verified shards' tensors
+        self._bad: set[Path] = set()
 
     def _load_index(self) -> dict[str, tuple[Path, int]]:
+        """key -> (shard, row), from the shards' headers only (cheap); data is verified later."""
         if self._index is None:
             from safetensors import safe_open
 
             self._index = {}
             for shard in sorted(self.dir.glob("shard-*.safetensors")):
+                if shard in self._bad:
+                    continue
                 try:
                     with safe_open(str(shard), framework="np") as f:
                         keys = json.loads((f.metadata() or {})["keys"])
                 except Exception as e:  # a damaged shard is a miss, never a wrong answer
                     log.warning("Ignoring unreadable cache shard %s (%s)", shard, e)
+                    self._bad.add(shard)
                     continue
                 for row, key in enumerate(keys):
                     self._index.setdefault(key, (shard, row))
         return self._index
 
+    def _verified(self, shard: Path) -> bool:
+        """Load and check `shard` once; a bad one is dropped from the index (a miss)."""
+        if shard in self._shards:
+            return True
+        try:
+            arrays, meta = load_tensors(shard)
+            n_keys = len(json.loads(meta["keys"]))
+            if not arrays or any(a.ndim == 0 or len(a) != n_keys for a in arrays.values()):
+                raise IntegrityError(f"{shard}: its arrays' rows do not match its {n_keys} keys.")
+        except IntegrityError as e:
+            log.warning("Ignoring damaged cache shard (its entries will be recomputed): %s", e)
+            self._bad.add(shard)
+            self._index = None  # rebuild without it; another shard may hold the same keys
+            return False
+        self._shards[shard] = arrays
+        return True
+
     def __len__(self) -> int:
         return len(self._load_index())
 
     def __contains__(self, key: str) -> bool:
-        return key in self._load_index()
+        while (loc := self._load_index().get(key)) is not None:
+            if self._verified(loc[0]):
+                return True
+        return False
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stack the cached outputs for `keys` (all must be present)."""
-        from safetensors.numpy import load_file
-
+        """Stack the cached outputs for `keys` (all must be present: check with `in`)."""
+        missing = [k for k in keys if k not in self]
+        if missing:
+            raise DataError(f"{len(missing)} key(s) are not in the feature cache {self.dir} "
+                            f"(e.g. {missing[0]}); check `key in cache` and compute them first.")
         index = self._load_index()
         locs = [index[k] for k in keys]
-        for shard in {s for s, _ in locs} - set(self._shards):
-            self._shards[shard] = load_file(str(shard))
         names = self._shards[locs[0][0]].keys() if locs else []
         return {n: np.stack([self._shards[s][n][r] for s, r in locs]) for n in names}
 
     def put(self, keys: Sequence[str], outputs: dict[str, np.ndarray]) -> Path:
-        from safetensors.numpy import save_file
-
         keys = list(keys)
         name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
         path = self.dir / f"shard-{name}.safetensors"
         if not (self.dir / "namespace.json").exists():
             write_json(self.dir / "namespace.json", self.identity)
         tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outputs.items()}
-        atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"keys": json.dumps(keys)}))
+        save_tensors(path, tensors, {"keys": json.dumps(keys)})
+        self._bad.discard(path)  # a recomputed batch may reuse a damaged shard's name
         index = self._load_index()
         for row, key in enumerate(keys):
             index.setdefault(key, (path, row))

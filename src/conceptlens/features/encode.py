@@ -49,7 +49,9 @@ def encode_dataset(
 
     `cache`: a FeatureCache, a cache root folder, or None for the user cache.
     `on_error`: 'fail' raises on the first corrupt image (naming its path); 'skip' leaves
-    such images out, logs them and lists them in `bundle.skipped`.
+    such images out, logs them and lists them in `bundle.skipped` as (id, reason). Images
+    over the dataset's pixel cap (`load_dataset(..., max_pixels=...)`, a decompression-bomb
+    guard) count as corrupt; so do unreadable files.
     """
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {ON_ERROR}; got {on_error!r}.")
@@ -64,9 +66,13 @@ def encode_dataset(
 
     skipped: list[tuple[str, str]] = []
 
+    # the decoder's version is part of a file image's key: features from an older decoder
+    # (before 16-bit scaling and EXIF orientation) are stale for the same bytes
+    prefix = getattr(dataset.images, "key_prefix", b"")
+
     def read_key(i: int) -> str | None:
         try:
-            return content_key(dataset.images.read(i))
+            return content_key(prefix + dataset.images.read(i))
         except DataError as e:
             if on_error == "fail":
                 raise

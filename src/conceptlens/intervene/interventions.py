@@ -60,16 +60,44 @@ def rank_concepts(policy: str, model, A: np.ndarray, bundle, ref: Reference, see
     raise ConfigError(f"Unknown policy {policy!r}; known: {POLICIES}.")
 
 
+def _check_finite(name: str, x: np.ndarray, fix: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ConfigError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf); {fix}")
+
+
+def _check_args(model, concepts, n, policy, strategy, truth, value) -> None:
+    """Every argument checked before any work, so a bad one never yields NaN logits."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"Unknown strategy {strategy!r}; known: {STRATEGIES}.")
+    if policy not in POLICIES:
+        raise ConfigError(f"Unknown policy {policy!r}; known: {POLICIES}.")
+    unknown = [c for c in concepts or [] if c not in model.concepts_]
+    if unknown:
+        raise ConfigError(f"Unknown concept(s) {unknown[:3]}; see the model's concepts_.")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
+        raise ConfigError(f"n (concepts to intervene on per image) must be an integer >= 0; got {n!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not np.isfinite(value):
+        raise ConfigError(f"The intervention value must be a finite number; got {value!r}.")
+    if truth is not None and np.asarray(truth).dtype.kind not in "biu":
+        raise ConfigError(f"truth must be 0/1 or booleans (n images x k concepts); got dtype "
+                          f"{np.asarray(truth).dtype}.")
+
+
 def intervene(model, bundle, concepts: list[str] | None = None, n: int | None = None,
               policy: str = "contribution", strategy: str = "truth", truth=None,
               reference: np.ndarray | None = None, value: float = 0.0, seed: int = 0):
     """Activations after intervening on the named `concepts`, or on `n` per image chosen
     by `policy`; returns (new activations, logits)."""
-    unknown = [c for c in concepts or [] if c not in model.concepts_]
-    if unknown:
-        raise ConfigError(f"Unknown concept(s) {unknown[:3]}; see the model's concepts_.")
+    _check_args(model, concepts, n, policy, strategy, truth, value)
     A = model.transform(bundle).astype(np.float64)
-    ref = Reference(model.transform(reference) if reference is not None else A)
+    _check_finite("The model's concept activations", A, "check the image features.")
+    if truth is not None and np.shape(truth) != A.shape:
+        raise ConfigError(f"truth has shape {np.shape(truth)}; expected {A.shape} (images x concepts).")
+    R = model.transform(reference).astype(np.float64) if reference is not None else A
+    _check_finite("The reference activations", R, "check the reference features.")
+    ref = Reference(R)
     values = np.broadcast_to(target_values(strategy, ref, truth, value, A), A.shape)
     out = A.copy()
     if concepts:
@@ -86,6 +114,8 @@ def intervention_curve(model, bundle, truth: np.ndarray, steps: int = 10,
                        policy: str = "uncertain", strategy: str = "truth", reference=None,
                        seed: int = 0) -> list[float]:
     """Accuracy after 0..steps interventions per image (concept truth known)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ConfigError(f"steps must be an integer >= 0; got {steps!r}.")
     labels = np.asarray(bundle.labels)
     accs = []
     for n in range(steps + 1):

@@ -1,4 +1,9 @@
-"""Training-free test-time improvement (the 2025 medical-imaging method in METHODS.md).
+"""Training-free test-time improvement of a concept bottleneck model on a new domain.
+
+OUR RECONSTRUCTION: the masking and amplifying rules below are reconstructed from the
+method's description (a 2025 medical-imaging paper on training-free test-time improvement
+of CBMs); the authors' code could not be read, so thresholds and details are ours and
+results are not claimed to match theirs.
 
 From a few labelled images of a new domain, without retraining:
 - mask concepts that fire for the wrong classes: a concept with positive weight for class
@@ -8,6 +13,9 @@ From a few labelled images of a new domain, without retraining:
 - amplify discriminative concepts that fire too weakly: a concept weighted towards c that
   still separates c on the new domain, but by less than on the source, gets its weight for
   c multiplied by the ratio of the separations (capped at `max_gain`).
+A class is judged only where there is evidence for it: a class with no labelled image of
+the new domain (or with no image of another class beside it), in the new domain or the
+source, triggers neither rule, because its separation there is unknown, not zero.
 The result is an edited model (see edits.py) with the changes logged.
 """
 
@@ -18,26 +26,32 @@ import copy
 import numpy as np
 
 
-def _class_means(A: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(m, k) mean activation on class c's images, and on the other classes' images."""
+def _class_means(A: np.ndarray, labels: np.ndarray, n_classes: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(m, k) mean activation on class c's images and on the other classes' images, and
+    (m,) whether both exist (a class without images has unknown, not zero, means)."""
     inside = np.zeros((n_classes, A.shape[1]))
     outside = np.zeros((n_classes, A.shape[1]))
+    seen = np.zeros(n_classes, dtype=bool)
     for c in range(n_classes):
         if (labels == c).any() and (labels != c).any():
             inside[c], outside[c] = A[labels == c].mean(0), A[labels != c].mean(0)
-    return inside, outside
+            seen[c] = True
+    return inside, outside, seen
 
 
 def improve_at_test_time(model, source, target, max_gain: float = 3.0, tolerance: float = 0.5):
     """`source`: the training features; `target`: a few labelled images of the new domain."""
     m = len(model.classes_)
     A_s = model.transform(source)
-    in_s, out_s = _class_means(A_s, np.asarray(source.labels), m)
-    in_t, out_t = _class_means(model.transform(target), np.asarray(target.labels), m)
+    in_s, out_s, seen_s = _class_means(A_s, np.asarray(source.labels), m)
+    in_t, out_t, seen_t = _class_means(model.transform(target), np.asarray(target.labels), m)
     sep_s, sep_t = in_s - out_s, in_t - out_t
     sd = A_s.std(0) + 1e-9
     W = np.array(model.class_weights_, dtype=np.float32, copy=True)
-    positive = W > 0
+    # only classes with images on both sides are judged: a missing class has sep_t = 0 above,
+    # which would read as "no longer separates" and mask its concepts for nothing
+    positive = (W > 0) & (seen_s & seen_t)[:, None]
     misfiring = positive & (sep_s > 0) & ((out_t - out_s > tolerance * sd) | (sep_t <= 0))
     masked_concepts = np.flatnonzero(misfiring.any(0))
     weak = positive & ~misfiring & (sep_t > 0) & (sep_s > sep_t)

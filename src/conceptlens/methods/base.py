@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from .._io import atomic_write, write_json
-from ..errors import ConfigError, DataError, NotFittedError
+from .._io import TENSOR_DIGEST_KEY, load_tensors, save_tensors, write_json
+from ..errors import ConfigError, DataError, NotFittedError, closest
 from ..registry import Registry
 
+log = logging.getLogger("conceptlens")
 METHODS: Registry = Registry("method")
 FORMAT = "conceptlens.model"
 VERSION = 1
@@ -45,26 +48,73 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 class Method:
-    """Base class. Subclasses set `name`, `input` ('embedding' or 'features'), `_arrays`
-    (fitted array attributes to save) and implement `_fit` and `transform`; every method's
+    """Base class. Subclasses implement `_fit` and `transform`, declare `_arrays` (the fitted
+    array attributes saved to weights.safetensors; optionally `_array_shapes` hints, see
+    `_check_arrays`), override `_validate` to check their parameters and set the capability
+    flags below. Constructors only store their keyword arguments (scikit-learn's rule, so
+    `sklearn.base.clone` works); `fit` validates. The registry sets `name`. Every method's
     logits are `head(transform(x))`, which is what makes explanations exact."""
 
     name = "base"
     input = "embedding"
-    needs_concepts = True
+    # capability flags: what the run and the benchmarks may ask of a method
+    needs_concepts = True  # fit needs context.concepts and their embeddings
+    refit_at_nec = False  # sparse final layer refittable at a `target_nec` constructor parameter
+    uses_validation = False  # fit uses `val` (e.g. for model selection)
     _arrays: tuple[str, ...] = ()
+    # shape hints per array name: a tuple whose entries are an int, "m" (classes), "k" (concepts)
+    # or None (any); class_weights_ (m, k) and intercept_ (m,) are always checked
+    _array_shapes: ClassVar[dict[str, tuple]] = {}
 
     # -- parameters -------------------------------------------------------------------
-    def get_params(self) -> dict:
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The constructor's keyword arguments: the estimator's parameters."""
+        names = []
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.name == "self":
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"{cls.__name__}.__init__ must not take *args/**kwargs: "
+                                "its parameters are its explicit keyword arguments.")
+            names.append(p.name)
+        return names
+
+    def get_params(self, deep: bool = True) -> dict:
+        out = {}
+        for k in self._param_names():
+            v = getattr(self, k)
+            if deep and hasattr(v, "get_params") and not isinstance(v, type):
+                out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
+            out[k] = v
+        return out
+
+    def set_params(self, **params) -> Method:
+        """Set parameters (no validation: `fit` validates, as in scikit-learn); `inner__p`
+        sets parameter p of a nested estimator `inner`."""
+        nested = {k: v for k, v in params.items() if "__" in k}
+        own = {k: v for k, v in params.items() if "__" not in k}
+        _check_param_names(type(self), {**own, **{k.split("__", 1)[0]: None for k in nested}})
+        for k, v in own.items():
+            setattr(self, k, v)
+        for k, v in nested.items():
+            outer, inner = k.split("__", 1)
+            if not hasattr(getattr(self, outer), "set_params"):
+                raise ConfigError(f"{k!r}: parameter {outer!r} of {self.name!r} is not an estimator, so "
+                                  f"it has no parameter {inner!r}; set {outer!r} itself.")
+            getattr(self, outer).set_params(**{inner: v})
+        return self
+
+    def _validate(self) -> None:
+        """Check the parameters; raise ConfigError saying what is wrong and how to fix it."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
         return f"{type(self).__name__}({args})"
 
     # -- fitting ----------------------------------------------------------------------
     def fit(self, train, context: Context, val=None) -> Method:
+        self._validate()
         if self.needs_concepts and (context.concept_embedding is None or not len(context.concepts)):
             raise ConfigError(f"{self.name} needs concepts and their embeddings in the context.")
         if len(train) == 0:
@@ -125,21 +175,24 @@ class Method:
 
     # -- files ------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
-        from safetensors.numpy import save_file
-
+        """Write `model.json` and `weights.safetensors` (with a sha256 of the tensor data in its
+        metadata, checked by `load`) into `folder`."""
         from .. import __version__
+        from ..intervene.edits import check_edit_destination
 
         self.check_fitted()
         folder = Path(folder)
+        # an edited model never overwrites the model it was edited from
+        check_edit_destination(folder, getattr(self, "derived_from_", None))
         meta = {
             "format": FORMAT, "version": VERSION, "conceptlens": __version__,
-            "method": self.name, "params": self.get_params(), "classes": list(self.classes_),
-            "concepts": list(self.concepts_), "backbone_id": self.backbone_id_,
-            "feature_key": self.feature_key_, "extra": self._extra_state(),
-            "edit_log": list(getattr(self, "edit_log_", [])),
+            "method": self.name, "params": self.get_params(deep=False),
+            "classes": list(self.classes_), "concepts": list(self.concepts_),
+            "backbone_id": self.backbone_id_, "feature_key": self.feature_key_,
+            "extra": self._extra_state(), "edit_log": list(getattr(self, "edit_log_", [])),
         }
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._arrays}
-        atomic_write(folder / "weights.safetensors", lambda p: save_file(arrays, str(p)))
+        save_tensors(folder / "weights.safetensors", arrays)
         write_json(folder / "model.json", meta)
         return folder
 
@@ -149,28 +202,121 @@ class Method:
     def _load_extra(self, extra: dict) -> None:
         pass
 
+    def _check_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
+        """The weights file must hold exactly the declared `_arrays`, finite, with the shapes
+        the model's classes (m) and concepts (k) imply; raise DataError naming the file."""
+        names, declared = set(arrays), set(self._arrays)
+        if names != declared:
+            raise DataError(
+                f"{where} does not hold the arrays a {self.name!r} model has: unexpected "
+                f"{sorted(names - declared)}, missing {sorted(declared - names)}; expected "
+                f"{sorted(declared)}. Re-save the model with this version of conceptlens.")
+        dims = {"m": len(self.classes_), "k": len(self.concepts_)}
+        shapes = {"class_weights_": ("m", "k"), "intercept_": ("m",), **self._array_shapes}
+        for name, a in arrays.items():
+            if a.dtype.kind not in "fiub":
+                raise DataError(f"{where}: array {name!r} has dtype {a.dtype}; expected numbers.")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise DataError(f"{where}: array {name!r} has {int((~np.isfinite(a)).sum())} "
+                                "non-finite value(s) (NaN or inf); the model file is damaged.")
+            want = shapes.get(name)
+            if want is not None:
+                expected = tuple(dims.get(d, d) if isinstance(d, str) else d for d in want)
+                if len(a.shape) != len(expected) or any(
+                        e is not None and e != got for e, got in zip(expected, a.shape, strict=True)):
+                    raise DataError(
+                        f"{where}: array {name!r} has shape {a.shape}; expected "
+                        f"{tuple('any' if e is None else e for e in expected)} for "
+                        f"{dims['m']} classes and {dims['k']} concepts in model.json.")
+
     @staticmethod
     def load(folder: str | Path) -> Method:
-        from safetensors.numpy import load_file
-
+        """A saved model; a damaged, tampered or inconsistent folder raises DataError naming the
+        file. model.json sets only the parameters (validated), the names and the ids; arrays
+        come only from the declared `_arrays` in the verified weights file."""
         folder = Path(folder)
+        where = folder / "model.json"
         try:
-            meta = json.loads((folder / "model.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            meta = json.loads(where.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{folder} is not a saved conceptlens model: {e}.") from e
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise DataError(f"{folder}/model.json is not a conceptlens model of version {VERSION}.")
-        model = METHODS.get(meta["method"])(**meta["params"])
-        for k, v in load_file(str(folder / "weights.safetensors")).items():
-            setattr(model, k, v)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise DataError(f"{where} is not a conceptlens model of version {VERSION}.")
+        _check_meta(meta, where)
+        try:
+            model = check_params(meta["method"], meta["params"])
+        except ConfigError as e:
+            raise DataError(f"{where}: {e}") from e
         model.classes_ = tuple(meta["classes"])
         model.concepts_ = list(meta["concepts"])
         model.backbone_id_ = meta["backbone_id"]
         model.feature_key_ = meta["feature_key"]
-        model._load_extra(meta.get("extra", {}))
+        arrays, file_meta = load_tensors(folder / "weights.safetensors", require_digest=False)
+        if TENSOR_DIGEST_KEY not in file_meta:  # saved before checksums: still loadable
+            log.warning("%s has no checksum (saved by an older conceptlens); its integrity is not "
+                        "verified. Save the model again to add one.", folder / "weights.safetensors")
+        model._check_arrays(arrays, str(folder / "weights.safetensors"))
+        for k, v in arrays.items():
+            setattr(model, k, v)
+        try:
+            model._load_extra(meta.get("extra", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: bad 'extra' state for {model.name!r}: {e!r}.") from e
         model.edit_log_ = list(meta.get("edit_log", []))
+        model.loaded_from_ = folder.resolve()  # not saved: lets an edit refuse to overwrite it
         return model
 
 
+def _check_meta(meta: dict, where: Path) -> None:
+    """Types of model.json's fields (anything else in it is ignored)."""
+    def strings(v):
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    checks = {
+        "method": lambda v: isinstance(v, str), "params": lambda v: isinstance(v, dict),
+        "classes": strings, "concepts": strings, "backbone_id": lambda v: isinstance(v, str),
+        "feature_key": lambda v: v in ("embedding", "features"),
+        "extra": lambda v: isinstance(v, dict), "edit_log": lambda v: isinstance(v, list),
+    }
+    optional = {"extra", "edit_log"}
+    for key, ok in checks.items():
+        if key not in meta and key in optional:
+            continue
+        if key not in meta or not ok(meta[key]):
+            raise DataError(f"{where}: field {key!r} is missing or invalid (got "
+                            f"{str(meta.get(key))[:80]!r}); the file is damaged or was not written "
+                            "by conceptlens.")
+    if not meta["classes"]:
+        raise DataError(f"{where}: a model needs at least one class; got none.")
+
+
+def _method_class(method: str | type) -> type:
+    return METHODS.get(method) if isinstance(method, str) else method
+
+
+def _check_param_names(cls: type, params: dict) -> None:
+    valid = cls._param_names()
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        hint = "".join(closest(k, valid) for k in unknown[:1])
+        raise ConfigError(
+            f"Unknown parameter(s) {unknown} for method {cls.name!r}.{hint} "
+            f"Valid parameters: {', '.join(valid) or '(none)'}.")
+
+
+def check_params(method: str | type, params: dict) -> Method:
+    """Check a method's parameters before any work: unknown names and bad values raise
+    ConfigError. Returns the (unfitted) estimator."""
+    cls = _method_class(method)
+    _check_param_names(cls, params)
+    model = cls(**params)
+    model._validate()
+    return model
+
+
 def get_method(name: str, **params) -> Method:
-    return METHODS.get(name)(**params)
+    """An unfitted estimator; unknown parameter names raise ConfigError (values are checked
+    by fit, or up front by `check_params`)."""
+    cls = _method_class(name)
+    _check_param_names(cls, params)
+    return cls(**params)

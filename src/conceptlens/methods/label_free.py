@@ -1,21 +1,52 @@
-"""`label_free`: Label-free CBM (Oikarinen et al., ICLR 2023).
+"""`label_free`: Label-free CBM (Oikarinen, Das, Nguyen & Weng, ICLR 2023).
 
-1. Projection: W_c (k x f) maps backbone features to concept activations, trained so each
-   concept's column matches the image-concept similarity column under cos^3 similarity
-   (centre, cube, then cosine over images); Adam 1e-3, up to 1000 steps, early stopping
-   on validation similarity.
-2. Interpretability cutoff: concepts whose validation cos^3 similarity is below 0.45 go.
-3. Standardise the activations, then a sparse elastic-net multinomial GLM (alpha 0.99)
-   along a regularisation path, stopped at `lam` (7e-4 by default) or at a target NEC.
+Followed (github.com/Trustworthy-ML-Lab/Label-free-CBM, HEAD of the stored snapshot):
+`train_cbm.py` (`train_cbm_and_save`), `similarity.py` (`cos_similarity_cubed_single`) and
+`glm_saga/elasticnet.py` (`glm_saga`, `elastic_loss`).
+
+1. Projection: W_c (k x f, no bias, nn.Linear's default init) maps backbone features to
+   concept activations, trained so each concept's column matches the image-concept
+   similarity column under cos^3 similarity (centre, cube, cosine over images): Adam 1e-3,
+   up to 1000 steps on a random batch of min(50000, n) images. Every 50 steps (steps 0, 50,
+   100, ... and the last) the mean validation similarity is measured; training stops at the
+   first check that does not improve on the best so far, and the best weights are kept.
+2. Interpretability cutoff: concepts whose validation cos^3 similarity is not above 0.45 go.
+3. Standardise the activations with the training mean and (unbiased, torch.std) standard
+   deviation, then the sparse elastic-net multinomial GLM (alpha 0.99) at lam / alpha:
+   `train_cbm.py` passes `--lam` (7e-4) as glm_saga's `max_reg`, which glm_saga divides by
+   max(0.001, alpha) and, with k=1, uses as the only lam. Or, with `target_nec`, our GLM
+   path stopped at that NEC.
+
+Deviations from the reference (notes below the table)
+| what | reference | here | effect |
+|---|---|---|---|
+| GLM solver [1] | glm_saga, 1000 SAGA epochs, tol 1e-4 | FISTA to convergence | same optimum |
+| `target_nec` | absent | path stopped at a NEC | only when set |
+| no concept passes the cutoff | a layer on 0 concepts | keep the best 10% (>= 1) | only then |
+| zero training spread | NaN (divide by 0) | divide by 1 | only then |
+| projection batch [2] | `random.sample`, unseeded | `torch.randperm` from `seed` | none if n <= 50000 |
+| `on="auto"` | backbone layer features | features, else embedding | new capability |
+
+[1] Our warm-started path (`solvers.glm`) solves the same objective exactly and
+    deterministically; `tests/test_methods.py` checks it against scikit-learn's optimum.
+[2] With n <= batch_size the batch is all images and cos^3 ignores row order, so full batch
+    is identical to the reference's random permutation.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .base import METHODS, Context, Method
-from .sparse_layer import fit_sparse_layer, standardize
+from .posthoc import _check_int, _check_number
+from .sparse_layer import fit_sparse_layer
+
+log = logging.getLogger("conceptlens")
 
 
 def cos_cubed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -27,18 +58,71 @@ def cos_cubed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(0)
 
 
+@dataclass
+class ProjectionFit:
+    weight: torch.Tensor  # (k, f) the best weights seen at a check
+    best_step: int
+    stopped_at: int  # the step of the last check
+    history: list[tuple[int, float]]  # (step, mean validation similarity) at every check
+
+
+def train_projection(F: torch.Tensor, S: torch.Tensor, Fv: torch.Tensor, Sv: torch.Tensor,
+                     steps: int = 1000, lr: float = 1e-3, seed: int = 0, batch_size: int = 50000,
+                     check_every: int = 50) -> ProjectionFit:
+    """Label-free CBM's projection layer with the reference's early stopping (`train_cbm.py`)."""
+    torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
+    proj = torch.nn.Linear(F.shape[1], S.shape[1], bias=False)
+    opt = torch.optim.Adam(proj.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    batch = min(batch_size, len(F))
+    best, best_w, best_step, history, step = -np.inf, None, 0, [], 0
+    for step in range(steps):
+        opt.zero_grad()
+        idx = torch.randperm(len(F), generator=g)[:batch] if batch < len(F) else slice(None)
+        loss = -cos_cubed(proj(F[idx]), S[idx]).mean()
+        loss.backward()
+        opt.step()
+        if step % check_every == 0 or step == steps - 1:
+            with torch.no_grad():
+                score = float(cos_cubed(proj(Fv), Sv).mean())
+            history.append((step, score))
+            if best_w is None or score > best:
+                best, best_w, best_step = score, proj.weight.detach().clone(), step
+            else:  # the reference stops as soon as validation similarity stops improving
+                break
+    return ProjectionFit(best_w, best_step, step, history)
+
+
 @METHODS.register("label_free")
 class LabelFree(Method):
-    name = "label_free"
     input = "features"
+    refit_at_nec = True
+    uses_validation = True  # early stopping and the interpretability cutoff use `val`
     _arrays = ("class_weights_", "intercept_", "projection_", "mean_", "std_", "kept_")
 
     def __init__(self, lam: float = 7e-4, target_nec: float | None = None, alpha: float = 0.99,
                  steps: int = 1000, lr: float = 1e-3, interpretability_cutoff: float = 0.45,
-                 on: str = "auto", seed: int = 0):
+                 on: str = "auto", seed: int = 0, batch_size: int = 50000, check_every: int = 50):
         self.lam, self.target_nec, self.alpha = lam, target_nec, alpha
         self.steps, self.lr, self.interpretability_cutoff = steps, lr, interpretability_cutoff
-        self.on, self.seed = on, seed
+        self.on, self.seed, self.batch_size, self.check_every = on, seed, batch_size, check_every
+
+    def _validate(self) -> None:
+        n = self.name
+        _check_number(f"{n}: lam", self.lam, 0, True, "lam = 7e-4")
+        _check_number(f"{n}: alpha", self.alpha, 0, True, "alpha = 0.99")
+        if self.alpha > 1:
+            raise ConfigError(f"{n}: alpha is the L1 share of the elastic net, in [0, 1]; got {self.alpha}.")
+        if self.target_nec is not None:
+            _check_number(f"{n}: target_nec", self.target_nec, 0, False, "target_nec = 5")
+        _check_number(f"{n}: lr", self.lr, 0, False, "lr = 1e-3")
+        _check_number(f"{n}: interpretability_cutoff", self.interpretability_cutoff, -1, True,
+                      "interpretability_cutoff = 0.45")
+        for name in ("steps", "batch_size", "check_every"):
+            _check_int(f"{n}: {name}", getattr(self, name), 1)
+        _check_int(f"{n}: seed", self.seed, 0)
+        if self.on not in ("auto", "features", "embedding"):
+            raise ConfigError(f"{n}: on must be 'auto', 'features' or 'embedding'; got {self.on!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         self.input = self.on if self.on != "auto" else (
@@ -49,37 +133,27 @@ class LabelFree(Method):
         F, Fv = torch.from_numpy(self._x(train)), torch.from_numpy(self._x(held))
         S = torch.from_numpy(np.asarray(train.embedding, np.float32) @ C.T)
         Sv = torch.from_numpy(np.asarray(held.embedding, np.float32) @ C.T)
-        torch.manual_seed(self.seed)
-        proj = torch.nn.Linear(F.shape[1], C.shape[0], bias=False)
-        opt = torch.optim.Adam(proj.parameters(), lr=self.lr)
-        best, best_w, since = -np.inf, proj.weight.detach().clone(), 0
-        for step in range(self.steps):
-            opt.zero_grad()
-            loss = -cos_cubed(proj(F), S).mean()
-            loss.backward()
-            opt.step()
-            if step % 20 == 19 or step == self.steps - 1:
-                with torch.no_grad():
-                    score = float(cos_cubed(proj(Fv), Sv).mean())
-                if score > best:
-                    best, best_w, since = score, proj.weight.detach().clone(), 0
-                else:
-                    since += 1
-                    if since >= 3:  # early stopping on the validation similarity
-                        break
+        fit = train_projection(F, S, Fv, Sv, self.steps, self.lr, self.seed, self.batch_size,
+                               self.check_every)
+        self.projection_history_, self.best_step_ = fit.history, fit.best_step
         with torch.no_grad():
-            sims = cos_cubed(Fv @ best_w.T, Sv).numpy()
-        kept = np.flatnonzero(sims >= self.interpretability_cutoff)
+            sims = cos_cubed(Fv @ fit.weight.T, Sv).numpy()
+        kept = np.flatnonzero(sims > self.interpretability_cutoff)  # strict, as the reference
         if not len(kept):  # keep the best-fitting concepts rather than none at all
             kept = np.argsort(-sims)[: max(1, len(sims) // 10)]
+            log.warning("label_free: no concept's validation similarity is above %s; keeping the "
+                        "best %d.", self.interpretability_cutoff, len(kept))
         self.kept_ = kept.astype(np.int64)
         self.projection_similarity_ = sims
-        self.projection_ = best_w.numpy()[kept].astype(np.float32)
+        self.projection_ = fit.weight.numpy()[kept].astype(np.float32)
         self.concepts_ = [context.concepts[i] for i in kept]
         A = self._x(train) @ self.projection_.T
-        self.mean_, self.std_ = standardize(A)
+        self.mean_ = A.mean(0)
+        std = A.std(0, ddof=1) if len(A) > 1 else np.zeros(A.shape[1], A.dtype)
+        self.std_ = np.where(std > 0, std, 1.0).astype(np.float32)
+        lam = self.lam / max(0.001, self.alpha)  # glm_saga's max_reg / max(0.001, alpha)
         self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
-            (A - self.mean_) / self.std_, np.asarray(train.labels), len(self.classes_), self.lam,
+            (A - self.mean_) / self.std_, np.asarray(train.labels), len(self.classes_), lam,
             self.target_nec, self.alpha)
 
     def _extra_state(self) -> dict:
@@ -91,4 +165,3 @@ class LabelFree(Method):
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()
         return (self._x(bundle) @ self.projection_.T - self.mean_) / self.std_
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -21,16 +22,26 @@ class LinearProbe(Method):
     backbone's features when it has them, else the embedding.
     """
 
-    name = "linear_probe"
     needs_concepts = False
+    uses_validation = True  # C is picked on validation accuracy
     _arrays = ("class_weights_", "intercept_", "mean_", "scale_")
+    _array_shapes: ClassVar[dict[str, tuple]] = {"mean_": ("k",), "scale_": ("k",)}
 
     def __init__(self, Cs: Sequence[float] = DEFAULT_CS, on: str = "auto", max_iter: int = 1000):
-        if not Cs or min(Cs) <= 0:
-            raise ConfigError(f"Cs must be positive; got {Cs}.")
-        if on not in ("auto", "features", "embedding"):
-            raise ConfigError(f"on must be auto, features or embedding; got {on!r}.")
-        self.Cs, self.on, self.max_iter = list(Cs), on, max_iter
+        self.Cs, self.on, self.max_iter = Cs, on, max_iter
+
+    def _validate(self) -> None:
+        Cs = self.Cs
+        ok = isinstance(Cs, Sequence) and not isinstance(Cs, str) and len(Cs) > 0 and all(
+            isinstance(C, (int, float)) and not isinstance(C, bool) and np.isfinite(C) and C > 0
+            for C in Cs)
+        if not ok:
+            raise ConfigError(f"linear_probe: Cs must be a non-empty list of positive finite numbers "
+                              f"(inverse regularisation strengths); got {Cs!r}. Example: Cs=[0.01, 0.1, 1].")
+        if self.on not in ("auto", "features", "embedding"):
+            raise ConfigError(f"linear_probe: on must be auto, features or embedding; got {self.on!r}.")
+        if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
+            raise ConfigError(f"linear_probe: max_iter must be a positive integer; got {self.max_iter!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         from sklearn.linear_model import LogisticRegression
@@ -43,15 +54,17 @@ class LinearProbe(Method):
         Z = (X - self.mean_) / self.scale_
         y = np.asarray(train.labels)
 
+        Cs = [float(C) for C in self.Cs]
+
         def fit(C):
             return LogisticRegression(C=C, max_iter=self.max_iter).fit(Z, y)
 
-        if val is not None and len(self.Cs) > 1:
+        if val is not None and len(Cs) > 1:
             Zv = (self._x(val) - self.mean_) / self.scale_
-            scores = {C: float((fit(C).predict(Zv) == val.labels).mean()) for C in self.Cs}
-            self.C_ = max(self.Cs, key=lambda C: (scores[C], -C))
+            scores = {C: float((fit(C).predict(Zv) == val.labels).mean()) for C in Cs}
+            self.C_ = max(Cs, key=lambda C: (scores[C], -C))
         else:
-            self.C_ = sorted(self.Cs)[len(self.Cs) // 2]
+            self.C_ = sorted(Cs)[len(Cs) // 2]
         model = fit(self.C_)
         m = len(self.classes_)
         W = np.zeros((m, X.shape[1]), np.float32)
@@ -67,7 +80,10 @@ class LinearProbe(Method):
         return {"input": self.input, "C": self.C_}
 
     def _load_extra(self, extra: dict) -> None:
-        self.input, self.C_ = extra["input"], extra["C"]
+        if extra.get("input") not in ("features", "embedding") or extra["input"] != self.feature_key_:
+            raise ValueError(f"input must be the feature key {self.feature_key_!r}; got "
+                             f"{extra.get('input')!r}")
+        self.input, self.C_ = extra["input"], float(extra["C"])
 
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()

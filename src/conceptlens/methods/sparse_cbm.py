@@ -1,113 +1,314 @@
-"""`sparse_cbm` and `cms`: Sparse-CBM (Semenov et al., 2024).
+"""`sparse_cbm` and `cms`: Sparse-CBM and Concept Matrix Search (Semenov et al., 2024,
+"Sparse Concept Bottleneck Models: Gumbel Tricks in Contrastive Learning", arXiv 2404.03323).
 
-`sparse_cbm`: a concept bottleneck layer, a learned k x k map B (initialised to identity)
-over the standardised image-concept similarities, made sparse by one of
-- 'gumbel': Gumbel-softmax over concepts per image (temperature 1) while training, the
-  plain softmax at inference;
-- 'l1': an L1 penalty on the bottleneck activations;
-- 'contrastive': an InfoNCE loss tying each image's bottleneck activations to its own
-  similarity row;
-followed by a linear layer trained with cross-entropy, all full-batch with Adam.
+The spec is the authors' code, github.com/Andron00e/SparseCBM (commit e2e4da7):
+- `bottlenecks/cbm.py`: `BaseCBModel` (backbone -> `cbl = nn.Linear(k, k, bias=False)` ->
+  `head = nn.Linear(k, m, bias=False)`, fed CLIP's `logits_per_image`), and the losses
+  `criterion_gumbel` / `gumbel_contrastive_loss`, `criterion_contrastive` /
+  `contrastive_loss`, `criterion_l1`;
+- `bottlenecks/trainer_utils.py`: `BottleneckTrainer.train` (per batch: `cbl_loss.backward()`
+  then `CrossEntropyLoss(head output).backward()`, so the objective is their sum; the L1
+  term is divided by the number of concepts; defaults `gumbel_tau=1.0`, `gumbel_hard=False`,
+  `l1_lambda=1e-3`, `lr_decay=1.0`), `CBMConfig` (one optimiser for the CBL, one for the head);
+- `additional_evaluations/training_examples.ipynb`: the training runs (two Adam optimisers,
+  lr 1e-3 or 3e-4, 10 epochs); `bottlenecks/configs.py`: `Constants` (lr 1e-3, batch 32);
+- `additional_evaluations/cms_scores.ipynb`: Concept Matrix Search (`get_dot_prods_matrix`,
+  `calculate_similarity_score_accuracy_for_class`, `calculate_max_score_accuracy_for_class`).
 
-`cms` (Concept Matrix Search): training-free; an image's class score is the mean of its
-standardised similarities to the concepts generated for that class.
+`sparse_cbm`. Input: A = logit_scale * cos(image, concept) (n x k; CLIP's `logits_per_image`,
+logit_scale = exp(CLIP's learned temperature) = 100). The concept bottleneck layer (CBL) is
+LINEAR, c = A M^T (+ b_M), and the head is linear, logits = c W^T (+ b). Training minimises
+    CE(logits, y) + cbl_loss,
+with cbl_loss one of
+- 'gumbel' (the paper's Sparse-CBM): mean(-log gumbel_softmax(c, tau, dim=0)) and the same over
+  dim=1, averaged: the Gumbel-softmax is a LOSS on the CBL output, not an activation;
+- 'contrastive': CLIP's symmetric cross-entropy on the diagonal of c (log_softmax over dim 0
+  and over dim 1, `torch.diag` of each, i.e. image i is paired with concept i for i < min(n, k));
+- 'l1': l1 * ||M||_1 / k, on the CBL WEIGHTS.
+Both layers are linear, so the fitted model is collapsed for the estimator head:
+class_weights_ = W M (m x k over the ORIGINAL concept activations A), intercept_ = W b_M + b,
+and `transform` returns A. Explanations, interventions and pruning therefore act on the
+original concepts, and NEC counts the original concepts that reach a class through the k x k
+layer (non-zeros of W M per class). M, b_M, W, b are kept (`cbl_weight_`, `cbl_bias_`,
+`head_weight_`, `head_bias_`) and `cbl_activations` gives the CBL output c the reference plots.
+
+`cms` (Concept Matrix Search, training-free). V = image x concept cosine, each row divided by its
+sum (`get_dot_prods_matrix`); T = class x concept cosine with the class-name text embeddings
+(context.class_embedding), rows likewise divided by their sums.
+- variant 'similarity' (the paper's CMS): predict argmax_c cos(V_i, T_c). Here transform(x) =
+  V_i / ||V_i|| and class_weights_ = T_c / ||T_c||, so the logits ARE the cosines (real-valued).
+- variant 'max_score': j* = argmax_j V_ij (the image's top concept), predict argmax_c T[c, j*].
+  Here transform(x) = one-hot(j*) (the first maximum, as `torch.argmax`) and
+  class_weights_ = T, so the logits are the real values T[c, j*], not votes. Two classes tie
+  only if their T entries for j* are exactly equal; then `predict` takes the first class (as the
+  reference's `torch.argmax`) and `evaluation.metrics.evaluate` the last, and top-1 and
+  per-class accuracy always come from one prediction per image.
+
+Note on the Gumbel term (a property of the reference's loss, kept as is): E_g[-mean log
+softmax(c + g)] is convex in c, with gradient proportional to E_g[softmax(c + g)] - 1/width,
+zero when c is constant along the softmax's dim; on its own the term therefore pulls the CBL
+output towards uniform rows and columns rather than towards sparse ones. Nothing makes W M
+sparse, so NEC = k after training (tests/test_sparse_cbm.py checks NEC on a layer with zeros).
+
+Cost: each full-batch step is O(n k^2); k in the low thousands wants a GPU or `batch_size`.
+
+Deviations from the reference
+| what | reference | here | why / effect |
+|---|---|---|---|
+| batches | mini-batches of 32, shuffled, 10 epochs | full batch by default (`batch_size=None`); `batch_size=32, epochs=10` gives the reference schedule | fast and deterministic on cached CPU features (the project's requirement). With full batch the Gumbel loss's dim=0 softmax runs over all n training images instead of 32, so its value and gradient differ from the reference's; `epochs` then counts Adam steps, hence the default 1000 instead of 10 |
+| backbone | frozen CLIP (optionally LoRA / trainable) recomputing `logits_per_image` per batch | cached L2-normalised embeddings, A = logit_scale * cosine | conceptlens trains on cached features; equal to the frozen-backbone case |
+| head optimiser | `CBMConfig` net_type 'base' passes the head's parameters under an ignored key (`{"head": ..., "params": backbone}`), so the head is never stepped | the head is trained, as in `training_examples.ipynb` and the paper | a training head is what the paper describes; the trainer's is a bug |
+| two optimisers | `Adam(cbl, cbl_lr)` and `Adam(head, lr)` | one optimiser with two parameter groups (`cbl_lr`, `lr`) | identical updates (Adam/AdamW/SGD are per-parameter) |
+| Gumbel log | `-torch.log(F.gumbel_softmax(...))` | `-log_softmax((c + g) / tau)` with the same Gumbel noise g | same value wherever the reference is finite; the reference gives inf/NaN once a softmax entry underflows to 0 (large logits: logit_scale 100) |
+| `gumbel_hard` | option (default False) | not offered | with hard=True the reference's loss is -log(0) = inf for every non-argmax entry |
+| 'similarity' training method | in `BottleneckTrainer` (cos-cubed to `logits_per_image`), not in the paper | not ported | not one of the paper's Sparse-/l1-/Contrastive-CBM |
+| lr decay | `lr_decay` (default 1.0: none) | none | the default |
+| biases | `bias=False` in both layers | `bias=False` by default; `bias=True` adds b_M and b | collapsed into intercept_ = W b_M + b |
+| CMS class texts | raw class names from `labels.txt` through CLIP | context.class_embedding (the run's class prompt embeddings, averaged over its templates) | conceptlens's one class-text embedding; prompts such as "a photo of a {c}" change T slightly |
+| CMS norm | `similarity()` divides by the norms (no guard) | norms floored at 1e-12 | no effect unless a row is exactly zero (then the reference gives NaN) |
 """
 
 from __future__ import annotations
 
+import numbers
+from typing import ClassVar
+
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .base import METHODS, Context, Method
-from .sparse_layer import standardize
 
-SPARSITY = ("gumbel", "l1", "contrastive")
+SPARSITY = ("gumbel", "contrastive", "l1")
+OPTIMIZERS = ("adam", "adamw", "sgd")  # the reference's CBMConfig.optimizers_dict
+CMS_VARIANTS = ("similarity", "max_score")
+
+
+# -- the reference's losses (bottlenecks/cbm.py) -----------------------------------------------
+
+def gumbel_noise(shape, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Gumbel(0, 1) noise drawn exactly as `torch.nn.functional.gumbel_softmax` draws it, so a
+    generator in the same state gives the same noise."""
+    return -torch.empty(shape, dtype=dtype).exponential_(generator=generator).log()
+
+
+def gumbel_loss(c: torch.Tensor, tau: float = 1.0, generator: torch.Generator | None = None,
+                noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """`criterion_gumbel`: the mean of -log gumbel_softmax(c, tau) over dim=0 and over dim=1
+    (fresh noise for each, dim=0 first), averaged. Computed as -log_softmax((c + g) / tau),
+    which equals the reference wherever the reference is finite. `noise` fixes (g0, g1)."""
+    g0, g1 = noise if noise is not None else (
+        gumbel_noise(c.shape, generator, c.dtype), gumbel_noise(c.shape, generator, c.dtype))
+    first = -torch.log_softmax((c + g0) / tau, dim=0).mean()
+    second = -torch.log_softmax((c + g1) / tau, dim=1).mean()
+    return (first + second) / 2.0
+
+
+def contrastive_loss(c: torch.Tensor) -> torch.Tensor:
+    """`criterion_contrastive`: CLIP's symmetric cross-entropy on the diagonal of c
+    (log_softmax over dim 0 and over dim 1; the diagonal has min(n, k) entries)."""
+    caption = -torch.diag(torch.log_softmax(c, dim=0)).mean()
+    image = -torch.diag(torch.log_softmax(c, dim=1)).mean()
+    return (caption + image) / 2.0
+
+
+def l1_penalty(cbl_weight: torch.Tensor, l1: float, cbl_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`criterion_l1` as the trainer applies it: l1 * (the L1 norm of every CBL parameter)
+    divided by the number of concepts k (the CBL output width)."""
+    total = cbl_weight.abs().sum() + (cbl_bias.abs().sum() if cbl_bias is not None else 0.0)
+    return l1 * total / cbl_weight.shape[0]
+
+
+def _is_number(v, integer: bool = False) -> bool:
+    kind = numbers.Integral if integer else numbers.Real
+    return isinstance(v, kind) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def _check_dims(name: str, X: np.ndarray, E: np.ndarray, what: str) -> None:
+    if X.shape[1] != E.shape[1]:
+        raise DataError(f"{name}: image embeddings have dimension {X.shape[1]} but the {what} "
+                        f"embeddings have {E.shape[1]}; encode both with the same backbone.")
 
 
 @METHODS.register("sparse_cbm")
 class SparseCBM(Method):
-    name = "sparse_cbm"
-    _arrays = ("class_weights_", "intercept_", "bottleneck_", "concept_embedding_", "mean_", "std_")
+    """Sparse-CBM: linear k x k concept bottleneck layer + linear head on CLIP logits, trained
+    with cross-entropy plus a Gumbel / contrastive / L1 term (see the module docstring).
 
-    def __init__(self, sparsity: str = "gumbel", temperature: float = 1.0, l1: float = 1e-3,
-                 contrastive_weight: float = 0.1, epochs: int = 300, lr: float = 1e-2,
-                 weight_decay: float = 1e-4, seed: int = 0):
-        if sparsity not in SPARSITY:
-            raise ConfigError(f"sparsity must be one of {SPARSITY}; got {sparsity!r}.")
-        self.sparsity, self.temperature, self.l1 = sparsity, temperature, l1
-        self.contrastive_weight, self.epochs, self.lr = contrastive_weight, epochs, lr
-        self.weight_decay, self.seed = weight_decay, seed
+    Parameters (reference names and defaults in brackets):
+    sparsity: 'gumbel' | 'contrastive' | 'l1' [`training_methods`].
+    logit_scale: 100 [CLIP's exp(logit_scale); `logits_per_image` = 100 * cosine].
+    temperature: Gumbel-softmax tau, 1.0 [`gumbel_tau=1.0`].
+    l1: 1e-3 [`l1_lambda=1e-3`], times ||M||_1 / k.
+    epochs: 1000 full-batch steps [10 epochs of batches of 32; see the deviations].
+    batch_size: None = full batch [32]. lr / cbl_lr: head / CBL learning rates, 1e-3 each
+    [`Constants.lr`, `training_examples.ipynb`]. optimizer: 'adam' ['Adam'; also 'AdamW', 'SGD'].
+    bias: False [`bias=False`]. seed: initialisation, Gumbel noise and batch order.
+    """
 
-    def _similarity(self, X: np.ndarray) -> np.ndarray:
-        return (X @ self.concept_embedding_.T - self.mean_) / self.std_
+    _arrays = ("class_weights_", "intercept_", "cbl_weight_", "cbl_bias_", "head_weight_",
+               "head_bias_", "concept_embedding_")
+    _array_shapes: ClassVar[dict[str, tuple]] = {
+        "cbl_weight_": ("k", "k"), "cbl_bias_": ("k",), "head_weight_": ("m", "k"),
+        "head_bias_": ("m",), "concept_embedding_": ("k", None)}
 
-    def _bottleneck(self, S: torch.Tensor, B: torch.Tensor, train: bool) -> torch.Tensor:
-        z = S @ B.T
+    def __init__(self, sparsity: str = "gumbel", logit_scale: float = 100.0,
+                 temperature: float = 1.0, l1: float = 1e-3, epochs: int = 1000,
+                 batch_size: int | None = None, lr: float = 1e-3, cbl_lr: float = 1e-3,
+                 optimizer: str = "adam", bias: bool = False, seed: int = 0):
+        self.sparsity, self.logit_scale, self.temperature, self.l1 = sparsity, logit_scale, temperature, l1
+        self.epochs, self.batch_size, self.lr, self.cbl_lr = epochs, batch_size, lr, cbl_lr
+        self.optimizer, self.bias, self.seed = optimizer, bias, seed
+
+    def _validate(self) -> None:
+        def bad(param, expected, fix):
+            raise ConfigError(f"sparse_cbm: {param} must be {expected}; got "
+                              f"{getattr(self, param)!r}. {fix}")
+
+        if self.sparsity not in SPARSITY:
+            bad("sparsity", f"one of {SPARSITY}", "'gumbel' is the paper's Sparse-CBM.")
+        for p, fix in (("logit_scale", "CLIP's is 100."), ("temperature", "The reference uses 1."),
+                       ("lr", "The reference uses 1e-3."), ("cbl_lr", "The reference uses 1e-3.")):
+            if not _is_number(getattr(self, p)) or getattr(self, p) <= 0:
+                bad(p, "a positive finite number", fix)
+        if not _is_number(self.l1) or self.l1 < 0:
+            bad("l1", "a finite number >= 0", "The reference uses 1e-3.")
+        if not _is_number(self.epochs, integer=True) or self.epochs < 1:
+            bad("epochs", "an integer >= 1", "With full batch it is the number of Adam steps.")
+        if self.batch_size is not None and (
+                not _is_number(self.batch_size, integer=True) or self.batch_size < 1):
+            bad("batch_size", "None (full batch) or an integer >= 1", "The reference uses 32.")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {OPTIMIZERS}", "The reference trains with 'adam'.")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            bad("bias", "True or False", "The reference has no biases (False).")
+        if not _is_number(self.seed, integer=True):
+            bad("seed", "an integer", "Any integer, e.g. 0.")
+
+    # -- the two-layer model -------------------------------------------------------------
+    def _activations(self, X: np.ndarray) -> np.ndarray:
+        """A = logit_scale * cos(image, concept): CLIP's logits_per_image."""
+        return (self.logit_scale * _unit_rows(X) @ self.concept_embedding_.T).astype(np.float32)
+
+    def _cbl_loss(self, c: torch.Tensor, cbl: torch.nn.Linear, gen: torch.Generator) -> torch.Tensor:
         if self.sparsity == "gumbel":
-            if train:
-                return torch.nn.functional.gumbel_softmax(z, tau=self.temperature, hard=False)
-            return torch.softmax(z / self.temperature, dim=1)
-        return z
+            return gumbel_loss(c, self.temperature, generator=gen)
+        if self.sparsity == "contrastive":
+            return contrastive_loss(c)
+        return l1_penalty(cbl.weight, self.l1, cbl.bias)
 
     def _fit(self, train, context: Context, val) -> None:
+        X = self._x(train)
+        C = np.asarray(context.concept_embedding, dtype=np.float32)
+        _check_dims(self.name, X, C, "concept")
         self.concepts_ = list(context.concepts)
-        self.concept_embedding_ = np.asarray(context.concept_embedding, dtype=np.float32)
-        raw = self._x(train) @ self.concept_embedding_.T
-        self.mean_, self.std_ = standardize(raw)
-        S = torch.from_numpy(self._similarity(self._x(train)))
-        y = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
-        k, m = S.shape[1], len(self.classes_)
-        torch.manual_seed(self.seed)
-        B = torch.nn.Parameter(torch.eye(k))
-        head = torch.nn.Linear(k, m)
-        opt = torch.optim.Adam([B, *head.parameters()], lr=self.lr, weight_decay=self.weight_decay)
+        self.concept_embedding_ = _unit_rows(C).astype(np.float32)
+        y = np.asarray(train.labels)
+        k, m = len(self.concepts_), len(self.classes_)
+        if y.min() < 0 or y.max() >= m:
+            raise DataError(f"sparse_cbm: labels must be class indices in [0, {m}); "
+                            f"got values from {y.min()} to {y.max()}.")
+        A = torch.from_numpy(self._activations(X))
+        y = torch.as_tensor(y, dtype=torch.long)
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
+            torch.manual_seed(self.seed)  # nn.Linear's default initialisation, as in the reference
+            cbl, head = torch.nn.Linear(k, k, bias=self.bias), torch.nn.Linear(k, m, bias=self.bias)
+        gen = torch.Generator().manual_seed(self.seed)  # Gumbel noise and batch order
+        opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[
+            self.optimizer]([{"params": cbl.parameters(), "lr": self.cbl_lr},
+                             {"params": head.parameters(), "lr": self.lr}])
+        n = len(A)
         for _ in range(self.epochs):
-            opt.zero_grad()
-            c = self._bottleneck(S, B, train=True)
-            loss = torch.nn.functional.cross_entropy(head(c), y)
-            if self.sparsity == "l1":
-                loss = loss + self.l1 * c.abs().sum(1).mean()
-            elif self.sparsity == "contrastive":
-                logits = torch.nn.functional.normalize(c, dim=1) @ \
-                    torch.nn.functional.normalize(S, dim=1).T / 0.07
-                loss = loss + self.contrastive_weight * torch.nn.functional.cross_entropy(
-                    logits, torch.arange(len(S)))
-            loss.backward()
-            opt.step()
-        self.bottleneck_ = B.detach().numpy()
-        self.class_weights_ = head.weight.detach().numpy()
-        self.intercept_ = head.bias.detach().numpy()
+            order = [None] if self.batch_size is None else \
+                torch.randperm(n, generator=gen).split(self.batch_size)
+            for idx in order:
+                a, t = (A, y) if idx is None else (A[idx], y[idx])
+                opt.zero_grad()
+                c = cbl(a)
+                loss = self._cbl_loss(c, cbl, gen) + torch.nn.functional.cross_entropy(head(c), t)
+                loss.backward()
+                opt.step()
+        self.final_loss_ = loss.detach().item()  # the objective at the last step
+        self.cbl_weight_ = cbl.weight.detach().numpy().copy()
+        self.head_weight_ = head.weight.detach().numpy().copy()
+        self.cbl_bias_ = (cbl.bias.detach().numpy().copy() if self.bias else np.zeros(k, np.float32))
+        self.head_bias_ = (head.bias.detach().numpy().copy() if self.bias else np.zeros(m, np.float32))
+        self._collapse()
+
+    def _collapse(self) -> None:
+        """logits = (A M^T + b_M) W^T + b = A (W M)^T + (W b_M + b); float64 products."""
+        W, M = self.head_weight_.astype(np.float64), self.cbl_weight_.astype(np.float64)
+        self.class_weights_ = (W @ M).astype(np.float32)
+        self.intercept_ = (W @ self.cbl_bias_.astype(np.float64) + self.head_bias_).astype(np.float32)
+
+    def _extra_state(self) -> dict:
+        return {"final_loss": self.final_loss_}
+
+    def _load_extra(self, extra: dict) -> None:
+        self.final_loss_ = extra.get("final_loss")
 
     def transform(self, bundle) -> np.ndarray:
+        """The ORIGINAL concept activations A = logit_scale * cos(image, concept) (n, k)."""
         self.check_fitted()
-        S = torch.from_numpy(self._similarity(self._x(bundle)))
-        with torch.no_grad():
-            return self._bottleneck(S, torch.from_numpy(self.bottleneck_), train=False).numpy()
+        return self._activations(self._x(bundle))
 
+    def cbl_activations(self, bundle) -> np.ndarray:
+        """The concept bottleneck layer's output c = A M^T + b_M (what the reference plots)."""
+        return self.transform(bundle) @ self.cbl_weight_.T + self.cbl_bias_
 
 
 @METHODS.register("cms")
 class ConceptMatrixSearch(Method):
-    name = "cms"
-    _arrays = ("class_weights_", "concept_embedding_", "mean_", "std_")
+    """Concept Matrix Search: training-free, compares an image's row-normalised concept
+    similarities with each class name's (see the module docstring)."""
 
-    def __init__(self):
-        pass
+    _arrays = ("class_weights_", "concept_embedding_", "class_matrix_")
+    _array_shapes: ClassVar[dict[str, tuple]] = {"concept_embedding_": ("k", None),
+                                                  "class_matrix_": ("m", "k")}
+
+    def __init__(self, variant: str = "similarity"):
+        self.variant = variant
+
+    def _validate(self) -> None:
+        if self.variant not in CMS_VARIANTS:
+            raise ConfigError(f"cms: variant must be one of {CMS_VARIANTS}; got {self.variant!r}. "
+                              "'similarity' is the paper's CMS, 'max_score' the reference's "
+                              "top-concept variant.")
+
+    @staticmethod
+    def row_normalised_cosine(X: np.ndarray, E: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+        """`get_dot_prods_matrix`: cosine between rows of X and E, each row divided by its sum
+        (+ eps)."""
+        cos = _unit_rows(np.asarray(X, np.float64)) @ _unit_rows(np.asarray(E, np.float64)).T
+        return cos / (cos.sum(1, keepdims=True) + eps)
 
     def _fit(self, train, context: Context, val) -> None:
-        if context.class_prior is None:
-            raise ConfigError("cms needs the class-concept matrix (context.class_prior).")
-        prior = np.asarray(context.class_prior, dtype=np.float32)
-        if (prior.sum(1) == 0).any():
-            empty = [self.classes_[i] for i in np.flatnonzero(prior.sum(1) == 0)]
-            raise ConfigError(f"cms: classes without concepts: {empty[:5]}.")
+        if context.class_embedding is None:
+            raise ConfigError("cms needs the class-name text embeddings (context.class_embedding); "
+                              "build the context with the backbone's class prompts.")
+        E = np.asarray(context.class_embedding, dtype=np.float32)
+        C = np.asarray(context.concept_embedding, dtype=np.float32)
+        if E.shape[0] != len(self.classes_) or E.shape[1] != C.shape[1]:
+            raise DataError(f"cms: class_embedding has shape {E.shape}; expected "
+                            f"({len(self.classes_)}, {C.shape[1]}) (one row per class, the "
+                            "concept embeddings' dimension).")
+        _check_dims(self.name, self._x(train), C, "concept")
         self.concepts_ = list(context.concepts)
-        self.concept_embedding_ = np.asarray(context.concept_embedding, dtype=np.float32)
-        self.mean_, self.std_ = standardize(self._x(train) @ self.concept_embedding_.T)
-        self.class_weights_ = prior / prior.sum(1, keepdims=True)
+        self.concept_embedding_ = C
+        T = self.row_normalised_cosine(E, C)
+        self.class_matrix_ = T.astype(np.float32)
+        self.class_weights_ = (_unit_rows(T) if self.variant == "similarity" else T).astype(np.float32)
 
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()
-        return (self._x(bundle) @ self.concept_embedding_.T - self.mean_) / self.std_
-
+        V = self.row_normalised_cosine(self._x(bundle), self.concept_embedding_)
+        if self.variant == "similarity":
+            return _unit_rows(V).astype(np.float32)
+        onehot = np.zeros(V.shape, np.float32)
+        onehot[np.arange(len(V)), V.argmax(1)] = 1.0  # first maximum, as torch.argmax
+        return onehot

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -10,12 +12,20 @@ from .base import METHODS, Context, Method
 
 @METHODS.register("zero_shot")
 class ZeroShot(Method):
-    name = "zero_shot"
+    """Logits = scale * cos(image, class prompt); the 'concepts' are the class prompts."""
+
     needs_concepts = False
     _arrays = ("class_weights_", "prompt_embedding_")
+    _array_shapes: ClassVar[dict[str, tuple]] = {"prompt_embedding_": ("m", None)}
 
     def __init__(self, scale: float = 100.0):
         self.scale = scale
+
+    def _validate(self) -> None:
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
+            raise ConfigError(f"zero_shot: scale (the logit temperature, CLIP's is 100) must be a "
+                              f"positive finite number; got {s!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         if context.class_embedding is None:
@@ -27,7 +37,6 @@ class ZeroShot(Method):
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()
         return self._x(bundle) @ self.prompt_embedding_.T
-
 
     @property
     def head_scale(self) -> float:

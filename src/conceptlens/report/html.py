@@ -60,6 +60,31 @@ def _esc(x) -> str:
     return html.escape(str(x))
 
 
+# characters that could end a <script> element or open a comment/CDATA inside it; in JSON
+# they occur only inside strings, where the \uXXXX form means the same
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                  "\u2029": "\\u2029"}
+
+
+def script_json(obj) -> str:
+    """JSON safe to embed in a <script> element: a label like `</script><script>...` stays
+    inside its string (escaped as \u003c/script\u003e), and JSON.parse returns it unchanged."""
+    text = json.dumps(obj)
+    for ch, sub in _SCRIPT_UNSAFE.items():
+        text = text.replace(ch, sub)
+    return text
+
+
+def _edit_row(e) -> str:
+    """One edit-log row, every field HTML-escaped (a saved model's log is untrusted text)."""
+    if not isinstance(e, dict):
+        e = {"note": e}
+    classes = e.get("classes", [])
+    classes = ", ".join(map(str, classes)) if isinstance(classes, list | tuple) else classes
+    return (f"<tr><td>{_esc(e.get('concept', ''))}</td><td>{_esc(classes)}</td>"
+            f"<td class='num'>{_esc(e.get('factor', ''))}</td><td>{_esc(e.get('note', ''))}</td></tr>")
+
+
 def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
     """Horizontal signed bar chart as inline SVG."""
     if not items:
@@ -163,13 +188,12 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
                  f"<b>{faithfulness['area_top']:.3f}</b>, against <b>{faithfulness['area_random']:.3f}"
                  "</b> for random concepts (lower is more faithful).</p></section>")
     log = getattr(model, "edit_log_", [])
-    log_rows = "".join(f"<tr><td>{_esc(e.get('concept'))}</td><td>{_esc(', '.join(e.get('classes', [])))}"
-                       f"</td><td class='num'>{e.get('factor')}</td><td>{_esc(e.get('note', ''))}</td></tr>"
-                       for e in log) or "<tr><td colspan='4'>no edits</td></tr>"
+    log_rows = "".join(_edit_row(e) for e in log) or "<tr><td colspan='4'>no edits</td></tr>"
     parts.append("<section id='edit-log'><h2>Edit log</h2><table><tr><th>concept</th><th>classes"
                  f"</th><th>factor</th><th>note</th></tr>{log_rows}</table></section>")
     parts.append("<pre id='js-errors' class='small'></pre>")
-    data = json.dumps({"classes": list(model.classes_), "nec": model.nec_})
+    data = script_json({"classes": list(model.classes_), "concepts": list(model.concepts_),
+                        "nec": model.nec_, "edit_log": list(log)})
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
             f"{''.join(parts)}<script type='application/json' id='report-data'>{data}</script>"
@@ -180,4 +204,4 @@ def write_report(path: str | Path, *args, **kwargs) -> Path:
     return write_text(path, build_report(*args, **kwargs))
 
 
-__all__ = ["build_report", "png_data_uri", "write_report"]
+__all__ = ["build_report", "png_data_uri", "script_json", "write_report"]

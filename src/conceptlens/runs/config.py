@@ -1,17 +1,33 @@
 """The run config (TOML). Every field has a default, so a config says only what differs.
 
-    [data]      dataset, train_per_class, val_per_class, test_per_class, seed, data_dir
-    [backbone]  spec
-    [concepts]  sources (list), file, filter (bool), per_class, selection, lam
-    [methods]   one table per method name with its parameters, e.g. [methods.label_free]
-    [fewshot]   shots (list; "all" allowed), seeds (list)
-    [evaluation] nec (accuracy at this NEC for every sparse method; 0 = skip)
-    [output]    dir, cache_dir
+    [data]       dataset, train_per_class, val_per_class, test_per_class (integers >= 0;
+                 0 = every image of that split), seed, data_dir, allow_non_ascii (bool),
+                 on_error ("fail" | "skip": what to do with a corrupt image),
+                 max_pixels (images above it are refused as corrupt; 0 = no cap)
+    [backbone]   spec
+    [concepts]   sources (list), file, filter (bool), activation_quantile (0..1, or "none"
+                 for Label-free's fixed 0.25 cutoff), per_class (>= 1), selection, lam (>= 0)
+    [methods]    one table per method name with its parameters, e.g. [methods.label_free]
+    [fewshot]    shots (list of positive integers or "all"), seeds (list of integers),
+                 use_val (bool: every method gets the run's validation split at every k,
+                 or none does)
+    [evaluation] nec (accuracy at this NEC for every concept method; 0 = skip),
+                 nec_protocol ("vlg": VLG-CBM's sparse evaluation, the default | "refit":
+                 refit sparse final layers, prune the others | "prune"; evaluation/nec.py)
+    [output]     dir, cache_dir
+
+`load_config` checks the whole file (names, types, ranges and every method's parameters)
+before any work starts, so a typo fails in a second, not after the images are encoded.
+`to_toml` writes a config that `load_config` reads back to the same RunConfig: a field
+whose default is None is omitted when None; `activation_quantile`, whose default is not
+None, is written as "none".
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import inspect
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomllib
@@ -19,16 +35,22 @@ import tomllib
 from ..errors import ConfigError, closest
 
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
+NEC_PROTOCOLS = ("vlg", "refit", "prune")
+ON_ERROR = ("fail", "skip")
+NONE = "none"  # how a None that is not the default is written (TOML has no null)
 
 
 @dataclass
 class DataConfig:
     dataset: str = "fashion-mnist"
-    train_per_class: int = 300
-    val_per_class: int = 50
+    train_per_class: int = 300  # 0 = all
+    val_per_class: int = 50  # 0 = all
     test_per_class: int = 200  # 0 = all
     seed: int = 0
     data_dir: str | None = None
+    allow_non_ascii: bool = False
+    on_error: str = "fail"
+    max_pixels: int = 64_000_000  # larger images are refused as corrupt (decompression bombs); 0 = no cap
 
 
 @dataclass
@@ -46,6 +68,7 @@ class ConceptConfig:
 class FewShotConfig:
     shots: list = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
+    use_val: bool = True
 
 
 @dataclass
@@ -56,70 +79,280 @@ class RunConfig:
     methods: dict[str, dict] = field(default_factory=lambda: dict(DEFAULT_METHODS))
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     nec: int = 5
+    nec_protocol: str = "vlg"
     output_dir: str = "runs/latest"
     cache_dir: str | None = None
+    # how to run, not what to compute: never recorded in config.toml
     progress: bool = True
+    batch_size: int = 64
+    workers: int = 2
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _section(cls, raw: dict, where: str):
-    known = {f.name for f in fields(cls)}
+# -- checking values ------------------------------------------------------------------
+
+def _kind(v) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _fail(where: str, key: str, value, expected: str) -> ConfigError:
+    return ConfigError(f"[{where}] {key} must be {expected}; got {value!r} ({_kind(value)}). "
+                       "Correct it in the config.")
+
+
+def _bool(where, key, v) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(where, key, v, "a TOML boolean (true or false, without quotes)")
+    return v
+
+
+def _int(where, key, v, minimum: int | None = None, note: str = "") -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _fail(where, key, v, f"an integer{f' >= {minimum}' if minimum is not None else ''}{note}")
+    if minimum is not None and v < minimum:
+        raise _fail(where, key, v, f"an integer >= {minimum}{note}")
+    return v
+
+
+def _number(where, key, v, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+        raise _fail(where, key, v, _range_text(lo, hi))
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _fail(where, key, v, _range_text(lo, hi))
+    return float(v)
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"a number in [{lo:g}, {hi:g}]"
+    return f"a number >= {lo:g}" if lo is not None else "a number"
+
+
+def _str(where, key, v, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(v, str):
+        raise _fail(where, key, v, f"one of {', '.join(map(repr, choices))}" if choices else "a string")
+    if choices and v not in choices:
+        raise ConfigError(f"[{where}] {key} = {v!r} is not one of {', '.join(map(repr, choices))}."
+                          f"{closest(v, choices)}")
+    return v
+
+
+def _opt_str(where, key, v) -> str | None:
+    return None if v is None else _str(where, key, v)
+
+
+def validate_config(cfg: RunConfig) -> RunConfig:
+    """Check every field of `cfg` (types, ranges, names, method parameters); ConfigError names
+    the first bad one. Returns `cfg` with numbers normalised (an integer where a float goes)."""
+    from ..backbones import BACKBONES
+    from ..concepts.selection import METHODS as SELECTIONS
+    from ..concepts.sources import SOURCES
+
+    d = cfg.data
+    _str("data", "dataset", d.dataset)
+    for key in ("train_per_class", "val_per_class", "test_per_class"):
+        _int("data", key, getattr(d, key), 0, " (0 = every image of the split)")
+    _int("data", "seed", d.seed)
+    _opt_str("data", "data_dir", d.data_dir)
+    _bool("data", "allow_non_ascii", d.allow_non_ascii)
+    _str("data", "on_error", d.on_error, ON_ERROR)
+    _int("data", "max_pixels", d.max_pixels, 0, " (0 = no cap)")
+
+    name = _str("backbone", "spec", cfg.backbone).partition(":")[0]
+    BACKBONES.get(name)  # an unknown backbone fails here, with the known ones listed
+
+    c = cfg.concepts
+    if not isinstance(c.sources, list) or not all(isinstance(s, str) for s in c.sources):
+        raise _fail("concepts", "sources", c.sources, "a list of strings")
+    for s in c.sources:
+        SOURCES.get(s)
+    if _opt_str("concepts", "file", c.file) is not None and not Path(c.file).is_file():
+        raise ConfigError(f"[concepts] file = {c.file!r}: no such file (relative paths are taken "
+                          f"from the current folder, {Path.cwd()}).")
+    _bool("concepts", "filter", c.filter)
+    if c.activation_quantile is not None:
+        c.activation_quantile = _number("concepts", "activation_quantile", c.activation_quantile, 0, 1)
+    _int("concepts", "per_class", c.per_class, 1)
+    _str("concepts", "selection", c.selection, tuple(SELECTIONS))
+    c.lam = _number("concepts", "lam", c.lam, 0)
+
+    if not isinstance(cfg.methods, dict) or not cfg.methods:
+        raise ConfigError("[methods] names no method; add at least one table, e.g. [methods.zero_shot].")
+    for method, params in cfg.methods.items():
+        if not isinstance(params, dict):
+            raise _fail("methods", method, params, "a table of the method's parameters")
+        check_method_params(method, params)
+
+    f = cfg.fewshot
+    if not isinstance(f.shots, list):
+        raise _fail("fewshot", "shots", f.shots, 'a list of positive integers or "all"')
+    for s in f.shots:
+        if s != "all" and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+            raise _fail("fewshot", "shots", f.shots, 'a list of positive integers or "all"')
+    if len(set(map(str, f.shots))) != len(f.shots):
+        raise ConfigError(f"[fewshot] shots lists a value twice: {f.shots}.")
+    if not isinstance(f.seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                for s in f.seeds):
+        raise _fail("fewshot", "seeds", f.seeds, "a list of integers")
+    if f.shots and not f.seeds:
+        raise ConfigError("[fewshot] seeds is empty but shots is not; give at least one seed, e.g. [0].")
+    _bool("fewshot", "use_val", f.use_val)
+
+    _int("evaluation", "nec", cfg.nec, 0, " (0 = skip the NEC comparison)")
+    _str("evaluation", "nec_protocol", cfg.nec_protocol, NEC_PROTOCOLS)
+
+    _str("output", "dir", cfg.output_dir)
+    _opt_str("output", "cache_dir", cfg.cache_dir)
+    return cfg
+
+
+def check_method_params(name: str, params: dict) -> None:
+    """Unknown or invalid parameters of method `name` raise ConfigError (no fitting)."""
+    from ..methods.base import check_params
+
+    check_params(name, params)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def _section(cls, raw, where: str, nullable: tuple[str, ...] = ()):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{where}] must be a table (a [{where}] header with key = value lines); "
+                          f"got {raw!r}.")
+    known = [f.name for f in fields(cls)]
     for key in raw:
         if key not in known:
             raise ConfigError(f"Unknown key {key!r} in [{where}].{closest(key, known)} "
                               f"Known: {', '.join(sorted(known))}.")
-    return cls(**raw)
+    values = dict(raw)
+    for key in nullable:  # the written form of None for a field whose default is not None
+        if values.get(key) == NONE:
+            values[key] = None
+    return cls(**values)
+
+
+@dataclass
+class _Backbone:
+    spec: str = "offline"
+
+
+@dataclass
+class _Evaluation:
+    nec: int = 5
+    nec_protocol: str = "vlg"
+
+
+@dataclass
+class _Output:
+    dir: str = "runs/latest"
+    cache_dir: str | None = None
 
 
 def load_config(path: str | Path) -> RunConfig:
-    from ..methods import METHODS
-
+    """Read and check a run config; see the module docstring for the sections."""
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"Cannot read config {path}: {e}.") from e
-    top = {"data", "backbone", "concepts", "methods", "fewshot", "evaluation", "output"}
+    top = ("data", "backbone", "concepts", "methods", "fewshot", "evaluation", "output")
     for key in raw:
         if key not in top:
             raise ConfigError(f"Unknown section [{key}] in {path}.{closest(key, top)} "
                               f"Known: {', '.join(sorted(top))}.")
+    try:
+        return validate_config(_from_raw(raw))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _from_raw(raw: dict) -> RunConfig:
     methods = raw.get("methods", DEFAULT_METHODS)
-    for name in methods:
-        METHODS.get(name)  # an unknown method fails here, with the known ones listed
-    out = raw.get("output", {})
+    if not isinstance(methods, dict):
+        raise ConfigError(f"[methods] must hold one table per method, e.g. [methods.labo]; got {methods!r}.")
+    backbone = _section(_Backbone, raw.get("backbone", {}), "backbone")
+    evaluation = _section(_Evaluation, raw.get("evaluation", {}), "evaluation")
+    output = _section(_Output, raw.get("output", {}), "output")
     return RunConfig(
         data=_section(DataConfig, raw.get("data", {}), "data"),
-        backbone=raw.get("backbone", {}).get("spec", "offline"),
-        concepts=_section(ConceptConfig, raw.get("concepts", {}), "concepts"),
-        methods={k: dict(v) for k, v in methods.items()},
+        backbone=backbone.spec,
+        concepts=_section(ConceptConfig, raw.get("concepts", {}), "concepts",
+                          nullable=("activation_quantile",)),
+        methods={k: dict(v) if isinstance(v, dict) else v for k, v in methods.items()},
         fewshot=_section(FewShotConfig, raw.get("fewshot", {}), "fewshot"),
-        nec=int(raw.get("evaluation", {}).get("nec", 5)),
-        output_dir=out.get("dir", "runs/latest"),
-        cache_dir=out.get("cache_dir"),
+        nec=evaluation.nec, nec_protocol=evaluation.nec_protocol,
+        output_dir=output.dir, cache_dir=output.cache_dir,
     )
 
 
+# -- writing ---------------------------------------------------------------------------
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, int | float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    raise ConfigError(f"Cannot write {v!r} ({type(v).__name__}) to TOML.")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else _value(k)
+
+
+def _defaults(cls) -> dict:
+    out = {}
+    for f in fields(cls):
+        out[f.name] = f.default if f.default is not MISSING else f.default_factory()
+    return out
+
+
+def _method_params(name: str, params: dict) -> dict:
+    """A method's parameters without the Nones that TOML cannot hold; a None whose default
+    is not None would reload differently, so it is refused."""
+    from ..methods import METHODS
+
+    sig = inspect.signature(METHODS.get(name).__init__).parameters
+    out = {}
+    for k, v in params.items():
+        if v is None:
+            if k in sig and sig[k].default is None:
+                continue
+            raise ConfigError(f"[methods.{name}] {k} = None cannot be recorded in TOML (its default is "
+                              f"{sig[k].default if k in sig else 'unknown'}); leave it out or give a value.")
+        out[k] = v
+    return out
+
+
+def _table(name: str, values: dict, defaults: dict | None = None) -> str:
+    rows = []
+    for k, v in values.items():
+        if v is None:
+            if defaults is not None and defaults.get(k) is not None:
+                v = NONE  # the default is not None: say None explicitly
+            else:
+                continue  # omitted reads back as the default, None
+        rows.append(f"{_key(k)} = {_value(v)}")
+    return f"[{name}]\n" + "\n".join(rows) + ("\n" if rows else "")
+
+
 def to_toml(cfg: RunConfig) -> str:
-    """Write a config back as TOML (what an output folder records)."""
-
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    def table(name, d):
-        rows = [f"{k} = {value(v)}" for k, v in d.items() if v is not None]
-        return f"[{name}]\n" + "\n".join(rows) + "\n"
-
-    parts = [table("data", asdict(cfg.data)), table("backbone", {"spec": cfg.backbone}),
-             table("concepts", asdict(cfg.concepts))]
-    parts += [table(f"methods.{m}", p) for m, p in cfg.methods.items()]
-    parts += [table("fewshot", asdict(cfg.fewshot)), table("evaluation", {"nec": cfg.nec}),
-              table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir})]
+    """Write a config back as TOML (what an output folder records); `load_config` reads it
+    back to an equal RunConfig (except progress, batch_size and workers, how not what)."""
+    parts = [_table("data", asdict(cfg.data), _defaults(DataConfig)),
+             _table("backbone", {"spec": cfg.backbone}),
+             _table("concepts", asdict(cfg.concepts), _defaults(ConceptConfig))]
+    if not cfg.methods:
+        parts.append("[methods]\n")
+    parts += [_table(f"methods.{_key(m)}", _method_params(m, p)) for m, p in cfg.methods.items()]
+    parts += [_table("fewshot", asdict(cfg.fewshot)),
+              _table("evaluation", {"nec": cfg.nec, "nec_protocol": cfg.nec_protocol}),
+              _table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir})]
     return "\n".join(parts)

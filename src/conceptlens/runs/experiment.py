@@ -1,4 +1,9 @@
-"""One run: data -> features -> concepts -> methods -> metrics (+ few-shot), recorded."""
+"""One run: data -> features -> concepts -> methods -> metrics (+ few-shot), recorded.
+
+The whole config is checked and the output folder claimed before any image is read; the run
+folder (report included) is written to a temporary sibling and renamed into place at the end
+(see record.py).
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,36 @@ import numpy as np
 
 from ..backbones import get_backbone
 from ..concepts import ConceptSet, import_concepts
-from ..concepts.pipeline import align_classes, run_filters, run_selection
+from ..concepts.filters import filter_activation
+from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_selection
 from ..concepts.sources import get_source
 from ..data import few_shot, load_dataset, split_indices
-from ..evaluation import evaluate, prune_to_nec
+from ..evaluation import evaluate
 from ..features import encode_dataset, encode_texts
 from ..features.encode import image_cache
 from ..methods import Context, get_method
-from .config import RunConfig
-from .record import record_run
+from .config import DataConfig, RunConfig, validate_config
+from .record import check_output_dir, record_run
 from .tables import few_shot_table, results_table
 
 log = logging.getLogger("conceptlens")
-SPARSE = {"label_free", "posthoc", "posthoc_hybrid"}  # refitted at a target NEC
 TEMPLATES = ("a photo of a {}.",)
+
+
+def open_backbone(spec: str, cache_dir: str | Path | None = None):
+    """get_backbone, with --cache-dir also reaching caches the backbone keeps itself (the
+    offline backbone's ImageNet class-text embeddings); None keeps the user cache."""
+    backbone = get_backbone(spec)
+    if cache_dir is not None and hasattr(backbone, "feature_cache"):
+        backbone.feature_cache = Path(cache_dir) / "features"
+    return backbone
+
+
+def dataset_options(data: DataConfig) -> dict:
+    """load_dataset's keyword arguments for [data] (data_dir is Fashion-MNIST's root folder;
+    load_dataset refuses it for any other dataset)."""
+    return {"allow_non_ascii": data.allow_non_ascii, "root": data.data_dir,
+            "max_pixels": data.max_pixels or None}
 
 
 def build_candidates(cfg: RunConfig, classes) -> ConceptSet:
@@ -50,100 +71,143 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache) -> Cont
                    concepts.class_matrix(names), class_emb, backbone.id)
 
 
-def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int) -> tuple[dict, dict]:
+def text_filters(cfg: RunConfig, candidates: ConceptSet, backbone, classes, cache_root) -> FilterResult:
+    """Label-free's filters that look only at texts (length, class similarity, duplicates):
+    the same for every training set, so run once."""
+    if not cfg.concepts.filter:
+        return FilterResult(candidates)
+    return run_filters(candidates, backbone, list(classes), None, cache=cache_root)
+
+
+def concepts_from(cfg: RunConfig, texts: FilterResult, backbone, train, cache_root,
+                  seed: int) -> tuple[FilterResult, ConceptSet]:
+    """The activation filter and the selection, on `train` alone (the k-shot set in few-shot
+    runs, so no concept is chosen by looking at images the methods do not get)."""
+    filtered = texts
+    if cfg.concepts.filter and len(texts.concepts):
+        emb = encode_texts(backbone, texts.concepts.texts, cache_root)
+        kept, dropped = filter_activation(texts.concepts, train.embedding, emb,
+                                          quantile=cfg.concepts.activation_quantile)
+        filtered = FilterResult(kept, texts.dropped + dropped)
+    selected = run_selection(filtered.concepts, backbone, train, cache=cache_root,
+                             per_class=cfg.concepts.per_class, method=cfg.concepts.selection,
+                             lam=cfg.concepts.lam, seed=seed).concepts
+    return filtered, selected
+
+
+def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=None,
+                    context: Context | None = None) -> dict | None:
+    """Top-1 of `model` at `nec` concepts per class by `protocol` ("vlg": VLG-CBM's sparse
+    evaluation; "refit": refit a sparse final layer (`refit_at_nec`), prune the rest; "prune";
+    see evaluation/nec.py), or None for a method without a concept layer. A model with fewer
+    than `nec` concepts is measured at all of them. The one place a run measures accuracy
+    at NEC, so the comparison changes in one spot."""
+    from ..evaluation.nec import accuracy_at_nec
+
+    if not model.needs_concepts:
+        return None
+    k = np.asarray(model.class_weights_).shape[1]
+    r = accuracy_at_nec(model, train, test, min(nec, k), protocol=protocol, val=val, context=context)
+    return {"top1_at_nec": r["top1"], "nec_at_nec": r["nec"], "nec_how": r["how"]}
+
+
+def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int,
+                     protocol: str = "vlg") -> tuple[dict, dict]:
+    """Fit every method on `train` with the same `val` (None: no validation for anyone)."""
     results, models = {}, {}
     for name, params in methods.items():
         t = time.perf_counter()
         model = get_method(name, **params).fit(train, context, val)
         row = evaluate(model, test)
         row["fit_seconds"] = time.perf_counter() - t
-        if nec and model.needs_concepts:
-            at = (get_method(name, **{**params, "target_nec": nec}).fit(train, context, val)
-                  if name in SPARSE else prune_to_nec(model, nec))
-            row["top1_at_nec"] = evaluate(at, test)["top1"]
-            row["nec_at_nec"] = at.nec_
+        if nec:
+            row |= evaluate_at_nec(model, train, test, nec, protocol, val, context) or {}
         results[name], models[name] = row, model
     return results, models
 
 
 def _take(data, idx, per_class, seed):
-    return few_shot(data, idx, "all" if per_class <= 0 else per_class, seed)
+    return few_shot(data, idx, "all" if per_class == 0 else per_class, seed)
 
 
-def run_experiment(cfg: RunConfig, write: bool = True) -> dict:
+def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) -> dict:
+    """Run `cfg`. With `write`, record it in cfg.output_dir, which must not exist or be empty
+    unless `overwrite` (then a previous run folder there is replaced once this one is done)."""
+    validate_config(cfg)
+    if write:
+        check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    options = {"root": cfg.data.data_dir} if cfg.data.dataset == "fashion-mnist" and cfg.data.data_dir \
-        else {}
-    data = load_dataset(cfg.data.dataset, **options)
+    data = load_dataset(cfg.data.dataset, **dataset_options(cfg.data))
     splits = split_indices(data, seed=cfg.data.seed)
     parts = {"train": _take(data, splits["train"], cfg.data.train_per_class, cfg.data.seed),
              "val": _take(data, splits["val"], cfg.data.val_per_class, cfg.data.seed),
              "test": _take(data, splits["test"], cfg.data.test_per_class, cfg.data.seed)}
-    backbone = get_backbone(cfg.backbone)
+    backbone = open_backbone(cfg.backbone, cfg.cache_dir)
     cache_root = None if cfg.cache_dir is None else Path(cfg.cache_dir) / "features"
     cache = image_cache(backbone, cache_root)
     t = time.perf_counter()
-    bundles = {k: encode_dataset(backbone, data.subset(v), cache, progress=cfg.progress)
+    bundles = {k: encode_dataset(backbone, data.subset(v), cache, batch_size=cfg.batch_size,
+                                 workers=cfg.workers, on_error=cfg.data.on_error, progress=cfg.progress)
                for k, v in parts.items()}
     seconds["encode"] = time.perf_counter() - t
-    train, val, test = bundles["train"], bundles["val"], bundles["test"]
+    train, test = bundles["train"], bundles["test"]
+    val = bundles["val"] if len(bundles["val"]) else None
 
     t = time.perf_counter()
-    needs_concepts = any(get_method(m).needs_concepts for m in cfg.methods)
-    candidates = filtered = selected = None
+    needs_concepts = any(get_method(m, **p).needs_concepts for m, p in cfg.methods.items())
+    texts = selected = None
     report = {}
     if needs_concepts:
         candidates = build_candidates(cfg, data.classes)
-        filtered = candidates
+        texts = text_filters(cfg, candidates, backbone, data.classes, cache_root)
+        filtered, selected = concepts_from(cfg, texts, backbone, train, cache_root, cfg.data.seed)
         if cfg.concepts.filter:
-            fr = run_filters(candidates, backbone, list(data.classes), train,
-                             activation_quantile=cfg.concepts.activation_quantile, cache=cache_root)
-            filtered = fr.concepts
-            report["filter"] = fr.report()
-        sel = run_selection(filtered, backbone, train, cache=cache_root,
-                            per_class=cfg.concepts.per_class, method=cfg.concepts.selection,
-                            lam=cfg.concepts.lam, seed=cfg.data.seed)
-        selected = sel.concepts
-        report["concepts"] = {"candidates": candidates.summary(), "filtered": filtered.summary(),
+            report["filter"] = filtered.report()
+        report["concepts"] = {"candidates": candidates.summary(), "filtered": filtered.concepts.summary(),
                               "selected": selected.summary()}
     seconds["concepts"] = time.perf_counter() - t
     context = build_context(backbone, data.classes, selected, cache_root)
 
     t = time.perf_counter()
-    results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec)
+    results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol)
     seconds["fit"] = time.perf_counter() - t
 
+    files = {}
     if write and context.concepts:
-        seconds["report"] = _faithfulness_and_report(cfg, results, models, train, test, data)
+        t = time.perf_counter()
+        files["report.html"] = _faithfulness_and_report(results, models, train, test, data)
+        seconds["report"] = time.perf_counter() - t
 
     fewshot = None
     if cfg.fewshot.shots:
         t = time.perf_counter()
-        fewshot = run_few_shot(cfg, train, val, test, backbone, filtered, cache_root)
+        fewshot = run_few_shot(cfg, train, val, test, backbone, texts, cache_root)
         seconds["fewshot"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     out = {"backbone_id": backbone.id, "preprocess": backbone.preprocess_id,
            "sizes": {k: len(v) for k, v in bundles.items()}, "results": results,
-           "fewshot": fewshot, "concept_report": report, "seconds": seconds,
-           "table": results_table(results, cfg.nec),
+           "nec": cfg.nec, "nec_protocol": cfg.nec_protocol,
+           "fewshot": fewshot, "fewshot_validation": cfg.fewshot.use_val if fewshot else None,
+           "concept_report": report, "seconds": seconds,
+           "table": results_table(results, cfg.nec, cfg.nec_protocol),
            "fewshot_table": few_shot_table(fewshot) if fewshot else None}
     if write:
-        out["output_dir"] = str(record_run(cfg, out, selected, models))
+        out["output_dir"] = str(record_run(cfg, out, selected, models, files, overwrite))
     return out
 
 
-def _faithfulness_and_report(cfg, results, models, train, test, data) -> float:
+def _faithfulness_and_report(results, models, train, test, data) -> str:
     """Deletion-curve areas for every concept method, and the HTML report of the first."""
     from ..explain import deletion_curves
-    from ..report import write_report
+    from ..report import build_report
 
-    t = time.perf_counter()
     concept_models = [n for n, m in models.items() if m.needs_concepts]
+    curves = {}
     for name in concept_models:
-        curves = deletion_curves(models[name], test)
-        results[name]["deletion_area_top"] = curves["area_top"]
-        results[name]["deletion_area_random"] = curves["area_random"]
+        curves[name] = deletion_curves(models[name], test)
+        results[name]["deletion_area_top"] = curves[name]["area_top"]
+        results[name]["deletion_area_random"] = curves[name]["area_random"]
     index = {item: i for i, item in enumerate(data.ids)}
 
     def image(item):
@@ -151,26 +215,28 @@ def _faithfulness_and_report(cfg, results, models, train, test, data) -> float:
         return data.images.decode(i, data.images.read(i))
 
     main = "label_free" if "label_free" in concept_models else concept_models[0]
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    write_report(Path(cfg.output_dir) / "report.html", models[main], results, test, train, image,
-                 title=f"conceptlens: {main} on {data.name}")
-    return time.perf_counter() - t
+    return build_report(models[main], results, test, train, image,
+                        title=f"conceptlens: {main} on {data.name}", faithfulness=curves[main])
 
 
-def run_few_shot(cfg: RunConfig, train, val, test, backbone, candidates, cache_root) -> dict:
+def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,
+                 cache_root) -> dict:
     """LaBo's protocol: k images per class (nested across k), several seeds, every method
-    on the same features; concepts are re-selected from each k-shot set, as LaBo does."""
+    on the same features, on equal terms:
+    - concepts are filtered (activation filter) and selected from the k-shot images alone;
+      `texts` holds the candidates after the text-only filters, which see no image;
+    - every method gets the same validation split at every k (cfg.fewshot.use_val), or none
+      does; a method that can use it (`uses_validation`) does.
+    """
+    val = val if cfg.fewshot.use_val else None
     rows: dict[str, dict[str, list[float]]] = {}
     for seed in cfg.fewshot.seeds:
         for shots in cfg.fewshot.shots:
             idx = few_shot(train, np.arange(len(train)), shots, seed)
             sub = train.rows(idx)
             selected = None
-            if candidates is not None:
-                selected = run_selection(candidates, backbone, sub, cache=cache_root,
-                                         per_class=cfg.concepts.per_class,
-                                         method=cfg.concepts.selection, lam=cfg.concepts.lam,
-                                         seed=seed).concepts
+            if texts is not None:
+                selected = concepts_from(cfg, texts, backbone, sub, cache_root, seed)[1]
             context = build_context(backbone, train.classes, selected, cache_root)
             results, _ = fit_and_evaluate(cfg.methods, sub, val, test, context, nec=0)
             for name, row in results.items():

@@ -1,18 +1,30 @@
-"""What an output folder records, so a result can be reproduced exactly."""
+"""What an output folder records, so a result can be reproduced exactly.
+
+A run folder is written whole or not at all: everything goes into a hidden sibling folder
+that is renamed into place once complete, so a crash leaves no half run, and a rerun never
+mixes its results with an older run's models. An existing non-empty folder is replaced only
+with `overwrite`, and only when it looks like a run folder (it holds config.toml or
+results.json), so a mistyped --output-dir cannot delete unrelated files.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
 import subprocess
 import sys
+import uuid
 from importlib import metadata
 from pathlib import Path
 
 from .._io import write_json, write_text
+from ..errors import ConfigError
 from .config import RunConfig, to_toml
 
 PACKAGES = ("conceptlens", "torch", "numpy", "scipy", "scikit-learn", "safetensors",
             "transformers", "sentence-transformers", "efficientnet-lite-pytorch", "wn")
+RUN_MARKERS = ("config.toml", "results.json")
 
 
 def environment() -> dict:
@@ -31,19 +43,77 @@ def environment() -> dict:
             "packages": versions, "git_commit": commit}
 
 
-def record_run(cfg: RunConfig, out: dict, concepts, models: dict) -> Path:
-    folder = Path(cfg.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.toml", to_toml(cfg))
-    write_json(folder / "environment.json", environment() | {
-        "backbone_id": out["backbone_id"], "preprocess": out["preprocess"]})
-    if concepts is not None:
-        concepts.save(folder / "concepts.json")
-    write_json(folder / "results.json", {k: v for k, v in out.items() if k not in ("table",)})
-    text = "## Results\n\n" + out["table"] + "\n"
-    if out.get("fewshot_table"):
-        text += "\n## Few-shot (top-1 %)\n\n" + out["fewshot_table"] + "\n"
-    write_text(folder / "results.md", text)
-    for name, model in models.items():
-        model.save(folder / "models" / name)
+def check_output_dir(output_dir: str | Path, overwrite: bool = False,
+                     cache_dir: str | Path | None = None) -> Path:
+    """Refuse an output folder that a run cannot own; called before any work and again
+    just before the run folder is renamed into place. Returns the resolved folder."""
+    folder = Path(output_dir).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"Output folder {output_dir} is a file; choose another --output-dir.")
+    if cache_dir is not None:
+        cache = Path(cache_dir).expanduser().resolve()
+        if cache == folder or folder in cache.parents:
+            raise ConfigError(f"The cache folder {cache_dir} lies inside the output folder {output_dir}, "
+                              "which a rerun replaces; put the cache elsewhere.")
+    if folder in (Path(folder.anchor), Path.home().resolve(), Path.cwd().resolve()):
+        raise ConfigError(f"Output folder {output_dir} is {folder}; a run needs a folder of its own, "
+                          "e.g. --output-dir runs/my-run.")
+    if folder.is_dir() and any(folder.iterdir()):
+        names = sorted(p.name for p in folder.iterdir())
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        if not overwrite:
+            raise ConfigError(f"Output folder {output_dir} already exists and is not empty ({shown}); "
+                              "writing into it would mix two runs. Pass --overwrite (overwrite=True) "
+                              "to replace it, or choose another --output-dir.")
+        if not any((folder / m).is_file() for m in RUN_MARKERS):
+            raise ConfigError(f"Output folder {output_dir} is not a conceptlens run folder (no "
+                              f"{' or '.join(RUN_MARKERS)}; it holds {shown}); refusing to replace it "
+                              "even with --overwrite. Choose another --output-dir.")
     return folder
+
+
+def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[str, str] | None = None,
+               overwrite: bool = False) -> Path:
+    """Write the run folder (config, environment, concepts, results, models and `files`,
+    e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir."""
+    final = check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write_text(tmp / "config.toml", to_toml(cfg))
+        write_json(tmp / "environment.json", environment() | {
+            "backbone_id": out["backbone_id"], "preprocess": out["preprocess"]})
+        if concepts is not None:
+            concepts.save(tmp / "concepts.json")
+        write_json(tmp / "results.json",
+                   {k: v for k, v in out.items() if k not in ("table", "output_dir")})
+        text = "## Results\n\n" + out["table"] + "\n"
+        if out.get("fewshot_table"):
+            text += "\n## Few-shot (top-1 %)\n\n" + out["fewshot_table"] + "\n"
+        write_text(tmp / "results.md", text)
+        for name, content in (files or {}).items():
+            write_text(tmp / name, content)
+        for name, model in models.items():
+            model.save(tmp / "models" / name)
+        check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)  # it may have appeared meanwhile
+        _move_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Path(cfg.output_dir)
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    # move the old run aside first, so the folder is never half old, half new
+    old = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

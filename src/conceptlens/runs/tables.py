@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def results_table(results: dict, nec: int) -> str:
+def results_table(results: dict, nec: int, protocol: str = "vlg") -> str:
+    """`protocol` names how accuracy at `nec` was measured (see evaluate_at_nec), so a table
+    never hides which comparison it makes."""
     head = ["method", "top-1", "top-5", "per-class", "ECE", "NEC"]
     if nec:
-        head.append(f"top-1 @ NEC={nec}")
+        head.append(f"top-1 @ NEC={nec} ({protocol})")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         cells = [name, f"{100 * r['top1']:.1f}", f"{100 * r['top5']:.1f}",

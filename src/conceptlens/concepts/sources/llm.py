@@ -7,6 +7,13 @@ model, messages and sampling settings, so a rerun costs nothing and an interrupt
 resumes with the classes it had finished. Transient failures (timeouts, connection errors,
 429, 5xx) are retried with exponential backoff; a bad key fails at once; whatever still
 fails is reported by class, never silently dropped.
+
+Safety: Ctrl-C stops a run at once (workers are daemon threads that check a cancel flag
+between attempts, and backoff waits on that flag); a reply larger than `max_reply_bytes` is
+refused while it downloads; a reply that is valid JSON of the wrong shape is a per-class
+"malformed reply" error; more than `max_concepts_per_class` concepts for one class are cut to
+that many with a logged warning; credentials in `base_url` (user:password@, query-string
+values) are redacted from everything written (cache, provenance) or reported.
 """
 
 from __future__ import annotations
@@ -15,12 +22,13 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
-import time
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..._io import cache_root, write_json
 from ...errors import ConceptLensError, ConfigError
@@ -54,17 +62,86 @@ def parse_list(text: str) -> list[str]:
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
     if fenced:
         text = fenced.group(1).strip()
-    for candidate in (text, *re.findall(r"\[.*\]", text, re.S)):
+    # the outermost [...] (what a greedy regex finds, without its quadratic backtracking)
+    start, end = text.find("["), text.rfind("]")
+    for i, candidate in enumerate((text, text[start:end + 1]) if 0 <= start < end else (text,)):
         try:
             obj = json.loads(candidate)
         except json.JSONDecodeError:
             continue
+        except RecursionError:  # nested too deep to be a list of concepts
+            return []
         if isinstance(obj, dict) and len(obj) == 1:
             obj = next(iter(obj.values()))
         if isinstance(obj, list):
-            return [str(x).strip() for x in obj if isinstance(x, str | int | float) and str(x).strip()]
+            return [str(x).strip() for x in obj
+                    if isinstance(x, str | int | float) and not isinstance(x, bool) and str(x).strip()]
+        if i == 0:  # the whole reply is JSON but no list of strings (a number, nested dicts...)
+            return []
     lines = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", ln).strip() for ln in text.splitlines()]
     return [ln for ln in lines if ln and not ln.endswith(":")]
+
+
+_KEEP_QUERY = {"api-version"}  # Azure's API version is not a secret and tells endpoints apart
+
+
+def redact_url(url: str | None) -> str | None:
+    """`url` without user:password@, query-string values (except api-version) or fragment,
+    for anything written to disk or shown."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "<unparseable URL>"
+    query = urlencode([(k, v if k.lower() in _KEEP_QUERY else "REDACTED")
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    """The credentials a URL carries: user, password and query values (not api-version)."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        found = [parts.username, parts.password,
+                 *(v for k, v in parse_qsl(parts.query) if k.lower() not in _KEEP_QUERY)]
+    except ValueError:
+        return []
+    return [x for x in found if x and len(x) >= 3]  # shorter ones would redact ordinary text
+
+
+class _RedactingFilter(logging.Filter):
+    """Scrubs registered secrets from log records of the HTTP stack (httpx logs every
+    request URL at INFO, query string and userinfo included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            clean = msg
+            for secret in self.secrets:
+                clean = clean.replace(secret, "REDACTED")
+            if clean != msg:
+                record.msg, record.args = clean, ()
+        return True
+
+
+_REDACT = _RedactingFilter()
+for _name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "openai._base_client", "conceptlens"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
+class _Cancelled(LLMError):
+    """The run was interrupted; the worker stops without another request."""
 
 
 @SOURCES.register("llm")
@@ -75,16 +152,23 @@ class LLMSource(ConceptSource):
                  api_key_env: str = "OPENAI_API_KEY", prompts: Sequence[str] = ("labo",),
                  n: int = 20, temperature: float = 0.7, samples: int = 1, max_tokens: int = 800,
                  timeout: float = 60.0, retries: int = 4, backoff: float = 1.0,
-                 concurrency: int = 8, cache_dir: str | Path | None = None):
+                 concurrency: int = 8, cache_dir: str | Path | None = None,
+                 max_reply_bytes: int = 256 * 1024, max_concepts_per_class: int | None = None):
         unknown = [p for p in prompts if p not in PROMPTS]
         if unknown:
             raise ConfigError(f"Unknown prompt family {unknown}; known: {sorted(PROMPTS)}.")
         if concurrency < 1 or retries < 0 or samples < 1:
             raise ConfigError("concurrency and samples must be >= 1 and retries >= 0.")
+        if max_reply_bytes < 1 or (max_concepts_per_class is not None and max_concepts_per_class < 1):
+            raise ConfigError(f"max_reply_bytes and max_concepts_per_class must be >= 1; got "
+                              f"{max_reply_bytes} and {max_concepts_per_class}.")
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.prompts, self.n, self.temperature, self.samples = tuple(prompts), n, temperature, samples
         self.max_tokens, self.timeout, self.retries, self.backoff = max_tokens, timeout, retries, backoff
         self.concurrency = concurrency
+        self.max_reply_bytes = max_reply_bytes
+        # twice what the prompts ask for: room for a talkative model, not for a runaway one
+        self.max_concepts_per_class = max_concepts_per_class or 2 * n * len(self.prompts) * samples
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "llm"
         self._client = None
 
@@ -102,14 +186,23 @@ class LLMSource(ConceptSource):
                         f"Environment variable {self.api_key_env} is not set. Export your API key "
                         "there, or name another variable with api_key_env (--api-key-env).")
                 key = "none"  # local servers (vLLM, Ollama, llama.cpp) often need no key
-            self._client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout,
+            # query parameters go to default_query: the client appends its paths to base_url
+            # verbatim, which would put them after "?"; userinfo stays in the URL for httpx
+            base, query = self.base_url, None
+            if base:
+                _REDACT.secrets.update(_url_secrets(base))
+                parts = urlsplit(base)
+                query = dict(parse_qsl(parts.query, keep_blank_values=True)) or None
+                base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+            self._client = openai.OpenAI(api_key=key, base_url=base, default_query=query,
+                                         timeout=self.timeout,
                                          max_retries=0)  # we retry, so we can report per class
         return self._client
 
     # -- one request, cached ----------------------------------------------------------
     def _request(self, cls: str, family: str, sample: int) -> dict:
         return {
-            "endpoint": self.base_url or "openai", "model": self.model,
+            "endpoint": redact_url(self.base_url) or "openai", "model": self.model,
             "messages": [{"role": "user", "content": PROMPTS[family].format(cls=cls, n=self.n)
                           + _JSON_INSTRUCTION}],
             "temperature": self.temperature, "max_tokens": self.max_tokens, "sample": sample,
@@ -119,79 +212,184 @@ class LLMSource(ConceptSource):
         digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         return self.cache_dir / digest[:2] / f"{digest}.json"
 
-    def complete(self, request: dict) -> str:
+    def complete(self, request: dict, cancel: threading.Event | None = None, usable=None) -> str:
+        """The reply text, from the cache or the endpoint; only a reply that `usable(text)`
+        accepts is cached, so a malformed one is asked again next run."""
         path = self._cache_path(request)
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))["content"]
-        content = self._call_with_retries(request)
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))["content"]
+                if isinstance(content, str) and (usable is None or usable(content)):
+                    return content
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            log.warning("Ignoring the unreadable LLM cache file %s; asking again.", path)
+        content = self._call_with_retries(request, cancel or threading.Event())
+        if usable is not None and not usable(content):
+            return content
         write_json(path, {"request": request, "content": content,
                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         return content
 
-    def _call_with_retries(self, request: dict) -> str:
+    def _scrub(self, text: str) -> str:
+        """`text` with the raw base URL (and its credentials) replaced by the redacted one."""
+        if not self.base_url:
+            return text
+        text = text.replace(self.base_url, redact_url(self.base_url))
+        for secret in _url_secrets(self.base_url):
+            text = text.replace(secret, "REDACTED")
+        return text
+
+    def _call_with_retries(self, request: dict, cancel: threading.Event) -> str:
         import openai
 
         transient = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
                      openai.InternalServerError)
         for attempt in range(self.retries + 1):
+            if cancel.is_set():
+                raise _Cancelled("Interrupted.")
             try:
-                reply = self.client().chat.completions.create(
-                    model=request["model"], messages=request["messages"],
-                    temperature=request["temperature"], max_tokens=request["max_tokens"])
+                with self.client().chat.completions.with_streaming_response.create(
+                        model=request["model"], messages=request["messages"],
+                        temperature=request["temperature"], max_tokens=request["max_tokens"]) as raw:
+                    body = self._read_capped(raw)
                 break
             except openai.AuthenticationError as e:
                 raise LLMError(f"The endpoint rejected the API key from ${self.api_key_env} "
                                f"(HTTP {e.status_code}); check that variable.") from None
             except transient as e:
                 if attempt == self.retries:
-                    raise LLMError(f"{type(e).__name__} after {self.retries + 1} attempts: "
-                                   f"{_short(e)}") from None
-                time.sleep(self.backoff * 2**attempt)
+                    raise LLMError(self._scrub(f"{type(e).__name__} after {self.retries + 1} attempts: "
+                                               f"{_short(e)}")) from None
+                if cancel.wait(self.backoff * 2**attempt):  # wakes at once on Ctrl-C
+                    raise _Cancelled("Interrupted.") from None
             except openai.APIError as e:  # 4xx other than auth: retrying will not help
-                raise LLMError(f"{type(e).__name__}: {_short(e)}") from None
-        try:
-            message = reply.choices[0].message
-        except (AttributeError, IndexError, TypeError):
-            raise LLMError("The reply has no choices[0].message; is this an OpenAI-compatible "
-                           "chat-completions endpoint?") from None
-        if getattr(message, "refusal", None):
-            raise LLMError(f"The model refused: {message.refusal[:200]}")
-        if not message.content:
-            raise LLMError("The reply has no content.")
-        return message.content
+                raise LLMError(self._scrub(f"{type(e).__name__}: {_short(e)}")) from None
+        return _content(body)
+
+    def _read_capped(self, raw) -> bytes:
+        """The reply body, refused as soon as it is known to exceed `max_reply_bytes`."""
+        cap = self.max_reply_bytes
+        declared = raw.headers.get("content-length", "")
+        too_big = (f"The reply is larger than max_reply_bytes={cap:,} bytes ({{}}); a chat reply of "
+                   f"max_tokens={self.max_tokens} is far smaller, so the endpoint is misbehaving. "
+                   "Raise max_reply_bytes only if it is not.")
+        if declared.isdigit() and int(declared) > cap:
+            raise LLMError(too_big.format(f"{int(declared):,} bytes declared"))
+        body = bytearray()
+        for chunk in raw.iter_bytes():
+            body += chunk
+            if len(body) > cap:
+                raise LLMError(too_big.format(f"more than {cap:,} bytes received"))
+        return bytes(body)
 
     # -- the source -------------------------------------------------------------------
-    def _one_class(self, cls: str) -> list[tuple[str, list[str], dict]]:
+    def _one_class(self, cls: str, cancel: threading.Event | None = None
+                   ) -> list[tuple[str, list[str], dict]]:
         entries = []
         for family in self.prompts:
             for sample in range(self.samples):
                 request = self._request(cls, family, sample)
-                items = parse_list(self.complete(request))
+                items = parse_list(self.complete(request, cancel, usable=parse_list))
                 if not items:
-                    raise LLMError(f"No list could be read from the reply to the {family!r} prompt.")
+                    raise LLMError(f"Malformed reply to the {family!r} prompt: no list of strings "
+                                   "could be read from it.")
                 prov = {"source": "llm", "prompt": family, "model": self.model,
                         "endpoint": request["endpoint"], "class": cls}
                 entries += [(text, [cls], prov) for text in items]
+        if len(entries) > self.max_concepts_per_class:
+            log.warning("%s: the LLM gave %d concepts, more than max_concepts_per_class=%d (n=%d per "
+                        "prompt was asked for); keeping the first %d.", cls, len(entries),
+                        self.max_concepts_per_class, self.n, self.max_concepts_per_class)
+            entries = entries[: self.max_concepts_per_class]
         return entries
 
     def generate(self, classes: Sequence[str], allow_partial: bool = False) -> SourceResult:
-        entries, failed = [], {}
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = {cls: pool.submit(self._one_class, cls) for cls in classes}
-            for cls, fut in futures.items():
-                try:
-                    entries += fut.result()
-                except LLMError as e:
-                    failed[cls] = str(e)
+        unique = list(dict.fromkeys(classes))
+        results, failed = self._run(unique)
+        entries = [e for cls in unique for e in results.get(cls, [])]
         if failed and not allow_partial:
-            done = len(classes) - len(failed)
+            done = len(unique) - len(failed)
             raise LLMError(
-                f"Concept generation failed for {len(failed)} of {len(classes)} classes: "
+                f"Concept generation failed for {len(failed)} of {len(unique)} classes: "
                 + "; ".join(f"{c}: {why}" for c, why in list(failed.items())[:5])
                 + f". The {done} finished classes are cached in {self.cache_dir}; rerun to resume,"
                 " or pass allow_partial=True (--allow-partial) to keep what finished.")
         concepts, rejected = collect(entries, classes=classes)
         return SourceResult(concepts, failed, rejected)
+
+    def _run(self, classes: list[str]) -> tuple[dict, dict]:
+        """Each class's entries, by daemon worker threads: an interrupt (or any error) in the
+        caller sets `cancel` and returns at once, without waiting for requests in flight
+        (a ThreadPoolExecutor would join its threads, through every retry, before exiting)."""
+        jobs: queue.SimpleQueue = queue.SimpleQueue()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for cls in classes:
+            jobs.put(cls)
+        cancel = threading.Event()
+
+        def work():
+            while not cancel.is_set():
+                try:
+                    cls = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((cls, self._one_class(cls, cancel), None))
+                except LLMError as e:
+                    done.put((cls, None, str(e)))
+                except BaseException as e:  # a bug: re-raised in the caller, not lost in a thread
+                    done.put((cls, None, e))
+
+        for i in range(min(self.concurrency, len(classes))):
+            threading.Thread(target=work, name=f"conceptlens-llm-{i}", daemon=True).start()
+        results, failed = {}, {}
+        try:
+            while len(results) + len(failed) < len(classes):
+                try:
+                    cls, entries, error = done.get(timeout=0.1)  # short waits: Ctrl-C is seen at once
+                except queue.Empty:
+                    continue
+                if isinstance(error, BaseException):
+                    raise error
+                if error is None:
+                    results[cls] = entries
+                else:
+                    failed[cls] = error
+        finally:
+            cancel.set()
+        return results, failed
+
+
+def _content(body: bytes) -> str:
+    """The message text of a chat-completions reply body; LLMError for anything else."""
+    def bad(what: str) -> LLMError:
+        return LLMError(f"Malformed reply: {what}; expected an OpenAI chat-completions JSON object "
+                        "with choices[0].message.content. Is this an OpenAI-compatible endpoint?")
+
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        head = body[:60].decode("utf-8", "replace")
+        raise bad(f"not JSON ({head!r}...)") from None
+    if not isinstance(obj, dict):
+        raise bad(f"a JSON {type(obj).__name__}")
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise bad(f"'choices' is {type(choices).__name__ if choices is not None else 'missing'}"
+                  + (" (empty)" if choices == [] else ""))
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise bad(f"choices[0].message is {type(message).__name__}")
+    refusal = message.get("refusal")
+    if refusal:
+        raise LLMError(f"The model refused: {str(refusal)[:200]}")
+    content = message.get("content")
+    if content is None or content == "":
+        raise LLMError("The reply has no content.")
+    if not isinstance(content, str):
+        raise bad(f"choices[0].message.content is a JSON {type(content).__name__}, not text")
+    return content
 
 
 def _short(e: Exception) -> str:

@@ -1,0 +1,78 @@
+"""The README's run figures: the demo (cold and warm wall-clock time, its table, faithfulness
+areas) and the few-shot table, each produced by the real CLI and copied here with its timing.
+
+    .venv/bin/python benchmarks/fig_runs.py demo     # -> benchmarks/results/demo.json, demo.md
+    .venv/bin/python benchmarks/fig_runs.py fewshot  # -> benchmarks/results/fashion_mnist_fewshot.{json,md}
+
+`demo` runs `conceptlens demo` twice: first with an empty feature cache (cold: every image
+is encoded), then again on the same cache (warm). Wall clock includes start-up. `fewshot`
+runs `conceptlens run configs/fashion_mnist_fewshot.toml` on the user cache (warm after the
+demo, since both use the demo's images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from conceptlens._io import write_json, write_text
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+CLI = [sys.executable, "-m", "conceptlens"]
+
+
+def timed(args: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(CLI + args, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def demo() -> None:
+    work = Path(tempfile.mkdtemp(prefix="conceptlens-demo-figure-"))
+    try:
+        common = ["demo", "--cache-dir", str(work / "cache"), "--no-progress"]
+        cold = timed([*common, "--output-dir", str(work / "cold")])
+        warm = timed([*common, "--output-dir", str(work / "warm")])
+        results = json.loads((work / "warm" / "results.json").read_text())
+        table = (work / "warm" / "results.md").read_text()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_json(RESULTS / "demo.json", {
+        "script": "benchmarks/fig_runs.py demo", "command": "conceptlens demo",
+        "wall_seconds": {"cold": round(cold, 1), "warm": round(warm, 1)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": results})
+    write_text(RESULTS / "demo.md", table)
+    print(f"demo: cold {cold:.0f} s, warm {warm:.0f} s\n{table}")
+
+
+def fewshot() -> None:
+    out = Path(tempfile.mkdtemp(prefix="conceptlens-fewshot-figure-")) / "run"
+    try:
+        secs = timed(["run", "configs/fashion_mnist_fewshot.toml", "--output-dir", str(out), "--no-progress"])
+        results = json.loads((out / "results.json").read_text())
+        table = (out / "results.md").read_text()
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    write_json(RESULTS / "fashion_mnist_fewshot.json", {
+        "script": "benchmarks/fig_runs.py fewshot",
+        "command": "conceptlens run configs/fashion_mnist_fewshot.toml",
+        "wall_seconds": round(secs, 1), "results": results})
+    write_text(RESULTS / "fashion_mnist_fewshot.md", table)
+    print(f"few-shot: {secs:.0f} s\n{table}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("demo", "fewshot"))
+    {"demo": demo, "fewshot": fewshot}[ap.parse_args().what]()

@@ -1,0 +1,198 @@
+"""Run config validation: every field is checked in load_config, before any work, and a
+recorded config reads back to the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conceptlens.errors import ConfigError
+from conceptlens.runs import load_config, run_experiment
+from conceptlens.runs.config import (
+    ConceptConfig,
+    DataConfig,
+    FewShotConfig,
+    RunConfig,
+    to_toml,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(tmp_path, text):
+    f = tmp_path / "run.toml"
+    f.write_text(text)
+    return load_config(f)
+
+
+@pytest.mark.parametrize("text, message", [
+    # unknown keys in every section, with the known ones listed
+    ("[evaluation]\nnecc = 3\n", r"Unknown key 'necc' in \[evaluation\]\. Did you mean 'nec'\? "
+                                 r"Known: nec, nec_protocol\."),
+    ("[output]\ndirectory = 'x'\n", r"Unknown key 'directory' in \[output\]\..*Known: cache_dir, dir\."),
+    ("[backbone]\nname = 'offline'\n", r"Unknown key 'name' in \[backbone\]\..*Known: spec\."),
+    ("[fewshot]\nshot = [1]\n", r"Unknown key 'shot' in \[fewshot\]\. Did you mean 'shots'"),
+    # booleans are TOML booleans: "no" is not false
+    ('[concepts]\nfilter = "no"\n', r"\[concepts\] filter must be a TOML boolean .*got 'no' \(a string\)"),
+    ("[data]\nallow_non_ascii = 1\n", r"\[data\] allow_non_ascii must be a TOML boolean.*got 1"),
+    ("[fewshot]\nuse_val = 'yes'\n", r"\[fewshot\] use_val must be a TOML boolean"),
+    # integers, and their ranges
+    ("[evaluation]\nnec = -3\n", r"\[evaluation\] nec must be an integer >= 0 \(0 = skip the NEC "
+                                 r"comparison\); got -3"),
+    ("[evaluation]\nnec = 5.0\n", r"\[evaluation\] nec must be an integer >= 0.*got 5\.0 \(a number\)"),
+    ("[data]\ntrain_per_class = -1\n", r"train_per_class must be an integer >= 0 \(0 = every image of "
+                                       r"the split\); got -1"),
+    ("[data]\ntest_per_class = '200'\n", r"test_per_class must be an integer >= 0.*got '200' \(a string\)"),
+    ("[data]\nval_per_class = 2.5\n", r"val_per_class must be an integer >= 0.*got 2\.5"),
+    ("[data]\nseed = 1.0\n", r"\[data\] seed must be an integer; got 1\.0"),
+    ("[data]\nseed = true\n", r"\[data\] seed must be an integer; got True \(a boolean\)"),
+    ("[concepts]\nper_class = 0\n", r"\[concepts\] per_class must be an integer >= 1; got 0"),
+    # numbers and choices
+    ("[concepts]\nactivation_quantile = 1.5\n",
+     r"activation_quantile must be a number in \[0, 1\]; got 1\.5"),
+    ("[concepts]\nlam = -0.1\n", r"\[concepts\] lam must be a number >= 0; got -0\.1"),
+    ("[concepts]\nselection = 'submodulr'\n", r"selection = 'submodulr' is not one of .*Did you mean "
+                                              r"'submodular'"),
+    ("[evaluation]\nnec_protocol = 'vgl'\n", r"nec_protocol = 'vgl' is not one of 'vlg', 'refit', "
+                                             r"'prune'\. Did you mean 'vlg'"),
+    ("[data]\non_error = 'ignore'\n", r"on_error = 'ignore' is not one of 'fail', 'skip'"),
+    # few-shot lists
+    ("[fewshot]\nshots = [0, 1]\n", r"\[fewshot\] shots must be a list of positive integers or \"all\"; "
+                                    r"got \[0, 1\]"),
+    ("[fewshot]\nshots = [1, 'few']\n", r"shots must be a list of positive integers or \"all\""),
+    ("[fewshot]\nshots = 4\n", r"shots must be a list of positive integers or \"all\"; got 4"),
+    ("[fewshot]\nshots = [1, 1]\n", r"shots lists a value twice"),
+    ("[fewshot]\nshots = [1]\nseeds = [0.5]\n", r"\[fewshot\] seeds must be a list of integers"),
+    ("[fewshot]\nshots = [1]\nseeds = []\n", r"seeds is empty but shots is not"),
+    # names
+    ("[backbone]\nspec = 'ofline'\n", r"Unknown backbone 'ofline'\. Did you mean 'offline'"),
+    ("[concepts]\nsources = ['wordnett']\n", r"Unknown concept source 'wordnett'"),
+    ("[concepts]\nsources = 'wordnet'\n", r"sources must be a list of strings"),
+    ("[concepts]\nfile = 'no/such/concepts.json'\n",
+     r"\[concepts\] file = 'no/such/concepts.json': no such file"),
+    ("[methods]\n", r"\[methods\] names no method"),
+    ("methods = 3\n", r"\[methods\] must hold one table per method"),
+    ("data = 3\n", r"\[data\] must be a table"),
+    # method parameters, checked by the method, before any encoding
+    ("[methods.label_free]\nlamda = 0.1\n", r"Unknown parameter.*'lamda'.*label_free.*Did you mean 'lam'"),
+    ("[methods.linear_probe]\nCs = []\n", r"linear_probe: Cs must be a non-empty list"),
+])
+def test_config_errors_name_the_field(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)
+
+
+def test_error_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"run\.toml: \[evaluation\] nec must be"):
+        _load(tmp_path, "[evaluation]\nnec = -1\n")
+
+
+def test_zero_sizes_mean_all_and_quantile_none(tmp_path):
+    cfg = _load(tmp_path, "[data]\ntrain_per_class = 0\n\n[concepts]\nactivation_quantile = \"none\"\n"
+                          "lam = 1\n")
+    assert cfg.data.train_per_class == 0
+    assert cfg.concepts.activation_quantile is None  # the written form of None
+    assert cfg.concepts.lam == 1.0 and isinstance(cfg.concepts.lam, float)
+    assert (cfg.nec, cfg.nec_protocol) == (5, "vlg")
+
+
+def test_shipped_configs_load():
+    for path in sorted((REPO / "configs").glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.nec_protocol in ("vlg", "refit", "prune"), path
+
+
+def _round_trip(tmp_path, cfg: RunConfig) -> RunConfig:
+    (tmp_path / "again.toml").write_text(to_toml(cfg))
+    return load_config(tmp_path / "again.toml")
+
+
+def test_round_trip_of_every_none_field(tmp_path):
+    """A None whose default is not None (activation_quantile) used to vanish on write and
+    reload as 0.1; every None field must read back as None."""
+    cfg = RunConfig(data=DataConfig(data_dir=None),
+                    concepts=ConceptConfig(file=None, activation_quantile=None),
+                    methods={"label_free": {"target_nec": None, "lam": 0.002}, "zero_shot": {}},
+                    cache_dir=None)
+    text = to_toml(cfg)
+    assert 'activation_quantile = "none"' in text
+    again = _round_trip(tmp_path, cfg)
+    assert again.concepts.activation_quantile is None
+    assert again.data.data_dir is None and again.concepts.file is None and again.cache_dir is None
+    assert again.methods == {"label_free": {"lam": 0.002}, "zero_shot": {}}  # target_nec's default is None
+    expected = cfg.to_dict()
+    expected["methods"]["label_free"].pop("target_nec")
+    assert again.to_dict() == expected
+
+
+def test_round_trip_of_non_default_values(tmp_path):
+    concepts = tmp_path / 'my "concepts".json'
+    concepts.write_text("{}")
+    cfg = RunConfig(data=DataConfig("some/folder", 0, 3, 0, 7, None, True, "skip"),
+                    backbone="offline:top_t=5",
+                    concepts=ConceptConfig(["wordnet", "imagenet"], str(concepts), False, 0.25, 3,
+                                           "top_k", 1e-7),
+                    methods={"linear_probe": {"Cs": [0.5, 2.0], "on": "embedding"}, "posthoc": {"lam": 1e-3}},
+                    fewshot=FewShotConfig([1, 4, "all"], [0, 1], False), nec=3, nec_protocol="prune",
+                    output_dir="out\\dir", cache_dir="c")
+    again = _round_trip(tmp_path, cfg)
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_a_None_that_toml_cannot_hold_is_refused_on_write():
+    cfg = RunConfig(methods={"linear_probe": {"max_iter": None}})
+    with pytest.raises(ConfigError, match=r"\[methods.linear_probe\] max_iter = None cannot be recorded"):
+        to_toml(cfg)
+
+
+def test_run_experiment_validates_before_any_work(monkeypatch, tmp_path):
+    """A config built in Python is checked too, before a dataset is read."""
+    import conceptlens.runs.experiment as experiment
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the config was checked")
+
+    monkeypatch.setattr(experiment, "load_dataset", no_work)
+    for bad in (RunConfig(nec=-3), RunConfig(methods={"labo": {"nope": 1}}),
+                RunConfig(concepts=ConceptConfig(filter="no")), RunConfig(nec_protocol="all")):
+        bad.output_dir = str(tmp_path / "out")
+        with pytest.raises(ConfigError):
+            run_experiment(bad)
+    validate_config(RunConfig())  # the defaults are valid
+
+
+def test_posthoc_learned_cavs_parameter_is_accepted(tmp_path):
+    cavs = tmp_path / "cavs.safetensors"
+    with pytest.raises(ConfigError, match="cavs.safetensors does not exist"):
+        _load(tmp_path, f'[methods.posthoc]\ncavs = "{cavs}"\n')
+    cavs.write_bytes(b"")  # posthoc reads it at fit time; the config only needs it to exist
+    cfg = _load(tmp_path, f'[methods.posthoc]\ncavs = "{cavs}"\n')
+    assert cfg.methods == {"posthoc": {"cavs": str(cavs)}}
+    assert f'cavs = "{cavs}"' in to_toml(cfg)
+
+
+def test_max_pixels_is_validated_and_reaches_the_loader(tmp_path, monkeypatch):
+    from conceptlens.errors import DataError
+    from conceptlens.runs.experiment import dataset_options
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data]\nmax_pixels = -5\n")
+    with pytest.raises(ConfigError, match=r"max_pixels.*>= 0"):
+        load_config(bad)
+    ok = tmp_path / "ok.toml"
+    ok.write_text('[data]\ndataset = "x"\nmax_pixels = 100\n')
+    cfg = load_config(ok)
+    assert dataset_options(cfg.data)["max_pixels"] == 100
+    # the loader applies it: a 20 x 20 image (400 pixels) is over a 100-pixel cap
+    from PIL import Image
+
+    from conceptlens.data import load_dataset
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        Image.new("L", (20, 20), 128).save(tmp_path / "imgs" / name / "0.png")
+    data = load_dataset(str(tmp_path / "imgs"), max_pixels=100)
+    with pytest.raises(DataError, match="max_pixels"):
+        data.images.decode(0, data.images.read(0))
