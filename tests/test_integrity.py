@@ -180,3 +180,17 @@ def test_params_from_model_json_are_validated(saved, tmp_path):
     edit_json(folder, lambda m: m["params"].update(scale=float("-inf")))
     with pytest.raises(DataError, match=r"model\.json.*scale .* must be a positive finite number"):
         Method.load(folder)
+
+
+def test_precomputed_features_with_a_flipped_byte_are_refused(tmp_path):
+    """`conceptlens encode` writes a checksum; the precomputed backbone verifies it."""
+    from conceptlens.backbones import get_backbone
+
+    path = tmp_path / "feats.safetensors"
+    emb = np.eye(3, 4, dtype=np.float32)
+    save_tensors(path, {"embedding": emb}, {"ids": json.dumps(["a", "b", "c"])})
+    assert np.array_equal(get_backbone(f"precomputed:{path}").lookup_ids(["b"])["embedding"][0], emb[1])
+    start, _ = tensor_bytes(path, "embedding")
+    flip(path, start + 7, 0x40)
+    with pytest.raises(DataError, match="does not match the sha256"):
+        get_backbone(f"precomputed:{path}")

@@ -23,11 +23,10 @@ from .base import BACKBONES, Backbone, l2_normalize
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from .._io import load_tensors
 
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+        # `conceptlens encode` stores a checksum, verified here; files from other tools have none
+        arrays, meta = load_tensors(path, require_digest=False)
         ids = json.loads(meta.get("ids", "[]"))
         texts = json.loads(meta.get("texts", "[]"))
     elif path.suffix == ".npz":

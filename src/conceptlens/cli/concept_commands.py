@@ -95,13 +95,13 @@ def cmd_import(args) -> int:
 
 
 def cmd_filter(args) -> int:
-    from ..backbones import get_backbone
+    from ..runs.experiment import open_backbone
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_filters
 
     _refuse_overwrite(args, args.out, args.dropped)
     concepts = ConceptSet.load(args.concepts)
-    backbone = get_backbone(args.backbone)
+    backbone = open_backbone(args.backbone, getattr(args, "cache_dir", None))
     train = None if args.no_activation or not args.dataset else _train(args, backbone)
     result = run_filters(concepts, backbone, concepts.classes, train, args.max_chars,
                          args.class_cutoff, args.duplicate_cutoff, args.activation_cutoff,
@@ -117,7 +117,7 @@ def cmd_filter(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from ..backbones import get_backbone
+    from ..runs.experiment import open_backbone
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_selection
     from ..errors import ConfigError
@@ -128,7 +128,7 @@ def cmd_select(args) -> int:
                           "or a .csv/.jsonl manifest).")
     _refuse_overwrite(args, args.out)
     concepts = ConceptSet.load(args.concepts)
-    backbone = get_backbone(args.backbone)
+    backbone = open_backbone(args.backbone, getattr(args, "cache_dir", None))
     sel = run_selection(concepts, backbone, _train(args, backbone), cache=_cache(args),
                         per_class=args.per_class, method=args.method, lam=args.lam,
                         score_weight=args.score_weight, coverage=args.coverage,
@@ -209,11 +209,11 @@ def cav_examples(args, backbone) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def cmd_cav(args) -> int:
     """Post-hoc CBM's concept activation vectors: a linear SVM per concept folder."""
-    from ..backbones import get_backbone
+    from ..runs.experiment import open_backbone
     from ..methods.posthoc import learn_cav_bank
 
     _refuse_overwrite(args, args.out)
-    backbone = get_backbone(args.backbone)
+    backbone = open_backbone(args.backbone, getattr(args, "cache_dir", None))
     examples = cav_examples(args, backbone)
     meta = {"backbone": backbone.id, "on": args.on, "images": str(args.images),
             "negatives": str(args.negatives) if args.negatives else None}

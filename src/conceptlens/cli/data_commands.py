@@ -80,9 +80,7 @@ def print_run(out: dict) -> None:
 
 def cmd_encode(args) -> int:
     import numpy as np
-    from safetensors.numpy import save_file
-
-    from .._io import atomic_write
+    from .._io import save_tensors
     from ..data import load_dataset
     from ..features import encode_dataset
     from ..runs.experiment import open_backbone
@@ -108,7 +106,7 @@ def cmd_encode(args) -> int:
         tensors["features"] = bundle.features
     meta = {"ids": json.dumps(bundle.ids), "classes": json.dumps(list(bundle.classes)),
             "backbone": bundle.backbone_id, "skipped": json.dumps(bundle.skipped)}
-    atomic_write(args.out, lambda p: save_file(tensors, str(p), metadata=meta))
+    save_tensors(args.out, tensors, meta)  # with a checksum that `precomputed:` verifies
     print(f"encoded {len(bundle)} images ({len(bundle.skipped)} skipped) with {bundle.backbone_id}"
           f" -> {args.out}")
     return 0

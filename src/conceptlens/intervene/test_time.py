@@ -16,7 +16,9 @@ From a few labelled images of a new domain, without retraining:
 A class is judged only where there is evidence for it: a class with no labelled image of
 the new domain (or with no image of another class beside it), in the new domain or the
 source, triggers neither rule, because its separation there is unknown, not zero.
-The result is an edited model (see edits.py) with the changes logged.
+The result is an edited model (see edits.py) with the changes logged; each change is centred
+on the concept's source mean (the intercept absorbs the difference), so a masked concept
+reads as "average", not as "absent", whatever the activations' offset.
 """
 
 from __future__ import annotations
@@ -65,11 +67,19 @@ def improve_at_test_time(model, source, target, max_gain: float = 3.0, tolerance
     for c, k in zip(*np.nonzero(weak & (gain > 1.0001)), strict=True):
         log.append({"concept": model.concepts_[k], "classes": [model.classes_[c]],
                     "factor": float(gain[c, k]), "note": "test-time: under-firing, amplified"})
-    W = W * gain
-    W[:, masked_concepts] = 0.0
+    W_new = W * gain
+    W_new[:, masked_concepts] = 0.0
+    # edits are centred on the source mean: a masked concept acts as if it sat at its source
+    # mean, and an amplified one is unchanged there. Without this, raw (uncentred)
+    # activations such as Post-hoc CBM's margins shift whole classes when a concept goes.
+    mu = A_s.mean(0)
+    shift = model.head_scale * (W - W_new) @ mu
     improved = copy.deepcopy(model)
-    improved.class_weights_ = W.astype(np.float32)
+    improved.class_weights_ = W_new.astype(np.float32)
+    improved.intercept_ = (model.intercept() + shift).astype(np.float32)
     improved.edit_log_ = log
+    # so that saving the improved model over its source folder is refused (Method.save)
+    improved.derived_from_ = getattr(model, "loaded_from_", None) or getattr(model, "derived_from_", None)
     return improved
 
 

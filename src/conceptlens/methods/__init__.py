@@ -5,10 +5,10 @@ from .base import METHODS, Context, Method, get_method
 from .label_free import LabelFree
 from .labo import LaBo
 from .linear_probe import LinearProbe
-from .posthoc import PostHoc, PostHocHybrid, learn_cavs
+from .posthoc import CAVBank, PostHoc, PostHocHybrid, learn_cav_bank, learn_cavs
 from .sparse_cbm import ConceptMatrixSearch, SparseCBM
 from .zero_shot import ZeroShot
 
-__all__ = ["METHODS", "ConceptMatrixSearch", "Context", "LaBo", "LabelFree", "LinearProbe",
+__all__ = ["METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "LaBo", "LabelFree", "LinearProbe",
            "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot", "get_method",
-           "learn_cavs"]
+           "learn_cav_bank", "learn_cavs"]

@@ -165,7 +165,10 @@ class Method:
         return softmax(self.decision_function(bundle).astype(np.float64))
 
     def predict(self, bundle) -> np.ndarray:
-        return self.decision_function(bundle).argmax(1)
+        from ..evaluation.metrics import predict_from_scores
+
+        # scikit-learn's tie rule, the one every metric uses, so predictions and accuracy agree
+        return predict_from_scores(self.decision_function(bundle))
 
     @property
     def nec_(self) -> float:
@@ -191,7 +194,7 @@ class Method:
             "backbone_id": self.backbone_id_, "feature_key": self.feature_key_,
             "extra": self._extra_state(), "edit_log": list(getattr(self, "edit_log_", [])),
         }
-        arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._arrays}
+        arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._saved_arrays()}
         save_tensors(folder / "weights.safetensors", arrays)
         write_json(folder / "model.json", meta)
         return folder
@@ -202,10 +205,18 @@ class Method:
     def _load_extra(self, extra: dict) -> None:
         pass
 
+    def _saved_arrays(self) -> tuple[str, ...]:
+        """The declared arrays, plus an intercept_ that an NEC protocol's new final layer gave
+        a method that has none of its own (LaBo, CMS, zero-shot)."""
+        extra = ("intercept_",) if "intercept_" not in self._arrays and hasattr(self, "intercept_") else ()
+        return (*self._arrays, *extra)
+
     def _check_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
         """The weights file must hold exactly the declared `_arrays`, finite, with the shapes
         the model's classes (m) and concepts (k) imply; raise DataError naming the file."""
         names, declared = set(arrays), set(self._arrays)
+        if "intercept_" in names:  # optional for every method (see _saved_arrays)
+            declared.add("intercept_")
         if names != declared:
             raise DataError(
                 f"{where} does not hold the arrays a {self.name!r} model has: unexpected "
