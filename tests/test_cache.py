@@ -208,3 +208,18 @@ def test_a_key_in_a_damaged_shard_falls_back_to_a_good_copy(tmp_path):
     again = FeatureCache(tmp_path, kind="t")
     assert "x" not in again and "y" in again
     np.testing.assert_array_equal(again.get(["y"])["embedding"], [[7.0, 7.0]])
+
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; results and models must be readable like any other file
+    (0666 less the process umask, as open() would make them)."""
+    import os
+
+    from conceptlens._io import write_text
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = write_text(tmp_path / "r.json", "{}")
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
+    assert (path.stat().st_mode & 0o044) or mask & 0o044  # readable by others unless umask says no

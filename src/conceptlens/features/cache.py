@@ -36,6 +36,7 @@ class FeatureCache:
         self._index: dict[str, tuple[Path, int]] | None = None
         self._shards: dict[Path, dict[str, np.ndarray]] = {}  # verified shards' tensors
         self._bad: set[Path] = set()
+        self._legacy: set[Path] = set()  # shards from before checksums (warned about once)
 
     def _load_index(self) -> dict[str, tuple[Path, int]]:
         """key -> (shard, row), from the shards' headers only (cheap); data is verified later."""
@@ -67,7 +68,13 @@ class FeatureCache:
             if not arrays or any(a.ndim == 0 or len(a) != n_keys for a in arrays.values()):
                 raise IntegrityError(f"{shard}: its arrays' rows do not match its {n_keys} keys.")
         except IntegrityError as e:
-            log.warning("Ignoring damaged cache shard (its entries will be recomputed): %s", e)
+            if "has no checksum" in str(e):  # written by an older conceptlens: say it once
+                if not self._legacy:
+                    log.warning("Cache shards written by an older conceptlens (no checksum) are "
+                                "ignored and their entries recomputed, e.g. %s", shard)
+                self._legacy.add(shard)
+            else:
+                log.warning("Ignoring damaged cache shard (its entries will be recomputed): %s", e)
             self._bad.add(shard)
             self._index = None  # rebuild without it; another shard may hold the same keys
             return False
