@@ -79,8 +79,8 @@ def test_corrupt_image_fail_or_skip(image_folder, tmp_path):
 def test_text_cache(tmp_path):
     bb = TinyBackbone()
     calls = []
-    original = bb.encode_texts
-    bb.encode_texts = lambda texts: calls.append(list(texts)) or original(texts)
+    original = bb.encode_texts_with_norms  # what the text cache calls
+    bb.encode_texts_with_norms = lambda texts: calls.append(list(texts)) or original(texts)
     a = encode_texts(bb, ["red crest", "laces", "red crest"], tmp_path)
     b = encode_texts(bb, ["laces", "wings"], tmp_path)
     assert calls == [["red crest", "laces"], ["wings"]]

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from conceptlens.backbones import Backbone, l2_normalize
+from conceptlens.backbones import Backbone, l2_normalize_with_norms
 from conceptlens.backbones.base import resize_center_crop
 
 
@@ -37,11 +37,18 @@ class TinyBackbone(Backbone):
         if self.announce:
             print(f"encoded {self.encoded}", flush=True)
             sys.stdout.flush()
-        return {"embedding": l2_normalize(out[:, : self.embed_dim]),
-                "features": out[:, self.embed_dim :].numpy()}
+        unit, norm = l2_normalize_with_norms(out[:, : self.embed_dim])
+        return {"embedding": unit, "embedding_norm": norm, "features": out[:, self.embed_dim :].numpy()}
+
+    def raw_texts(self, texts):
+        """The un-normalised text vectors (tests compare the reported norms with these)."""
+        rows = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16))
+                .normal(size=self.embed_dim) * 3
+                for t in texts]
+        return np.asarray(rows, dtype=np.float32).reshape(-1, self.embed_dim)
 
     def encode_texts(self, texts):
-        rows = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16))
-                .normal(size=self.embed_dim)
-                for t in texts]
-        return l2_normalize(np.asarray(rows, dtype=np.float32).reshape(-1, self.embed_dim))
+        return self.encode_texts_with_norms(texts)[0]
+
+    def encode_texts_with_norms(self, texts):
+        return l2_normalize_with_norms(self.raw_texts(texts))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from . import hf, offline, open_clip, precomputed  # noqa: F401 - registers the backbones
-from .base import BACKBONES, Backbone, l2_normalize
+from .base import BACKBONES, Backbone, l2_normalize, l2_normalize_with_norms
 
-__all__ = ["BACKBONES", "Backbone", "get_backbone", "l2_normalize"]
+__all__ = ["BACKBONES", "Backbone", "get_backbone", "l2_normalize", "l2_normalize_with_norms"]
 
 DEFAULT_BACKBONE = "offline"
 

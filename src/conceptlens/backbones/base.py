@@ -20,6 +20,15 @@ def l2_normalize(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
+def l2_normalize_with_norms(x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(unit rows, their raw norms (n,) float32): the norms are what LaBo's reference keeps
+    (it works on unnormalised embeddings), so backbones report them beside the unit rows."""
+    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    x = x.astype(np.float32, copy=False)
+    norm = np.linalg.norm(x, axis=-1)
+    return x / np.maximum(norm, 1e-12)[..., None], norm.astype(np.float32)
+
+
 class Backbone(ABC):
     """A dual encoder.
 
@@ -27,6 +36,11 @@ class Backbone(ABC):
     cache keys on it, so two backbones with equal ids must give equal outputs.
     `prepare` turns one decoded image (H, W, 3 uint8) into a model input; it runs in worker
     threads, so it must not touch shared state. `preprocess_id` describes it for the cache.
+
+    Raw norms (optional): a backbone that knows what its "raw" embeddings are (e.g. CLIP's
+    projection outputs before normalisation) adds 'embedding_norm' (n,) to `encode_prepared`'s
+    dict and overrides `encode_texts_with_norms`; raw = unit * norm. LaBo's reference
+    behaviour (unnormalised dot products) needs them; the unit embeddings stay the default.
     """
 
     id: str
@@ -39,11 +53,17 @@ class Backbone(ABC):
 
     @abstractmethod
     def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
-        """{'embedding': (n, embed_dim) L2-normalised float32, optional 'features'}."""
+        """{'embedding': (n, embed_dim) L2-normalised float32, optional 'features' (n, f) and
+        'embedding_norm' (n,), the raw embeddings' norms}."""
 
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), embed_dim) L2-normalised float32."""
+
+    def encode_texts_with_norms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """`encode_texts` and the raw norms (len(texts),) float32, or None where the backbone
+        cannot say what a raw text embedding is."""
+        return self.encode_texts(texts), None
 
     def encode_images(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Encode decoded images directly (no cache); see `features.encode_dataset`."""

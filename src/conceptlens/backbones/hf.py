@@ -15,7 +15,7 @@ import torch
 
 from .._io import fingerprint_file
 from ..errors import ConfigError
-from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
+from .base import BACKBONES, Backbone, l2_normalize_with_norms, resize_center_crop
 
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL codes -> torch modes
 
@@ -95,11 +95,18 @@ class HFBackbone(Backbone):
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        # get_image_features is CLIP's projected `image_embeds` (SigLIP's pooled output) before
+        # normalisation: what the reference's `encode_image` returns, so its norm is the raw one
         out = self.model.get_image_features(pixel_values=batch.to(self.device))
-        return {"embedding": l2_normalize(self._pooled(out))}
+        unit, norm = l2_normalize_with_norms(self._pooled(out))
+        return {"embedding": unit, "embedding_norm": norm}
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        chunks = []
+        return self.encode_texts_with_norms(texts, batch_size)[0]
+
+    def encode_texts_with_norms(self, texts: Sequence[str],
+                                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        chunks, norms = [], []
         # SigLIP was trained on texts padded to max length; CLIP on its 77-token window
         padding = "max_length" if self.kind.startswith("siglip") else True
         limit = min(getattr(self.tokenizer, "model_max_length", 77) or 77,
@@ -109,8 +116,13 @@ class HFBackbone(Backbone):
                 tok = self.tokenizer(list(texts[i : i + batch_size]), padding=padding,
                                      truncation=True, max_length=limit, return_tensors="pt")
                 tok = {k: v.to(self.device) for k, v in tok.items() if k != "token_type_ids"}
-                chunks.append(l2_normalize(self._pooled(self.model.get_text_features(**tok))))
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.embed_dim), np.float32)
+                # the projected text embedding before normalisation, as for images
+                unit, norm = l2_normalize_with_norms(self._pooled(self.model.get_text_features(**tok)))
+                chunks.append(unit)
+                norms.append(norm)
+        if not chunks:
+            return np.zeros((0, self.embed_dim), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(chunks), np.concatenate(norms)
 
 
 @BACKBONES.register("hf")

@@ -10,7 +10,7 @@ import torch
 
 from .._io import fingerprint_file
 from ..errors import ConfigError
-from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
+from .base import BACKBONES, Backbone, l2_normalize_with_norms, resize_center_crop
 
 
 class OpenClipBackbone(Backbone):
@@ -45,11 +45,17 @@ class OpenClipBackbone(Backbone):
         return (resize_center_crop(image, self.size) / 255.0 - self.mean) / self.std
 
     def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"embedding": l2_normalize(self.model.encode_image(batch.to(self.device)))}
+        # encode_image(normalize=False): the raw embedding, whose norm LaBo's reference keeps
+        unit, norm = l2_normalize_with_norms(self.model.encode_image(batch.to(self.device)))
+        return {"embedding": unit, "embedding_norm": norm}
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_texts_with_norms(texts)[0]
+
+    def encode_texts_with_norms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            return l2_normalize(self.model.encode_text(self.tokenizer(list(texts)).to(self.device)))
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            return l2_normalize_with_norms(self.model.encode_text(tokens, normalize=False))
 
 
 @BACKBONES.register("open_clip")

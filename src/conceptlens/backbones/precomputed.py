@@ -5,6 +5,10 @@ File formats:
   `text_embedding` (t, d); metadata `ids` and `texts` as JSON lists of strings.
 - npz: arrays `ids`, `embedding`, optional `features`, `texts`, `text_embedding` (loaded
   with allow_pickle=False, so string arrays must be fixed-width unicode).
+Both may hold `embedding_norm` (n,) and `text_embedding_norm` (t,): the raw (unnormalised)
+embeddings' norms, which LaBo's reference similarity needs; `conceptlens encode` writes the
+first. Without them the norms are unknown (None), even if `embedding` itself is unnormalised:
+whether it is raw in the model's sense only the file's author knows.
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
         raise DataError(f"{path}: item ids are not unique.")
     if texts and len(texts) != len(arrays.get("text_embedding", [])):
         raise DataError(f"{path}: {len(texts)} texts but no matching 'text_embedding' rows.")
+    for name, n in (("embedding_norm", len(ids)), ("text_embedding_norm", len(texts))):
+        if name in arrays:
+            norm = arrays[name] = np.asarray(arrays[name], dtype=np.float32)
+            if norm.shape != (n,) or not np.all(np.isfinite(norm)) or np.any(norm <= 0):
+                raise DataError(f"{path}: {name!r} must hold {n} finite positive norms, one per "
+                                f"row of {name.removesuffix('_norm')!r}; got shape {norm.shape}.")
     return arrays, ids, texts
 
 
@@ -65,6 +75,8 @@ class PrecomputedBackbone(Backbone):
         self.row = {item: i for i, item in enumerate(ids)}
         self.text_row = {t: i for i, t in enumerate(texts)}
         self.text_embedding = l2_normalize(arrays["text_embedding"]) if texts else None
+        self.embedding_norm = arrays.get("embedding_norm")  # raw norms, when the file has them
+        self.text_embedding_norm = arrays.get("text_embedding_norm") if texts else None
         self.id = f"precomputed:{self.path.name}@{fingerprint_file(self.path)[:16]}"
 
     def lookup_ids(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -78,6 +90,8 @@ class PrecomputedBackbone(Backbone):
         out = {"embedding": self.embedding[rows]}
         if self.features is not None:
             out["features"] = self.features[rows].astype(np.float32)
+        if self.embedding_norm is not None:
+            out["embedding_norm"] = self.embedding_norm[rows]
         return out
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
@@ -87,13 +101,18 @@ class PrecomputedBackbone(Backbone):
         raise ConfigError("precomputed features are looked up by item id, not computed from pixels.")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_texts_with_norms(texts)[0]
+
+    def encode_texts_with_norms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         missing = [t for t in texts if t not in self.text_row]
         if missing:
             raise DataError(
                 f"{len(missing)} text(s) have no precomputed embedding in {self.path}, e.g. "
                 f"{missing[:3]}; add them under 'texts'/'text_embedding'."
             )
-        return self.text_embedding[[self.text_row[t] for t in texts]]
+        rows = [self.text_row[t] for t in texts]
+        norms = None if self.text_embedding_norm is None else self.text_embedding_norm[rows]
+        return self.text_embedding[rows], norms
 
 
 @BACKBONES.register("precomputed")

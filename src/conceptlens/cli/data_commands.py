@@ -104,6 +104,8 @@ def cmd_encode(args) -> int:
     tensors = {"embedding": bundle.embedding, "labels": bundle.labels.astype(np.int64)}
     if bundle.features is not None:
         tensors["features"] = bundle.features
+    if bundle.embedding_norm is not None:  # raw norms, for LaBo's reference similarity
+        tensors["embedding_norm"] = bundle.embedding_norm
     meta = {"ids": json.dumps(bundle.ids), "classes": json.dumps(list(bundle.classes)),
             "backbone": bundle.backbone_id, "skipped": json.dumps(bundle.skipped)}
     save_tensors(args.out, tensors, meta)  # with a checksum that `precomputed:` verifies

@@ -2,6 +2,7 @@
 
 from .bundle import FeatureBundle
 from .cache import FeatureCache
-from .encode import encode_dataset, encode_split, encode_texts
+from .encode import encode_dataset, encode_split, encode_texts, encode_texts_with_norms
 
-__all__ = ["FeatureBundle", "FeatureCache", "encode_dataset", "encode_split", "encode_texts"]
+__all__ = ["FeatureBundle", "FeatureCache", "encode_dataset", "encode_split", "encode_texts",
+           "encode_texts_with_norms"]

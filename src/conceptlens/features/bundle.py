@@ -18,6 +18,9 @@ class FeatureBundle:
     features: np.ndarray | None  # (n, f) backbone features for probes, if any
     backbone_id: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    # (n,) norms of the raw (unnormalised) embeddings, raw = embedding * norm; None when the
+    # backbone cannot say or any row came from a cache entry written before norms were kept
+    embedding_norm: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -31,4 +34,5 @@ class FeatureBundle:
             embedding=self.embedding[idx],
             features=None if self.features is None else self.features[idx],
             backbone_id=self.backbone_id, skipped=self.skipped,
+            embedding_norm=None if self.embedding_norm is None else self.embedding_norm[idx],
         )

@@ -98,8 +98,10 @@ class FeatureCache:
                             f"(e.g. {missing[0]}); check `key in cache` and compute them first.")
         index = self._load_index()
         locs = [index[k] for k in keys]
-        names = self._shards[locs[0][0]].keys() if locs else []
-        return {n: np.stack([self._shards[s][n][r] for s, r in locs]) for n in names}
+        # only outputs every shard holds: shards written before an output existed (e.g.
+        # 'embedding_norm') lack it, and a partly filled array would be wrong, not old
+        names = set.intersection(*(set(self._shards[s]) for s in {s for s, _ in locs})) if locs else ()
+        return {n: np.stack([self._shards[s][n][r] for s, r in locs]) for n in sorted(names)}
 
     def put(self, keys: Sequence[str], outputs: dict[str, np.ndarray]) -> Path:
         keys = list(keys)
@@ -121,14 +123,24 @@ def cached_texts(cache: FeatureCache, texts: Sequence[str], encode, batch_size: 
                  dim: int = 0) -> np.ndarray:
     """Embeddings of `texts` through `cache`: each distinct missing text is encoded once, by
     `encode(list_of_texts) -> (n, d)` in batches; the rest is read back."""
+    return cached_texts_with_norms(cache, texts, lambda t: (encode(t), None), batch_size, dim)[0]
+
+
+def cached_texts_with_norms(cache: FeatureCache, texts: Sequence[str], encode, batch_size: int = 256,
+                            dim: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """`cached_texts` with `encode(list_of_texts) -> ((n, d), (n,) raw norms or None)`; returns
+    (embeddings, norms), norms None when any text's entry lacks them (older cache entries)."""
     keys = [content_key(t.encode("utf-8")) for t in texts]
     todo = [(k, t) for k, t in dict(zip(keys, texts, strict=True)).items() if k not in cache]
     for s in range(0, len(todo), batch_size):
         chunk = todo[s : s + batch_size]
-        cache.put([k for k, _ in chunk], {"embedding": encode([t for _, t in chunk])})
+        emb, norms = encode([t for _, t in chunk])
+        outputs = {"embedding": emb} if norms is None else {"embedding": emb, "embedding_norm": norms}
+        cache.put([k for k, _ in chunk], outputs)
     if not keys:
-        return np.zeros((0, dim), np.float32)
-    return cache.get(keys)["embedding"]
+        return np.zeros((0, dim), np.float32), None
+    out = cache.get(keys)
+    return out["embedding"], out.get("embedding_norm")
 
 
 def content_key(data: bytes) -> str:

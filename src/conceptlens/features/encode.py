@@ -18,7 +18,7 @@ from ..backbones import Backbone
 from ..data import ImageDataset
 from ..errors import ConfigError, DataError
 from .bundle import FeatureBundle
-from .cache import FeatureCache, cached_texts, content_key
+from .cache import FeatureCache, cached_texts_with_norms, content_key
 
 log = logging.getLogger("conceptlens")
 
@@ -60,7 +60,8 @@ def encode_dataset(
     if hasattr(backbone, "lookup_ids"):  # features the user brought: nothing to compute
         out = backbone.lookup_ids(dataset.ids)
         return FeatureBundle(list(dataset.ids), dataset.labels, dataset.classes,
-                             out["embedding"], out.get("features"), backbone.id)
+                             out["embedding"], out.get("features"), backbone.id,
+                             embedding_norm=out.get("embedding_norm"))
     if not isinstance(cache, FeatureCache):
         cache = image_cache(backbone, cache)
 
@@ -101,7 +102,7 @@ def encode_dataset(
     return FeatureBundle(
         ids=[dataset.ids[i] for i in rows], labels=dataset.labels[rows], classes=dataset.classes,
         embedding=out["embedding"], features=out.get("features"), backbone_id=backbone.id,
-        skipped=skipped,
+        skipped=skipped, embedding_norm=out.get("embedding_norm"),  # None if any row lacks it
     )
 
 
@@ -137,9 +138,20 @@ def encode_texts(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Text embeddings (len(texts), d), cached by the sha256 of each text."""
+    return encode_texts_with_norms(backbone, texts, cache, batch_size)[0]
+
+
+def encode_texts_with_norms(
+    backbone: Backbone, texts: Sequence[str], cache: FeatureCache | str | Path | None = None,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`encode_texts` and the raw embeddings' norms (len(texts),), or None when the backbone
+    cannot say or any text's cache entry predates norms (then LaBo's 'auto' uses cosine)."""
     if not isinstance(cache, FeatureCache):
         cache = FeatureCache(cache, backbone=backbone.id, kind="text")
-    return cached_texts(cache, texts, backbone.encode_texts, batch_size, backbone.embed_dim)
+    # one cache for both: the norms are stored beside the embeddings they belong to
+    return cached_texts_with_norms(cache, texts, backbone.encode_texts_with_norms, batch_size,
+                                   backbone.embed_dim)
 
 
 def encode_split(backbone: Backbone, dataset: ImageDataset, split: str = "train",

@@ -39,6 +39,9 @@ class Context:
     class_prior: np.ndarray | None = None  # (m, k) 0/1: concept generated for class
     class_embedding: np.ndarray | None = None  # (m, d) class prompt embeddings
     backbone_id: str = ""
+    # (k,) norms of the raw concept text embeddings (raw = concept_embedding * norm), for
+    # LaBo's unnormalised similarity; None when the backbone or the text cache cannot say
+    concept_norm: np.ndarray | None = None
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -33,11 +33,15 @@ weights, `final_objective_` at the optimiser's last iterate; all of these are sa
 Similarity. The reference works on UNNORMALISED CLIP image and text embeddings
 (`use_img_norm = use_txt_norm = False`): A holds raw dot products, so each image's logits
 carry its embedding norm (a per-image temperature) and each concept's column its text norm
-(which changes predictions). `similarity='dot'` does this; it needs the raw norms, which our
-encode stage drops when it L2-normalises: `bundle.embedding_norm` (n,) and
-`context.concept_norm` (k,) (raw = unit * norm). `similarity='cosine'` uses the
-L2-normalised embeddings. The default `'auto'` is the reference ('dot') when the training
-bundle and the context carry the norms and 'cosine' otherwise; `similarity_` records which.
+(which changes predictions). `similarity='dot'` does this; it needs the raw norms, which the
+encode stage keeps beside the L2-normalised embeddings: `bundle.embedding_norm` (n,) and
+`context.concept_norm` (k,) (raw = unit * norm; for hf and open_clip the norms of the
+projection outputs, as the reference's `encode_image`/`encode_text` return them).
+`similarity='cosine'` uses the L2-normalised embeddings. The default `'auto'` is the
+reference ('dot') when the training bundle and the context carry the norms and 'cosine'
+otherwise: features from cache entries written before norms were kept (any one row suffices),
+precomputed files without `embedding_norm`, or backbones that cannot say what "raw" is;
+`similarity_` records which. Clear the feature cache to get the norms for old entries.
 
 Deviations from the reference (notes below the table)
 | what | reference | here | effect |
@@ -71,8 +75,8 @@ Deviations from the reference (notes below the table)
 [3] The reference validates at epochs 10, 20, ... (not at the initialisation); we also
     validate the final iterate when `epochs` is not a multiple of `val_every` (every
     reference config is a multiple).
-[4] Our bundles are L2-normalised; the reference behaviour needs `bundle.embedding_norm` and
-    `context.concept_norm` (see "Similarity").
+[4] Our embeddings are L2-normalised; the reference behaviour uses the raw norms carried in
+    `bundle.embedding_norm` and `context.concept_norm` (see "Similarity").
 [5] The reference `scatter_`s `init_val` (1.0) through a one-to-one concept->class map and so
     loses concepts generated for several classes; identical when no concept is shared.
 [6] `use_rand_init`, `cls_name_init`, `cls_sim_prior` and `asso_act` other than softmax are

@@ -346,7 +346,8 @@ class PostHoc(Method):
                                   f"{bank.vectors.shape[1]} but the image '{on}' has {np.shape(x)[1]}.")
             self._bank = bank
             context = replace(context, concepts=list(bank.concepts),
-                              concept_embedding=np.asarray(bank.vectors, np.float32), class_prior=None)
+                              concept_embedding=np.asarray(bank.vectors, np.float32), class_prior=None,
+                              concept_norm=None)  # the text norms do not describe CAVs
         return super().fit(train, context, val)
 
     def _fit(self, train, context: Context, val) -> None:

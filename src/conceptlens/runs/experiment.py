@@ -20,7 +20,7 @@ from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_se
 from ..concepts.sources import get_source
 from ..data import few_shot, load_dataset, split_indices
 from ..evaluation import evaluate
-from ..features import encode_dataset, encode_texts
+from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
 from ..methods import Context, get_method
 from .config import DataConfig, RunConfig, validate_config
@@ -67,8 +67,9 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache) -> Cont
     if concepts is None or not len(concepts):
         return Context(tuple(classes), class_embedding=class_emb, backbone_id=backbone.id)
     names = align_classes(concepts, classes)
-    return Context(tuple(classes), concepts.texts, encode_texts(backbone, concepts.texts, cache),
-                   concepts.class_matrix(names), class_emb, backbone.id)
+    emb, norms = encode_texts_with_norms(backbone, concepts.texts, cache)
+    return Context(tuple(classes), concepts.texts, emb, concepts.class_matrix(names), class_emb,
+                   backbone.id, concept_norm=norms)
 
 
 def text_filters(cfg: RunConfig, candidates: ConceptSet, backbone, classes, cache_root) -> FilterResult:
