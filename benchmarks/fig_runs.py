@@ -37,10 +37,13 @@ def timed(args: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def demo() -> None:
+def demo(cache_dir: str | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="conceptlens-demo-figure-"))
+    cache = Path(cache_dir) if cache_dir else work / "cache"
+    if cache.exists() and any(cache.iterdir()):
+        sys.exit(f"{cache} is not empty: the cold run needs an empty cache folder")
     try:
-        common = ["demo", "--cache-dir", str(work / "cache"), "--no-progress"]
+        common = ["demo", "--cache-dir", str(cache), "--no-progress"]
         cold = timed([*common, "--output-dir", str(work / "cold")])
         warm = timed([*common, "--output-dir", str(work / "warm")])
         results = json.loads((work / "warm" / "results.json").read_text())
@@ -77,6 +80,7 @@ def fewshot(cache_dir: str | None) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("demo", "fewshot"))
-    ap.add_argument("--cache-dir", help="fewshot: feature cache root (default: the user cache)")
+    ap.add_argument("--cache-dir", help="feature cache root; demo: a new or empty folder, kept "
+                                        "afterwards (default: a temporary one); fewshot: default the user cache")
     args = ap.parse_args()
-    demo() if args.what == "demo" else fewshot(args.cache_dir)
+    demo(args.cache_dir) if args.what == "demo" else fewshot(args.cache_dir)
