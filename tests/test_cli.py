@@ -86,7 +86,9 @@ def test_demo_then_explain_edit_intervene_report(tmp_path, image_folder):
     result = json.loads((out / "results.json").read_text())
     assert result["sizes"] == {"train": 30, "val": 20, "test": 30}
     assert set(result["results"]) == {"zero_shot", "linear_probe", "labo", "label_free"}
-    assert all(0 <= row["top1"] <= 1 for row in result["results"].values())
+    for row in result["results"].values():  # 3 test images per class: accuracies agree exactly
+        assert row["top1"] * 30 == pytest.approx(round(row["top1"] * 30))
+        assert row["mean_per_class"] == pytest.approx(row["top1"]) and row["top5"] >= row["top1"]
     assert "deletion_area_top" in result["results"]["label_free"]
     assert "| label_free |" in r.stdout and (out / "report.html").stat().st_size > 10_000
 
