@@ -74,7 +74,8 @@ def run_sklearn_saga(X, y, lam, alpha, budget_s, first_iter, m) -> dict:
         converged = int(np.max(model.n_iter_)) < max_iter
         trajectory.append({"max_iter": max_iter, "epochs": int(np.max(model.n_iter_)),
                            "seconds": round(secs, 1), "converged": converged,
-                           "objective": elastic_net_objective(model.coef_, model.intercept_, X, y, lam, alpha),
+                           "objective": elastic_net_objective(model.coef_, model.intercept_, X, y, lam,
+                                                              alpha),
                            "nonzeros_per_class": float((np.abs(model.coef_) > 1e-5).sum() / m)})
         print("  sklearn saga", trajectory[-1], flush=True)
         if converged or spent + 2 * secs > budget_s:  # the next fit takes about twice as long
@@ -121,8 +122,8 @@ def main() -> None:
     if "glm_saga" in peers:
         record("glm_saga", lambda: run_glm_saga(X, y, lam, alpha, args.saga_epochs))
     if "sklearn" in peers:
-        rows["sklearn_saga"] = run_sklearn_saga(X, y, lam, alpha, args.sklearn_budget_s, args.sklearn_first_iter,
-                                                m)
+        rows["sklearn_saga"] = run_sklearn_saga(X, y, lam, alpha, args.sklearn_budget_s,
+                                                args.sklearn_first_iter, m)
         print("sklearn_saga", {k: v for k, v in rows["sklearn_saga"].items() if k != "trajectory"})
     ours = rows["conceptlens_fista"]
     result = {

@@ -2,9 +2,9 @@
 accuracy at several input resolutions, the ablation of its two adaptations (inverting
 dark-background grey images, the ConSE projection of texts), and the full test set.
 
-    .venv/bin/python benchmarks/fig_offline_backbone.py resolution  # -> benchmarks/results/resolution.json
-    .venv/bin/python benchmarks/fig_offline_backbone.py ablation    # -> benchmarks/results/offline_ablation.json
-    .venv/bin/python benchmarks/fig_offline_backbone.py full-test   # -> benchmarks/results/fashion_mnist_full_test.json
+    .venv/bin/python benchmarks/fig_offline_backbone.py resolution  # -> results/resolution.json
+    .venv/bin/python benchmarks/fig_offline_backbone.py ablation    # -> results/offline_ablation.json
+    .venv/bin/python benchmarks/fig_offline_backbone.py full-test   # -> results/fashion_mnist_full_test.json
 
 Subsets follow the demo (300 train / 50 val / 200 test images per class, seed 0) except
 `full-test` (1,000 train / 100 val per class, the whole 10,000-image test set). Zero-shot

@@ -81,6 +81,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("demo", "fewshot"))
     ap.add_argument("--cache-dir", help="feature cache root; demo: a new or empty folder, kept "
-                                        "afterwards (default: a temporary one); fewshot: default the user cache")
+                                        "afterwards (default: a temporary one); fewshot: default "
+                                        "the user cache")
     args = ap.parse_args()
     demo(args.cache_dir) if args.what == "demo" else fewshot(args.cache_dir)

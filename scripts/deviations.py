@@ -16,7 +16,8 @@ MODULES = {  # module -> what it implements
     "conceptlens.methods.labo": "`labo`: LaBo (Yang et al., CVPR 2023)",
     "conceptlens.methods.label_free": "`label_free`: Label-free CBM (Oikarinen et al., ICLR 2023)",
     "conceptlens.concepts.filters": "Label-free CBM's concept filters",
-    "conceptlens.methods.posthoc": "`posthoc`, `posthoc_hybrid`: Post-hoc CBM (Yuksekgonul et al., ICLR 2023)",
+    "conceptlens.methods.posthoc":
+        "`posthoc`, `posthoc_hybrid`: Post-hoc CBM (Yuksekgonul et al., ICLR 2023)",
     "conceptlens.methods.sparse_cbm": "`sparse_cbm`, `cms`: Sparse-CBM (Semenov et al., 2024)",
     "conceptlens.evaluation.nec": "accuracy at NEC = 5: VLG-CBM's protocol",
 }

@@ -95,9 +95,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_filter(args) -> int:
-    from ..runs.experiment import open_backbone
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_filters
+    from ..runs.experiment import open_backbone
 
     _refuse_overwrite(args, args.out, args.dropped)
     concepts = ConceptSet.load(args.concepts)
@@ -117,10 +117,10 @@ def cmd_filter(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from ..runs.experiment import open_backbone
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_selection
     from ..errors import ConfigError
+    from ..runs.experiment import open_backbone
 
     if not args.dataset:
         raise ConfigError("concepts select needs training images to score concepts on: give "
@@ -209,8 +209,8 @@ def cav_examples(args, backbone) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def cmd_cav(args) -> int:
     """Post-hoc CBM's concept activation vectors: a linear SVM per concept folder."""
-    from ..runs.experiment import open_backbone
     from ..methods.posthoc import learn_cav_bank
+    from ..runs.experiment import open_backbone
 
     _refuse_overwrite(args, args.out)
     backbone = open_backbone(args.backbone, getattr(args, "cache_dir", None))

@@ -80,6 +80,7 @@ def print_run(out: dict) -> None:
 
 def cmd_encode(args) -> int:
     import numpy as np
+
     from .._io import save_tensors
     from ..data import load_dataset
     from ..features import encode_dataset

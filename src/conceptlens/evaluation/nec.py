@@ -242,7 +242,8 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
     elif protocol == "refit" and getattr(model, "refit_at_nec", False):
         from ..methods.base import get_method
 
-        at = get_method(model.name, **{**model.get_params(deep=False), "target_nec": nec}).fit(train, context, val)
+        params = {**model.get_params(deep=False), "target_nec": nec}
+        at = get_method(model.name, **params).fit(train, context, val)
         how = "refit"
     else:
         at, how = prune_to_nec(model, int(nec)), "prune"
