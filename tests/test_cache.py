@@ -223,3 +223,20 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     path = write_text(tmp_path / "r.json", "{}")
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
     assert (path.stat().st_mode & 0o044) or mask & 0o044  # readable by others unless umask says no
+
+
+def test_shards_from_an_older_conceptlens_are_warned_about_once(tmp_path, caplog):
+    """Many pre-checksum shards (an upgrade) give one warning, not one per shard."""
+    import logging
+
+    from safetensors.numpy import save_file
+
+    cache = FeatureCache(tmp_path, kind="t")
+    cache.dir.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        save_file({"embedding": np.ones((1, 3), np.float32)}, str(cache.dir / f"shard-old{i}.safetensors"),
+                  metadata={"keys": json.dumps([f"k{i}"])})
+    fresh = FeatureCache(tmp_path, kind="t")
+    with caplog.at_level(logging.WARNING, logger="conceptlens"):
+        assert not any(f"k{i}" in fresh for i in range(3))
+    assert caplog.text.count("older conceptlens") == 1

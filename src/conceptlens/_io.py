@@ -106,7 +106,7 @@ def load_tensors(path: str | os.PathLike, require_digest: bool = True):
     `require_digest`) when there is none; the message names the file."""
     from safetensors import safe_open
 
-    from .errors import IntegrityError
+    from .errors import IntegrityError, MissingChecksumError
 
     try:
         with safe_open(str(path), framework="np") as f:
@@ -117,7 +117,7 @@ def load_tensors(path: str | os.PathLike, require_digest: bool = True):
     stored = meta.get(TENSOR_DIGEST_KEY)
     if stored is None:
         if require_digest:
-            raise IntegrityError(f"{path} has no checksum in its metadata (written by another tool "
+            raise MissingChecksumError(f"{path} has no checksum in its metadata (written by another tool "
                                  "or an older conceptlens).")
     elif stored != tensor_digest(arrays):
         raise IntegrityError(f"{path}: its tensor data does not match the sha256 stored in its "

@@ -30,3 +30,7 @@ def closest(name: str, known: Iterable[str]) -> str:
 
 class IntegrityError(DataError):
     """A stored file (cache shard, model weights) that is unreadable or fails its checksum."""
+
+
+class MissingChecksumError(IntegrityError):
+    """A stored file with no checksum at all: written by another tool or an older conceptlens."""

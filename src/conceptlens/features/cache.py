@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import cache_root, load_tensors, save_tensors, write_json
-from ..errors import DataError, IntegrityError
+from ..errors import DataError, IntegrityError, MissingChecksumError
 
 log = logging.getLogger("conceptlens")
 
@@ -68,7 +68,7 @@ class FeatureCache:
             if not arrays or any(a.ndim == 0 or len(a) != n_keys for a in arrays.values()):
                 raise IntegrityError(f"{shard}: its arrays' rows do not match its {n_keys} keys.")
         except IntegrityError as e:
-            if "has no checksum" in str(e):  # written by an older conceptlens: say it once
+            if isinstance(e, MissingChecksumError):  # written by an older conceptlens: say it once
                 if not self._legacy:
                     log.warning("Cache shards written by an older conceptlens (no checksum) are "
                                 "ignored and their entries recomputed, e.g. %s", shard)
