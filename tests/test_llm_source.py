@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from llm_server import ChatServer
+from llm_server import ChatServer, LoopbackServer
 
 from conceptlens.concepts.sources import get_source
 from conceptlens.concepts.sources.llm import LLMError, parse_list
@@ -105,7 +105,7 @@ def test_parse_list(reply, expected):
 
 # -- misbehaving endpoints ---------------------------------------------------------------
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """A loopback chat-completions server whose reply to class `cls` is `script[cls]`:
     (status, body bytes, send Content-Length?) or the message content as a string."""
 
@@ -113,9 +113,8 @@ class ScriptedServer:
         import contextlib
         import json
         import re
-        import threading
         from collections import Counter
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.requests: Counter[str] = Counter()
         self.paths: list[str] = []
@@ -143,18 +142,7 @@ class ScriptedServer:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
                     self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def _chat_body(content) -> bytes:
