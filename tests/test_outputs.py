@@ -118,7 +118,7 @@ def test_edit_refuses_to_write_over_its_input(tmp_path, capsys):
     before = (model / "model.json").read_text()
     for out in (model, tmp_path / "model" / ".." / "model", model / "sub"):
         assert main(["edit", str(model), "--remove", "fur", "--out", str(out)]) == 2
-        assert "is the input model" in capsys.readouterr().err
+        assert "is the folder of the model being edited" in capsys.readouterr().err
     assert (model / "model.json").read_text() == before
     assert not (model / "sub").exists()
 

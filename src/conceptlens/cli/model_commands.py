@@ -101,12 +101,11 @@ def cmd_intervene(args) -> int:
 
 def cmd_edit(args) -> int:
     from ..intervene import edit_model
+    from ..intervene.edits import check_edit_destination
     from ..methods import Method
 
-    source, out = Path(args.model).resolve(), Path(args.out).resolve()
-    if out == source or source in out.parents:
-        raise ConfigError(f"--out {args.out} is the input model {args.model} or inside it; the edit "
-                          "would overwrite the original. Choose a new folder for the edited model.")
+    check_edit_destination(args.out, args.model)
+    out = Path(args.out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {args.out} is a file; give a folder for the edited model.")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:

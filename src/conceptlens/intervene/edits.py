@@ -64,15 +64,16 @@ def edit_model(model, remove: list[str] = (), reweight: dict[str, float] | None 
 
 
 def check_edit_destination(out: str | Path, source: str | Path | None) -> None:
-    """ConfigError when `out` is the `source` model folder: an edit must not overwrite it."""
+    """ConfigError when `out` is the `source` model folder or inside it: an edit must not
+    overwrite its source."""
     if source is None:
         return
     out, source = Path(out), Path(source)
-    same = out.resolve() == source.resolve() or (
+    same = out.resolve() == source.resolve() or source.resolve() in out.resolve().parents or (
         out.exists() and source.exists() and out.samefile(source))
     if same:
-        raise ConfigError(f"--out {out} is the folder of the model being edited; an edit never "
-                          "overwrites its source. Choose another output folder, e.g. "
+        raise ConfigError(f"--out {out} is the folder of the model being edited, or inside it; "
+                          "an edit never overwrites its source. Choose another output folder, e.g. "
                           f"{source.name}-edited.")
 
 
