@@ -42,6 +42,9 @@ class Context:
     # (k,) norms of the raw concept text embeddings (raw = concept_embedding * norm), for
     # LaBo's unnormalised similarity; None when the backbone or the text cache cannot say
     concept_norm: np.ndarray | None = None
+    # (m, k) annotated truth of each concept for each class: 1 true, 0 false, NaN unknown/not
+    # annotated; KnoBo's prior P and the grounding measures read it; None when nothing is annotated
+    class_truth: np.ndarray | None = None
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
