@@ -20,6 +20,9 @@ MODULES = {  # module -> what it implements
         "`posthoc`, `posthoc_hybrid`: Post-hoc CBM (Yuksekgonul et al., ICLR 2023)",
     "conceptlens.methods.sparse_cbm": "`sparse_cbm`, `cms`: Sparse-CBM (Semenov et al., 2024)",
     "conceptlens.evaluation.nec": "accuracy at NEC = 5: VLG-CBM's protocol",
+    "conceptlens.methods.knobo": "`knobo`: Knowledge-enhanced Bottlenecks (Yang et al., NeurIPS 2024)",
+    "conceptlens.data.confounded": "confounded-shift tasks: KnoBo's ID/OOD protocol",
+    "conceptlens.evaluation.shift": "ID/OOD accuracy and test-time improvement under a confounded shift",
 }
 OUT = Path(__file__).resolve().parent.parent / "docs" / "deviations.md"
 

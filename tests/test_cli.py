@@ -91,6 +91,13 @@ def test_demo_then_explain_edit_intervene_report(tmp_path, image_folder):
         assert row["mean_per_class"] == pytest.approx(row["top1"]) and row["top5"] >= row["top1"]
     assert "deletion_area_top" in result["results"]["label_free"]
     assert "| label_free |" in r.stdout and (out / "report.html").stat().st_size > 10_000
+    # the grounding measures beside accuracy (the built-in attribute matrix), a dash without concepts
+    assert "| concept AUROC (n) | precision@5 |" in r.stdout
+    assert result["results"]["zero_shot"]["concept_auroc"] is None
+    assert {"concept_auroc", "precision_at_k"} <= set(result["results"]["label_free"])
+    matched = [m["text"] for m in result["grounding"]["methods"]["label_free"]["matches"]]
+    assert matched == json.loads((out / "models" / "label_free" / "model.json").read_text())["concepts"]
+    assert (out / "concept_matches.csv").is_file() and "id='grounding'" in (out / "report.html").read_text()
 
     model = out / "models" / "label_free"
     concept = json.loads((model / "model.json").read_text())["concepts"][0]
@@ -119,6 +126,12 @@ def test_demo_then_explain_edit_intervene_report(tmp_path, image_folder):
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "r.html").read_text()
     assert "id='edit-log'" in page and concept in page
+    # the built-in attributes reach the saved model's report; "none" leaves the section unmeasured
+    assert "id='grounding-classes'" in page and "Not measured" not in page
+    r = run("report", str(model), "--dataset", "fashion-mnist", "--images-per-class", "2",
+            "--annotations", "none", "--out", str(tmp_path / "r2.html"), *cache)
+    assert r.returncode == 0, r.stderr
+    assert "Not measured" in (tmp_path / "r2.html").read_text()
 
 
 def test_explain_refuses_another_backbone(tmp_path):

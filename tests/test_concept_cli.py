@@ -186,3 +186,155 @@ def test_cav_command_errors(tmp_path, cav_setup, capsys):
     assert main([*base, "--images", str(images), "--out", str(tmp_path / "c.safetensors"),
                  "--n-samples", "0"]) == 2
     assert "n_samples >= 1" in capsys.readouterr().err
+
+
+# -- concepts evaluate -----------------------------------------------------------------------
+
+MODEL_CONCEPTS = ["striped", "dotted", "furry coat", "tail"]
+ATTRIBUTES = {"Striped": [1, 0], "dotted": [1, 1], "fur": [0, 1], "wings": [0, 0]}  # (cat, dog)
+
+
+@pytest.fixture
+def evaluate_setup(tmp_path):
+    """A folder of cat/dog PNGs, a precomputed backbone holding their embeddings and the texts'
+    ('furry coat' lies near 'fur', so it matches by embedding; 'tail' matches nothing), a posthoc
+    model saved on it, and a class-level annotation CSV."""
+    from safetensors.numpy import save_file
+
+    from conceptlens.annotations import ConceptAnnotations
+    from conceptlens.backbones import get_backbone
+    from conceptlens.features import FeatureBundle
+    from conceptlens.methods import Context, get_method
+
+    rng = np.random.default_rng(0)
+    root, ids, rows = tmp_path / "images", [], []
+    for c, name in enumerate(["cat", "dog"]):
+        for i in range(15):
+            write_png(root / name / f"{i}.png", (40 * c + i, 9 * i, 50))
+            ids.append(f"{name}/{i}.png")
+            rows.append(np.eye(6)[c] + 0.8 * rng.normal(size=6))
+    texts = {t: rng.normal(size=6) for t in [*MODEL_CONCEPTS[:2], "tail", *ATTRIBUTES]}
+    texts["furry coat"] = texts["fur"] + 0.2 * rng.normal(size=6)
+    names = list(texts)
+    text_emb = np.asarray([texts[t] / np.linalg.norm(texts[t]) for t in names], np.float32)
+    feats = tmp_path / "feats.safetensors"
+    save_file({"embedding": np.asarray(rows, np.float32), "text_embedding": text_emb}, str(feats),
+              metadata={"ids": json.dumps(ids), "texts": json.dumps(names)})
+    backbone = get_backbone(f"precomputed:{feats}")
+    X = np.asarray(rows) / np.linalg.norm(rows, axis=1, keepdims=True)
+    train = FeatureBundle(ids, np.repeat([0, 1], 15), ("cat", "dog"), X.astype(np.float32), None, backbone.id)
+    concept_emb = text_emb[[names.index(t) for t in MODEL_CONCEPTS]]
+    ctx = Context(("cat", "dog"), MODEL_CONCEPTS, concept_emb, np.ones((2, 4), np.float32),
+                  np.eye(2, 6, dtype=np.float32), backbone.id)
+    get_method("posthoc", lam=1e-3).fit(train, ctx).save(tmp_path / "model")
+    ann = ConceptAnnotations("class", tuple(ATTRIBUTES), np.array(list(ATTRIBUTES.values())).T,
+                             classes=("cat", "dog"))
+    csv = ann.to_csv(tmp_path / "attributes.csv")
+    common = ["--annotations", str(csv), "--dataset", str(root), "--backbone", f"precomputed:{feats}",
+              "--split", "train", "--images-per-class", "all", "--no-progress",
+              "--cache-dir", str(tmp_path / "cache")]
+    return tmp_path / "model", common, backbone, root, ann
+
+
+def _split_bundle(backbone, root, tmp_path):
+    from conceptlens.data import load_dataset
+    from conceptlens.features import encode_split
+
+    return encode_split(backbone, load_dataset(str(root)), "train", "all", 0, cache=tmp_path / "c2",
+                        progress=False)
+
+
+def _printed_aurocs(out: str) -> dict:
+    """{concept: AUROC text} from the per-concept table."""
+    lines = out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("concept "))
+    table = {}
+    for ln in lines[start + 1:]:
+        if not ln.strip():
+            break
+        cells = ln.split("  ")
+        table[cells[0].strip()] = ln.split()[-1]
+    return table
+
+
+def test_concepts_evaluate_prints_the_measures_of_a_saved_model(tmp_path, evaluate_setup, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from conceptlens.grounding import evaluate_grounding
+    from conceptlens.methods import Method
+
+    model_dir, common, backbone, root, ann = evaluate_setup
+    out_json = tmp_path / "g.json"
+    assert main(["concepts", "evaluate", str(model_dir), *common, "--k", "2", "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    # the direct computation: the saved model on the same split, sklearn for each AUROC
+    model = Method.load(model_dir)
+    test = _split_bundle(backbone, root, tmp_path)
+    A, labels = model.transform(test), np.asarray(test.labels)
+    truth = {"striped": ATTRIBUTES["Striped"], "furry coat": ATTRIBUTES["fur"]}
+    expected = {c: roc_auc_score(np.asarray(t)[labels], A[:, MODEL_CONCEPTS.index(c)])
+                for c, t in truth.items()}
+    table = _printed_aurocs(printed)
+    assert table == {"striped": f"{expected['striped']:.3f}", "dotted": "—",  # true of both: no AUROC
+                     "furry coat": f"{expected['furry coat']:.3f}", "tail": "—"}
+    assert "furry coat  fur" in printed and "embedding" in printed and "(nearest:" in printed
+    mean = np.mean(list(expected.values()))
+    assert (f"mean concept AUROC {mean:.3f} over 2 concepts (3 of 4 matched to an annotated attribute)"
+            in printed)
+    # the JSON equals evaluate_grounding with the backbone's text side as the matcher
+    from conceptlens.grounding import text_embedder
+
+    direct = evaluate_grounding(model, test, ann, embed=text_embedder(backbone, tmp_path / "c3"), k=2)
+    saved = json.loads(out_json.read_text())
+    assert saved["concept_auroc"] == pytest.approx(direct["concept_auroc"]) == pytest.approx(mean)
+    assert saved["precision_at_k"] == (None if direct["precision_at_k"] is None
+                                       else pytest.approx(direct["precision_at_k"]))
+    assert f"precision@2 {direct['precision_at_k']:.3f}" in printed
+    # --json is not overwritten without --overwrite
+    assert main(["concepts", "evaluate", str(model_dir), *common, "--json", str(out_json)]) == 2
+    assert f"{out_json} already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_concepts_evaluate_raw_scores_the_annotated_attributes(tmp_path, evaluate_setup, capsys):
+    """--raw without a model: each annotated attribute scored by the cosine of image and text
+    embeddings (the backbone's raw concept similarity)."""
+    from sklearn.metrics import roc_auc_score
+
+    _, common, backbone, root, _ = evaluate_setup
+    assert main(["concepts", "evaluate", "--raw", *common]) == 0
+    printed = capsys.readouterr().out
+    test = _split_bundle(backbone, root, tmp_path)
+    labels = np.asarray(test.labels)
+    text = backbone.encode_texts(list(ATTRIBUTES))
+    text = text / np.linalg.norm(text, axis=1, keepdims=True)
+    scores = test.embedding @ text.T
+    expected = {a: roc_auc_score(np.asarray(t)[labels], scores[:, j])
+                for j, (a, t) in enumerate(ATTRIBUTES.items()) if len(set(t)) == 2}
+    table = _printed_aurocs(printed)
+    assert table == {"Striped": f"{expected['Striped']:.3f}", "dotted": "—", "fur": f"{expected['fur']:.3f}",
+                     "wings": "—"}
+    assert f"mean concept AUROC {np.mean(list(expected.values())):.3f} over 2 concepts" in printed
+    assert "precision@" not in printed  # no weights, no explanation precision
+
+
+def test_concepts_evaluate_errors(tmp_path, evaluate_setup, capsys):
+    from conceptlens.features import FeatureBundle
+    from conceptlens.methods import Context, get_method
+
+    model_dir, common, backbone, _, _ = evaluate_setup
+    assert main(["concepts", "evaluate", *common]) == 2
+    assert "needs a saved model folder (MODEL), or --raw" in capsys.readouterr().err
+    assert main(["concepts", "evaluate", str(model_dir), *common, "--k", "0"]) == 2
+    assert "--k must be a positive integer" in capsys.readouterr().err
+    assert main(["concepts", "evaluate", str(model_dir), *common, "--match-threshold", "2"]) == 2
+    assert "--match-threshold is a cosine similarity in [-1, 1]; got 2.0" in capsys.readouterr().err
+    b = FeatureBundle(["a", "b"], np.array([0, 1]), ("cat", "dog"), np.eye(2, 6, dtype=np.float32), None,
+                      backbone.id)
+    ctx = Context(("cat", "dog"), class_embedding=np.eye(2, 6, dtype=np.float32), backbone_id=backbone.id)
+    get_method("zero_shot").fit(b, ctx).save(tmp_path / "zs")
+    assert main(["concepts", "evaluate", str(tmp_path / "zs"), *common]) == 2
+    assert "'zero_shot' model, which has no concepts to ground" in capsys.readouterr().err
+    i = common.index("--annotations")
+    folder_default = common[:i] + common[i + 2:]  # 'auto' on an image folder: no annotations known
+    assert main(["concepts", "evaluate", str(model_dir), *folder_default]) == 2
+    assert "no concept annotations for dataset" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from conceptlens.runs.config import (
     ConceptConfig,
     DataConfig,
     FewShotConfig,
+    GroundingConfig,
     RunConfig,
     to_toml,
     validate_config,
@@ -78,6 +79,23 @@ def _load(tmp_path, text):
     # method parameters, checked by the method, before any encoding
     ("[methods.label_free]\nlamda = 0.1\n", r"Unknown parameter.*'lamda'.*label_free.*Did you mean 'lam'"),
     ("[methods.linear_probe]\nCs = []\n", r"linear_probe: Cs must be a non-empty list"),
+    # [grounding]
+    ("[grounding]\nthreshold = 0.5\n",
+     r"Unknown key 'threshold' in \[grounding\]\. Did you mean 'match_threshold'\? "
+     r"Known: annotations, embed, k, match_threshold\."),
+    ("[grounding]\nk = 0\n", r"\[grounding\] k must be an integer >= 1 \(top concepts per class for "
+                             r"precision@k\); got 0"),
+    ("[grounding]\nk = 2.5\n", r"\[grounding\] k must be an integer >= 1.*got 2\.5 \(a number\)"),
+    ("[grounding]\nmatch_threshold = 1.5\n", r"\[grounding\] match_threshold must be a number in \[-1, 1\]; "
+                                             r"got 1\.5"),
+    ("[grounding]\nmatch_threshold = 'high'\n", r"match_threshold must be a number in \[-1, 1\]; got 'high'"),
+    ("[grounding]\nembed = 'clip'\n", r"\[grounding\] embed = 'clip' is not one of 'backbone', 'none'"),
+    ("[grounding]\nannotations = 'fashion-mnst'\n",
+     r"annotations = 'fashion-mnst' is neither one of 'auto', 'none', 'fashion-mnist' nor an existing file.*"
+     r"Did you mean 'fashion-mnist'\?.*\"none\" to skip"),
+    ("[grounding]\nannotations = 3\n", r"\[grounding\] annotations must be one of 'auto', 'none', "
+                                       r"'fashion-mnist' or the path of a CSV file; got 3"),
+    ("[grounding]\nannotations = ''\n", r"\[grounding\] annotations must be one of"),
 ])
 def test_config_errors_name_the_field(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
@@ -141,6 +159,18 @@ def test_round_trip_of_non_default_values(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+def test_grounding_section_defaults_and_round_trip(tmp_path):
+    cfg = _load(tmp_path, "[methods.zero_shot]\n")
+    assert cfg.grounding == GroundingConfig("auto", 5, 0.8, "backbone")
+    csv = tmp_path / "attributes.csv"
+    csv.write_text("attribute,cat,dog\nfur,1,1\n")
+    cfg = _load(tmp_path, f'[grounding]\nannotations = "{csv}"\nk = 3\nmatch_threshold = 1\nembed = "none"\n')
+    assert cfg.grounding == GroundingConfig(str(csv), 3, 1.0, "none")
+    assert isinstance(cfg.grounding.match_threshold, float)
+    assert "[grounding]\n" in to_toml(cfg)
+    assert _round_trip(tmp_path, cfg).to_dict() == cfg.to_dict()
+
+
 def test_a_None_that_toml_cannot_hold_is_refused_on_write():
     cfg = RunConfig(methods={"linear_probe": {"max_iter": None}})
     with pytest.raises(ConfigError, match=r"\[methods.linear_probe\] max_iter = None cannot be recorded"):
@@ -156,7 +186,8 @@ def test_run_experiment_validates_before_any_work(monkeypatch, tmp_path):
 
     monkeypatch.setattr(experiment, "load_dataset", no_work)
     for bad in (RunConfig(nec=-3), RunConfig(methods={"labo": {"nope": 1}}),
-                RunConfig(concepts=ConceptConfig(filter="no")), RunConfig(nec_protocol="all")):
+                RunConfig(concepts=ConceptConfig(filter="no")), RunConfig(nec_protocol="all"),
+                RunConfig(grounding=GroundingConfig(k=0))):
         bad.output_dir = str(tmp_path / "out")
         with pytest.raises(ConfigError):
             run_experiment(bad)
@@ -196,3 +227,17 @@ def test_max_pixels_is_validated_and_reaches_the_loader(tmp_path, monkeypatch):
     data = load_dataset(str(tmp_path / "imgs"), max_pixels=100)
     with pytest.raises(DataError, match="max_pixels"):
         data.images.decode(0, data.images.read(0))
+
+
+def test_confounded_table_is_parsed_checked_and_round_trips(tmp_path):
+    cfg = _load(tmp_path, "[methods.zero_shot]\n")
+    assert cfg.confounded is None and "[confounded]" not in to_toml(cfg)
+    cfg = _load(tmp_path, '[confounded]\npairs = [["Pullover", "Coat"]]\ntrain_per_class = 20\n')
+    assert cfg.confounded.pairs == [["Pullover", "Coat"]] and cfg.confounded.train_per_class == 20
+    assert "[confounded]\n" in to_toml(cfg)
+    assert _round_trip(tmp_path, cfg).to_dict() == cfg.to_dict()
+    with pytest.raises(ConfigError, match=r"run\.toml: Unknown key 'pair' in \[confounded\]\. Did you mean "
+                                          r"'pairs'"):
+        _load(tmp_path, '[confounded]\npair = [["a", "b"]]\n')
+    with pytest.raises(ConfigError, match=r"\[confounded\] train_per_class must be an integer >= 1; got 0"):
+        _load(tmp_path, "[confounded]\ntrain_per_class = 0\n")

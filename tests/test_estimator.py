@@ -160,3 +160,14 @@ def test_linear_probe_picks_C_on_validation_and_the_middle_without():
     assert max(Cs, key=lambda C: (acc[C], -C)) == model.C_
     assert get_method("linear_probe", Cs=Cs).fit(tr, Context(("n", "p"))).C_ == 0.01
     assert METHODS.get("linear_probe").uses_validation and not METHODS.get("zero_shot").uses_validation
+
+
+def test_bundle_rows_by_index_mask_and_empty():
+    from conceptlens.features.bundle import FeatureBundle
+
+    b = FeatureBundle(ids=["a", "b", "c"], labels=np.array([0, 1, 0]), classes=("x", "y"),
+                      embedding=np.eye(3, dtype=np.float32), features=None, backbone_id="t")
+    assert b.rows([2, 0]).ids == ["c", "a"]
+    assert b.rows(np.array([False, True, False])).ids == ["b"]
+    empty = b.rows([])  # a plain empty list used to become a float array and fail to index
+    assert empty.ids == [] and empty.embedding.shape == (0, 3) and empty.labels.shape == (0,)

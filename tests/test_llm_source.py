@@ -252,3 +252,147 @@ def test_credentials_in_the_base_url_are_never_written(tmp_path, monkeypatch, ca
     assert redact_url("https://u:p@[::1]:8443/x?token=t&api-version=1#frag") == \
         "https://[::1]:8443/x?token=REDACTED&api-version=1"
     assert redact_url(None) is None
+
+
+# -- KnoBo: binary questions per class, and the class x question yes/no/unknown prior ---------
+
+class KnoboServer(LoopbackServer):
+    """Answers the `knobo` generation prompt (class after 'recognize') and the prior prompt
+    (class after 'about', numbered questions) from `script`: class -> reply content, or a
+    function of the listed questions. Defaults: three questions, one naming the class; prior
+    answers by keyword (wings -> yes, red -> no, else unknown)."""
+
+    def __init__(self, script: dict | None = None):
+        import json
+        import re
+        from collections import Counter
+        from http.server import BaseHTTPRequestHandler
+
+        script = script or {}
+        self.requests: Counter[str] = Counter()
+        self.prompts: list[str] = []
+        outer = self
+
+        def default_answers(questions):
+            return json.dumps(["yes" if "wings" in q else "no" if "red" in q else "unknown"
+                               for q in questions])
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = payload["messages"][-1]["content"]
+                outer.prompts.append(prompt)
+                generation = "binary questions*" in prompt
+                cls = re.search(r'recognize "([^"]+)"' if generation else r'about "([^"]+)"', prompt).group(1)
+                kind = "gen" if generation else "prior"
+                outer.requests[f"{kind}:{cls}"] += 1
+                questions = re.findall(r"^\d+\. (.+)$", prompt, re.M) if not generation else []
+                reply = script.get(f"{kind}:{cls}")
+                if callable(reply):
+                    reply = reply(questions, outer.requests[f"{kind}:{cls}"])
+                if reply is None:
+                    reply = default_answers(questions) if not generation else json.dumps(
+                        ["Does it have wings?", "Is it red?", f"Is it a {cls}?"])
+                body = json.dumps({"choices": [{"index": 0, "message": {
+                    "role": "assistant", "content": reply}, "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._serve(Handler)
+
+
+def test_knobo_prompt_family_gives_binary_questions(tmp_path, monkeypatch, caplog):
+    script = {"gen:heron": "Is it tall? | Does it have a long neck? | Is it a heron?",  # the authors' format
+              "gen:owl": "Sure! Questions:\n1. Does it have big eyes?\n2. Is it nocturnal?\nHope it helps.",
+              "gen:prose": '["red", "has wings"]'}  # no question at all: malformed
+    with KnoboServer(script) as server:
+        src = source(server, tmp_path, monkeypatch, prompts=("knobo",), n=3)
+        with caplog.at_level("WARNING", logger="conceptlens"):
+            result = src.generate(["sparrow", "heron", "owl", "prose"], allow_partial=True)
+        assert "*binary questions*" in server.prompts[0]
+        assert "must not contain the class name" in server.prompts[0]
+    cs = result.concepts
+
+    def texts(cls):
+        return [cs.texts[i] for i in cs.for_class(cls)]
+
+    assert texts("sparrow") == ["Does it have wings?", "Is it red?"]  # "Is it a sparrow?" dropped
+    assert texts("heron") == ["Is it tall?", "Does it have a long neck?"]
+    assert texts("owl") == ["Does it have big eyes?", "Is it nocturnal?"]  # prose lines dropped
+    assert cs.concepts[cs.index("Does it have wings?")].classes == ["sparrow"]
+    assert result.unresolved["prose"].startswith("Malformed reply to the 'knobo' prompt: no binary question")
+    assert "sparrow: dropped 1 binary question(s) that name the class" in caplog.text
+    assert len(list((tmp_path / "llm").rglob("*.json"))) == 3  # the malformed reply was not cached
+
+
+def test_knobo_prior_answers_yes_no_unknown_per_class_and_question(tmp_path, monkeypatch):
+    import numpy as np
+
+    questions = ["Does it have wings?", "Is it red?", "Is it tall?", "Do its wings fold?", "Is it red-eyed?"]
+    script = {"prior:bat": lambda qs, n: '```json\n["No", "unknown", "yes."' + ', "yes"' * (len(qs) - 3)
+              + "]\n```" if len(qs) > 2 else '["no", "no"]'}
+    with KnoboServer(script) as server:
+        src = source(server, tmp_path, monkeypatch, questions_per_request=3)
+        result = src.answer_prior(["sparrow", "bat", "sparrow"], questions)
+        assert server.requests == {"prior:sparrow": 2, "prior:bat": 2}  # 5 questions, 3 per request
+        assert "Choices: yes, no, unknown." in server.prompts[0] and "4. " not in server.prompts[0]
+        # a rerun is served from the cache
+        again = source(server, tmp_path, monkeypatch, questions_per_request=3).answer_prior(
+            ["sparrow", "bat"], questions)
+        assert sum(server.requests.values()) == 4
+    ann = result.annotations
+    assert ann.level == "class" and ann.classes == ("sparrow", "bat") and ann.concepts == tuple(questions)
+    nan = np.nan
+    np.testing.assert_array_equal(ann.values, [[1, 0, nan, 1, 0], [0, nan, 1, 0, 0]])
+    np.testing.assert_array_equal(again.annotations.values, ann.values)
+    assert not result.unresolved
+
+
+@pytest.mark.parametrize("reply", [
+    '["yes", "maybe", "no"]', '["yes", "no"]', '["yes", "no", "unknown", "yes"]', "I think yes to all.",
+    '["yes", "no", ["unknown"]]', '[true, false, null]', "yes no unknown"])
+def test_knobo_prior_malformed_reply_is_reported_not_cached_and_asked_again(tmp_path, monkeypatch, reply):
+    import numpy as np
+
+    from conceptlens.concepts.sources.llm import parse_answers
+
+    questions = ["Does it have wings?", "Is it red?", "Is it tall?"]
+    assert parse_answers(reply, 3) is None
+    with KnoboServer({"prior:junk": lambda qs, n: reply if n <= 2 else None}) as server:
+        src = source(server, tmp_path, monkeypatch)
+        with pytest.raises(LLMError, match=r"failed for 1 of 2 classes: junk: Malformed reply to the prior "
+                                           r"prompt \(questions 1-3\): expected a JSON array of 3 answers"):
+            src.answer_prior(["sparrow", "junk"], questions)
+        partial = src.answer_prior(["sparrow", "junk"], questions, allow_partial=True)
+        assert set(partial.unresolved) == {"junk"} and np.isnan(partial.annotations.values[1]).all()
+        assert server.requests["prior:sparrow"] == 1  # finished classes come from the cache
+        # nothing malformed was cached: the next run asks again and gets a good reply
+        fixed = src.answer_prior(["sparrow", "junk"], questions)
+        assert server.requests["prior:junk"] == 3 and not fixed.unresolved
+    np.testing.assert_array_equal(fixed.annotations.values[1], [1, 0, np.nan])
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('["yes", "no", "unknown"]', ["yes", "no", "unknown"]),
+    ('Here:\n```json\n["Yes", "NO", "Unknown."]\n```', ["yes", "no", "unknown"]),
+    ('{"1": "yes", "2": "no", "3": "unknown"}', ["yes", "no", "unknown"]),
+    ("1. yes\n2) no\n3: unknown", ["yes", "no", "unknown"]), ("yes, no, unknown", ["yes", "no", "unknown"]),
+])
+def test_parse_answers(reply, expected):
+    from conceptlens.concepts.sources.llm import parse_answers
+
+    assert parse_answers(reply, 3) == expected
+
+
+def test_answer_prior_needs_classes_and_questions(tmp_path):
+    src = get_source("llm", base_url="http://127.0.0.1:9/v1", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="at least one class and one question"):
+        src.answer_prior(["sparrow"], [])
+    with pytest.raises(ConfigError, match="questions_per_request must be >= 1"):
+        get_source("llm", questions_per_request=0)

@@ -18,7 +18,8 @@ from conceptlens.methods.labo import labo_objective
 
 M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
 FAST = {"labo": {"optimizer": "lbfgs", "max_iter": 100}, "label_free": {"steps": 200, "lam": 1e-3},
-        "sparse_cbm": {"epochs": 150}, "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3}}
+        "sparse_cbm": {"epochs": 150}, "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3},
+        "knobo": {"min_val": 2, "lr": 1e-2, "epochs": 100}}
 
 
 def make_problem(n_per_class=30, seed=0, noise=0.6):
@@ -147,7 +148,7 @@ def test_contract_set_params(name):
 # one out-of-range value per method: _validate must reject it at fit, not in the constructor
 BAD_PARAMS = {"cms": {"variant": "nope"}, "label_free": {"lam": -1.0}, "labo": {"scale": -1.0},
               "linear_probe": {"Cs": []}, "posthoc": {"alpha": 2.0}, "posthoc_hybrid": {"alpha": 2.0},
-              "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}}
+              "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}, "knobo": {"n_concepts": 0}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())

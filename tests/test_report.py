@@ -14,7 +14,7 @@ from conceptlens.intervene import edit_model
 from conceptlens.methods import get_method
 from conceptlens.report import build_report, write_report
 
-SECTIONS = ("summary", "class-weights", "examples", "gallery", "confusion-matrix",
+SECTIONS = ("summary", "class-weights", "grounding", "examples", "gallery", "confusion-matrix",
             "faithfulness", "edit-log")
 
 
@@ -30,6 +30,65 @@ def report_inputs():
                "linear_probe": {"top1": 0.95, "top5": 1.0, "mean_per_class": 0.95, "ece": 0.02,
                                 "nec": 24.0}}
     return model, results, test, train, images.__getitem__
+
+
+def _annotations(model):
+    """Class-level truth for the first 9 concepts: each class's own three concepts are true of it
+    (as the toy problem makes them), except concept 3c+1, annotated false; concept 3c+2 unknown."""
+    from conceptlens.annotations import ConceptAnnotations
+
+    values = np.zeros((4, 9))
+    for c in range(3):
+        values[c, 3 * c: 3 * c + 3] = [1, 0, np.nan]
+    return ConceptAnnotations("class", [f"concept {i}" for i in range(9)], values, classes=model.classes_,
+                              provenance="toy annotations")
+
+
+def test_report_shows_grounding_and_flags_concepts_annotated_false(report_inputs):
+    import html
+
+    from conceptlens.grounding import evaluate_grounding
+
+    model, results, test, train, image = report_inputs
+    g = evaluate_grounding(model, test, _annotations(model), k=3)
+    results = {name: dict(r) for name, r in results.items()}
+    results["posthoc"] |= {"concept_auroc": g["concept_auroc"], "concept_auroc_n": g["concept_auroc_n"],
+                           "precision_at_k": g["precision_at_k"],
+                           "negative_precision_at_k": g["negative_precision_at_k"]}
+    results["linear_probe"] |= {"concept_auroc": None, "concept_auroc_n": 0, "precision_at_k": None,
+                                "negative_precision_at_k": None}
+    page = build_report(model, results, test, train, image, grounding=g)
+    section = page[page.index("<section id='grounding'>"):]
+    section = section[:section.index("</section>")]
+    assert f"<b id='concept-auroc'>{g['concept_auroc']:.3f}</b>" in section
+    assert f"<b id='precision-at-k'>{g['precision_at_k']:.2f}</b>" in section
+    # per class, each top positive-weight concept with its annotated truth, false ones flagged
+    tops = [(c["class"], x) for c in g["per_class"] for x in c["positive"]]
+    truths = {x["truth"] for _, x in tops}
+    assert {"false", "true"} <= truths, truths  # the toy model leans on some concepts annotated false
+    classes = section[section.index("id='grounding-classes'"):section.index("id='concept-matches'")]
+    for cls, x in tops:
+        row = classes[classes.index(f"<th>{html.escape(cls)}</th>"):]
+        row = row[:row.index("</tr>")]
+        flag = f"<span class='flag truth-{x['truth'].replace(' ', '-')}'"
+        assert flag in row and f"{html.escape(x['concept'])} ({x['weight']:+.2f})" in row
+    assert classes.count("class='flag truth-false'") == sum(x["truth"] == "false" for _, x in tops)
+    assert section.count("<b id='n-annotated-false'>") == 1
+    assert f"<b id='n-annotated-false'>{sum(x['truth'] == 'false' for _, x in tops)}</b>" in section
+    # concepts 9..11 match no attribute: listed as unmatched in the match table
+    matches = section[section.index("id='concept-matches'"):]
+    assert matches.count("<td>unmatched</td>") == sum(m["match"] is None for m in g["matches"]) == 3
+    # the summary table carries the measures beside accuracy, a dash for the method without concepts
+    summary = page[page.index("id='metrics'"):page.index("</table>", page.index("id='metrics'"))]
+    assert "<th>concept AUROC (n)</th><th>precision@3</th>" in summary
+    assert f"{g['concept_auroc']:.3f} ({g['concept_auroc_n']})" in summary
+    probe = summary[summary.index("<td>linear_probe</td>"):]
+    assert probe[:probe.index("</tr>")].count("<td class='num'>—</td>") == 3
+
+
+def test_report_without_annotations_says_grounding_was_not_measured(report_inputs):
+    page = build_report(*report_inputs)
+    assert "Not measured: no concept annotations" in page and "concept AUROC" not in page
 
 
 def test_report_is_self_contained(report_inputs):
@@ -48,7 +107,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_report_in_a_real_browser(report_inputs, tmp_path):
-    path = write_report(tmp_path / "report.html", *report_inputs)
+    from conceptlens.grounding import evaluate_grounding
+
+    model, _, test = report_inputs[:3]
+    path = write_report(tmp_path / "report.html", *report_inputs,
+                        grounding=evaluate_grounding(model, test, _annotations(model), k=3))
     common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*common, "--dump-dom", path.as_uri()], capture_output=True, text=True,
                          timeout=120)
@@ -99,6 +162,24 @@ def test_hostile_names_cannot_inject_markup(hostile_inputs):
     log = page[page.index("id='edit-log'"):]
     for field in (CONCEPT, PAYLOAD, "<b>2</b>", model.edit_log_[0]["note"]):
         assert html.escape(field) in log
+
+
+def test_hostile_names_in_the_grounding_section_are_escaped(hostile_inputs):
+    import html
+
+    from conceptlens.annotations import ConceptAnnotations
+    from conceptlens.grounding import evaluate_grounding
+
+    model, _, test = hostile_inputs[:3]
+    # an annotated attribute spelled like the hostile concept: it matches, and shows in every column
+    ann = ConceptAnnotations("class", [CONCEPT, "concept 1"], np.ones((4, 2)), classes=model.classes_)
+    g = evaluate_grounding(model, test, ann, k=12)
+    assert g["matches"][0]["match"] == CONCEPT
+    page = build_report(*hostile_inputs, grounding=g)
+    assert "</script><script>" not in page and "<script>alert" not in page and "<img src=x" not in page
+    assert page.count("<script") == 2
+    section = page[page.index("<section id='grounding'>"):]
+    assert html.escape(CONCEPT) in section and html.escape(PAYLOAD) in section
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")

@@ -243,3 +243,148 @@ def test_run_records_nec_protocol_and_data_options(tmp_path, monkeypatch):
         "skip", True, "prune")
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["nec_protocol"] == "prune"
+
+
+ATTRIBUTES = {"Fur": [1, 1, 0], "tail": [1, 0, 1], "whiskers": [1, 0, None], "paws": [0, 1, 1],
+              "snout": [0, 1, 1], "stripes": [0, 0, 1], "spots": [1, 0, 1], "claws": [0, 1, 0],
+              "wings": [0, 0, 0]}  # (cat, dog, fox); 'ears' is not annotated
+
+
+def _attribute_csv(tmp_path):
+    """Class-level annotations for tiny_setup's classes and concept words (matched by normalised
+    text: 'Fur' matches 'fur'); 'wings' matches no concept and the concept 'ears' no attribute."""
+    import numpy as np
+
+    from conceptlens.annotations import ConceptAnnotations
+
+    values = np.array([[np.nan if v is None else v for v in row] for row in ATTRIBUTES.values()]).T
+    ann = ConceptAnnotations("class", tuple(ATTRIBUTES), values, classes=("cat", "dog", "fox"))
+    return ann.to_csv(tmp_path / "attributes.csv")
+
+
+def test_grounding_beside_accuracy_in_every_output(tmp_path, monkeypatch):
+    """[grounding] reaches Context.class_truth, results.json, results.md, concept_matches.csv,
+    the few-shot table and the report; the recorded numbers equal a direct computation on the
+    saved model; methods without concepts show a dash."""
+    import csv
+
+    import numpy as np
+
+    import conceptlens.runs.experiment as experiment
+    from conceptlens.annotations import load_class_csv
+    from conceptlens.grounding import evaluate_grounding
+    from conceptlens.methods import Method
+    from conceptlens.runs.config import FewShotConfig, GroundingConfig
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    path = _attribute_csv(tmp_path)
+    seen = {}
+    real_ground = experiment.ground_models
+
+    def spy(results, models, test, grounding):
+        seen.setdefault("test", test)
+        return real_ground(results, models, test, grounding)
+
+    real_fit = experiment.fit_and_evaluate
+
+    def spy_fit(methods, train, val, test, context, *a, **k):
+        seen.setdefault("context", context)
+        return real_fit(methods, train, val, test, context, *a, **k)
+
+    monkeypatch.setattr(experiment, "ground_models", spy)
+    monkeypatch.setattr(experiment, "fit_and_evaluate", spy_fit)
+    cfg = make({"zero_shot": {}, "labo": {"epochs": 20}}, fewshot=FewShotConfig([1, 2], [0, 1]), nec=0,
+               grounding=GroundingConfig(str(path), 2, 0.8, "none"))
+    out = run_experiment(cfg)
+    folder = tmp_path / "out"
+
+    # class truth: each run concept takes its matched attribute's row (cat, dog, fox), else NaN
+    ctx = seen["context"]
+    rows = {k.casefold(): [np.nan if v is None else v for v in row] for k, row in ATTRIBUTES.items()}
+    expected = np.array([rows.get(c, [np.nan] * 3) for c in ctx.concepts]).T
+    np.testing.assert_array_equal(ctx.class_truth, expected)
+    assert len(set(rows) & set(ctx.concepts)) >= 3  # the check above is not vacuous
+
+    # results.json: the numbers beside accuracy, equal to a direct computation on the saved model
+    results = json.loads((folder / "results.json").read_text())
+    labo, zero = results["results"]["labo"], results["results"]["zero_shot"]
+    saved = Method.load(folder / "models" / "labo")
+    direct = evaluate_grounding(saved, seen["test"], load_class_csv(path), k=2)
+    for key in ("concept_auroc", "precision_at_k", "negative_precision_at_k"):
+        assert labo[key] == (None if direct[key] is None else pytest.approx(direct[key])), key
+    assert labo["concept_auroc_n"] == direct["concept_auroc_n"] > 0
+    assert zero["concept_auroc"] is None and zero["precision_at_k"] is None
+    assert results["grounding"]["k"] == 2 and results["grounding"]["methods"]["zero_shot"] is None
+    assert results["grounding"]["methods"]["labo"]["matches"] == direct["matches"]
+
+    # results.md: the columns, and a dash for the method without concepts
+    md = (folder / "results.md").read_text()
+    assert "| concept AUROC (n) | precision@2 |" in md
+    assert f"| {labo['concept_auroc']:.3f} ({labo['concept_auroc_n']}) |" in md
+    assert next(ln for ln in md.splitlines() if ln.startswith("| zero_shot |")).endswith("| — | — |")
+
+    # the matches a person can check
+    with open(folder / "concept_matches.csv", newline="") as f:
+        matches = list(csv.DictReader(f))
+    assert [m["text"] for m in matches] == ctx.concepts
+    by_text = {m["text"]: m for m in matches}
+    for text, m in by_text.items():
+        match = next((a for a in ATTRIBUTES if a.casefold() == text), "")
+        assert (m["match"], m["how"]) == (match, "exact" if match else ""), text
+
+    # few-shot: per seed, averaged like accuracy
+    few = out["fewshot_grounding"]
+    assert len(few["labo"]["1"]["concept_auroc"]) == 2
+    assert few["zero_shot"]["2"]["concept_auroc"] == [None, None]
+    aurocs = [v for v in few["labo"]["2"]["concept_auroc"] if v is not None]
+    line = next(ln for ln in out["fewshot_table"].splitlines() if ln.startswith("| labo | concept AUROC |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == (f"{np.mean(aurocs):.3f} ± {np.std(aurocs):.3f}" if len(aurocs) == 2
+                        else f"{np.mean(aurocs):.3f}")
+    assert "| zero_shot | precision@2 | — | — |" in out["fewshot_table"] and "precision@2" in md
+
+    # the report: the measures and the per-class flags
+    page = (folder / "report.html").read_text()
+    assert "id='grounding'" in page and "id='concept-matches'" in page and "id='grounding-classes'" in page
+    flagged = [x for c in results["grounding"]["methods"]["labo"]["per_class"] for x in c["positive"]]
+    assert page.count("class='flag truth-") == len(flagged) > 0
+    assert page.count("class='flag truth-false'") == sum(x["truth"] == "false" for x in flagged)
+
+
+def test_confounded_table_reaches_the_run(tmp_path, monkeypatch):
+    """[confounded] is checked against the dataset's classes before any image is encoded, then
+    run_confounded gets the run's pieces and its table lands in results.json and results.md."""
+    import conceptlens.runs.confounded as confounded
+    import conceptlens.runs.experiment as experiment
+    from conceptlens.runs.confounded import ConfoundedConfig
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    calls = []
+
+    def fake(cfg, run_cfg, data, backbone, cache, cache_root, grounding):
+        calls.append((cfg, run_cfg, tuple(data.classes), backbone.id, cache_root, grounding is not None))
+        return {"results": {"zero_shot": {"mean": {"id": 90.0}}},
+                "table": "| method | ID |\n|---|---|\n| x | 9 |"}
+
+    monkeypatch.setattr(confounded, "run_confounded", fake)
+    cfg = make({"zero_shot": {}}, confounded=ConfoundedConfig(pairs=[["cat", "wolf"]]))
+    encoded = []
+    monkeypatch.setattr(experiment, "encode_dataset", lambda *a, **k: encoded.append(1))
+    from conceptlens.errors import DataError
+
+    with pytest.raises(DataError, match=r"Class 'wolf' of the confounded pair \['cat', 'wolf'\]"):
+        run_experiment(cfg)
+    assert not encoded and not calls  # refused before any encoding
+    monkeypatch.undo()
+    make = tiny_setup(tmp_path, monkeypatch)
+    monkeypatch.setattr(confounded, "run_confounded", fake)
+    cfg = make({"zero_shot": {}}, confounded=ConfoundedConfig(pairs=[["cat", "dog"]]))
+    run_experiment(cfg)
+    (got, run_cfg, classes, backbone_id, cache_root, _), = calls
+    assert got.pairs == [["cat", "dog"]] and run_cfg is cfg and classes == ("cat", "dog", "fox")
+    assert backbone_id == "tiny:seed0" and str(cache_root) == str(tmp_path / "cache" / "features")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["confounded"]["results"]["zero_shot"]["mean"]["id"] == 90.0
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## Confounded shift (top-1 %)\n\n| method | ID |\n|---|---|\n| x | 9 |" in md
+    assert load_config(tmp_path / "out" / "config.toml").confounded.pairs == [["cat", "dog"]]

@@ -47,12 +47,14 @@ def test_objective_by_hand():
     assert elastic_net_objective(W, b, X, y, lam=0.1, alpha=0.5) == pytest.approx(expected)
 
 
-def test_lambda_max_is_where_weights_vanish():
+@pytest.mark.parametrize("loss", ["multinomial", "ovr"])
+def test_lambda_max_is_where_weights_vanish(loss):
+    # one-vs-rest has the same lambda_max: at W = 0 its fitted sigmoids are the class frequencies
     X, y = problem()
     lmax = lambda_max(X, y, 0.99)
-    W, _, _ = fit_elastic_net(X, y, lmax * 1.01, 0.99)
+    W, _, _ = fit_elastic_net(X, y, lmax * 1.01, 0.99, loss=loss)
     assert not W.any()
-    W, _, _ = fit_elastic_net(X, y, lmax * 0.8, 0.99)
+    W, _, _ = fit_elastic_net(X, y, lmax * 0.99, 0.99, loss=loss)
     assert W.any()
 
 

@@ -10,7 +10,7 @@ from conceptlens.errors import ConfigError
 
 
 def test_registry():
-    assert SOURCES.names() == ["file", "imagenet", "llm", "vocabulary", "wordnet"]
+    assert SOURCES.names() == ["fashion-mnist-attributes", "file", "imagenet", "llm", "vocabulary", "wordnet"]
     with pytest.raises(ConfigError, match="Did you mean 'wordnet'"):
         get_source("wordnt")
 

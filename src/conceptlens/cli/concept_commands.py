@@ -1,8 +1,9 @@
-"""`conceptlens concepts generate | import | filter | select | show | cav`.
+"""`conceptlens concepts generate | import | filter | select | show | cav | evaluate`.
 
 Each step writes a concept set file (conceptlens JSON) that the next one reads; `cav` writes
-concept activation vectors (Post-hoc CBM) learnt from example images. No command replaces
-an existing output file unless given `--overwrite`.
+concept activation vectors (Post-hoc CBM) learnt from example images; `evaluate` scores a saved
+model's concepts (or the backbone's raw concept similarities) against human annotations. No
+command replaces an existing output file unless given `--overwrite`.
 """
 
 from __future__ import annotations
@@ -234,6 +235,104 @@ def cmd_cav(args) -> int:
     return 0
 
 
+def _raw_activations(backbone, bundle, concepts: list[str], cache) -> np.ndarray:
+    """The backbone's raw concept scores: cosine of each image and concept text embedding."""
+    from ..grounding import text_embedder
+
+    text = text_embedder(backbone, cache)(concepts)
+    return np.asarray(bundle.embedding, dtype=np.float64) @ text.T  # image rows are unit length
+
+
+def grounding_inputs(args):
+    """(model or None, backbone, dataset, bundle of the --split images) for `concepts evaluate`."""
+    from ..errors import ConfigError
+    from .model_commands import _dataset, _load, _split
+
+    if args.model is None:
+        if not args.raw:
+            raise ConfigError("concepts evaluate needs a saved model folder (MODEL), or --raw to score the "
+                              "backbone's raw concept similarities for the annotated attributes.")
+        from ..data import load_dataset
+        from ..runs.experiment import open_backbone
+
+        model, backbone = None, open_backbone(args.backbone, args.cache_dir)
+        data = load_dataset(args.dataset)
+    else:
+        model, backbone = _load(args)
+        if not model.needs_concepts and not args.raw:
+            raise ConfigError(f"{args.model} is a {model.name!r} model, which has no concepts to ground; "
+                              "give a concept model, or --raw to score the backbone's raw similarities.")
+        data = _dataset(args, model)
+    return model, backbone, data, _split(args, backbone, data, args.split, args.images_per_class)
+
+
+def cmd_evaluate(args) -> int:
+    """Concept AUROC (and, for a model, explanation precision@k) against annotations."""
+    from ..errors import ConfigError
+    from ..grounding import class_level, grounding_measures, resolve_annotations, text_embedder
+    from ..runs.tables import DASH
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+    if not -1 <= args.match_threshold <= 1:
+        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
+    _refuse_overwrite(args, args.json)
+    model, backbone, data, bundle = grounding_inputs(args)
+    annotations = resolve_annotations(args.annotations, args.dataset, data)
+    if annotations is None:
+        raise ConfigError(f"no concept annotations for dataset {args.dataset!r}: give --annotations "
+                          "fashion-mnist or the path of a class-level or per-image CSV.")
+    cache = _cache(args)
+    embed = text_embedder(backbone, cache) if args.embed == "backbone" else None
+    classes = data.classes
+    if model is None:
+        concepts, weights = list(annotations.concepts), None
+        what = f"raw {backbone.id} concept similarity"
+    elif args.raw:
+        concepts, weights = list(model.concepts_), None
+        what = f"raw {backbone.id} similarity to {model.name}'s concepts"
+    else:
+        concepts, weights = list(model.concepts_), model.class_weights_
+        what = f"{model.name} ({args.model})"
+    activations = (_raw_activations(backbone, bundle, concepts, cache) if args.raw
+                   else model.transform(bundle))
+    g = grounding_measures(activations, concepts, classes, bundle.labels, annotations, ids=list(bundle.ids),
+                           class_weights=weights, embed=embed, k=args.k, threshold=args.match_threshold,
+                           class_annotations=class_level(annotations, classes, data.ids, data.labels))
+    print(f"{what} on {len(bundle)} {args.split} images of {args.dataset}; annotations "
+          f"{annotations.provenance} ({annotations.level} level, {len(annotations.concepts)} attributes)")
+    rows = [("concept", "matched attribute", "how", "similarity", "AUROC")]
+    for m in g["matches"]:
+        auc = g["concept_auroc_per_concept"].get(m["text"])
+        attribute = m["match"] or (f"{DASH} (nearest: {m['nearest']})" if m["nearest"] else DASH)
+        rows.append((m["text"], attribute, m["how"] or "unmatched",
+                     "" if m["similarity"] is None else f"{m['similarity']:.3f}",
+                     DASH if auc is None else f"{auc:.3f}"))
+    widths = [min(40, max(len(r[i]) for r in rows)) for i in range(5)]
+    for r in rows:
+        print("  ".join(c[:40].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    mean = g["concept_auroc"]
+    print(f"\nmean concept AUROC {DASH if mean is None else f'{mean:.3f}'} over {g['concept_auroc_n']} "
+          f"concepts ({g['n_annotated_concepts']} of {g['n_concepts']} matched to an annotated attribute)")
+    if weights is not None:
+        def p(v):
+            return DASH if v is None else f"{v:.3f}"
+        n = g["n_classes_scored"]
+        print(f"precision@{args.k} {p(g['precision_at_k'])} (top-{args.k} positive-weight concepts annotated "
+              f"true; {n['positive']} classes scored), negative precision@{args.k} "
+              f"{p(g['negative_precision_at_k'])} ({n['negative']} classes)")
+        for c in g["per_class"]:
+            wrong = [item["concept"] for item in c["positive"] if item["truth"] == "false"]
+            if wrong:
+                print(f"  {c['class']}: top concepts annotated false: {', '.join(wrong)}")
+    if args.json:
+        from .._io import write_json
+
+        write_json(args.json, g)
+        print(f"-> {args.json}")
+    return 0
+
+
 def add_commands(sub) -> None:
     concepts = sub.add_parser("concepts", help="generate, import, filter, select, show concepts")
     csub = concepts.add_subparsers(dest="concepts_command", required=True)
@@ -253,7 +352,7 @@ def add_commands(sub) -> None:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="name of the environment variable holding the key")
     p.add_argument("--prompt", action="append",
-                   choices=["labo", "important", "superclass", "around"])
+                   choices=["labo", "important", "superclass", "around", "knobo"])
     p.add_argument("--n", type=int, default=20, help="concepts asked for per prompt")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8)
@@ -335,3 +434,31 @@ def add_commands(sub) -> None:
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     add_encode_options(p)
     p.set_defaults(func=cmd_cav)
+
+    p = csub.add_parser(
+        "evaluate", help="concept AUROC and explanation precision@k against concept annotations",
+        description="Match the model's concepts to annotated attributes (normalised text, then the "
+                    "backbone's text embeddings above --match-threshold), then print per concept how well "
+                    "its activation separates images where the attribute holds from those where it does "
+                    "not (AUROC), and the share of each class's top-k positive-weight concepts annotated "
+                    "true of it (precision@k). --raw scores the backbone's raw concept similarity instead.")
+    p.add_argument("model", nargs="?", help="a saved model folder (optional with --raw)")
+    p.add_argument("--annotations", default="auto",
+                   help="'fashion-mnist', a class-level or per-image CSV, or 'auto' (default: the "
+                        "dataset's own: fashion-mnist, fashion-mnist-composite)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--images-per-class", default="200", help="images per class of the split (or 'all')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=5, help="top concepts per class for precision@k (default 5)")
+    p.add_argument("--match-threshold", type=float, default=0.8,
+                   help="cosine above which a concept matches an attribute by embedding (default 0.8)")
+    p.add_argument("--embed", default="backbone", choices=["backbone", "none"],
+                   help="text encoder for matching: the backbone's text side, or none (text only)")
+    p.add_argument("--raw", action="store_true",
+                   help="score the backbone's raw concept similarity (cosine of image and concept text "
+                        "embeddings): the model's concepts, or the annotated attributes without MODEL")
+    p.add_argument("--json", help="also write every measure and match to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    add_encode_options(p)
+    p.set_defaults(func=cmd_evaluate)

@@ -71,11 +71,16 @@ def print_run(out: dict) -> None:
     print()
     print(out["table"])
     if out.get("fewshot_table"):
-        print("\nfew-shot top-1 (%):\n" + out["fewshot_table"])
+        what = "top-1 (%) and concept grounding" if out.get("fewshot_grounding") else "top-1 (%)"
+        print(f"\nfew-shot {what}:\n" + out["fewshot_table"])
+    if out.get("confounded"):
+        print("\nconfounded shift (top-1 %, in-distribution vs reversed nuisance):\n"
+              + out["confounded"]["table"])
     print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
     if "output_dir" in out:
-        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, report.html, "
-              "results.json, results.md, models/)")
+        matches = "concept_matches.csv, " if out.get("concept_matches") else ""
+        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, {matches}"
+              "report.html, results.json, results.md, models/)")
 
 
 def cmd_encode(args) -> int:

@@ -147,8 +147,11 @@ def _check_report_out(args) -> None:
 
 def cmd_report(args) -> int:
     from ..evaluation import evaluate
+    from ..grounding import evaluate_grounding, resolve_annotations, text_embedder
     from ..report import write_report
 
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     _check_report_out(args)  # before the images are encoded
     model, backbone = _load(args)
     data = _dataset(args, model)
@@ -159,8 +162,14 @@ def cmd_report(args) -> int:
     def image(item):
         return data.images.decode(index[item], data.images.read(index[item]))
 
+    grounding = None
+    annotations = resolve_annotations(args.annotations, args.dataset, data)
+    if annotations is not None:
+        cache = _cache(args)
+        grounding = evaluate_grounding(model, test, annotations, text_embedder(backbone, cache), k=args.k,
+                                       class_ids=list(data.ids), class_labels=data.labels)
     write_report(args.out, model, {model.name: evaluate(model, test)}, test, train, image,
-                 title=f"conceptlens: {model.name} on {data.name}")
+                 title=f"conceptlens: {model.name} on {data.name}", grounding=grounding)
     print(f"-> {args.out}")
     return 0
 
@@ -204,4 +213,8 @@ def add_commands(sub) -> None:
     common(p)
     p.add_argument("--out", required=True, help="the .html file to write (not inside a model folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--annotations", default="auto",
+                   help="concept annotations for the grounding section: auto (built-in for the dataset), "
+                        "none, fashion-mnist, or a class-level / per-image CSV")
+    p.add_argument("--k", type=int, default=5, help="top concepts per class for explanation precision@k")
     p.set_defaults(func=cmd_report)

@@ -21,6 +21,7 @@ __all__ = [
 ]
 
 BUILTIN = ("fashion-mnist", "fashion_mnist", "builtin:fashion-mnist")
+COMPOSITE = "fashion-mnist-composite"  # options after a colon: "fashion-mnist-composite:n=3000,seed=1"
 
 
 def load_dataset(
@@ -32,11 +33,14 @@ def load_dataset(
     download: bool = False,
     split: str | None = None,
 ) -> ImageDataset:
-    """Resolve a dataset spec: 'fashion-mnist', a folder of class subfolders, or a manifest.
+    """Resolve a dataset spec: 'fashion-mnist', 'fashion-mnist-composite[:n=..,seed=..,cooccurrence=..]'
+    (2 x 2 grids of Fashion-MNIST items with known concepts; see data/composite.py), a folder of
+    class subfolders, or a manifest.
 
     `allow_non_ascii` and `max_pixels` apply to folders and manifests (Fashion-MNIST's class
     names are ASCII and its images are arrays, so there they have nothing to do); `root`,
-    `download` and `split` apply to Fashion-MNIST only, and are an error for anything else.
+    `download` and `split` apply to Fashion-MNIST and its composite only, and are an error for
+    anything else.
     """
     from pathlib import Path
 
@@ -46,6 +50,10 @@ def load_dataset(
     check_max_pixels(max_pixels)
     if spec in BUILTIN:
         return load_fashion_mnist(root, download=download, split=split)
+    if spec == COMPOSITE or spec.startswith(COMPOSITE + ":"):
+        from .composite import load_composite
+
+        return load_composite(spec, root=root, download=download, split=split)
     given = [name for name, v in (("root", root), ("download", download), ("split", split)) if v]
     if given:
         raise ConfigError(
@@ -58,7 +66,7 @@ def load_dataset(
     if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
         return load_manifest(path, allow_non_ascii=allow_non_ascii, max_pixels=max_pixels)
     raise DataError(
-        f"Cannot read dataset {spec!r}: expected 'fashion-mnist', a folder with one subfolder "
+        f"Cannot read dataset {spec!r}: expected 'fashion-mnist', '{COMPOSITE}', a folder with one subfolder "
         "per class, or a manifest file ending in .csv or .jsonl"
         + (" (no such file or folder)." if not path.exists() else ".")
     )

@@ -29,11 +29,20 @@ NEC = 5 ("ANEC-5") needs one rule for making every method's final layer that spa
 "refit" (ours)
     A method with a refittable sparse final layer (`refit_at_nec`) is fitted again with
     `target_nec=nec` (its own path solver stops at the largest NEC <= nec, see
-    solvers/glm.py); other methods are pruned per class as in "prune". Needs the Context.
+    solvers/glm.py) and all its other parameters, `positive` included, so a non-negative
+    model is refitted non-negative; other methods are pruned per class as in "prune".
+    Needs the Context.
 
 "prune"
     Keep each class's `nec` largest-magnitude weights, intercept unchanged, no retraining
-    (`metrics.prune_to_nec`).
+    (`metrics.prune_to_nec`); zeroing weights keeps their signs, so W >= 0 stays W >= 0.
+
+Non-negative models ("vlg"). A model fitted with `positive=True` (class_weights_ >= 0) gets
+its new "vlg" layer under the same constraint (`positive=None`, the default, follows the
+model's `positive` parameter; pass positive=False/True to override). Otherwise the protocol
+would discard the constraint, and a positive model and its unconstrained twin (same
+`transform`) would get the same layer and the same ANEC. Folding the standardisation
+(dividing by sd > 0) and the global truncation keep W >= 0.
 
 The returned model is a deep copy whose `class_weights_` and `intercept_` realise the new
 layer, so logits = head(transform(x)) still holds (the "vlg" standardisation is folded into
@@ -57,6 +66,9 @@ what / why / effect where measured:
   by them / none.
 - PCBM-h's residual is dropped / no hybrid model in the reference; the protocol measures
   the concept bottleneck / a hybrid's ANEC is that of its concept part.
+- A `positive=True` model's new layer is fitted under W >= 0 (same objective, constrained)
+  / the reference has no non-negative models; without this the option would be invisible
+  to the protocol / only for such models; not measured yet.
 """
 
 from __future__ import annotations
@@ -131,9 +143,10 @@ class VLGPath:
 
 def vlg_path(Z: np.ndarray, y: np.ndarray, n_classes: int, target_density: float,
              lambdas: np.ndarray | None = None, alpha: float = VLG_ALPHA, tol: float = 1e-6,
-             max_iter: int = 2000, dtype=torch.float32) -> VLGPath:
+             max_iter: int = 2000, dtype=torch.float32, positive: bool = False) -> VLGPath:
     """The elastic-net path on Z from a zero layer, warm-started, stopped at the first point
-    whose density reaches `target_density` (everything `first_at_density` can pick)."""
+    whose density reaches `target_density` (everything `first_at_density` can pick);
+    `positive`: every point under W >= 0."""
     from ..solvers.glm import fit_elastic_net
 
     lambdas = vlg_lambdas(alpha=alpha) if lambdas is None else np.asarray(lambdas, dtype=float)
@@ -141,7 +154,7 @@ def vlg_path(Z: np.ndarray, y: np.ndarray, n_classes: int, target_density: float
     W = b = None
     for lam in lambdas:
         W, b, _ = fit_elastic_net(Z, y, float(lam), alpha, W0=W, b0=b, n_classes=n_classes,
-                                  tol=tol, max_iter=max_iter, dtype=dtype)
+                                  tol=tol, max_iter=max_iter, dtype=dtype, positive=positive)
         path.lambdas.append(float(lam))
         path.weights.append(np.asarray(W, dtype=np.float64))
         path.biases.append(np.asarray(b, dtype=np.float64))
@@ -184,15 +197,23 @@ def _drop_residual(model, bundle) -> bool:
 
 
 def vlg_at_nec(model, train, nec: float, lam: float = VLG_LAM, alpha: float = VLG_ALPHA,
-               n_lambdas: int = VLG_N_LAMBDAS, epsilon: float = VLG_EPSILON, **solver) -> tuple:
-    """VLG-CBM's protocol (module docstring). Returns (model copy, details dict)."""
+               n_lambdas: int = VLG_N_LAMBDAS, epsilon: float = VLG_EPSILON, positive: bool | None = None,
+               **solver) -> tuple:
+    """VLG-CBM's protocol (module docstring). `positive=None` follows the model's own `positive`
+    parameter (False for methods without one). Returns (model copy, details dict)."""
+    if positive is None:
+        positive = bool(getattr(model, "positive", False))
+    if not isinstance(positive, bool):
+        raise ConfigError(f"accuracy_at_nec: positive must be None (follow the model), True or False; "
+                          f"got {positive!r}.")
     A = np.asarray(model.transform(train), dtype=np.float64)
     y = np.asarray(train.labels)
     m, k = len(model.classes_), A.shape[1]
     mu, sd = _standardise(A)
     Z = ((A - mu) / sd).astype(np.float32)
     target = nec / k
-    path = vlg_path(Z, y, m, target, vlg_lambdas(lam, alpha, n_lambdas, epsilon), alpha, **solver)
+    path = vlg_path(Z, y, m, target, vlg_lambdas(lam, alpha, n_lambdas, epsilon), alpha,
+                    positive=positive, **solver)
     i = first_at_density(path.densities, target)
     W = global_truncation(path.weights[i], round(float(nec) * m))
     b = path.biases[i]
@@ -201,7 +222,7 @@ def vlg_at_nec(model, train, nec: float, lam: float = VLG_LAM, alpha: float = VL
     out = _set_layer(model, Ws / model.head_scale, b - Ws @ mu)
     dropped = _drop_residual(out, train)
     return out, {"lam": path.lambdas[i], "density": path.densities[i], "path_points": len(path.lambdas),
-                 "residual_dropped": dropped}
+                 "residual_dropped": dropped, "positive": positive}
 
 
 def _check(model, nec, protocol, context) -> None:
@@ -228,8 +249,9 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
 
     Returns {"top1", "nec" (reached), "target_nec", "protocol", "how" ("vlg", "refit" or
     "prune": what was done to this model), "model" (the sparse copy), "metrics" (evaluate()
-    on test)} plus, for "vlg", "lam", "density", "path_points" and "residual_dropped".
-    `vlg_options`: lam, alpha, n_lambdas, epsilon, tol, max_iter (the reference's defaults).
+    on test)} plus, for "vlg", "lam", "density", "path_points", "residual_dropped" and
+    "positive". `vlg_options`: lam, alpha, n_lambdas, epsilon, tol, max_iter (the reference's
+    defaults), positive (None: the model's own).
     """
     _check(model, nec, protocol, context)
     if vlg_options and protocol != "vlg":

@@ -27,8 +27,8 @@ class FeatureBundle:
 
     def rows(self, ids_or_mask) -> FeatureBundle:
         idx = np.asarray(ids_or_mask)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+        # an empty list would otherwise become a float array, which cannot index
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64, copy=False)
         return FeatureBundle(
             ids=[self.ids[i] for i in idx], labels=self.labels[idx], classes=self.classes,
             embedding=self.embedding[idx],

@@ -1,7 +1,8 @@
 """Bottleneck methods and baselines behind one estimator contract (see base.py)."""
 
-from . import label_free, labo, linear_probe, posthoc, sparse_cbm, zero_shot  # noqa: F401
+from . import knobo, label_free, labo, linear_probe, posthoc, sparse_cbm, zero_shot  # noqa: F401
 from .base import METHODS, Context, Method, get_method
+from .knobo import KnoBo
 from .label_free import LabelFree
 from .labo import LaBo
 from .linear_probe import LinearProbe
@@ -9,6 +10,6 @@ from .posthoc import CAVBank, PostHoc, PostHocHybrid, learn_cav_bank, learn_cavs
 from .sparse_cbm import ConceptMatrixSearch, SparseCBM
 from .zero_shot import ZeroShot
 
-__all__ = ["METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "LaBo", "LabelFree", "LinearProbe",
-           "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot", "get_method",
+__all__ = ["METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "KnoBo", "LaBo", "LabelFree",
+           "LinearProbe", "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot", "get_method",
            "learn_cav_bank", "learn_cavs"]

@@ -17,11 +17,18 @@ Followed (github.com/Trustworthy-ML-Lab/Label-free-CBM, HEAD of the stored snaps
    max(0.001, alpha) and, with k=1, uses as the only lam. Or, with `target_nec`, our GLM
    path stopped at that NEC.
 
+`positive=True` (ours; default False, the reference): the same GLM under the constraint
+class_weights_ >= 0 (intercepts free; the exact constrained prox in `solvers.glm`), so every
+class is explained by concepts whose standardised activation is above its training mean
+("present") rather than by concepts that are absent. A concept can still count against a
+class only by adding to the other classes' logits, which the L1 term makes costly.
+
 Deviations from the reference (notes below the table)
 | what | reference | here | effect |
 |---|---|---|---|
 | GLM solver [1] | glm_saga, 1000 SAGA epochs, tol 1e-4 | FISTA to convergence | same optimum |
 | `target_nec` | absent | path stopped at a NEC | only when set |
+| `positive` [3] | absent (weights of either sign) | W >= 0 when set | only when set |
 | no concept passes the cutoff | a layer on 0 concepts | keep the best 10% (>= 1) | only then |
 | zero training spread | NaN (divide by 0) | divide by 1 | only then |
 | projection batch [2] | `random.sample`, unseeded | `torch.randperm` from `seed` | none if n <= 50000 |
@@ -31,6 +38,9 @@ Deviations from the reference (notes below the table)
     deterministically; `tests/test_methods.py` checks it against scikit-learn's optimum.
 [2] With n <= batch_size the batch is all images and cos^3 ignores row order, so full batch
     is identical to the reference's random permutation.
+[3] `positive=True` solves glm_saga's objective restricted to W >= 0 (projected, exactly:
+    the prox of elastic net + indicator); lambda_max is then max(0, max H) / alpha (see
+    `solvers.glm`). Its effect on accuracy and explanation precision is not measured yet.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ import torch
 from ..errors import ConfigError
 from .base import METHODS, Context, Method
 from .posthoc import _check_int, _check_number
-from .sparse_layer import fit_sparse_layer
+from .sparse_layer import check_positive, fit_sparse_layer
 
 log = logging.getLogger("conceptlens")
 
@@ -102,8 +112,9 @@ class LabelFree(Method):
 
     def __init__(self, lam: float = 7e-4, target_nec: float | None = None, alpha: float = 0.99,
                  steps: int = 1000, lr: float = 1e-3, interpretability_cutoff: float = 0.45,
-                 on: str = "auto", seed: int = 0, batch_size: int = 50000, check_every: int = 50):
-        self.lam, self.target_nec, self.alpha = lam, target_nec, alpha
+                 on: str = "auto", seed: int = 0, batch_size: int = 50000, check_every: int = 50,
+                 positive: bool = False):
+        self.lam, self.target_nec, self.alpha, self.positive = lam, target_nec, alpha, positive
         self.steps, self.lr, self.interpretability_cutoff = steps, lr, interpretability_cutoff
         self.on, self.seed, self.batch_size, self.check_every = on, seed, batch_size, check_every
 
@@ -115,6 +126,7 @@ class LabelFree(Method):
             raise ConfigError(f"{n}: alpha is the L1 share of the elastic net, in [0, 1]; got {self.alpha}.")
         if self.target_nec is not None:
             _check_number(f"{n}: target_nec", self.target_nec, 0, False, "target_nec = 5")
+        check_positive(n, self.positive)
         _check_number(f"{n}: lr", self.lr, 0, False, "lr = 1e-3")
         _check_number(f"{n}: interpretability_cutoff", self.interpretability_cutoff, -1, True,
                       "interpretability_cutoff = 0.45")
@@ -154,7 +166,7 @@ class LabelFree(Method):
         lam = self.lam / max(0.001, self.alpha)  # glm_saga's max_reg / max(0.001, alpha)
         self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
             (A - self.mean_) / self.std_, np.asarray(train.labels), len(self.classes_), lam,
-            self.target_nec, self.alpha)
+            self.target_nec, self.alpha, positive=self.positive)
 
     def _extra_state(self) -> dict:
         return {"input": self.input, "lam": self.lam_}

@@ -31,6 +31,19 @@ NEC targeting (`target_nec`, used by the run's accuracy-at-NEC refit):
 - solver "glm": our warm-started elastic-net multinomial GLM path (`fit_sparse_layer`),
   stopped at the target NEC with bisection (as for `label_free`). Softmax, not OvR.
 
+Non-negative concept weights (`positive=True`, ours; default False, the reference): the class
+weights are constrained to W >= 0 (intercepts free), so each class is explained by concepts
+whose margin raises its logit (concepts present) rather than by concepts absent.
+SGDClassifier has no positivity constraint, so with solver "sgd" the layer is fitted by our
+solver (`solvers.glm`, loss "ovr") on the SAME objective SGDClassifier minimises: for each
+class c against the rest, mean log-loss + lam (alpha |w_c|_1 + (1 - alpha)/2 |w_c|^2), solved
+exactly (FISTA with the prox of elastic net + indicator of w >= 0) for the classes present in
+the training labels; `target_nec` runs our path (from the constrained lambda_max) with
+bisection instead of the SGD grid. A two-class problem gets two rows, each class against the
+other (one hyperplane w with rows (-w/2, w/2) would need a negative row). With solver "glm"
+it is the softmax GLM under W >= 0. PCBM-h's residual stays unconstrained: only the concept
+layer is what an explanation reads.
+
 Deviations from the reference (notes below the table)
 | what | reference | here | effect |
 |---|---|---|---|
@@ -41,6 +54,7 @@ Deviations from the reference (notes below the table)
 | CAV sampling | unseeded global RNG (Broden) | RandomState(seed) | reproducible |
 | CAV negatives [6] | labelled absent (CUB), a folder (Broden) | folder, else other concepts' | see [6] |
 | options [4] | absent | solver "glm", standardize, "lbfgs" residual | only when set |
+| `positive` [7] | absent (SGDClassifier has no W >= 0) | same OvR objective, our FISTA, W >= 0 | if set |
 | predict_proba [5] | sklearn's normalised sigmoids | softmax of the logits | same argmax |
 
 [1] Every conceptlens backbone returns unit embeddings, so a lam regularises relatively more
@@ -56,6 +70,9 @@ Deviations from the reference (notes below the table)
     one of its own images left out), the folder analogue of CUB's "attribute label 0"; an
     image filed under another concept may still show this one, which the reference's
     per-image labels would exclude.
+[7] Our FISTA solves the objective to a tolerance, where SGD's iterates stop early, so even
+    without the constraint the two layers would differ slightly; binary problems get one row
+    per class (see above). Effect on accuracy and explanation precision not measured yet.
 """
 
 from __future__ import annotations
@@ -72,7 +89,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .base import METHODS, Context, Method
-from .sparse_layer import fit_sparse_layer, standardize
+from .sparse_layer import check_positive, fit_sparse_layer, standardize
 
 CAV_FORMAT = "conceptlens.cavs"
 ABSENT_CLASS_INTERCEPT = -1e3
@@ -223,6 +240,25 @@ def fit_sgd_layer(Z: np.ndarray, y: np.ndarray, n_classes: int, lam: float, alph
     return W, b
 
 
+def fit_positive_ovr_layer(Z: np.ndarray, y: np.ndarray, n_classes: int, lam: float | None,
+                           alpha: float = 0.99, target_nec: float | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, float]:
+    """SGDClassifier's one-vs-rest elastic-net objective under W >= 0, solved by our FISTA path
+    (`solvers.glm`, loss "ovr") for the classes present in y, one row per present class (also
+    with two classes); absent classes get weight 0 and intercept -1e3 as in `fit_sgd_layer`.
+    `target_nec` is met over the present classes. Returns W (m, k), b (m,), the lam used."""
+    y = np.asarray(y)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise DataError(f"The sparse layer needs images of at least 2 classes; got only class {present}.")
+    Wp, bp, lam_used = fit_sparse_layer(Z, np.searchsorted(present, y), len(present), lam, target_nec,
+                                        alpha, positive=True, loss="ovr")
+    W = np.zeros((n_classes, Z.shape[1]), np.float32)
+    b = np.full(n_classes, ABSENT_CLASS_INTERCEPT, np.float32)
+    W[present], b[present] = Wp, bp
+    return W, b, lam_used
+
+
 def _nec(W: np.ndarray) -> float:
     return float((W != 0).sum(1).mean())
 
@@ -298,18 +334,19 @@ class PostHoc(Method):
 
     def __init__(self, lam: float = 2e-4, target_nec: float | None = None, alpha: float = 0.99,
                  solver: str = "sgd", max_iter: int = 10000, seed: int = 42,
-                 standardize: bool = False, cavs: str | None = None):
+                 standardize: bool = False, cavs: str | None = None, positive: bool = False):
         self.lam, self.target_nec, self.alpha = lam, target_nec, alpha
         self.solver, self.max_iter, self.seed = solver, max_iter, seed
-        self.standardize, self.cavs = standardize, cavs
+        self.standardize, self.cavs, self.positive = standardize, cavs, positive
 
     def _validate(self) -> None:
         n = self.name
         if self.solver not in ("sgd", "glm"):
             raise ConfigError(f"{n}: solver must be 'sgd' (the reference's SGDClassifier) or 'glm' "
                               f"(our elastic-net path); got {self.solver!r}.")
+        check_positive(n, self.positive)
         # SGDClassifier's 'optimal' learning rate divides by alpha, so lam must be > 0 there
-        _check_number(f"{n}: lam", self.lam, 0, self.solver == "glm", "lam = 2e-4")
+        _check_number(f"{n}: lam", self.lam, 0, self.solver == "glm" or self.positive, "lam = 2e-4")
         _check_number(f"{n}: alpha", self.alpha, 0, True, "alpha = 0.99")
         if self.alpha > 1:
             raise ConfigError(f"{n}: alpha is the L1 share of the elastic net, in [0, 1]; got {self.alpha}.")
@@ -372,7 +409,10 @@ class PostHoc(Method):
         y, m = np.asarray(train.labels), len(self.classes_)
         if self.solver == "glm":
             self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
-                Z, y, m, self.lam, self.target_nec, self.alpha)
+                Z, y, m, self.lam, self.target_nec, self.alpha, positive=self.positive)
+        elif self.positive:  # SGDClassifier's objective, our constrained solver (docstring)
+            self.class_weights_, self.intercept_, self.lam_ = fit_positive_ovr_layer(
+                Z, y, m, self.lam, self.alpha, self.target_nec)
         elif self.target_nec is not None:
             self.class_weights_, self.intercept_, self.lam_ = fit_sgd_at_nec(
                 Z, y, m, self.target_nec, self.alpha, self.max_iter, self.seed)
@@ -417,7 +457,8 @@ def init_residual(d: int, m: int, generator: torch.Generator) -> tuple[torch.Ten
 
 @METHODS.register("posthoc_hybrid")
 class PostHocHybrid(PostHoc):
-    """PCBM-h: the PCBM layer, frozen, plus a residual linear layer on the embedding."""
+    """PCBM-h: the PCBM layer, frozen, plus a residual linear layer on the embedding.
+    `positive` constrains the concept layer only; the residual stays free."""
 
     _arrays = (*PostHoc._arrays, "residual_weights_", "residual_intercept_")
 
@@ -425,8 +466,9 @@ class PostHocHybrid(PostHoc):
                  solver: str = "sgd", max_iter: int = 10000, seed: int = 42,
                  standardize: bool = False, cavs: str | None = None, residual_l2: float = 1e-3,
                  epochs: int = 20, lr: float = 0.01, batch_size: int = 64,
-                 residual_solver: str = "adam", residual_max_iter: int = 200):
-        super().__init__(lam, target_nec, alpha, solver, max_iter, seed, standardize, cavs)
+                 residual_solver: str = "adam", residual_max_iter: int = 200, positive: bool = False):
+        super().__init__(lam=lam, target_nec=target_nec, alpha=alpha, solver=solver, max_iter=max_iter,
+                         seed=seed, standardize=standardize, cavs=cavs, positive=positive)
         self.residual_l2, self.epochs, self.lr, self.batch_size = residual_l2, epochs, lr, batch_size
         self.residual_solver, self.residual_max_iter = residual_solver, residual_max_iter
 

@@ -50,6 +50,17 @@ zero when c is constant along the softmax's dim; on its own the term therefore p
 output towards uniform rows and columns rather than towards sparse ones. Nothing makes W M
 sparse, so NEC = k after training (tests/test_sparse_cbm.py checks NEC on a layer with zeros).
 
+Non-negative weights (`positive=True`, ours; default False, the reference). Here the head is
+collapsed, class_weights_ = W M, so "non-negative" means W M >= 0: every original concept
+reaches every class with a weight >= 0 (a larger cosine to a concept never lowers a class's
+logit). Constraining W alone cannot guarantee it (a negative entry of M turns into a negative
+product), so BOTH factors are kept >= 0 by projected gradient: the initial weights are
+projected onto >= 0 and, after every optimiser step, both layers' weights are set to
+max(0, w) (the Euclidean projection; with Adam it is projected Adam, not a proximal method).
+W M is then a product of non-negative matrices, hence >= 0 exactly. The biases stay free.
+Each CBL unit is then a non-negative mix of original concepts and each class a non-negative
+mix of units.
+
 Cost: each full-batch step is O(n k^2); k in the low thousands wants a GPU or `batch_size`.
 
 Deviations from the reference
@@ -64,6 +75,7 @@ Deviations from the reference
 | 'similarity' training method | in `BottleneckTrainer` (cos-cubed to `logits_per_image`), not in the paper | not ported | not one of the paper's Sparse-/l1-/Contrastive-CBM |
 | lr decay | `lr_decay` (default 1.0: none) | none | the default |
 | biases | `bias=False` in both layers | `bias=False` by default; `bias=True` adds b_M and b | collapsed into intercept_ = W b_M + b |
+| `positive` | absent | both layers' weights projected onto >= 0 after every step, so W M >= 0 | only when set; effect not measured yet |
 | CMS class texts | raw class names from `labels.txt` through CLIP | context.class_embedding (the run's class prompt embeddings, averaged over its templates) | conceptlens's one class-text embedding; prompts such as "a photo of a {c}" change T slightly |
 | CMS norm | `similarity()` divides by the norms (no guard) | norms floored at 1e-12 | no effect unless a row is exactly zero (then the reference gives NaN) |
 """
@@ -149,6 +161,8 @@ class SparseCBM(Method):
     batch_size: None = full batch [32]. lr / cbl_lr: head / CBL learning rates, 1e-3 each
     [`Constants.lr`, `training_examples.ipynb`]. optimizer: 'adam' ['Adam'; also 'AdamW', 'SGD'].
     bias: False [`bias=False`]. seed: initialisation, Gumbel noise and batch order.
+    positive: False [absent]; True keeps the CBL and head weights >= 0 (projected gradient), so
+    class_weights_ = W M >= 0 (module docstring).
     """
 
     _arrays = ("class_weights_", "intercept_", "cbl_weight_", "cbl_bias_", "head_weight_",
@@ -160,10 +174,10 @@ class SparseCBM(Method):
     def __init__(self, sparsity: str = "gumbel", logit_scale: float = 100.0,
                  temperature: float = 1.0, l1: float = 1e-3, epochs: int = 1000,
                  batch_size: int | None = None, lr: float = 1e-3, cbl_lr: float = 1e-3,
-                 optimizer: str = "adam", bias: bool = False, seed: int = 0):
+                 optimizer: str = "adam", bias: bool = False, seed: int = 0, positive: bool = False):
         self.sparsity, self.logit_scale, self.temperature, self.l1 = sparsity, logit_scale, temperature, l1
         self.epochs, self.batch_size, self.lr, self.cbl_lr = epochs, batch_size, lr, cbl_lr
-        self.optimizer, self.bias, self.seed = optimizer, bias, seed
+        self.optimizer, self.bias, self.seed, self.positive = optimizer, bias, seed, positive
 
     def _validate(self) -> None:
         def bad(param, expected, fix):
@@ -189,6 +203,8 @@ class SparseCBM(Method):
             bad("bias", "True or False", "The reference has no biases (False).")
         if not _is_number(self.seed, integer=True):
             bad("seed", "an integer", "Any integer, e.g. 0.")
+        if not isinstance(self.positive, bool):
+            bad("positive", "true or false", "True keeps class_weights_ = W M >= 0.")
 
     # -- the two-layer model -------------------------------------------------------------
     def _activations(self, X: np.ndarray) -> np.ndarray:
@@ -218,6 +234,7 @@ class SparseCBM(Method):
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
             torch.manual_seed(self.seed)  # nn.Linear's default initialisation, as in the reference
             cbl, head = torch.nn.Linear(k, k, bias=self.bias), torch.nn.Linear(k, m, bias=self.bias)
+        self._project(cbl, head)
         gen = torch.Generator().manual_seed(self.seed)  # Gumbel noise and batch order
         opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[
             self.optimizer]([{"params": cbl.parameters(), "lr": self.cbl_lr},
@@ -233,12 +250,20 @@ class SparseCBM(Method):
                 loss = self._cbl_loss(c, cbl, gen) + torch.nn.functional.cross_entropy(head(c), t)
                 loss.backward()
                 opt.step()
+                self._project(cbl, head)
         self.final_loss_ = loss.detach().item()  # the objective at the last step
         self.cbl_weight_ = cbl.weight.detach().numpy().copy()
         self.head_weight_ = head.weight.detach().numpy().copy()
         self.cbl_bias_ = (cbl.bias.detach().numpy().copy() if self.bias else np.zeros(k, np.float32))
         self.head_bias_ = (head.bias.detach().numpy().copy() if self.bias else np.zeros(m, np.float32))
         self._collapse()
+
+    def _project(self, cbl: torch.nn.Linear, head: torch.nn.Linear) -> None:
+        """With `positive`, the Euclidean projection of both layers' weights onto >= 0 (biases free)."""
+        if self.positive:
+            with torch.no_grad():
+                cbl.weight.clamp_(min=0)
+                head.weight.clamp_(min=0)
 
     def _collapse(self) -> None:
         """logits = (A M^T + b_M) W^T + b = A (W M)^T + (W b_M + b); float64 products."""

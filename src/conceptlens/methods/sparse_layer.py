@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..solvers import solve_path
 
 
 def fit_sparse_layer(Z: np.ndarray, y: np.ndarray, n_classes: int, lam: float | None,
-                     target_nec: float | None, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Elastic-net multinomial GLM on standardised activations Z, along a warm-started path
-    to `lam` or to `target_nec`. Returns W (m, k), b (m,), the lam used."""
+                     target_nec: float | None, alpha: float, positive: bool = False,
+                     loss: str = "multinomial") -> tuple[np.ndarray, np.ndarray, float]:
+    """Elastic-net GLM (softmax, or one-vs-rest with `loss="ovr"`) on standardised activations
+    Z, along a warm-started path to `lam` or to `target_nec`; `positive` constrains the class
+    weights to W >= 0 (intercepts free). Returns W (m, k), b (m,), the lam used."""
     path = solve_path(Z, y, alpha=alpha, lam=None if target_nec else lam, target_nec=target_nec,
-                      n_classes=n_classes)
+                      n_classes=n_classes, positive=positive, loss=loss)
     return (path.weights[-1].astype(np.float32), path.biases[-1].astype(np.float32),
             path.lambdas[-1])
+
+
+def check_positive(name: str, value) -> None:
+    """The `positive` option of a sparse head: a plain bool (it is saved in model.json)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: positive must be true or false (true constrains the class weights "
+                          f"to be >= 0, so explanations name concepts present); got {value!r}.")
 
 
 def standardize(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

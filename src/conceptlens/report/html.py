@@ -1,6 +1,8 @@
-"""The HTML report: metrics against the baselines, per-class concept weights, example
-predictions with their contributions, a concept gallery, a confusion matrix, faithfulness,
-and the edit log. One file; images are embedded PNG thumbnails."""
+"""The HTML report: metrics against the baselines, per-class concept weights, concept grounding
+(measures against human annotations, the concept-to-attribute matches, and per class the top
+concepts flagged when annotated false), example predictions with their contributions, a concept
+gallery, a confusion matrix, faithfulness, and the edit log. One file; images are embedded PNG
+thumbnails."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ padding:.6rem;width:320px}.card img,.gallery img{image-rendering:pixelated;width
 .wrong{color:#c0392b}.right{color:#27ae60}.small{font-size:.8rem;color:#666}
 .gallery{display:flex;gap:.3rem;align-items:center;margin:.3rem 0}
 button{margin:.1rem;padding:.2rem .5rem}.hidden{display:none}
+.flag{display:inline-block;margin:.1rem .3rem .1rem 0;padding:0 .3rem;border-radius:3px}
+.truth-false{background:#fbe3e0;color:#a93226;font-weight:bold}.truth-true{background:#e3f4e8}
+.truth-unknown,.truth-not-annotated{background:#f0f0f0;color:#666}
 """
 
 SCRIPT = """
@@ -102,18 +107,85 @@ def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
     return f"<svg width='{width}' height='{len(items) * h + 4}' role='img'>{''.join(rows)}</svg>"
 
 
-def _metrics_table(results: dict) -> str:
+def _metrics_table(results: dict, k: int = 5) -> str:
+    from ..runs.tables import auroc_cell, precision_cell
+
+    grounded = any("concept_auroc" in r for r in results.values())
     head = "<tr><th>method</th><th>top-1</th><th>top-5</th><th>per-class</th><th>ECE</th>" \
-           "<th>NEC</th><th>top-1 @ NEC</th></tr>"
+           "<th>NEC</th><th>top-1 @ NEC</th>" + \
+           (f"<th>concept AUROC (n)</th><th>precision@{k}</th><th>negative precision@{k}</th>"
+            if grounded else "") + "</tr>"
     rows = []
     for name, r in results.items():
         at = f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-"
+        extra = "" if not grounded else (
+            f"<td class='num'>{auroc_cell(r)}</td><td class='num'>{precision_cell(r.get('precision_at_k'))}"
+            f"</td><td class='num'>{precision_cell(r.get('negative_precision_at_k'))}</td>")
         rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r['top1']:.1f}</td>"
                     f"<td class='num'>{100 * r['top5']:.1f}</td>"
                     f"<td class='num'>{100 * r['mean_per_class']:.1f}</td>"
                     f"<td class='num'>{r['ece']:.3f}</td><td class='num'>{r['nec']:.1f}</td>"
-                    f"<td class='num'>{at}</td></tr>")
+                    f"<td class='num'>{at}</td>{extra}</tr>")
     return f"<table id='metrics'>{head}{''.join(rows)}</table>"
+
+
+TRUTH_LABEL = {"false": "annotated false", "true": "annotated true", "unknown": "unknown",
+               "not annotated": "no annotated match"}
+
+
+def _flag(item: dict) -> str:
+    truth = item["truth"]
+    mark = {"false": "\u2717 ", "true": "\u2713 "}.get(truth, "? ")
+    match = "" if item["match"] in (None, item["concept"]) else f" \u2192 {item['match']}"
+    return (f"<span class='flag truth-{truth.replace(' ', '-')}' title='{_esc(TRUTH_LABEL[truth])}"
+            f"{_esc(match)}'>{mark}{_esc(item['concept'])} ({item['weight']:+.2f})"
+            f"<span class='small'> {_esc(TRUTH_LABEL[truth])}</span></span>")
+
+
+def _grounding_section(g: dict | None) -> str:
+    """The measures, each class's top positive-weight concepts with their annotated truth
+    (annotated false flagged), and the concept-to-attribute matches for a person to check."""
+    head = "<section id='grounding'><h2>Concept grounding</h2>"
+    if g is None:
+        return (head + "<p class='small'>Not measured: no concept annotations for this dataset (set "
+                "[grounding] annotations in the run config, or run <code>conceptlens concepts "
+                "evaluate</code>).</p></section>")
+
+    def num(v, digits):
+        return "—" if v is None else f"{v:.{digits}f}"
+
+    k, src = g["k"], g["annotations"]
+    n_false = sum(item["truth"] == "false" for c in g["per_class"] for item in c["positive"])
+    source = _esc(src["provenance"] or "the given annotations")
+    parts = [head, f"<p>Against {source} ({_esc(src['level'])} level, {src['n_attributes']} attributes): "
+             f"mean concept AUROC <b id='concept-auroc'>{num(g['concept_auroc'], 3)}</b> over "
+             f"{g['concept_auroc_n']} concepts ({g['n_annotated_concepts']} of {g['n_concepts']} matched "
+             f"to an annotated attribute); precision@{k} <b id='precision-at-k'>"
+             f"{num(g['precision_at_k'], 2)}</b> (top-{k} positive-weight concepts annotated true of the "
+             f"class), negative precision@{k} <b>{num(g['negative_precision_at_k'], 2)}</b> (top-{k} "
+             f"negative-weight concepts annotated false). <b id='n-annotated-false'>{n_false}</b> top "
+             "concept(s) annotated false.</p>"]
+    rows = []
+    for c in g["per_class"]:
+        flags = ("".join(_flag(item) for item in c["positive"])
+                 or "<span class='small'>no positive weights</span>")
+        rows.append(f"<tr><th>{_esc(c['class'])}</th><td>{flags}</td></tr>")
+    parts.append(f"<h3>Top-{k} positive-weight concepts per class</h3><table id='grounding-classes'>"
+                 f"<tr><th>class</th><th>concepts (weight), annotated truth</th></tr>{''.join(rows)}</table>")
+    auc = g["concept_auroc_per_concept"]
+    rows = []
+    for m in g["matches"]:
+        sim = "" if m["similarity"] is None else f"{m['similarity']:.3f}"
+        rows.append(f"<tr><td>{_esc(m['text'])}</td><td>{_esc(m['match'] or '—')}</td>"
+                    f"<td>{_esc(m['how'] or 'unmatched')}</td><td class='num'>{sim}</td>"
+                    f"<td>{_esc(m['nearest'] or '')}</td>"
+                    f"<td class='num'>{num(auc.get(m['text']), 3)}</td></tr>")
+    parts.append("<h3>Concept matches</h3><p class='small'>free-text concept &rarr; annotated attribute: "
+                 "exact (normalised text) or by embedding above the threshold; the nearest attribute is "
+                 "shown even when below it, so the cut-off can be judged.</p><table id='concept-matches'>"
+                 "<tr><th>concept</th><th>attribute</th><th>how</th><th>similarity</th><th>nearest</th>"
+                 f"<th>AUROC</th></tr>{''.join(rows)}</table></section>")
+    return "".join(parts)
 
 
 def _confusion(model, test) -> str:
@@ -134,14 +206,17 @@ def _confusion(model, test) -> str:
 
 def build_report(model, results: dict, test, train, image: Callable[[str], np.ndarray],
                  title: str = "conceptlens report", examples: int = 8, gallery: int = 8,
-                 faithfulness: dict | None = None) -> str:
-    """The report as one HTML string. `image(id)` returns the decoded image of an item."""
+                 faithfulness: dict | None = None, grounding: dict | None = None) -> str:
+    """The report as one HTML string. `image(id)` returns the decoded image of an item;
+    `grounding` is the model's measures from `conceptlens.grounding.evaluate_grounding` (None:
+    the section says they were not measured)."""
     model.check_fitted()
     parts = [f"<h1>{_esc(title)}</h1>",
              f"<p class='small'>model <b>{_esc(model.name)}</b> on backbone "
              f"{_esc(model.backbone_id_)}; {len(model.concepts_)} concepts, NEC "
              f"{model.nec_:.1f}</p>"]
-    parts.append("<section id='summary'><h2>Summary</h2>" + _metrics_table(results) + "</section>")
+    parts.append("<section id='summary'><h2>Summary</h2>"
+                 + _metrics_table(results, grounding["k"] if grounding else 5) + "</section>")
 
     buttons = "<button data-cls='all'>all classes</button>" + "".join(
         f"<button data-cls='{_esc(c)}'>{_esc(c)}</button>" for c in model.classes_)
@@ -152,6 +227,7 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
                       f"{_bars(items)}</div>")
     parts.append("<section id='class-weights'><h2>Concept weights per class</h2>"
                  f"<div>{buttons}</div>{''.join(charts)}</section>")
+    parts.append(_grounding_section(grounding))
 
     rng = np.random.default_rng(0)
     picks = rng.choice(len(test), size=min(examples, len(test)), replace=False)

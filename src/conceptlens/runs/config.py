@@ -14,6 +14,14 @@
     [evaluation] nec (accuracy at this NEC for every concept method; 0 = skip),
                  nec_protocol ("vlg": VLG-CBM's sparse evaluation, the default | "refit":
                  refit sparse final layers, prune the others | "prune"; evaluation/nec.py)
+    [grounding]  annotations ("auto": the built-in attributes for fashion-mnist, the composite's
+                 own per-image annotations for fashion-mnist-composite, none otherwise |
+                 "fashion-mnist" | a CSV path | "none"), k (>= 1: top concepts per class for
+                 precision@k), match_threshold (cosine in [-1, 1] for matching a free-text concept
+                 to an annotated one by embedding), embed ("backbone": the backbone's text side,
+                 L2-normalised | "none": normalised text matches only)
+    [confounded] optional: the confounded-shift evaluation (runs/confounded.py: pairs, nuisance,
+                 strength, train/val/id/ood/adapt_per_class, seed); absent = not run
     [output]     dir, cache_dir
 
 `load_config` checks the whole file (names, types, ranges and every method's parameters)
@@ -29,10 +37,14 @@ import inspect
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomllib
 
 from ..errors import ConfigError, closest
+
+if TYPE_CHECKING:
+    from .confounded import ConfoundedConfig
 
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
 NEC_PROTOCOLS = ("vlg", "refit", "prune")
@@ -72,6 +84,14 @@ class FewShotConfig:
 
 
 @dataclass
+class GroundingConfig:
+    annotations: str = "auto"
+    k: int = 5
+    match_threshold: float = 0.8
+    embed: str = "backbone"
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     backbone: str = "offline"
@@ -80,6 +100,8 @@ class RunConfig:
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     nec: int = 5
     nec_protocol: str = "vlg"
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    confounded: ConfoundedConfig | None = None  # runs/confounded.py; None = not run
     output_dir: str = "runs/latest"
     cache_dir: str | None = None
     # how to run, not what to compute: never recorded in config.toml
@@ -204,9 +226,35 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     _int("evaluation", "nec", cfg.nec, 0, " (0 = skip the NEC comparison)")
     _str("evaluation", "nec_protocol", cfg.nec_protocol, NEC_PROTOCOLS)
 
+    _check_grounding(cfg.grounding)
+    if cfg.confounded is not None:
+        from .confounded import ConfoundedConfig, validate_confounded
+
+        if not isinstance(cfg.confounded, ConfoundedConfig):
+            raise _fail("confounded", "table", cfg.confounded, "a ConfoundedConfig (a [confounded] table)")
+        validate_confounded(cfg.confounded)
+
     _str("output", "dir", cfg.output_dir)
     _opt_str("output", "cache_dir", cfg.cache_dir)
     return cfg
+
+
+def _check_grounding(g: GroundingConfig) -> None:
+    from ..grounding.evaluate import ANNOTATION_NAMES, EMBED_CHOICES
+
+    if not isinstance(g.annotations, str) or not g.annotations:
+        raise _fail("grounding", "annotations", g.annotations,
+                    f"one of {', '.join(map(repr, ANNOTATION_NAMES))} or the path of a CSV file")
+    if g.annotations not in ANNOTATION_NAMES and not Path(g.annotations).is_file():
+        names = ", ".join(map(repr, ANNOTATION_NAMES))
+        raise ConfigError(f"[grounding] annotations = {g.annotations!r} is neither one of {names} nor an "
+                          f"existing file (relative paths are taken from the current folder, {Path.cwd()})."
+                          f"{closest(g.annotations, ANNOTATION_NAMES)} Give a class-level "
+                          "(attribute,<class>,...) or per-image (path,<attribute>,...) CSV, or \"none\" to "
+                          "skip the grounding measures.")
+    _int("grounding", "k", g.k, 1, " (top concepts per class for precision@k)")
+    g.match_threshold = _number("grounding", "match_threshold", g.match_threshold, -1, 1)
+    _str("grounding", "embed", g.embed, EMBED_CHOICES)
 
 
 def check_method_params(name: str, params: dict) -> None:
@@ -257,7 +305,8 @@ def load_config(path: str | Path) -> RunConfig:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"Cannot read config {path}: {e}.") from e
-    top = ("data", "backbone", "concepts", "methods", "fewshot", "evaluation", "output")
+    top = ("data", "backbone", "concepts", "methods", "fewshot", "evaluation", "grounding", "confounded",
+           "output")
     for key in raw:
         if key not in top:
             raise ConfigError(f"Unknown section [{key}] in {path}.{closest(key, top)} "
@@ -283,8 +332,18 @@ def _from_raw(raw: dict) -> RunConfig:
         methods={k: dict(v) if isinstance(v, dict) else v for k, v in methods.items()},
         fewshot=_section(FewShotConfig, raw.get("fewshot", {}), "fewshot"),
         nec=evaluation.nec, nec_protocol=evaluation.nec_protocol,
+        grounding=_section(GroundingConfig, raw.get("grounding", {}), "grounding"),
+        confounded=_confounded(raw),
         output_dir=output.dir, cache_dir=output.cache_dir,
     )
+
+
+def _confounded(raw: dict):
+    if "confounded" not in raw:
+        return None
+    from .confounded import parse_confounded
+
+    return parse_confounded(raw["confounded"])
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -354,5 +413,10 @@ def to_toml(cfg: RunConfig) -> str:
     parts += [_table(f"methods.{_key(m)}", _method_params(m, p)) for m, p in cfg.methods.items()]
     parts += [_table("fewshot", asdict(cfg.fewshot)),
               _table("evaluation", {"nec": cfg.nec, "nec_protocol": cfg.nec_protocol}),
-              _table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir})]
+              _table("grounding", asdict(cfg.grounding))]
+    if cfg.confounded is not None:
+        from .confounded import confounded_toml
+
+        parts.append(confounded_toml(cfg.confounded))
+    parts.append(_table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir}))
     return "\n".join(parts)

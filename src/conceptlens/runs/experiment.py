@@ -1,5 +1,10 @@
 """One run: data -> features -> concepts -> methods -> metrics (+ few-shot), recorded.
 
+Where concept annotations are known ([grounding]), every concept method is also scored on how
+well its concepts mean what they say (concept AUROC, explanation precision@k; grounding/), beside
+accuracy in results.json, results.md, the few-shot table and the report, and the run's concepts
+are matched to the annotated attributes (concept_matches.csv) to fill Context.class_truth.
+
 The whole config is checked and the output folder claimed before any image is read; the run
 folder (report included) is written to a temporary sibling and renamed into place at the end
 (see record.py).
@@ -22,6 +27,7 @@ from ..data import few_shot, load_dataset, split_indices
 from ..evaluation import evaluate
 from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
+from ..grounding.evaluate import Grounding, resolve_annotations, row_fields, text_embedder
 from ..methods import Context, get_method
 from .config import DataConfig, RunConfig, validate_config
 from .record import check_output_dir, record_run
@@ -59,7 +65,10 @@ def build_candidates(cfg: RunConfig, classes) -> ConceptSet:
     return out
 
 
-def build_context(backbone, classes, concepts: ConceptSet | None, cache) -> Context:
+def build_context(backbone, classes, concepts: ConceptSet | None, cache,
+                  grounding: Grounding | None = None) -> Context:
+    """The language side of a run; with `grounding`, class_truth holds each concept's matched
+    annotated attribute for each class (NaN where unmatched or unknown)."""
     prompts = [t.format(c) for c in classes for t in TEMPLATES]
     class_emb = encode_texts(backbone, prompts, cache).reshape(len(classes), len(TEMPLATES), -1)
     class_emb = class_emb.mean(1)
@@ -68,8 +77,39 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache) -> Cont
         return Context(tuple(classes), class_embedding=class_emb, backbone_id=backbone.id)
     names = align_classes(concepts, classes)
     emb, norms = encode_texts_with_norms(backbone, concepts.texts, cache)
+    truth = None if grounding is None else grounding.class_truth(concepts.texts).astype(np.float32)
     return Context(tuple(classes), concepts.texts, emb, concepts.class_matrix(names), class_emb,
-                   backbone.id, concept_norm=norms)
+                   backbone.id, concept_norm=norms, class_truth=truth)
+
+
+def open_grounding(cfg: RunConfig, data) -> tuple:
+    """[grounding]'s annotations for the loaded dataset (None when there are none), checked
+    against its classes now, before any image is encoded; returns (annotations, class-level)."""
+    from ..errors import ConceptLensError, ConfigError
+    from ..grounding import class_level
+
+    spec = cfg.grounding.annotations
+    try:
+        annotations = resolve_annotations(spec, cfg.data.dataset, data)
+        if annotations is None:
+            return None, None
+        return annotations, class_level(annotations, data.classes, data.ids, data.labels)
+    except ConceptLensError as e:
+        raise ConfigError(f"[grounding] annotations = {spec!r} (dataset {cfg.data.dataset!r}): {e} Fix the "
+                          'annotations, or set [grounding] annotations = "none" to skip the grounding '
+                          "measures.") from e
+
+
+def ground_models(results: dict, models: dict, test, grounding: Grounding | None) -> dict:
+    """Add the grounding numbers to each results row (None for methods without concepts) and
+    return each method's full measures (per concept, matches, per class) by name."""
+    details = {}
+    if grounding is None:
+        return details
+    for name, model in models.items():
+        details[name] = grounding.evaluate(model, test)
+        results[name] |= row_fields(details[name])
+    return details
 
 
 def text_filters(cfg: RunConfig, candidates: ConceptSet, backbone, classes, cache_root) -> FilterResult:
@@ -140,13 +180,23 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     data = load_dataset(cfg.data.dataset, **dataset_options(cfg.data))
+    if cfg.confounded is not None:
+        from .confounded import check_confounded_classes
+
+        check_confounded_classes(cfg.confounded, data)  # a wrong class name fails before encoding
     splits = split_indices(data, seed=cfg.data.seed)
     parts = {"train": _take(data, splits["train"], cfg.data.train_per_class, cfg.data.seed),
              "val": _take(data, splits["val"], cfg.data.val_per_class, cfg.data.seed),
              "test": _take(data, splits["test"], cfg.data.test_per_class, cfg.data.seed)}
+    annotations, class_annotations = open_grounding(cfg, data)
     backbone = open_backbone(cfg.backbone, cfg.cache_dir)
     cache_root = None if cfg.cache_dir is None else Path(cfg.cache_dir) / "features"
     cache = image_cache(backbone, cache_root)
+    grounding = None
+    if annotations is not None:
+        embed = text_embedder(backbone, cache_root) if cfg.grounding.embed == "backbone" else None
+        grounding = Grounding(annotations, class_annotations, embed, cfg.grounding.k,
+                              cfg.grounding.match_threshold)
     t = time.perf_counter()
     bundles = {k: encode_dataset(backbone, data.subset(v), cache, batch_size=cfg.batch_size,
                                  workers=cfg.workers, on_error=cfg.data.on_error, progress=cfg.progress)
@@ -168,37 +218,58 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         report["concepts"] = {"candidates": candidates.summary(), "filtered": filtered.concepts.summary(),
                               "selected": selected.summary()}
     seconds["concepts"] = time.perf_counter() - t
-    context = build_context(backbone, data.classes, selected, cache_root)
+    context = build_context(backbone, data.classes, selected, cache_root, grounding)
 
     t = time.perf_counter()
     results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol)
     seconds["fit"] = time.perf_counter() - t
+    t = time.perf_counter()
+    details = ground_models(results, models, test, grounding)
+    matches = grounding.match(context.concepts) if grounding is not None and context.concepts else None
+    if grounding is not None:
+        seconds["grounding"] = time.perf_counter() - t
 
     files = {}
     if write and context.concepts:
         t = time.perf_counter()
-        files["report.html"] = _faithfulness_and_report(results, models, train, test, data)
+        files["report.html"] = _faithfulness_and_report(results, models, train, test, data, details)
         seconds["report"] = time.perf_counter() - t
 
-    fewshot = None
+    fewshot = fewshot_grounding = None
     if cfg.fewshot.shots:
         t = time.perf_counter()
-        fewshot = run_few_shot(cfg, train, val, test, backbone, texts, cache_root)
+        fewshot_grounding = {} if grounding is not None else None
+        fewshot = run_few_shot(cfg, train, val, test, backbone, texts, cache_root, grounding,
+                               fewshot_grounding)
         seconds["fewshot"] = time.perf_counter() - t
+    confounded = None
+    if cfg.confounded is not None:
+        from .confounded import run_confounded
+
+        t = time.perf_counter()
+        confounded = run_confounded(cfg.confounded, cfg, data, backbone, cache, cache_root, grounding)
+        seconds["confounded"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     out = {"backbone_id": backbone.id, "preprocess": backbone.preprocess_id,
            "sizes": {k: len(v) for k, v in bundles.items()}, "results": results,
            "nec": cfg.nec, "nec_protocol": cfg.nec_protocol,
            "fewshot": fewshot, "fewshot_validation": cfg.fewshot.use_val if fewshot else None,
            "concept_report": report, "seconds": seconds,
-           "table": results_table(results, cfg.nec, cfg.nec_protocol),
-           "fewshot_table": few_shot_table(fewshot) if fewshot else None}
+           "grounding": None if grounding is None else {
+               "annotations": annotations.provenance, "level": annotations.level,
+               "n_attributes": len(annotations.concepts), "k": cfg.grounding.k,
+               "match_threshold": cfg.grounding.match_threshold, "embed": cfg.grounding.embed,
+               "methods": details},
+           "concept_matches": matches, "fewshot_grounding": fewshot_grounding, "confounded": confounded,
+           "table": results_table(results, cfg.nec, cfg.nec_protocol, cfg.grounding.k),
+           "fewshot_table": (few_shot_table(fewshot, fewshot_grounding, cfg.grounding.k)
+                             if fewshot else None)}
     if write:
         out["output_dir"] = str(record_run(cfg, out, selected, models, files, overwrite))
     return out
 
 
-def _faithfulness_and_report(results, models, train, test, data) -> str:
+def _faithfulness_and_report(results, models, train, test, data, grounding: dict | None = None) -> str:
     """Deletion-curve areas for every concept method, and the HTML report of the first."""
     from ..explain import deletion_curves
     from ..report import build_report
@@ -217,17 +288,21 @@ def _faithfulness_and_report(results, models, train, test, data) -> str:
 
     main = "label_free" if "label_free" in concept_models else concept_models[0]
     return build_report(models[main], results, test, train, image,
-                        title=f"conceptlens: {main} on {data.name}", faithfulness=curves[main])
+                        title=f"conceptlens: {main} on {data.name}", faithfulness=curves[main],
+                        grounding=(grounding or {}).get(main))
 
 
 def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,
-                 cache_root) -> dict:
+                 cache_root, grounding: Grounding | None = None, measures: dict | None = None) -> dict:
     """LaBo's protocol: k images per class (nested across k), several seeds, every method
     on the same features, on equal terms:
     - concepts are filtered (activation filter) and selected from the k-shot images alone;
       `texts` holds the candidates after the text-only filters, which see no image;
     - every method gets the same validation split at every k (cfg.fewshot.use_val), or none
       does; a method that can use it (`uses_validation`) does.
+    Returns {method: {shots: [top-1 per seed]}}; with `grounding`, `measures` (a dict) is filled
+    with {method: {shots: {"concept_auroc" | "precision_at_k" | "negative_precision_at_k":
+    [per seed, None where undefined or the method has no concepts]}}}.
     """
     val = val if cfg.fewshot.use_val else None
     rows: dict[str, dict[str, list[float]]] = {}
@@ -238,8 +313,14 @@ def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult
             selected = None
             if texts is not None:
                 selected = concepts_from(cfg, texts, backbone, sub, cache_root, seed)[1]
-            context = build_context(backbone, train.classes, selected, cache_root)
-            results, _ = fit_and_evaluate(cfg.methods, sub, val, test, context, nec=0)
+            context = build_context(backbone, train.classes, selected, cache_root, grounding)
+            results, models = fit_and_evaluate(cfg.methods, sub, val, test, context, nec=0)
+            ground_models(results, models, test, grounding)
             for name, row in results.items():
                 rows.setdefault(name, {}).setdefault(str(shots), []).append(row["top1"])
+                if grounding is not None and measures is not None:
+                    cell = measures.setdefault(name, {}).setdefault(str(shots), {})
+                    for key in ("concept_auroc", "precision_at_k", "negative_precision_at_k"):
+                        cell.setdefault(key, []).append(row[key])
     return rows
+

@@ -88,10 +88,11 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
             concepts.save(tmp / "concepts.json")
         write_json(tmp / "results.json",
                    {k: v for k, v in out.items() if k not in ("table", "output_dir")})
-        text = "## Results\n\n" + out["table"] + "\n"
-        if out.get("fewshot_table"):
-            text += "\n## Few-shot (top-1 %)\n\n" + out["fewshot_table"] + "\n"
-        write_text(tmp / "results.md", text)
+        write_text(tmp / "results.md", results_markdown(out))
+        if out.get("concept_matches"):
+            from ..grounding.evaluate import matches_csv
+
+            write_text(tmp / "concept_matches.csv", matches_csv(out["concept_matches"]))
         for name, content in (files or {}).items():
             write_text(tmp / name, content)
         for name, model in models.items():
@@ -102,6 +103,29 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Path(cfg.output_dir)
+
+
+def results_markdown(out: dict) -> str:
+    """results.md: the results table, how grounding was measured, the few-shot table and the
+    confounded-shift table, whichever the run has."""
+    text = "## Results\n\n" + out["table"] + "\n"
+    g = out.get("grounding")
+    if g:
+        how = ("normalised text only" if g["embed"] == "none" else
+               f"normalised text, then {g['embed']} text embeddings at cosine >= {g['match_threshold']:g}")
+        listed = " (concept_matches.csv)" if out.get("concept_matches") else ""
+        text += (f"\nConcept AUROC: mean over the concepts matched to an annotated attribute (n: how many "
+                 f"have both present and absent test images); precision@{g['k']}: share of each class's "
+                 f"top-{g['k']} positive-weight concepts annotated true of it (negative side in "
+                 f"results.json). Annotations: {g['annotations']} ({g['level']} level, {g['n_attributes']} "
+                 f"attributes); matching: {how}{listed}.\n")
+    if out.get("fewshot_table"):
+        title = ("Few-shot (top-1 %, concept grounding)" if out.get("fewshot_grounding")
+                 else "Few-shot (top-1 %)")
+        text += f"\n## {title}\n\n" + out["fewshot_table"] + "\n"
+    if out.get("confounded"):
+        text += "\n## Confounded shift (top-1 %)\n\n" + out["confounded"]["table"] + "\n"
+    return text
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:

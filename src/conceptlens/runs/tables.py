@@ -1,34 +1,78 @@
-"""Result tables as Markdown (what the CLI prints and the output folder keeps)."""
+"""Result tables as Markdown (what the CLI prints and the output folder keeps).
+
+Where a run measured grounding (concept annotations known), the tables carry concept AUROC and
+explanation precision@k beside accuracy; a method without concepts shows "—" there.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+DASH = "—"
 
-def results_table(results: dict, nec: int, protocol: str = "vlg") -> str:
+
+def _grounded(results: dict) -> bool:
+    return any("concept_auroc" in r for r in results.values())
+
+
+def auroc_cell(r: dict) -> str:
+    """'0.712 (8)': mean concept AUROC over the n concepts it is defined for."""
+    v = r.get("concept_auroc")
+    return DASH if v is None else f"{v:.3f} ({r.get('concept_auroc_n', 0)})"
+
+
+def precision_cell(v) -> str:
+    return DASH if v is None else f"{v:.2f}"
+
+
+def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) -> str:
     """`protocol` names how accuracy at `nec` was measured (see evaluate_at_nec), so a table
-    never hides which comparison it makes."""
+    never hides which comparison it makes. Rows with grounding numbers add concept AUROC
+    (mean, concepts scored) and precision@`k` of the positive-weight concepts."""
+    grounded = _grounded(results)
     head = ["method", "top-1", "top-5", "per-class", "ECE", "NEC"]
     if nec:
         head.append(f"top-1 @ NEC={nec} ({protocol})")
+    if grounded:
+        head += ["concept AUROC (n)", f"precision@{k}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         cells = [name, f"{100 * r['top1']:.1f}", f"{100 * r['top5']:.1f}",
                  f"{100 * r['mean_per_class']:.1f}", f"{r['ece']:.3f}", f"{r['nec']:.1f}"]
         if nec:
             cells.append(f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-")
+        if grounded:
+            cells += [auroc_cell(r), precision_cell(r.get("precision_at_k"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def few_shot_table(rows: dict) -> str:
+def _mean_sd(values, scale: float = 1.0, digits: int = 1) -> str:
+    """Mean ± sd over seeds of the defined values ('—' when none is)."""
+    v = np.asarray([x for x in values if x is not None], dtype=float) * scale
+    if not v.size:
+        return DASH
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if v.size > 1 else f"{v.mean():.{digits}f}"
+
+
+def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5) -> str:
+    """Top-1 (%) per method and shots, mean ± sd over seeds. With `grounding` ({method: {shots:
+    {"concept_auroc": [...], "precision_at_k": [...]}}}, see run_few_shot) each method also gets
+    rows for mean concept AUROC and precision@k, averaged over the same seeds."""
     shots = list(next(iter(rows.values())).keys())
-    lines = ["| method | " + " | ".join(f"{s}-shot" if s != "all" else "all" for s in shots) + " |",
-             "|" + "---|" * (len(shots) + 1)]
+    names = [f"{s}-shot" if s != "all" else "all" for s in shots]
+    if grounding is None:
+        lines = ["| method | " + " | ".join(names) + " |", "|" + "---|" * (len(shots) + 1)]
+        for name, by_shot in rows.items():
+            cells = [_mean_sd(by_shot[s], 100) for s in shots]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+    lines = ["| method | measure | " + " | ".join(names) + " |", "|" + "---|" * (len(shots) + 2)]
     for name, by_shot in rows.items():
-        cells = []
-        for s in shots:
-            v = 100 * np.asarray(by_shot[s])
-            cells.append(f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v.mean():.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | top-1 % | " + " | ".join(_mean_sd(by_shot[s], 100) for s in shots) + " |")
+        measured = grounding.get(name, {})
+        for key, label in (("concept_auroc", "concept AUROC"), ("precision_at_k", f"precision@{k}")):
+            cells = [_mean_sd(measured.get(s, {}).get(key, [None]), 1, 3 if key == "concept_auroc" else 2)
+                     for s in shots]
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

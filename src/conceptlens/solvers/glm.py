@@ -4,7 +4,26 @@ Objective (glm_saga's and glmnet's; scikit-learn's with C = 1 / (lam * n), l1_ra
 
     mean_i CE(W x_i + b, y_i) + lam * alpha * |W|_1 + lam * (1 - alpha) / 2 * |W|_2^2
 
-(the intercept b is not penalised). Solved by accelerated proximal gradient (FISTA) with
+(the intercept b is not penalised). `loss="ovr"` replaces the softmax cross-entropy by the
+sum over classes of the binary log-loss of class c against the rest (logit W_c x + b_c):
+one-vs-rest, m independent problems, each scikit-learn's SGDClassifier objective with
+alpha = lam, l1_ratio = alpha.
+
+`positive=True` adds the constraint W >= 0 (the intercept stays free): the proximal step is
+then the exact prox of the elastic net plus the indicator of W >= 0,
+max(0, V - s * l1) / (1 + s * l2), i.e. the soft-threshold keeping only its positive part
+(not a clip of an unconstrained iterate), so FISTA solves the constrained problem.
+
+lambda_max. At W = 0 the optimal intercept makes the predicted probabilities the class
+frequencies pi (both losses), and the gradient of the loss in W is -H^T with
+H = X^T (Y - 1 pi^T) / n (p x m). W = 0 is optimal iff 0 is in the gradient plus the
+subdifferential of the penalty (plus the normal cone of W >= 0 under positivity):
+unconstrained, |H_jc| <= lam * alpha for every (j, c); with W >= 0 only increases are
+feasible, the directional derivative along e_jc is -H_jc + lam * alpha, so the condition is
+H_jc <= lam * alpha: lambda_max = max(0, max H) / alpha (only the positive part of -gradient).
+(Each row of H sums to 0 over the classes, so max H > 0 unless H = 0.)
+
+Solved by accelerated proximal gradient (FISTA) with
 backtracking that starts from the safe step 1 / L, L = ||[X, 1]||_2^2 / (2 n) (the softmax
 Hessian is bounded by 1/2), lets the step grow while the sufficient-decrease test allows,
 and restarts momentum when it stops helping (O'Donoghue & Candes, 2015). Along a path of
@@ -31,22 +50,47 @@ def _tensors(X, y, dtype):
     return X, y
 
 
-def elastic_net_objective(W, b, X, y, lam: float, alpha: float) -> float:
-    """The objective above, in float64, for any (W, b) (numpy or torch)."""
+LOSSES = ("multinomial", "ovr")
+
+
+def _check(lam, alpha, loss, positive) -> None:
+    if not lam >= 0 or not 0 <= alpha <= 1:
+        raise ConfigError(f"lam must be >= 0 and alpha in [0, 1]; got {lam}, {alpha}.")
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {LOSSES}; got {loss!r}.")
+    if not isinstance(positive, (bool, np.bool_)):
+        raise ConfigError(f"positive must be True or False; got {positive!r}.")
+
+
+def _loss(Z: torch.Tensor, Y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Mean over images of the softmax cross-entropy, or of the summed one-vs-rest log-losses."""
+    if loss == "ovr":
+        return torch.nn.functional.binary_cross_entropy_with_logits(Z, Y, reduction="sum") / len(Z)
+    return -(Y * torch.log_softmax(Z, dim=1)).sum() / len(Z)
+
+
+def elastic_net_objective(W, b, X, y, lam: float, alpha: float, loss: str = "multinomial",
+                          n_classes: int | None = None) -> float:
+    """The objective above, in float64, for any (W, b) (numpy or torch); the constraint of
+    `positive` is not part of it (check W >= 0 separately)."""
     W = torch.as_tensor(np.asarray(W), dtype=torch.float64)
     b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    ce = torch.nn.functional.cross_entropy(X @ W.T + b, y)
+    Y = torch.nn.functional.one_hot(y, n_classes or W.shape[0]).to(torch.float64)
+    ce = _loss(X @ W.T + b, Y, loss)
     return float(ce + lam * alpha * W.abs().sum() + 0.5 * lam * (1 - alpha) * (W * W).sum())
 
 
-def lambda_max(X, y, alpha: float, n_classes: int | None = None) -> float:
-    """The smallest lam at which W = 0 is optimal (with the intercept fitted)."""
+def lambda_max(X, y, alpha: float, n_classes: int | None = None, positive: bool = False) -> float:
+    """The smallest lam at which W = 0 is optimal (with the intercept fitted), for either
+    loss; with `positive`, under W >= 0 (module docstring: max(0, max H) / alpha)."""
     X, y = _tensors(X, y, torch.float64)
     m = n_classes or int(y.max()) + 1
     Y = torch.nn.functional.one_hot(y, m).to(torch.float64)
-    return float((X.T @ (Y - Y.mean(0))).abs().max() / len(X) / max(alpha, 1e-3))
+    H = X.T @ (Y - Y.mean(0)) / len(X)
+    top = H.max().clamp(min=0) if positive else H.abs().max()
+    return float(top / max(alpha, 1e-3))
 
 
 @dataclass
@@ -58,12 +102,13 @@ class SolveInfo:
 
 def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_classes=None,
                     tol: float = 1e-7, max_iter: int = 5000, step: float | None = None,
-                    dtype=torch.float64) -> tuple[np.ndarray, np.ndarray, SolveInfo]:
-    """Minimise the objective at one lam. Returns W (m, p), b (m,), info."""
-    if lam < 0 or not 0 <= alpha <= 1:
-        raise ConfigError(f"lam must be >= 0 and alpha in [0, 1]; got {lam}, {alpha}.")
+                    dtype=torch.float64, positive: bool = False,
+                    loss: str = "multinomial") -> tuple[np.ndarray, np.ndarray, SolveInfo]:
+    """Minimise the objective at one lam (under W >= 0 with `positive`; a warm start W0 is
+    projected onto it). Returns W (m, p), b (m,), info."""
+    _check(lam, alpha, loss, positive)
     Xt, yt = _tensors(X, y, dtype)
-    W, b, info, _ = _fista(Xt, yt, lam, alpha, W0, b0, n_classes, tol, max_iter, step)
+    W, b, info, _ = _fista(Xt, yt, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive, loss)
     return W.numpy(), b.numpy(), info
 
 
@@ -79,24 +124,33 @@ def _safe_step(X: torch.Tensor) -> float:
     return 2.0 * len(X) / (sigma2 * 1.01)
 
 
-def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step):
+def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=False,
+           loss="multinomial"):
     n, p = X.shape
     m = n_classes or int(y.max()) + 1
     Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
     W = torch.zeros(m, p, dtype=X.dtype) if W0 is None else torch.as_tensor(W0, dtype=X.dtype).clone()
     b = torch.zeros(m, dtype=X.dtype) if b0 is None else torch.as_tensor(b0, dtype=X.dtype).clone()
+    if positive:  # start feasible: every iterate is then a prox output, hence >= 0
+        W = W.clamp(min=0)
+    # the safe step 1/L holds for both losses (softmax Hessian <= 1/2, sigmoid's <= 1/4)
     safe = _safe_step(X)
     t = max(step or safe, safe)
     l1, l2 = lam * alpha, lam * (1 - alpha)
 
     def prox(V, s):
+        if positive:  # prox of s * (l1 |w| + l2/2 w^2 + indicator(w >= 0)), coordinate-wise
+            return torch.clamp(V - s * l1, min=0) / (1 + s * l2)
         return torch.sign(V) * torch.clamp(V.abs() - s * l1, min=0) / (1 + s * l2)
 
     def penalty(Wx):
         return float(l1 * Wx.abs().sum() + 0.5 * l2 * (Wx * Wx).sum())
 
     def ce(Z):
-        return float(-(Y * torch.log_softmax(Z, dim=1)).sum() / n)
+        return float(_loss(Z, Y, loss))
+
+    def residuals(Z):  # d loss / d logits
+        return ((torch.sigmoid(Z) if loss == "ovr" else torch.softmax(Z, dim=1)) - Y) / n
 
     # logits are linear in (W, b), so the extrapolated point's logits are extrapolated too:
     # each iteration costs one forward (X W^T) and one gradient (R^T X) matmul
@@ -105,9 +159,8 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step):
     obj = ce(Z) + penalty(W)
     quiet, converged, it = 0, False, 0
     for it in range(1, max_iter + 1):  # noqa: B007 - reported in SolveInfo
-        logp = torch.log_softmax(Zy, dim=1)
-        f_y = float(-(Y * logp).sum() / n)
-        R = (logp.exp() - Y) / n
+        f_y = ce(Zy)
+        R = residuals(Zy)
         gW, gb = R.T @ X, R.sum(0)
         while True:  # backtracking from the current step, never below the safe one
             Wn = prox(Wy - t * gW, t)
@@ -148,19 +201,23 @@ class ElasticNetPath:
 
 def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: float | None = None,
                n_lambdas: int = 50, epsilon: float = 1e-3, n_classes=None, tol: float = 1e-6,
-               max_iter: int = 2000, dtype=torch.float32, refine: int = 6) -> ElasticNetPath:
-    """Warm-started path from lambda_max down, stopping at `lam` or at `target_nec`.
+               max_iter: int = 2000, dtype=torch.float32, refine: int = 6, positive: bool = False,
+               loss: str = "multinomial") -> ElasticNetPath:
+    """Warm-started path from lambda_max down, stopping at `lam` or at `target_nec`
+    (`positive`: every point under W >= 0, from the constrained lambda_max).
 
     With `target_nec`, the path stops at the first lam whose NEC reaches the target, then
     bisects (in log lam) between it and the previous one `refine` times; the last entry is
     the solution with the largest NEC not above the target (or the first at/above it if no
-    lam gives NEC <= target exactly).
+    lam gives NEC <= target exactly). If no lam of the grid reaches the target (possible
+    under `positive`, where some weights stay 0 at every lam), the path ends at its smallest lam.
     """
     if lam is None and target_nec is None:
         raise ConfigError("solve_path needs lam= (a fixed regularisation) or target_nec=.")
+    _check(0.0 if lam is None else lam, alpha, loss, positive)
     Xt, yt = _tensors(X, y, dtype)
     m = n_classes or int(yt.max()) + 1
-    lmax = lambda_max(X, y, alpha, m)
+    lmax = lambda_max(X, y, alpha, m, positive)
     lo = lam if lam is not None else epsilon * lmax
     grid = np.geomspace(lmax, max(lo, 1e-12), n_lambdas).tolist()
     if lam is not None and lam >= lmax:
@@ -170,7 +227,7 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     step = None
 
     def solve(value, W, b, step):
-        Wn, bn, info, step = _fista(Xt, yt, value, alpha, W, b, m, tol, max_iter, step)
+        Wn, bn, info, step = _fista(Xt, yt, value, alpha, W, b, m, tol, max_iter, step, positive, loss)
         nec = float((Wn != 0).sum()) / m
         path.lambdas.append(float(value))
         path.weights.append(Wn.numpy().astype(np.float64))

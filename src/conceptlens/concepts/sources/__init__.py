@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import file, imagenet, llm, vocabulary, wordnet  # noqa: F401 - registers the sources
+from . import attributes, file, imagenet, llm, vocabulary, wordnet  # noqa: F401 - registers the sources
 from .base import SOURCES, ConceptSource, SourceResult
 
 __all__ = ["SOURCES", "ConceptSource", "SourceResult", "get_source"]

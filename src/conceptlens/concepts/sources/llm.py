@@ -14,6 +14,24 @@ refused while it downloads; a reply that is valid JSON of the wrong shape is a p
 "malformed reply" error; more than `max_concepts_per_class` concepts for one class are cut to
 that many with a logged warning; credentials in `base_url` (user:password@, query-string
 values) are redacted from everything written (cache, provenance) or reported.
+
+KnoBo (Yang et al., NeurIPS 2024; YueYANG1996/MedRAG `concept_generation.py`,
+`annotate_question.py`): the `knobo` prompt family asks for *binary questions* per class, with
+the rules of the authors' prompt-only bottleneck prompt (`prompt_xray` / `prompt_skin`, not
+domain-specific here): visually identifiable, concise and reusable, unique, never naming the
+class. Replies are read as a JSON array (or the authors' `question-1 | question-2 | ...`);
+items that are not questions (no final '?': headings, prose) are dropped, those that contain
+the class name dropped with a warning, and a reply with no question at all is a malformed reply
+for that class. The authors generate class by class with the growing list in the prompt
+("EXISTING_CONCEPTS") and then ask GPT-4 whether each question is visual, new and groundable;
+here classes are asked independently (cached, in parallel) and duplicates merge in `collect`;
+those GPT-4 checks are not run. `answer_prior` asks for the class x question prior KnoBo's loss
+uses (the authors ship it as `class2concept2answer.json`, yes / no / unknown per class and
+question; the prompt that made it is not released, so ours follows their report-annotation
+prompt with "unknown" added) and returns class-level ConceptAnnotations (1 yes, 0 no, NaN
+unknown): the `class_truth` a KnoBo run reads. A reply that is not exactly one yes / no /
+unknown per question is a malformed reply for that class (not cached, so a rerun asks
+again; reported by class like every failure here).
 """
 
 from __future__ import annotations
@@ -26,11 +44,15 @@ import queue
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
+
 from ..._io import cache_root, write_json
+from ...annotations import ConceptAnnotations
 from ...errors import ConceptLensError, ConfigError
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
@@ -48,7 +70,34 @@ PROMPTS = {
                  "a \"{cls}\". Each item is a few words.",
     "superclass": "Give up to {n} superclasses for the word \"{cls}\", most specific first.",
     "around": "List up to {n} things most commonly seen around a \"{cls}\".",
+    # KnoBo: the authors' prompt-only bottleneck prompt (MedRAG `concept_generation.py`,
+    # `prompt_xray`), without the radiology domain and the list of existing questions
+    "knobo": "You are an expert. You are summarizing knowledge about how to recognize \"{cls}\" "
+             "from images. I want you to generate knowledge in the form of *binary questions*, "
+             "e.g., \"Is the object round?\". Please follow the instructions below strictly:\n"
+             "1. The knowledge will be used to guide recognition from images, so the questions "
+             "must be *visually identifiable* from an image only.\n"
+             "2. The binary questions should be concise and not too specific, so they can be "
+             "reused for different cases.\n"
+             "3. Each question is unique.\n"
+             "4. The binary questions must not contain the class name, e.g., you *must not* "
+             "generate \"Is it a {cls}?\" for the class \"{cls}\".\n"
+             "Give {n} binary questions.",
 }
+
+# KnoBo's class x question prior (yes / no / unknown), on the pattern of the authors' report
+# annotation prompt (MedRAG `annotate_question.py`, `answer_question_gpt4`)
+PRIOR_PROMPT = (
+    "Task: Answer each of the following questions about \"{cls}\" based on your knowledge of "
+    "what a \"{cls}\" looks like in images.\n"
+    "Guide: Answer each question with yes, no or unknown only: yes if it is typically true of "
+    "a \"{cls}\", no if it is typically false, unknown if it varies or cannot be told.\n"
+    "Questions:\n{questions}\n"
+    "Choices: yes, no, unknown.\n"
+    "Answer with a JSON array of {n} strings, one per question in the same order, each \"yes\", "
+    "\"no\" or \"unknown\", and nothing else."
+)
+ANSWERS = {"yes": 1.0, "no": 0.0, "unknown": float("nan")}
 
 
 class LLMError(ConceptLensError):
@@ -80,6 +129,60 @@ def parse_list(text: str) -> list[str]:
             return []
     lines = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", ln).strip() for ln in text.splitlines()]
     return [ln for ln in lines if ln and not ln.endswith(":")]
+
+
+def parse_questions(text: str) -> list[str]:
+    """Binary questions from a reply: `parse_list`'s items, split at '|' (the authors' format
+    `question-1 | question-2 | ...`), keeping those that end with '?'."""
+    items = [q.strip() for item in parse_list(text) for q in item.split("|")]
+    return [q for q in items if q.endswith("?")]
+
+
+def parse_answers(text: str, n: int) -> list[str] | None:
+    """Exactly `n` answers, each 'yes', 'no' or 'unknown' (any case, quotes or a final period
+    ignored), from a JSON array (or the values of a JSON object, in order), else one per line
+    (numbering removed) or one comma-separated line; None for anything else."""
+    text = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    if fenced:
+        text = fenced.group(1).strip()
+    items: list | None = None
+    for open_, close in ("[]", "{}"):
+        start, end = text.find(open_), text.rfind(close)
+        if 0 <= start < end:
+            try:
+                obj = json.loads(text[start:end + 1])
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            items = list(obj.values()) if isinstance(obj, dict) else obj
+            break
+    if items is None:
+        lines = [re.sub(r"^\s*(?:[-*•]|\d+[.):]?)\s*", "", ln).strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        items = [x.strip() for x in lines[0].split(",")] if len(lines) == 1 else lines
+    if not isinstance(items, list) or len(items) != n:
+        return None
+    out = []
+    for x in items:
+        if not isinstance(x, str):
+            return None
+        word = x.strip().strip("\"'`").rstrip(".").strip().casefold()
+        if word not in ANSWERS:
+            return None
+        out.append(word)
+    return out
+
+
+PARSERS = {"knobo": parse_questions}  # a family's own reader; parse_list for the others
+
+
+@dataclass
+class PriorResult:
+    """KnoBo's class x question prior: class-level annotations (1 yes, 0 no, NaN unknown; the
+    rows of classes in `unresolved` are all unknown) and, per class, why it failed."""
+
+    annotations: ConceptAnnotations
+    unresolved: dict[str, str] = field(default_factory=dict)
 
 
 _KEEP_QUERY = {"api-version"}  # Azure's API version is not a secret and tells endpoints apart
@@ -153,12 +256,15 @@ class LLMSource(ConceptSource):
                  n: int = 20, temperature: float = 0.7, samples: int = 1, max_tokens: int = 800,
                  timeout: float = 60.0, retries: int = 4, backoff: float = 1.0,
                  concurrency: int = 8, cache_dir: str | Path | None = None,
-                 max_reply_bytes: int = 256 * 1024, max_concepts_per_class: int | None = None):
+                 max_reply_bytes: int = 256 * 1024, max_concepts_per_class: int | None = None,
+                 questions_per_request: int = 20, answer_temperature: float = 0.0):
         unknown = [p for p in prompts if p not in PROMPTS]
         if unknown:
             raise ConfigError(f"Unknown prompt family {unknown}; known: {sorted(PROMPTS)}.")
         if concurrency < 1 or retries < 0 or samples < 1:
             raise ConfigError("concurrency and samples must be >= 1 and retries >= 0.")
+        if questions_per_request < 1:
+            raise ConfigError(f"questions_per_request must be >= 1; got {questions_per_request}.")
         if max_reply_bytes < 1 or (max_concepts_per_class is not None and max_concepts_per_class < 1):
             raise ConfigError(f"max_reply_bytes and max_concepts_per_class must be >= 1; got "
                               f"{max_reply_bytes} and {max_concepts_per_class}.")
@@ -167,6 +273,8 @@ class LLMSource(ConceptSource):
         self.max_tokens, self.timeout, self.retries, self.backoff = max_tokens, timeout, retries, backoff
         self.concurrency = concurrency
         self.max_reply_bytes = max_reply_bytes
+        # KnoBo's prior: questions per request, and the temperature of yes/no/unknown answers
+        self.questions_per_request, self.answer_temperature = questions_per_request, answer_temperature
         # twice what the prompts ask for: room for a talkative model, not for a runaway one
         self.max_concepts_per_class = max_concepts_per_class or 2 * n * len(self.prompts) * samples
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "llm"
@@ -290,10 +398,14 @@ class LLMSource(ConceptSource):
         for family in self.prompts:
             for sample in range(self.samples):
                 request = self._request(cls, family, sample)
-                items = parse_list(self.complete(request, cancel, usable=parse_list))
+                parse = PARSERS.get(family, parse_list)
+                items = parse(self.complete(request, cancel, usable=parse))
                 if not items:
-                    raise LLMError(f"Malformed reply to the {family!r} prompt: no list of strings "
-                                   "could be read from it.")
+                    what = "binary question (ending in '?')" if family == "knobo" else "list of strings"
+                    raise LLMError(f"Malformed reply to the {family!r} prompt: no {what} could be "
+                                   "read from it.")
+                if family == "knobo":
+                    items = _without_class_name(items, cls)
                 prov = {"source": "llm", "prompt": family, "model": self.model,
                         "endpoint": request["endpoint"], "class": cls}
                 entries += [(text, [cls], prov) for text in items]
@@ -318,10 +430,12 @@ class LLMSource(ConceptSource):
         concepts, rejected = collect(entries, classes=classes)
         return SourceResult(concepts, failed, rejected)
 
-    def _run(self, classes: list[str]) -> tuple[dict, dict]:
+    def _run(self, classes: list[str], job=None) -> tuple[dict, dict]:
         """Each class's entries, by daemon worker threads: an interrupt (or any error) in the
         caller sets `cancel` and returns at once, without waiting for requests in flight
-        (a ThreadPoolExecutor would join its threads, through every retry, before exiting)."""
+        (a ThreadPoolExecutor would join its threads, through every retry, before exiting).
+        `job(cls, cancel)` does one class's work (default: its concept entries)."""
+        job = job or self._one_class
         jobs: queue.SimpleQueue = queue.SimpleQueue()
         done: queue.SimpleQueue = queue.SimpleQueue()
         for cls in classes:
@@ -335,7 +449,7 @@ class LLMSource(ConceptSource):
                 except queue.Empty:
                     return
                 try:
-                    done.put((cls, self._one_class(cls, cancel), None))
+                    done.put((cls, job(cls, cancel), None))
                 except LLMError as e:
                     done.put((cls, None, str(e)))
                 except BaseException as e:  # a bug: re-raised in the caller, not lost in a thread
@@ -359,6 +473,65 @@ class LLMSource(ConceptSource):
         finally:
             cancel.set()
         return results, failed
+
+    # -- KnoBo's class x question prior -------------------------------------------------
+    def _prior_request(self, cls: str, questions: Sequence[str]) -> dict:
+        listed = "\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1))
+        prompt = PRIOR_PROMPT.format(cls=cls, questions=listed, n=len(questions))
+        return {"endpoint": redact_url(self.base_url) or "openai", "model": self.model,
+                "messages": [{"role": "user", "content": prompt}], "task": "knobo_prior",
+                "temperature": self.answer_temperature, "max_tokens": self.max_tokens, "sample": 0}
+
+    def _prior_class(self, cls: str, questions: list[str], cancel: threading.Event | None = None
+                     ) -> list[float]:
+        values: list[float] = []
+        step = self.questions_per_request
+        for start in range(0, len(questions), step):
+            chunk = questions[start:start + step]
+            n = len(chunk)
+            text = self.complete(self._prior_request(cls, chunk), cancel,
+                                 usable=lambda t, n=n: parse_answers(t, n) is not None)
+            answers = parse_answers(text, n)
+            if answers is None:
+                raise LLMError(
+                    f"Malformed reply to the prior prompt (questions {start + 1}-{start + len(chunk)}): "
+                    f"expected a JSON array of {len(chunk)} answers, each yes, no or unknown; got "
+                    f"{text.strip()[:80]!r}.")
+            values += [ANSWERS[a] for a in answers]
+        return values
+
+    def answer_prior(self, classes: Sequence[str], questions: Sequence[str],
+                     allow_partial: bool = False) -> PriorResult:
+        """KnoBo's prior: the LLM answers each question for each class with yes / no / unknown
+        (`questions_per_request` questions per request, at `answer_temperature`). Classes that
+        fail are reported by class (LLMError naming them, or in `unresolved` with
+        `allow_partial`, their rows unknown); finished classes are cached."""
+        unique = list(dict.fromkeys(str(c) for c in classes))
+        questions = [str(q) for q in questions]
+        if not unique or not questions:
+            raise ConfigError(f"answer_prior needs at least one class and one question; got "
+                              f"{len(unique)} classes and {len(questions)} questions.")
+        results, failed = self._run(unique, lambda cls, cancel: self._prior_class(cls, questions, cancel))
+        if failed and not allow_partial:
+            raise LLMError(
+                f"Prior answers failed for {len(failed)} of {len(unique)} classes: "
+                + "; ".join(f"{c}: {why}" for c, why in list(failed.items())[:5])
+                + f". The finished classes are cached in {self.cache_dir}; rerun to resume, or pass "
+                "allow_partial=True to keep them (the failed classes' answers are then unknown).")
+        values = np.array([results.get(c, [np.nan] * len(questions)) for c in unique], np.float32)
+        annotations = ConceptAnnotations("class", tuple(questions), values, classes=tuple(unique),
+                                         provenance=f"llm:{self.model} (KnoBo prior)")
+        return PriorResult(annotations, failed)
+
+
+def _without_class_name(questions: list[str], cls: str) -> list[str]:
+    """The prompt's rule 4 ("must not contain the class name"), checked: offenders dropped."""
+    name = re.compile(rf"(?<!\w){re.escape(cls.strip())}(?!\w)", re.I)
+    kept = [q for q in questions if not name.search(q)]
+    if len(kept) < len(questions):
+        log.warning("%s: dropped %d binary question(s) that name the class, e.g. %r.", cls,
+                    len(questions) - len(kept), next(q for q in questions if name.search(q)))
+    return kept
 
 
 def _content(body: bytes) -> str:
