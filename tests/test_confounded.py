@@ -431,7 +431,7 @@ def test_run_confounded_checks_class_names_first(tmp_path):
 
     cfg = ConfoundedConfig()  # Fashion-MNIST's pairs, not this dataset's classes
     backbone = TinyBackbone()
-    with pytest.raises(DataError, match=r"'T-shirt/top'.*not a class of dataset 'toy'.*"
+    with pytest.raises(DataError, match=r"'Pullover'.*not a class of dataset 'toy'.*"
                                         r"Correct \[confounded\] pairs"):
         run_confounded(cfg, _run_cfg(tmp_path, {"linear_probe": {}}), fake_dataset(), backbone, None, None)
     assert backbone.encoded == 0

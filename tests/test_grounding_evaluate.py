@@ -203,3 +203,26 @@ def test_resolve_annotations(tmp_path, monkeypatch, grey_dataset):
     monkeypatch.setattr(composite, "composite_annotations", lambda data: seen.append(data) or "per-image")
     assert resolve_annotations("auto", "fashion-mnist-composite:n=40", grey_dataset) == "per-image"
     assert seen == [grey_dataset]
+
+
+def test_a_bottleneck_that_dropped_concepts_is_scored_on_what_it_kept():
+    """KnoBo keeps only grounded concepts (kept_); a dropped one (activation 0 everywhere) is no
+    part of the model and must not enter the AUROC mean as 0.5 or precision@k."""
+    from conceptlens.features import FeatureBundle
+    from conceptlens.methods import Context, get_method
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 6)).astype(np.float32)
+    X[:, 0] += 3 * labels  # separable
+    train = FeatureBundle([f"i{i}" for i in range(80)], labels, ("cat", "dog"), X, None, "t")
+    # 'whiskers' and 'bark' have a yes and a no side; 'fur' (true of both) has no negatives: skipped
+    ctx = Context(("cat", "dog"), ["whiskers", "fur", "bark"], np.eye(3, 6, dtype=np.float32),
+                  class_truth=CLASS_ANN.values)
+    model = get_method("knobo", min_val=2, epochs=20, lr=1e-2).fit(train, ctx)
+    assert sorted(model.kept_) == [0, 2] and "fur" in model.skipped_  # kept_ is by val accuracy
+    g = evaluate_grounding(model, train, CLASS_ANN)
+    assert set(g["concept_auroc_per_concept"]) == {"whiskers", "bark"} and g["n_concepts"] == 2
+    acts = model.transform(train)
+    expected = np.mean([roc_auc_score(labels == 0, acts[:, 0]), roc_auc_score(labels == 1, acts[:, 2])])
+    assert g["concept_auroc"] == pytest.approx(expected)

@@ -272,10 +272,15 @@ class Grounding:
         if tuple(model.classes_) != self.classes:
             raise DataError(f"the model's classes {list(model.classes_)[:5]} differ from the annotated "
                             f"run's {list(self.classes)[:5]}.")
-        return grounding_measures(model.transform(bundle), model.concepts_, model.classes_, bundle.labels,
-                                  self.annotations, ids=list(bundle.ids), class_weights=model.class_weights_,
-                                  class_annotations=self.class_annotations,
-                                  matches=self.match(model.concepts_), k=self.k)
+        A, concepts, W = model.transform(bundle), list(model.concepts_), np.asarray(model.class_weights_)
+        kept = getattr(model, "kept_", None)
+        if kept is not None:  # a bottleneck that dropped concepts (KnoBo): score only what it kept
+            kept = np.asarray(kept, dtype=np.int64)
+            A, concepts, W = A[:, kept], [concepts[j] for j in kept], W[:, kept]
+        return grounding_measures(A, concepts, model.classes_, bundle.labels, self.annotations,
+                                  ids=list(bundle.ids), class_weights=W,
+                                  class_annotations=self.class_annotations, matches=self.match(concepts),
+                                  k=self.k)
 
 
 def evaluate_grounding(model, bundle, annotations: ConceptAnnotations, embed=None, k: int = 5,
