@@ -1,7 +1,7 @@
 """Bottleneck methods and baselines behind one estimator contract (see base.py)."""
 
 from . import knobo, label_free, labo, linear_probe, posthoc, sparse_cbm, zero_shot  # noqa: F401
-from .base import METHODS, Context, Method, get_method
+from .base import METHODS, Context, DiscoveryInputs, Method, get_method
 from .knobo import KnoBo
 from .label_free import LabelFree
 from .labo import LaBo
@@ -10,6 +10,6 @@ from .posthoc import CAVBank, PostHoc, PostHocHybrid, learn_cav_bank, learn_cavs
 from .sparse_cbm import ConceptMatrixSearch, SparseCBM
 from .zero_shot import ZeroShot
 
-__all__ = ["METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "KnoBo", "LaBo", "LabelFree",
+__all__ = ["METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "DiscoveryInputs", "KnoBo", "LaBo", "LabelFree",
            "LinearProbe", "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot", "get_method",
            "learn_cav_bank", "learn_cavs"]

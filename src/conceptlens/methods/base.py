@@ -30,6 +30,22 @@ VERSION = 1
 
 
 @dataclass
+class DiscoveryInputs:
+    """What methods that find their own concepts (Discover-then-Name, V2C-CBM) read: an
+    unlabelled image pool, a word list and the models built from them. The run fills only what
+    the configured methods declare in `discovery_needs`."""
+
+    pool_embedding: np.ndarray | None = None  # (n, d) unlabelled images, L2-normalised ("pool")
+    pool_norm: np.ndarray | None = None  # (n,) their raw norms where the backbone reports them
+    pool_id: str = ""  # fingerprint of the pool (which images, which backbone)
+    words: tuple[str, ...] = ()  # naming vocabulary ("words")
+    word_embedding: np.ndarray | None = None  # (V, d) plain words, no template, L2-normalised
+    sae: object | None = None  # a trained discovery.sae.SparseAutoencoder ("sae")
+    codebook_texts: tuple[str, ...] = ()  # V2C's vocabulary ("codebook")
+    codebook_embedding: np.ndarray | None = None  # (C, d) mean over templates of unit vectors
+
+
+@dataclass
 class Context:
     """The language side of a run."""
 
@@ -45,6 +61,7 @@ class Context:
     # (m, k) annotated truth of each concept for each class: 1 true, 0 false, NaN unknown/not
     # annotated; KnoBo's prior P and the grounding measures read it; None when nothing is annotated
     class_truth: np.ndarray | None = None
+    discovery: DiscoveryInputs | None = None  # for methods with discovers_concepts
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -67,6 +84,10 @@ class Method:
     needs_concepts = True  # fit needs context.concepts and their embeddings
     refit_at_nec = False  # sparse final layer refittable at a `target_nec` constructor parameter
     uses_validation = False  # fit uses `val` (e.g. for model selection)
+    # finds its own concepts in fit (context.discovery) instead of taking context.concepts;
+    # discovery_needs names the DiscoveryInputs it reads: "pool", "words", "sae", "codebook"
+    discovers_concepts = False
+    discovery_needs: tuple[str, ...] = ()
     _arrays: tuple[str, ...] = ()
     # shape hints per array name: a tuple whose entries are an int, "m" (classes), "k" (concepts)
     # or None (any); class_weights_ (m, k) and intercept_ (m,) are always checked
@@ -121,7 +142,11 @@ class Method:
     # -- fitting ----------------------------------------------------------------------
     def fit(self, train, context: Context, val=None) -> Method:
         self._validate()
-        if self.needs_concepts and (context.concept_embedding is None or not len(context.concepts)):
+        if self.discovers_concepts:
+            if context.discovery is None:
+                raise ConfigError(f"{self.name} finds its own concepts and needs context.discovery "
+                                  f"({', '.join(self.discovery_needs)}); a run fills it from [discovery].")
+        elif self.needs_concepts and (context.concept_embedding is None or not len(context.concepts)):
             raise ConfigError(f"{self.name} needs concepts and their embeddings in the context.")
         if len(train) == 0:
             raise DataError(f"{self.name}: no training images.")
