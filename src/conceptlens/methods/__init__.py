@@ -11,5 +11,5 @@ from .sparse_cbm import ConceptMatrixSearch, SparseCBM
 from .zero_shot import ZeroShot
 
 __all__ = ["METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "DiscoveryInputs", "KnoBo", "LaBo",
-           "LabelFree", "LinearProbe", "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot", "get_method",
-           "learn_cav_bank", "learn_cavs"]
+           "LabelFree", "LinearProbe", "Method", "PostHoc", "PostHocHybrid", "SparseCBM", "ZeroShot",
+           "get_method", "learn_cav_bank", "learn_cavs"]
