@@ -23,6 +23,12 @@ MODULES = {  # module -> what it implements
     "conceptlens.methods.knobo": "`knobo`: Knowledge-enhanced Bottlenecks (Yang et al., NeurIPS 2024)",
     "conceptlens.data.confounded": "confounded-shift tasks: KnoBo's ID/OOD protocol",
     "conceptlens.evaluation.shift": "ID/OOD accuracy and test-time improvement under a confounded shift",
+    "conceptlens.discovery.sae": "`dn_cbm`'s sparse autoencoder: Discover-then-Name (Rao et al., ECCV 2024)",
+    "conceptlens.methods.dn_cbm": "`dn_cbm`: Discover-then-Name CBM (Rao et al., ECCV 2024)",
+    "conceptlens.discovery.naming": "`dn_cbm`'s latent naming",
+    "conceptlens.discovery.vocabulary": "the naming vocabulary (CLIP-Dissect's 20k words; here wordfreq)",
+    "conceptlens.concepts.v2c": "V2C-CBM's concept discovery (He et al., AAAI 2025)",
+    "conceptlens.methods.v2c": "`v2c`: V2C-CBM (He et al., AAAI 2025)",
 }
 OUT = Path(__file__).resolve().parent.parent / "docs" / "deviations.md"
 

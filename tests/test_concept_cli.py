@@ -232,7 +232,7 @@ def evaluate_setup(tmp_path):
     csv = ann.to_csv(tmp_path / "attributes.csv")
     common = ["--annotations", str(csv), "--dataset", str(root), "--backbone", f"precomputed:{feats}",
               "--split", "train", "--images-per-class", "all", "--no-progress",
-              "--cache-dir", str(tmp_path / "cache")]
+              "--cache-dir", str(tmp_path / "cache"), "--embed", "backbone", "--match-threshold", "0.8"]
     return tmp_path / "model", common, backbone, root, ann
 
 
@@ -338,3 +338,20 @@ def test_concepts_evaluate_errors(tmp_path, evaluate_setup, capsys):
     folder_default = common[:i] + common[i + 2:]  # 'auto' on an image folder: no annotations known
     assert main(["concepts", "evaluate", str(model_dir), *folder_default]) == 2
     assert "no concept annotations for dataset" in capsys.readouterr().err
+
+
+def test_matching_embedders():
+    """The default matcher is the sentence encoder: it links part words to the attributes that
+    name them and keeps unrelated garment words apart, where the offline backbone's ConSE-mixed
+    text side put 'sweater' next to 'has short sleeves' (0.82)."""
+    from conceptlens.errors import DataError
+    from conceptlens.grounding import match_concepts, matching_embedder
+
+    attributes = ["has laces", "has short sleeves", "has a handle", "covers the ankle"]
+    embed = matching_embedder("sentence")
+    got = {m["text"]: m["match"] for m in match_concepts(["lace", "sweater", "handle", "zipper"], attributes,
+                                                          embed, 0.7)}
+    assert got == {"lace": "has laces", "sweater": None, "handle": "has a handle", "zipper": None}
+    assert matching_embedder("none") is None
+    with pytest.raises(DataError, match="unknown matching embedder 'clip'"):
+        matching_embedder("clip")

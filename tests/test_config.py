@@ -89,7 +89,7 @@ def _load(tmp_path, text):
     ("[grounding]\nmatch_threshold = 1.5\n", r"\[grounding\] match_threshold must be a number in \[-1, 1\]; "
                                              r"got 1\.5"),
     ("[grounding]\nmatch_threshold = 'high'\n", r"match_threshold must be a number in \[-1, 1\]; got 'high'"),
-    ("[grounding]\nembed = 'clip'\n", r"\[grounding\] embed = 'clip' is not one of 'backbone', 'none'"),
+    ("[grounding]\nembed = 'clip'\n", r"\[grounding\] embed = 'clip' is not one of 'sentence', 'backbone', 'none'"),
     ("[grounding]\nannotations = 'fashion-mnst'\n",
      r"annotations = 'fashion-mnst' is neither one of 'auto', 'none', 'fashion-mnist' nor an existing file.*"
      r"Did you mean 'fashion-mnist'\?.*\"none\" to skip"),
@@ -161,7 +161,7 @@ def test_round_trip_of_non_default_values(tmp_path):
 
 def test_grounding_section_defaults_and_round_trip(tmp_path):
     cfg = _load(tmp_path, "[methods.zero_shot]\n")
-    assert cfg.grounding == GroundingConfig("auto", 5, 0.8, "backbone")
+    assert cfg.grounding == GroundingConfig("auto", 5, 0.7, "sentence")
     csv = tmp_path / "attributes.csv"
     csv.write_text("attribute,cat,dog\nfur,1,1\n")
     cfg = _load(tmp_path, f'[grounding]\nannotations = "{csv}"\nk = 3\nmatch_threshold = 1\nembed = "none"\n')
@@ -241,3 +241,87 @@ def test_confounded_table_is_parsed_checked_and_round_trips(tmp_path):
         _load(tmp_path, '[confounded]\npair = [["a", "b"]]\n')
     with pytest.raises(ConfigError, match=r"\[confounded\] train_per_class must be an integer >= 1; got 0"):
         _load(tmp_path, "[confounded]\ntrain_per_class = 0\n")
+
+
+# -- [discovery] ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("[discovery]\npools = 'train'\n",
+     r"Unknown key 'pools' in \[discovery\]\. Did you mean 'pool'\? Known: "
+     r"input, pool, pool_size, sae, seed, v2c, vocabulary, vocabulary_size\."),
+    ("[discovery]\npool = 'no/such/folder'\n",
+     r"pool = 'no/such/folder': 'no/such/folder' is not 'train'.*\(no such file or folder\).*"
+     r"\"fashion-mnist:train\""),
+    ("[discovery]\npool = 'no/such/folder:train'\n", r"'no/such/folder' is not 'train'"),
+    ("[discovery]\npool_size = -1\n", r"\[discovery\] pool_size must be an integer >= 0 \(0 = every image"),
+    ("[discovery]\ninput = 'unit'\n",
+     r"\[discovery\] input = 'unit' is not one of 'auto', 'raw', 'normalised'"),
+    ("[discovery]\nvocabulary = 'wordfrq'\n",
+     r"vocabulary = 'wordfrq' is neither 'wordfreq', 'wordnet' nor an existing word-list file.*"
+     r"Did you mean 'wordfreq'"),
+    ("[discovery]\nvocabulary_size = 0\n", r"\[discovery\] vocabulary_size must be an integer >= 1; got 0"),
+    ("[discovery]\nsae = {expansoin = 4}\n",
+     r"Unknown key\(s\) \['expansoin'\] in \[discovery.sae\]\. Did you mean 'expansion'\? Known: "
+     r"expansion, l1, lr, epochs, batch_size, resample_every, seed, precision, resample_dataset_size\."),
+    ("[discovery]\nsae = {expansion = 0}\n", r"\[discovery.sae\] expansion must be an integer >= 1; got 0"),
+    ("[discovery]\nsae = {lr = 0}\n", r"\[discovery.sae\] lr must be a number > 0; got 0"),
+    ("[discovery]\nsae = {l1 = -1e-5}\n", r"\[discovery.sae\] l1 must be a number >= 0"),
+    ("[discovery]\nsae = {precision = 'fp16'}\n", r"precision = 'fp16' is not one of 'auto', 'float32'"),
+    ("[discovery]\nsae = 'no/such/sae.safetensors'\n", r"sae = 'no/such/sae.safetensors': no such file.*"
+                                                       r"conceptlens discover --out"),
+    ("[discovery]\nsae = 3\n", r"\[discovery\] sae must be a table of SAE training parameters or the path"),
+    ("[discovery]\nv2c = {templates = 'all'}\n", r"\[discovery.v2c\] templates = 'all' is not one of 'full', "
+                                                 r"'plain'"),
+    ("[discovery]\nv2c = {max_text = 5}\n", r"Unknown key\(s\) \['max_text'\] in \[discovery.v2c\]\. Did you "
+                                            r"mean 'max_texts'"),
+    ("[discovery]\nv2c = {relations = 'has'}\n", r"\[discovery.v2c\] relations must be a list of non-empty"),
+])
+def test_discovery_errors_name_the_field(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)
+
+
+def test_discovery_section_defaults_parse_and_round_trip(tmp_path):
+    from conceptlens.runs.config import DiscoveryConfig, split_pool
+
+    cfg = _load(tmp_path, "[methods.zero_shot]\n")
+    assert cfg.discovery == DiscoveryConfig("train", 0, 0, "auto", "wordfreq", 20000, {}, {})
+    assert "[discovery]" not in to_toml(cfg)  # the defaults are not written
+    words = tmp_path / "words.txt"
+    words.write_text("shoe\nred\n")
+    (tmp_path / "pool" / "x").mkdir(parents=True)
+    cfg = _load(tmp_path, f'[discovery]\npool = "{tmp_path / "pool"}:test"\npool_size = 500\nseed = 3\n'
+                          f'input = "raw"\nvocabulary = "{words}"\nvocabulary_size = 7\n'
+                          'sae = {expansion = 4, l1 = 1, lr = 0.001, epochs = 3, precision = "float32"}\n'
+                          'v2c = {max_texts = 100, templates = "plain", relations = ["has", "made of"]}\n')
+    d = cfg.discovery
+    assert (d.pool_size, d.seed, d.input, d.vocabulary, d.vocabulary_size) == (500, 3, "raw", str(words), 7)
+    assert d.sae == {"expansion": 4, "l1": 1.0, "lr": 0.001, "epochs": 3, "precision": "float32"}
+    assert isinstance(d.sae["l1"], float)  # an integer where a float goes is normalised
+    assert d.v2c == {"max_texts": 100, "templates": "plain", "relations": ["has", "made of"]}
+    assert "[discovery]\n" in to_toml(cfg)
+    assert _round_trip(tmp_path, cfg).to_dict() == cfg.to_dict()
+    # a saved SAE file instead of training parameters, and the built-in pools
+    sae = tmp_path / "sae.safetensors"
+    sae.write_bytes(b"x")  # read when the run starts; the config only needs it to exist
+    for pool in ("fashion-mnist:train", "fashion-mnist", "fashion-mnist-composite:n=30:test"):
+        cfg = _load(tmp_path, f'[discovery]\npool = "{pool}"\nsae = "{sae}"\n')
+        assert cfg.discovery.sae == str(sae) and cfg.discovery.pool == pool
+        assert _round_trip(tmp_path, cfg).to_dict() == cfg.to_dict()
+    assert split_pool("fashion-mnist:train") == ("fashion-mnist", "train")
+    assert split_pool("fashion-mnist-composite:n=30") == ("fashion-mnist-composite:n=30", None)
+    assert split_pool("fashion-mnist-composite:n=30:val") == ("fashion-mnist-composite:n=30", "val")
+    assert split_pool("C:/images") == ("C:/images", None)
+
+
+def test_discovery_is_checked_before_any_work(monkeypatch, tmp_path):
+    import conceptlens.runs.experiment as experiment
+    from conceptlens.runs.config import DiscoveryConfig
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the config was checked")
+
+    monkeypatch.setattr(experiment, "load_dataset", no_work)
+    for bad in (DiscoveryConfig(pool_size=-2), DiscoveryConfig(sae={"epochs": 0}), DiscoveryConfig(v2c=[])):
+        with pytest.raises(ConfigError, match=r"\[discovery"):
+            run_experiment(RunConfig(discovery=bad, output_dir=str(tmp_path / "out")))

@@ -9,9 +9,10 @@ import pytest
 import torch
 from sklearn.base import clone
 
+from conceptlens.discovery import SparseAutoencoder
 from conceptlens.errors import ConfigError, NotFittedError
 from conceptlens.features import FeatureBundle
-from conceptlens.methods import METHODS, Context, Method, get_method, learn_cavs
+from conceptlens.methods import METHODS, Context, DiscoveryInputs, Method, get_method, learn_cavs
 from conceptlens.methods.base import check_params
 from conceptlens.methods.label_free import cos_cubed
 from conceptlens.methods.labo import labo_objective
@@ -19,7 +20,9 @@ from conceptlens.methods.labo import labo_objective
 M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
 FAST = {"labo": {"optimizer": "lbfgs", "max_iter": 100}, "label_free": {"steps": 200, "lam": 1e-3},
         "sparse_cbm": {"epochs": 150}, "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3},
-        "knobo": {"min_val": 2, "lr": 1e-2, "epochs": 100}}
+        "knobo": {"min_val": 2, "lr": 1e-2, "epochs": 100},
+        "v2c": {"optimizer": "lbfgs", "max_iter": 100, "n_images": 40, "top_k": 3, "per_class": 6},
+        "dn_cbm": {"epochs": 100, "lr": 1e-2, "lam": 0.1}}
 
 
 def make_problem(n_per_class=30, seed=0, noise=0.6):
@@ -43,9 +46,20 @@ def make_problem(n_per_class=30, seed=0, noise=0.6):
 
     class_emb = prior @ concepts
     class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
+    train, val, test = bundle(n_per_class), bundle(10), bundle(25)
+    # drawn after the splits, so they are unchanged: what methods that discover their concepts read:
+    # an unlabelled pool, a codebook and an SAE whose latents are the concept vectors (named by a
+    # word list of the concept texts)
+    sae = SparseAutoencoder(np.zeros(D), concepts, np.zeros(K), concepts.T, np.ones(K),
+                            {"backbone_id": "toy", "input": "normalised"})
+    discovery = DiscoveryInputs(pool_embedding=bundle(50).embedding,
+                                codebook_texts=tuple(f"word {i}" for i in range(K)),
+                                codebook_embedding=concepts.astype(np.float32),
+                                words=tuple(f"concept {i}" for i in range(K)),
+                                word_embedding=concepts.astype(np.float32), sae=sae)
     ctx = Context(tuple("abcd"), [f"concept {i}" for i in range(K)], concepts.astype(np.float32),
-                  prior, class_emb.astype(np.float32), "toy")
-    return bundle(n_per_class), bundle(10), bundle(25), ctx
+                  prior, class_emb.astype(np.float32), "toy", discovery=discovery)
+    return train, val, test, ctx
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +162,8 @@ def test_contract_set_params(name):
 # one out-of-range value per method: _validate must reject it at fit, not in the constructor
 BAD_PARAMS = {"cms": {"variant": "nope"}, "label_free": {"lam": -1.0}, "labo": {"scale": -1.0},
               "linear_probe": {"Cs": []}, "posthoc": {"alpha": 2.0}, "posthoc_hybrid": {"alpha": 2.0},
-              "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}, "knobo": {"n_concepts": 0}}
+              "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}, "knobo": {"n_concepts": 0},
+              "v2c": {"n_images": 0}, "dn_cbm": {"solver": "nope"}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -181,7 +196,8 @@ def test_contract_flags_match_behaviour(name, problem):
     cls = METHODS.get(name)
     fast = FAST.get(name, {})
     if not cls.needs_concepts:
-        bare = Context(ctx.classes, class_embedding=ctx.class_embedding, backbone_id="toy")
+        bare = Context(ctx.classes, class_embedding=ctx.class_embedding, backbone_id="toy",
+                       discovery=ctx.discovery)
         assert get_method(name, **fast).fit(train, bare, val).predict(test).shape == (len(test),)
     if not cls.uses_validation:
         with_val = get_method(name, **fast).fit(train, ctx, val).decision_function(test)
@@ -199,7 +215,8 @@ def test_contract_errors(name, problem):
     with pytest.raises(NotFittedError, match="not fitted"):
         model.predict(test)
     if model.needs_concepts:
-        with pytest.raises(ConfigError, match="needs concepts"):
+        with pytest.raises(ConfigError, match="needs context.discovery" if model.discovers_concepts
+                           else "needs concepts"):
             model.fit(train, Context(ctx.classes, class_embedding=ctx.class_embedding), val)
 
 

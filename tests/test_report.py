@@ -190,3 +190,54 @@ def test_hostile_report_runs_no_injected_script_in_a_browser(hostile_inputs, tmp
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "pwned" not in re.search(r"<title>(.*?)</title>", dom.stdout, re.S).group(1)
     assert re.search(r'<body[^>]*data-ready="ok"', dom.stdout), dom.stdout[:500]
+
+
+def _discovering(model, needs):
+    """A copy of `model` that says it found its own concepts (as dn_cbm / v2c do)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    model.discovers_concepts, model.discovery_needs = True, needs
+    return model
+
+
+def test_discovered_concepts_section_shows_names_their_strength_and_top_images(report_inputs):
+    """Each used latent (non-zero weight) with its naming similarity, weak ones (below the
+    threshold) marked grey, the runner-up word, and the test images that activate it most."""
+    import html
+
+    model, results, test, train, image = report_inputs
+    dn = _discovering(model, ("sae", "words"))
+    dn.naming_ = [{"latent": 100 + j, "name": c, "nearest": c, "similarity": 0.04 * j,
+                   "second": f"runner-up {j}", "second_similarity": 0.04 * j - 0.01, "dead": False}
+                  for j, c in enumerate(dn.concepts_)]
+    page = build_report(dn, results, test, train, image, weak_similarity=0.2, gallery_latents=100)
+    section = page[page.index("<section id='discovered'>"):]
+    section = section[:section.index("</section>")]
+    rows = re.findall(r"<tr class='latent( weak-name)?' data-weak='(\d)'>(.*?)</tr>", section, re.S)
+    used = [j for j in range(len(dn.concepts_)) if np.abs(dn.class_weights_[:, j]).max() > 0]
+    assert 0 not in used  # the edited model removed concept 0: an unused latent is not listed
+    assert sorted(int(re.search(r"<td class='num'>(\d+)</td>", r[2]).group(1)) - 100 for r in rows) == used
+    A = dn.transform(test)
+    for grey, weak, cells in rows:
+        j = int(re.search(r"<td class='num'>(\d+)</td>", cells).group(1)) - 100
+        assert (weak == "1") == (0.04 * j < 0.2) == (grey == " weak-name")
+        assert f"<td class='num similarity'>{0.04 * j:.3f}</td>" in cells
+        assert f"runner-up {j} ({0.04 * j - 0.01:.3f})" in cells
+        first = re.search(r"<img alt='([^']*)'", cells).group(1)
+        assert html.unescape(first) == test.ids[int(np.argmax(A[:, j]))]  # brute force: the top image
+        assert cells.count("<img ") == min(6, len(test))
+    n_weak = sum(0.04 * j < 0.2 for j in used)
+    assert f"<b class='n-weak'>{n_weak}</b>" in section and 0 < n_weak < len(used)
+    assert "color:#999" in page  # weak names are grey
+
+
+def test_discovered_concepts_section_lists_v2c_tokens_per_class(report_inputs):
+    model, results, test, train, image = report_inputs
+    v2c = _discovering(model, ("pool", "codebook"))
+    v2c.class_tokens_ = {c: [f"token {i}", f"<b>{c}</b> pair"] for i, c in enumerate(v2c.classes_)}
+    page = build_report(v2c, results, test, train, image)
+    section = page[page.index("<section id='discovered'>"):]
+    for i, c in enumerate(v2c.classes_):
+        assert f"<tr><th>{c}</th><td>token {i}, &lt;b&gt;{c}&lt;/b&gt; pair</td></tr>" in section
+    assert "<section id='discovered'>" not in build_report(*report_inputs)  # only for such methods

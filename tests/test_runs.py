@@ -361,7 +361,7 @@ def test_confounded_table_reaches_the_run(tmp_path, monkeypatch):
     make = tiny_setup(tmp_path, monkeypatch)
     calls = []
 
-    def fake(cfg, run_cfg, data, backbone, cache, cache_root, grounding):
+    def fake(cfg, run_cfg, data, backbone, cache, cache_root, grounding, discovery):
         calls.append((cfg, run_cfg, tuple(data.classes), backbone.id, cache_root, grounding is not None))
         return {"results": {"zero_shot": {"mean": {"id": 90.0}}},
                 "table": "| method | ID |\n|---|---|\n| x | 9 |"}

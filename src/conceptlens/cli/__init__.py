@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..errors import ConceptLensError
-from . import concept_commands, data_commands, model_commands
+from . import concept_commands, data_commands, discover_commands, model_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.add_commands(sub)
     concept_commands.add_commands(sub)
     model_commands.add_commands(sub)
+    discover_commands.add_commands(sub)
     return parser
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_commands import add_encode_options
+from .data_commands import add_encode_options, add_matching_options
 
 
 def _classes(args) -> list[str]:
@@ -269,7 +269,7 @@ def grounding_inputs(args):
 def cmd_evaluate(args) -> int:
     """Concept AUROC (and, for a model, explanation precision@k) against annotations."""
     from ..errors import ConfigError
-    from ..grounding import class_level, grounding_measures, resolve_annotations, text_embedder
+    from ..grounding import class_level, grounding_measures, matching_embedder, resolve_annotations
     from ..runs.tables import DASH
 
     if args.k < 1:
@@ -283,7 +283,7 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(f"no concept annotations for dataset {args.dataset!r}: give --annotations "
                           "fashion-mnist or the path of a class-level or per-image CSV.")
     cache = _cache(args)
-    embed = text_embedder(backbone, cache) if args.embed == "backbone" else None
+    embed = matching_embedder(args.embed, backbone, cache)
     classes = data.classes
     if model is None:
         concepts, weights = list(annotations.concepts), None
@@ -451,10 +451,7 @@ def add_commands(sub) -> None:
     p.add_argument("--images-per-class", default="200", help="images per class of the split (or 'all')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=5, help="top concepts per class for precision@k (default 5)")
-    p.add_argument("--match-threshold", type=float, default=0.8,
-                   help="cosine above which a concept matches an attribute by embedding (default 0.8)")
-    p.add_argument("--embed", default="backbone", choices=["backbone", "none"],
-                   help="text encoder for matching: the backbone's text side, or none (text only)")
+    add_matching_options(p)
     p.add_argument("--raw", action="store_true",
                    help="score the backbone's raw concept similarity (cosine of image and concept text "
                         "embeddings): the model's concepts, or the annotated attributes without MODEL")

@@ -190,3 +190,12 @@ def add_commands(sub) -> None:
     p.add_argument("dataset")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_dataset)
+
+
+def add_matching_options(p) -> None:
+    """How free-text concepts are matched to annotated attributes (concepts evaluate, report)."""
+    p.add_argument("--match-threshold", type=float, default=0.7,
+                   help="cosine above which a concept matches an attribute by embedding (default 0.7)")
+    p.add_argument("--embed", default="sentence", choices=["sentence", "backbone", "none"],
+                   help="text encoder for matching: the offline sentence encoder (default), the "
+                        "backbone's text side, or none (normalised text only)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, closest
-from .data_commands import add_encode_options
+from .data_commands import add_encode_options, add_matching_options
 
 
 def _load(args):
@@ -147,11 +147,13 @@ def _check_report_out(args) -> None:
 
 def cmd_report(args) -> int:
     from ..evaluation import evaluate
-    from ..grounding import evaluate_grounding, resolve_annotations, text_embedder
+    from ..grounding import evaluate_grounding, matching_embedder, resolve_annotations
     from ..report import write_report
 
     if args.k < 1:
         raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+    if not -1 <= args.match_threshold <= 1:
+        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
     _check_report_out(args)  # before the images are encoded
     model, backbone = _load(args)
     data = _dataset(args, model)
@@ -166,8 +168,10 @@ def cmd_report(args) -> int:
     annotations = resolve_annotations(args.annotations, args.dataset, data)
     if annotations is not None:
         cache = _cache(args)
-        grounding = evaluate_grounding(model, test, annotations, text_embedder(backbone, cache), k=args.k,
-                                       class_ids=list(data.ids), class_labels=data.labels)
+        embed = matching_embedder(args.embed, backbone, cache)
+        grounding = evaluate_grounding(model, test, annotations, embed, k=args.k,
+                                       threshold=args.match_threshold, class_ids=list(data.ids),
+                                       class_labels=data.labels)
     write_report(args.out, model, {model.name: evaluate(model, test)}, test, train, image,
                  title=f"conceptlens: {model.name} on {data.name}", grounding=grounding)
     print(f"-> {args.out}")
@@ -217,4 +221,5 @@ def add_commands(sub) -> None:
                    help="concept annotations for the grounding section: auto (built-in for the dataset), "
                         "none, fashion-mnist, or a class-level / per-image CSV")
     p.add_argument("--k", type=int, default=5, help="top concepts per class for explanation precision@k")
+    add_matching_options(p)
     p.set_defaults(func=cmd_report)

@@ -32,7 +32,6 @@ from .measures import concept_auroc, explanation_precision, match_concepts
 
 ANNOTATION_NAMES = ("auto", "none", "fashion-mnist")
 COMPOSITE = "fashion-mnist-composite"
-EMBED_CHOICES = ("backbone", "none")
 
 
 def _num(x) -> float | None:
@@ -51,6 +50,28 @@ def text_embedder(backbone, cache=None) -> Callable[[list[str]], np.ndarray]:
         return v / np.where(norms > 0, norms, 1.0)  # a zero row stays zero and match_concepts refuses it
 
     return embed
+
+
+EMBEDDERS = EMBED_CHOICES = ("sentence", "backbone", "none")
+
+
+def matching_embedder(kind: str, backbone=None, cache=None) -> Callable[[list[str]], np.ndarray] | None:
+    """The text embedder that matches free-text concepts to annotated attributes.
+
+    "sentence" (default): the offline sentence encoder (all-MiniLM-L6-v2), trained for
+    text-to-text similarity; "backbone": the backbone's text side, which is trained to match
+    images, not texts (the offline backbone's is ConSE-mixed, so unrelated garment words sit
+    near each other: 'sweater' -> 'has short sleeves' at 0.82); "none": normalised text only.
+    """
+    if kind == "none":
+        return None
+    if kind == "backbone":
+        return text_embedder(backbone, cache)
+    if kind == "sentence":
+        from ..backbones.text_encoder import encode_sentences
+
+        return lambda texts: encode_sentences(list(texts)).astype(np.float64)
+    raise DataError(f"unknown matching embedder {kind!r}; choose one of {', '.join(EMBEDDERS)}.")
 
 
 def resolve_annotations(spec: str, dataset_spec: str, data=None) -> ConceptAnnotations | None:
@@ -273,7 +294,7 @@ class Grounding:
             raise DataError(f"the model's classes {list(model.classes_)[:5]} differ from the annotated "
                             f"run's {list(self.classes)[:5]}.")
         A, concepts, W = model.transform(bundle), list(model.concepts_), np.asarray(model.class_weights_)
-        kept = getattr(model, "kept_", None)
+        kept = getattr(model, "bottleneck_", None)
         if kept is not None:  # a bottleneck that dropped concepts (KnoBo): score only what it kept
             kept = np.asarray(kept, dtype=np.int64)
             A, concepts, W = A[:, kept], [concepts[j] for j in kept], W[:, kept]

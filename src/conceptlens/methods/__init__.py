@@ -1,6 +1,6 @@
 """Bottleneck methods and baselines behind one estimator contract (see base.py)."""
 
-from . import knobo, label_free, labo, linear_probe, posthoc, sparse_cbm, zero_shot  # noqa: F401
+from . import dn_cbm, knobo, label_free, labo, linear_probe, posthoc, sparse_cbm, v2c, zero_shot  # noqa: F401
 from .base import METHODS, Context, DiscoveryInputs, Method, get_method
 from .knobo import KnoBo
 from .label_free import LabelFree

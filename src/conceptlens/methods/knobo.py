@@ -307,6 +307,13 @@ class KnoBo(Method):
         z = Xn @ self.grounding_coef_[self.kept_].T + self.grounding_intercept_[self.kept_]
         return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
 
+    @property
+    def bottleneck_(self) -> np.ndarray:
+        """The concepts in the bottleneck (columns of transform() that are not constant 0): what
+        grounding measures score."""
+        self.check_fitted()
+        return self.kept_
+
     def transform(self, bundle) -> np.ndarray:
         """(n, k): each kept concept's grounding probability; 0 for concepts not in the bottleneck."""
         self.check_fitted()

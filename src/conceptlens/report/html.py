@@ -1,8 +1,10 @@
 """The HTML report: metrics against the baselines, per-class concept weights, concept grounding
 (measures against human annotations, the concept-to-attribute matches, and per class the top
-concepts flagged when annotated false), example predictions with their contributions, a concept
-gallery, a confusion matrix, faithfulness, and the edit log. One file; images are embedded PNG
-thumbnails."""
+concepts flagged when annotated false), discovered concepts (for methods that find their own:
+each used latent's name, how similar it is to its word, the runner-up word and the test images
+that activate it most; V2C's tokens per class), example predictions with their contributions, a
+concept gallery, a confusion matrix, faithfulness, and the edit log. One file; images are
+embedded PNG thumbnails."""
 
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ button{margin:.1rem;padding:.2rem .5rem}.hidden{display:none}
 .flag{display:inline-block;margin:.1rem .3rem .1rem 0;padding:0 .3rem;border-radius:3px}
 .truth-false{background:#fbe3e0;color:#a93226;font-weight:bold}.truth-true{background:#e3f4e8}
 .truth-unknown,.truth-not-annotated{background:#f0f0f0;color:#666}
+.weak-name{color:#999}.weak-name .name{font-style:italic}
 """
+WEAK_SIMILARITY = 0.2  # default: latent names whose word similarity is below this are shown weak
+
 
 SCRIPT = """
 window.__errors = [];
@@ -188,6 +193,118 @@ def _grounding_section(g: dict | None) -> str:
     return "".join(parts)
 
 
+def _thumbs(items, image) -> str:
+    """Thumbnails of (id, activation) items, the activation in each one's tooltip."""
+    return "".join(f"<img alt='{_esc(i)}' title='{_esc(i)} ({a:.2f})' src='{png_data_uri(image(i))}'>"
+                   for i, a in items)
+
+
+def _gallery_row(label: str, items, image) -> str:
+    """One concept-gallery line: the (escaped) label and its top images."""
+    return f"<div class='gallery'><span style='width:260px'>{_esc(label)}</span>{_thumbs(items, image)}</div>"
+
+
+def latent_naming(model) -> list[dict] | None:
+    """Per concept of a Discover-then-Name model, its naming record (discovery/naming.py's
+    name_latents: "latent", "name", "nearest", "similarity", "second", "second_similarity",
+    "dead"), aligned with `concepts_`: from the fitted model's `naming_` (every latent) picked
+    by `latent_index_` (the SAE latent each concept is), or, for a reloaded model, from what it
+    saves (`latent_index_`, `name_similarity_`, `second_names_`); None when it has neither."""
+    k = len(model.concepts_)
+    index = getattr(model, "latent_index_", None)
+    records = getattr(model, "naming_", None)
+    if records is not None:
+        records = list(records)
+        if index is not None and len(index) == k:
+            by_latent = {r.get("latent"): r for r in records}
+            return [by_latent.get(int(j), {"latent": int(j)}) for j in index]
+        return records if len(records) == k else None
+    sims, seconds = getattr(model, "name_similarity_", None), getattr(model, "second_names_", None)
+    if index is None or sims is None or len(index) != k or len(sims) != k:
+        return None
+    seconds = list(seconds) if seconds is not None and len(seconds) == k else [None] * k
+    return [{"latent": int(j), "similarity": float(s), "second": s2}
+            for j, s, s2 in zip(index, sims, seconds, strict=True)]
+
+
+def _num_cell(v, digits: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _latent_table(model, test, image, weak: float, limit: int) -> str:
+    """Each used latent (non-zero weight for some class, largest first): its name, naming
+    similarity (weak ones in grey), the runner-up word, how often it fired, its top test images."""
+    W = np.abs(np.asarray(model.class_weights_))
+    used = [int(k) for k in np.argsort(-W.max(0), kind="stable") if W[:, k].max() > 0]
+    naming = latent_naming(model) or [{} for _ in model.concepts_]
+    A = model.transform(test) if len(test) else np.zeros((0, len(model.concepts_)))
+    n_weak = sum(1 for k in used if (naming[k].get("similarity") is not None
+                                     and naming[k]["similarity"] < weak))
+    rows = []
+    for k in used[:limit]:
+        rec = naming[k]
+        sim = rec.get("similarity")
+        is_weak = sim is not None and sim < weak
+        order = np.argsort(-A[:, k], kind="stable")[:6] if len(A) else []
+        thumbs = _thumbs([(test.ids[i], float(A[i, k])) for i in order], image)
+        second = rec.get("second")
+        second_sim = rec.get("second_similarity")
+        classes = ", ".join(f"{model.classes_[c]} ({model.class_weights_[c, k]:+.2f})"
+                            for c in np.argsort(-W[:, k])[:3] if W[c, k] > 0)
+        rows.append(f"<tr class='latent{' weak-name' if is_weak else ''}' data-weak='{int(is_weak)}'>"
+                    f"<td class='num'>{_esc(rec.get('latent', k))}</td>"
+                    f"<td class='name'>{_esc(model.concepts_[k])}</td>"
+                    f"<td class='num similarity'>{_num_cell(sim)}</td>"
+                    f"<td>{_esc(second or '—')}"
+                    f"{'' if second_sim is None else f' ({second_sim:.3f})'}</td>"
+                    f"<td class='small'>{_esc(classes)}</td>"
+                    f"<td><div class='gallery'>{thumbs}</div></td></tr>")
+    more = f" ({len(used) - limit} more not shown)" if len(used) > limit else ""
+    return (f"<p>{len(used)} latent(s) used by the classifier{more}; <b class='n-weak'>{n_weak}</b> with a "
+            f"weak name (similarity to their word below {weak:g}, in grey: read those names with care). "
+            "Similarity is the cosine between the latent's decoder direction and the word's text embedding."
+            "</p><table class='latents'><tr><th>latent</th><th>name</th><th>similarity</th>"
+            "<th>second-best name</th><th>classes (weight)</th><th>test images that activate it most</th>"
+            f"</tr>{''.join(rows)}</table>")
+
+
+def class_tokens(model, top: int = 10) -> dict[str, list[str]]:
+    """V2C's concepts per class: the tokens each class drew, from the model's `concept_set_`
+    (each concept with the classes that found it, in rank order) or `class_tokens_`; else each
+    class's `top` concepts by weight."""
+    kept = getattr(model, "class_tokens_", None)
+    if isinstance(kept, dict):
+        return {str(c): list(v) for c, v in kept.items()}
+    concept_set = getattr(model, "concept_set_", None)
+    if concept_set is not None:
+        return {c: [x.text for x in concept_set if c in x.classes] for c in model.classes_}
+    W = np.asarray(model.class_weights_)
+    return {c: [model.concepts_[j] for j in np.argsort(-W[i], kind="stable")[:top] if W[i, j] > 0]
+            for i, c in enumerate(model.classes_)}
+
+
+def _token_table(model) -> str:
+    rows = "".join(f"<tr><th>{_esc(c)}</th><td>{_esc(', '.join(tokens) or '—')}</td></tr>"
+                   for c, tokens in class_tokens(model).items())
+    return ("<p>Tokens each class drew from the unlabelled images nearest to it (most frequent first).</p>"
+            f"<table class='class-tokens'><tr><th>class</th><th>tokens</th></tr>{rows}</table>")
+
+
+def _discovered_section(models: dict, test, image, weak: float, gallery: int) -> str:
+    parts = ["<section id='discovered'><h2>Discovered concepts</h2><p class='small'>Concepts these "
+             "methods found in unlabelled images and named afterwards, not taken from the run's concept "
+             "list.</p>"]
+    for name, model in models.items():
+        parts.append(f"<div class='discovered-model' data-method='{_esc(name)}'><h3>{_esc(name)}</h3>")
+        if getattr(model, "discovery_needs", ()) and "sae" in model.discovery_needs:
+            parts.append(_latent_table(model, test, image, weak, gallery))
+        else:
+            parts.append(_token_table(model))
+        parts.append("</div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _confusion(model, test) -> str:
     m = len(model.classes_)
     pred = model.predict(test)
@@ -206,10 +323,15 @@ def _confusion(model, test) -> str:
 
 def build_report(model, results: dict, test, train, image: Callable[[str], np.ndarray],
                  title: str = "conceptlens report", examples: int = 8, gallery: int = 8,
-                 faithfulness: dict | None = None, grounding: dict | None = None) -> str:
+                 faithfulness: dict | None = None, grounding: dict | None = None,
+                 discovered: dict | None = None, weak_similarity: float = WEAK_SIMILARITY,
+                 gallery_latents: int = 24) -> str:
     """The report as one HTML string. `image(id)` returns the decoded image of an item;
     `grounding` is the model's measures from `conceptlens.grounding.evaluate_grounding` (None:
-    the section says they were not measured)."""
+    the section says they were not measured). `discovered` ({name: fitted model}) are the
+    run's methods that found their own concepts, shown in "Discovered concepts" (None: the
+    reported model itself when it is one); names of latents less similar to their word than
+    `weak_similarity` are shown weak (grey); up to `gallery_latents` latents are listed."""
     model.check_fitted()
     parts = [f"<h1>{_esc(title)}</h1>",
              f"<p class='small'>model <b>{_esc(model.name)}</b> on backbone "
@@ -228,6 +350,10 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
     parts.append("<section id='class-weights'><h2>Concept weights per class</h2>"
                  f"<div>{buttons}</div>{''.join(charts)}</section>")
     parts.append(_grounding_section(grounding))
+    if discovered is None:
+        discovered = {model.name: model} if getattr(model, "discovers_concepts", False) else {}
+    if discovered:
+        parts.append(_discovered_section(discovered, test, image, weak_similarity, gallery=gallery_latents))
 
     rng = np.random.default_rng(0)
     picks = rng.choice(len(test), size=min(examples, len(test)), replace=False)
@@ -247,12 +373,7 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
                  f"predicted class</p><div class='cards'>{''.join(cards)}</div></section>")
 
     used = np.argsort(-np.abs(model.class_weights_).max(0))[:gallery]
-    rows = []
-    for k in used:
-        thumbs = "".join(f"<img alt='{_esc(i)}' title='{_esc(i)} ({a:.2f})' "
-                         f"src='{png_data_uri(image(i))}'>" for i, a in top_images(model, train, int(k), 6))
-        rows.append(f"<div class='gallery'><span style='width:260px'>{_esc(model.concepts_[k])}"
-                    f"</span>{thumbs}</div>")
+    rows = [_gallery_row(model.concepts_[k], top_images(model, train, int(k), 6), image) for k in used]
     parts.append("<section id='gallery'><h2>Concept gallery</h2><p class='small'>training images "
                  f"that activate each concept most</p>{''.join(rows)}</section>")
     parts.append("<section id='confusion-matrix'><h2>Confusion matrix</h2>"

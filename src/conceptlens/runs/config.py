@@ -18,10 +18,24 @@
                  own per-image annotations for fashion-mnist-composite, none otherwise |
                  "fashion-mnist" | a CSV path | "none"), k (>= 1: top concepts per class for
                  precision@k), match_threshold (cosine in [-1, 1] for matching a free-text concept
-                 to an annotated one by embedding), embed ("backbone": the backbone's text side,
-                 L2-normalised | "none": normalised text matches only)
+                 to an annotated one by embedding; 0.7), embed ("sentence": the offline sentence
+                 encoder, the default | "backbone": the backbone's text side, L2-normalised |
+                 "none": normalised text matches only; grounding.matching_embedder)
     [confounded] optional: the confounded-shift evaluation (runs/confounded.py: pairs, nuisance,
                  strength, train/val/id/ood/adapt_per_class, seed); absent = not run
+    [discovery]  for methods that find their own concepts (dn_cbm, v2c; runs/discovery.py):
+                 pool ("train": the run's training images, labels unused | "<dataset spec>[:split]",
+                 e.g. "fashion-mnist:train", a folder or a manifest; split one of train, val,
+                 test), pool_size (>= 0; 0 = every image, else that many drawn by `seed`), seed,
+                 input ("auto": raw embeddings when the backbone reports norms, else normalised |
+                 "raw" | "normalised"), vocabulary ("wordfreq" | "wordnet" | a word-list file),
+                 vocabulary_size (>= 1), sae (a table of train_sae parameters: expansion, l1, lr,
+                 epochs, batch_size, resample_every, seed, precision, resample_dataset_size; or
+                 the path of a saved SAE file, checked against the backbone),
+                 v2c (a table: max_texts (>= 0; 0 = no cap; absent = concepts/v2c.py's default),
+                 templates ("full": the reference's 86 prompts | "plain": the text alone), pairs
+                 and relation_texts (booleans), relations (a list of strings)); the section is
+                 written only when it differs from the defaults
     [output]     dir, cache_dir
 
 `load_config` checks the whole file (names, types, ranges and every method's parameters)
@@ -87,8 +101,29 @@ class FewShotConfig:
 class GroundingConfig:
     annotations: str = "auto"
     k: int = 5
-    match_threshold: float = 0.8
-    embed: str = "backbone"
+    match_threshold: float = 0.7
+    embed: str = "sentence"
+
+
+SAE_PARAMS = ("expansion", "l1", "lr", "epochs", "batch_size", "resample_every", "seed", "precision",
+              "resample_dataset_size")
+SAE_PRECISIONS = ("auto", "float32", "bfloat16")
+V2C_PARAMS = ("max_texts", "templates", "pairs", "relation_texts", "relations")
+DISCOVERY_INPUTS = ("auto", "raw", "normalised")
+V2C_TEMPLATE_SETS = ("full", "plain")
+POOL_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DiscoveryConfig:
+    pool: str = "train"
+    pool_size: int = 0  # 0 = every image of the pool
+    seed: int = 0  # draws the pool_size images
+    input: str = "auto"
+    vocabulary: str = "wordfreq"
+    vocabulary_size: int = 20000
+    sae: dict | str = field(default_factory=dict)  # train_sae parameters, or a saved SAE file
+    v2c: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +137,7 @@ class RunConfig:
     nec_protocol: str = "vlg"
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     confounded: ConfoundedConfig | None = None  # runs/confounded.py; None = not run
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     output_dir: str = "runs/latest"
     cache_dir: str | None = None
     # how to run, not what to compute: never recorded in config.toml
@@ -233,6 +269,9 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         if not isinstance(cfg.confounded, ConfoundedConfig):
             raise _fail("confounded", "table", cfg.confounded, "a ConfoundedConfig (a [confounded] table)")
         validate_confounded(cfg.confounded)
+    if not isinstance(cfg.discovery, DiscoveryConfig):
+        raise _fail("discovery", "table", cfg.discovery, "a DiscoveryConfig (a [discovery] table)")
+    validate_discovery(cfg.discovery)
 
     _str("output", "dir", cfg.output_dir)
     _opt_str("output", "cache_dir", cfg.cache_dir)
@@ -255,6 +294,91 @@ def _check_grounding(g: GroundingConfig) -> None:
     _int("grounding", "k", g.k, 1, " (top concepts per class for precision@k)")
     g.match_threshold = _number("grounding", "match_threshold", g.match_threshold, -1, 1)
     _str("grounding", "embed", g.embed, EMBED_CHOICES)
+
+
+def split_pool(spec: str) -> tuple[str, str | None]:
+    """'fashion-mnist:train' -> ('fashion-mnist', 'train'); a spec without a split suffix
+    (a folder, 'fashion-mnist-composite:n=3000') -> (spec, None)."""
+    head, sep, tail = spec.rpartition(":")
+    return (head, tail) if sep and head and tail in POOL_SPLITS else (spec, None)
+
+
+def _check_pool(spec: str) -> None:
+    from ..data import BUILTIN, COMPOSITE
+
+    base, _ = split_pool(spec)
+    if spec == "train" or base in BUILTIN or base == COMPOSITE or base.startswith(COMPOSITE + ":"):
+        return
+    path = Path(base)
+    if not (path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".jsonl"))):
+        raise ConfigError(
+            f"[discovery] pool = {spec!r}: {base!r} is not 'train' (the run's own training images), "
+            "'fashion-mnist', 'fashion-mnist-composite', a folder of images or a .csv/.jsonl manifest"
+            f"{' (no such file or folder)' if not path.exists() else ''}; relative paths are taken from "
+            f"the current folder, {Path.cwd()}. Add ':train', ':val' or ':test' to use one split of it, "
+            "e.g. \"fashion-mnist:train\".")
+
+
+def _check_table(where: str, table: dict, known: tuple[str, ...]) -> None:
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in [{where}].{closest(unknown[0], known)} "
+                          f"Known: {', '.join(known)}.")
+
+
+def validate_discovery(d: DiscoveryConfig) -> DiscoveryConfig:
+    """Check [discovery] (see the module docstring); numbers are normalised in place."""
+    w = "discovery"
+    _check_pool(_str(w, "pool", d.pool))
+    _int(w, "pool_size", d.pool_size, 0, " (0 = every image of the pool)")
+    _int(w, "seed", d.seed)
+    _str(w, "input", d.input, DISCOVERY_INPUTS)
+    v = _str(w, "vocabulary", d.vocabulary)
+    if v not in ("wordfreq", "wordnet") and not Path(v).expanduser().is_file():
+        raise ConfigError(f"[discovery] vocabulary = {v!r} is neither 'wordfreq', 'wordnet' nor an existing "
+                          f"word-list file (one word a line; relative paths are taken from {Path.cwd()})."
+                          f"{closest(v, ('wordfreq', 'wordnet'))}")
+    _int(w, "vocabulary_size", d.vocabulary_size, 1)
+    if isinstance(d.sae, str):
+        if not Path(d.sae).expanduser().is_file():
+            raise ConfigError(f"[discovery] sae = {d.sae!r}: no such file. Give the path of an SAE saved by "
+                              "`conceptlens discover --out`, or a table of training parameters, e.g. "
+                              "sae = {expansion = 8, epochs = 200}.")
+    elif isinstance(d.sae, dict):
+        _check_table("discovery.sae", d.sae, SAE_PARAMS)
+        s, ws = d.sae, "discovery.sae"
+        for key, minimum in (("expansion", 1), ("epochs", 1), ("batch_size", 1), ("resample_every", 0),
+                             ("resample_dataset_size", 1)):
+            if key in s:
+                _int(ws, key, s[key], minimum, " (0 = never resample)" if key == "resample_every" else "")
+        if "seed" in s:
+            _int(ws, "seed", s["seed"])
+        if "precision" in s:
+            _str(ws, "precision", s["precision"], SAE_PRECISIONS)
+        if "l1" in s:
+            s["l1"] = _number(ws, "l1", s["l1"], 0)
+        if "lr" in s:
+            s["lr"] = _number(ws, "lr", s["lr"], 0)
+            if s["lr"] == 0:
+                raise _fail(ws, "lr", 0, "a number > 0")
+    else:
+        raise _fail(w, "sae", d.sae, "a table of SAE training parameters or the path of a saved SAE file")
+    if not isinstance(d.v2c, dict):
+        raise _fail(w, "v2c", d.v2c, f"a table with {', '.join(V2C_PARAMS)}")
+    _check_table("discovery.v2c", d.v2c, V2C_PARAMS)
+    if "max_texts" in d.v2c:
+        _int("discovery.v2c", "max_texts", d.v2c["max_texts"], 0, " (0 = every text)")
+    if "templates" in d.v2c:
+        _str("discovery.v2c", "templates", d.v2c["templates"], V2C_TEMPLATE_SETS)
+    for key in ("pairs", "relation_texts"):
+        if key in d.v2c:
+            _bool("discovery.v2c", key, d.v2c[key])
+    if "relations" in d.v2c:
+        r = d.v2c["relations"]
+        if not isinstance(r, list) or not all(isinstance(x, str) and x.strip() for x in r):
+            raise _fail("discovery.v2c", "relations", r,
+                        'a list of non-empty strings, e.g. ["has", "made of"]')
+    return d
 
 
 def check_method_params(name: str, params: dict) -> None:
@@ -306,7 +430,7 @@ def load_config(path: str | Path) -> RunConfig:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"Cannot read config {path}: {e}.") from e
     top = ("data", "backbone", "concepts", "methods", "fewshot", "evaluation", "grounding", "confounded",
-           "output")
+           "discovery", "output")
     for key in raw:
         if key not in top:
             raise ConfigError(f"Unknown section [{key}] in {path}.{closest(key, top)} "
@@ -334,8 +458,17 @@ def _from_raw(raw: dict) -> RunConfig:
         nec=evaluation.nec, nec_protocol=evaluation.nec_protocol,
         grounding=_section(GroundingConfig, raw.get("grounding", {}), "grounding"),
         confounded=_confounded(raw),
+        discovery=_discovery(raw.get("discovery", {})),
         output_dir=output.dir, cache_dir=output.cache_dir,
     )
+
+
+def _discovery(raw) -> DiscoveryConfig:
+    d = _section(DiscoveryConfig, raw, "discovery")
+    for key in ("sae", "v2c"):  # TOML tables arrive as dicts; copy so the caller's stay untouched
+        if isinstance(getattr(d, key), dict):
+            setattr(d, key, dict(getattr(d, key)))
+    return d
 
 
 def _confounded(raw: dict):
@@ -418,5 +551,7 @@ def to_toml(cfg: RunConfig) -> str:
         from .confounded import confounded_toml
 
         parts.append(confounded_toml(cfg.confounded))
+    if cfg.discovery != DiscoveryConfig():
+        parts.append(_table("discovery", asdict(cfg.discovery)))
     parts.append(_table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir}))
     return "\n".join(parts)

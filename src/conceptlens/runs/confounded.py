@@ -162,14 +162,22 @@ def _blind(effect: dict) -> bool:
     return effect["shift"] is not None and effect["shift"] < 1e-6
 
 
-def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_root, grounding=None) -> dict:
+def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_root, grounding=None,
+                   discovery=None) -> dict:
     """Every method of `run_cfg` on every confounded pair (see the module docstring). `grounding`
     (the run's grounding.Grounding, or None) gives each pair's context its annotated class truth,
-    which KnoBo's prior reads."""
+    which KnoBo's prior reads; `discovery` (the run's DiscoveryInputs, or None: they see no label,
+    so every pair reuses them) reaches the methods that find their own concepts."""
     from ..concepts import ConceptSet
     from ..features import encode_dataset
-    from ..methods import get_method
-    from .experiment import build_candidates, build_context, concepts_from, fit_and_evaluate, text_filters
+    from .experiment import (
+        build_candidates,
+        build_context,
+        concepts_from,
+        fit_and_evaluate,
+        text_filters,
+        uses_run_concepts,
+    )
 
     validate_confounded(cfg)
     check_confounded_classes(cfg, data)
@@ -179,7 +187,7 @@ def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_
         return encode_dataset(backbone, ds, cache, batch_size=run_cfg.batch_size, workers=run_cfg.workers,
                               on_error=run_cfg.data.on_error, progress=run_cfg.progress)
 
-    needs_concepts = any(get_method(m, **p).needs_concepts for m, p in run_cfg.methods.items())
+    needs_concepts = uses_run_concepts(run_cfg.methods)
     results: dict[str, dict] = {}
     test_time: dict[str, dict] = {}
     sizes, effects, concepts, seconds = {}, {}, {}, {"encode": 0.0, "concepts": 0.0, "fit": 0.0}
@@ -213,7 +221,8 @@ def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_
             selected = concepts_from(run_cfg, texts, backbone, train, cache_root, cfg.seed)[1]
             concepts[name] = selected.summary()
         context = build_context(backbone, classes, selected, cache_root,
-                                grounding=None if grounding is None else grounding.for_classes(classes))
+                                grounding=None if grounding is None else grounding.for_classes(classes),
+                                discovery=discovery)
         seconds["concepts"] += time.perf_counter() - t
 
         t = time.perf_counter()

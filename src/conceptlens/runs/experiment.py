@@ -8,6 +8,13 @@ are matched to the annotated attributes (concept_matches.csv) to fill Context.cl
 The whole config is checked and the output folder claimed before any image is read; the run
 folder (report included) is written to a temporary sibling and renamed into place at the end
 (see record.py).
+
+Methods that find their own concepts (dn_cbm, v2c: `discovers_concepts`) get an unlabelled image
+pool, a vocabulary and what is built from them ([discovery], runs/discovery.py) in
+Context.discovery, built once: the same for every few-shot k and every confounded pair (none of
+it sees a label). Their concepts are their own (`concepts_`: latent names, V2C tokens), so they
+are grounded, reported and tabled like any other concept method; results.json records what
+discovery built under "discovery".
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from ..concepts.filters import filter_activation
 from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_selection
 from ..concepts.sources import get_source
 from ..data import few_shot, load_dataset, split_indices
+from ..errors import ConfigError
 from ..evaluation import evaluate
 from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
-from ..grounding.evaluate import Grounding, resolve_annotations, row_fields, text_embedder
+from ..grounding.evaluate import Grounding, matching_embedder, resolve_annotations, row_fields
 from ..methods import Context, get_method
 from .config import DataConfig, RunConfig, validate_config
 from .record import check_output_dir, record_run
@@ -66,26 +74,28 @@ def build_candidates(cfg: RunConfig, classes) -> ConceptSet:
 
 
 def build_context(backbone, classes, concepts: ConceptSet | None, cache,
-                  grounding: Grounding | None = None) -> Context:
+                  grounding: Grounding | None = None, discovery=None) -> Context:
     """The language side of a run; with `grounding`, class_truth holds each concept's matched
-    annotated attribute for each class (NaN where unmatched or unknown)."""
+    annotated attribute for each class (NaN where unmatched or unknown); `discovery` (a
+    DiscoveryInputs from runs/discovery.py, or None) becomes Context.discovery."""
     prompts = [t.format(c) for c in classes for t in TEMPLATES]
     class_emb = encode_texts(backbone, prompts, cache).reshape(len(classes), len(TEMPLATES), -1)
     class_emb = class_emb.mean(1)
     class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
     if concepts is None or not len(concepts):
-        return Context(tuple(classes), class_embedding=class_emb, backbone_id=backbone.id)
+        return Context(tuple(classes), class_embedding=class_emb, backbone_id=backbone.id,
+                       discovery=discovery)
     names = align_classes(concepts, classes)
     emb, norms = encode_texts_with_norms(backbone, concepts.texts, cache)
     truth = None if grounding is None else grounding.class_truth(concepts.texts).astype(np.float32)
     return Context(tuple(classes), concepts.texts, emb, concepts.class_matrix(names), class_emb,
-                   backbone.id, concept_norm=norms, class_truth=truth)
+                   backbone.id, concept_norm=norms, class_truth=truth, discovery=discovery)
 
 
 def open_grounding(cfg: RunConfig, data) -> tuple:
     """[grounding]'s annotations for the loaded dataset (None when there are none), checked
     against its classes now, before any image is encoded; returns (annotations, class-level)."""
-    from ..errors import ConceptLensError, ConfigError
+    from ..errors import ConceptLensError
     from ..grounding import class_level
 
     spec = cfg.grounding.annotations
@@ -145,7 +155,7 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
     at NEC, so the comparison changes in one spot."""
     from ..evaluation.nec import accuracy_at_nec
 
-    if not model.needs_concepts:
+    if not has_concepts(model):
         return None
     k = np.asarray(model.class_weights_).shape[1]
     r = accuracy_at_nec(model, train, test, min(nec, k), protocol=protocol, val=val, context=context)
@@ -165,6 +175,17 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
             row |= evaluate_at_nec(model, train, test, nec, protocol, val, context) or {}
         results[name], models[name] = row, model
     return results, models
+
+
+def has_concepts(model) -> bool:
+    """A concept bottleneck: concepts from the run (needs_concepts) or its own (discovers_concepts)."""
+    return bool(getattr(model, "needs_concepts", False) or getattr(model, "discovers_concepts", False))
+
+
+def uses_run_concepts(methods: dict) -> bool:
+    """Whether any configured method takes the run's concept list (so candidates are built)."""
+    return any(m.needs_concepts and not m.discovers_concepts
+               for m in (get_method(name, **params) for name, params in methods.items()))
 
 
 def _take(data, idx, per_class, seed):
@@ -194,7 +215,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     cache = image_cache(backbone, cache_root)
     grounding = None
     if annotations is not None:
-        embed = text_embedder(backbone, cache_root) if cfg.grounding.embed == "backbone" else None
+        embed = matching_embedder(cfg.grounding.embed, backbone, cache_root)
         grounding = Grounding(annotations, class_annotations, embed, cfg.grounding.k,
                               cfg.grounding.match_threshold)
     t = time.perf_counter()
@@ -205,8 +226,16 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     train, test = bundles["train"], bundles["test"]
     val = bundles["val"] if len(bundles["val"]) else None
 
+    from .discovery import build_discovery
+
     t = time.perf_counter()
-    needs_concepts = any(get_method(m, **p).needs_concepts for m, p in cfg.methods.items())
+    discovery_record: dict = {}
+    discovery = build_discovery(cfg, backbone, cache, cache_root, train, cfg.methods, discovery_record)
+    if discovery is not None:
+        seconds["discovery"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    needs_concepts = uses_run_concepts(cfg.methods)
     texts = selected = None
     report = {}
     if needs_concepts:
@@ -218,19 +247,22 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         report["concepts"] = {"candidates": candidates.summary(), "filtered": filtered.concepts.summary(),
                               "selected": selected.summary()}
     seconds["concepts"] = time.perf_counter() - t
-    context = build_context(backbone, data.classes, selected, cache_root, grounding)
+    context = build_context(backbone, data.classes, selected, cache_root, grounding, discovery)
 
     t = time.perf_counter()
     results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol)
     seconds["fit"] = time.perf_counter() - t
     t = time.perf_counter()
     details = ground_models(results, models, test, grounding)
-    matches = grounding.match(context.concepts) if grounding is not None and context.concepts else None
+    # the run's concepts and every discovering method's own (latent names, V2C tokens), once each
+    matched = list(dict.fromkeys([*context.concepts, *(c for m in models.values() if m.discovers_concepts
+                                                        for c in m.concepts_)]))
+    matches = grounding.match(matched) if grounding is not None and matched else None
     if grounding is not None:
         seconds["grounding"] = time.perf_counter() - t
 
     files = {}
-    if write and context.concepts:
+    if write and any(has_concepts(m) for m in models.values()):
         t = time.perf_counter()
         files["report.html"] = _faithfulness_and_report(results, models, train, test, data, details)
         seconds["report"] = time.perf_counter() - t
@@ -240,14 +272,16 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         t = time.perf_counter()
         fewshot_grounding = {} if grounding is not None else None
         fewshot = run_few_shot(cfg, train, val, test, backbone, texts, cache_root, grounding,
-                               fewshot_grounding)
+                               fewshot_grounding, discovery)
         seconds["fewshot"] = time.perf_counter() - t
     confounded = None
     if cfg.confounded is not None:
         from .confounded import run_confounded
 
         t = time.perf_counter()
-        confounded = run_confounded(cfg.confounded, cfg, data, backbone, cache, cache_root, grounding)
+        # the pool and SAE see no label, so every pair reuses them
+        confounded = run_confounded(cfg.confounded, cfg, data, backbone, cache, cache_root, grounding,
+                                    discovery)
         seconds["confounded"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     out = {"backbone_id": backbone.id, "preprocess": backbone.preprocess_id,
@@ -261,6 +295,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
                "match_threshold": cfg.grounding.match_threshold, "embed": cfg.grounding.embed,
                "methods": details},
            "concept_matches": matches, "fewshot_grounding": fewshot_grounding, "confounded": confounded,
+           "discovery": discovery_record or None,
            "table": results_table(results, cfg.nec, cfg.nec_protocol, cfg.grounding.k),
            "fewshot_table": (few_shot_table(fewshot, fewshot_grounding, cfg.grounding.k)
                              if fewshot else None)}
@@ -274,7 +309,7 @@ def _faithfulness_and_report(results, models, train, test, data, grounding: dict
     from ..explain import deletion_curves
     from ..report import build_report
 
-    concept_models = [n for n, m in models.items() if m.needs_concepts]
+    concept_models = [n for n, m in models.items() if has_concepts(m)]
     curves = {}
     for name in concept_models:
         curves[name] = deletion_curves(models[name], test)
@@ -287,19 +322,23 @@ def _faithfulness_and_report(results, models, train, test, data, grounding: dict
         return data.images.decode(i, data.images.read(i))
 
     main = "label_free" if "label_free" in concept_models else concept_models[0]
+    discovered = {n: m for n, m in models.items() if m.discovers_concepts}
     return build_report(models[main], results, test, train, image,
                         title=f"conceptlens: {main} on {data.name}", faithfulness=curves[main],
-                        grounding=(grounding or {}).get(main))
+                        grounding=(grounding or {}).get(main), discovered=discovered)
 
 
 def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,
-                 cache_root, grounding: Grounding | None = None, measures: dict | None = None) -> dict:
+                 cache_root, grounding: Grounding | None = None, measures: dict | None = None,
+                 discovery=None) -> dict:
     """LaBo's protocol: k images per class (nested across k), several seeds, every method
     on the same features, on equal terms:
     - concepts are filtered (activation filter) and selected from the k-shot images alone;
       `texts` holds the candidates after the text-only filters, which see no image;
     - every method gets the same validation split at every k (cfg.fewshot.use_val), or none
-      does; a method that can use it (`uses_validation`) does.
+      does; a method that can use it (`uses_validation`) does;
+    - methods that discover concepts get the same `discovery` inputs (pool, SAE, vocabulary) at
+      every k: they are built without labels, from the full pool.
     Returns {method: {shots: [top-1 per seed]}}; with `grounding`, `measures` (a dict) is filled
     with {method: {shots: {"concept_auroc" | "precision_at_k" | "negative_precision_at_k":
     [per seed, None where undefined or the method has no concepts]}}}.
@@ -313,7 +352,7 @@ def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult
             selected = None
             if texts is not None:
                 selected = concepts_from(cfg, texts, backbone, sub, cache_root, seed)[1]
-            context = build_context(backbone, train.classes, selected, cache_root, grounding)
+            context = build_context(backbone, train.classes, selected, cache_root, grounding, discovery)
             results, models = fit_and_evaluate(cfg.methods, sub, val, test, context, nec=0)
             ground_models(results, models, test, grounding)
             for name, row in results.items():
