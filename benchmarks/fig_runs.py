@@ -3,7 +3,10 @@ areas) and the few-shot table, each produced by the real CLI and copied here wit
 
     .venv/bin/python benchmarks/fig_runs.py demo     # -> benchmarks/results/demo.json, demo.md
     .venv/bin/python benchmarks/fig_runs.py fewshot  # -> benchmarks/results/fashion_mnist_fewshot.{json,md}
+    .venv/bin/python benchmarks/fig_runs.py discovery  # -> benchmarks/results/discovery.{json,md}
 
+`discovery` runs `configs/fashion_mnist_discovery.toml` the same way (cold: it encodes a
+10,000-image unlabelled pool and trains the sparse autoencoder; both are cached).
 `demo` runs `conceptlens demo` twice: first with an empty feature cache (cold: every image
 is encoded), then again on the same cache (warm). Wall clock includes start-up. `fewshot`
 runs `conceptlens run configs/fashion_mnist_fewshot.toml` on the user cache or `--cache-dir`
@@ -59,29 +62,33 @@ def demo(cache_dir: str | None) -> None:
     print(f"demo: cold {cold:.0f} s, warm {warm:.0f} s\n{table}")
 
 
-def fewshot(cache_dir: str | None) -> None:
-    out = Path(tempfile.mkdtemp(prefix="conceptlens-fewshot-figure-")) / "run"
+def config_run(what: str, config: str, name: str, cache_dir: str | None) -> None:
+    """`conceptlens run configs/<config>` -> benchmarks/results/<name>.{json,md}."""
+    out = Path(tempfile.mkdtemp(prefix=f"conceptlens-{what}-figure-")) / "run"
     cache = ["--cache-dir", cache_dir] if cache_dir else []
     try:
-        secs = timed(["run", "configs/fashion_mnist_fewshot.toml", "--output-dir", str(out), "--no-progress",
-                      *cache])
+        secs = timed(["run", f"configs/{config}", "--output-dir", str(out), "--no-progress", *cache])
         results = json.loads((out / "results.json").read_text())
         table = (out / "results.md").read_text()
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
-    write_json(RESULTS / "fashion_mnist_fewshot.json", {
-        "script": "benchmarks/fig_runs.py fewshot",
-        "command": "conceptlens run configs/fashion_mnist_fewshot.toml",
+    write_json(RESULTS / f"{name}.json", {
+        "script": f"benchmarks/fig_runs.py {what}", "command": f"conceptlens run configs/{config}",
         "wall_seconds": round(secs, 1), "results": results})
-    write_text(RESULTS / "fashion_mnist_fewshot.md", table)
-    print(f"few-shot: {secs:.0f} s\n{table}")
+    write_text(RESULTS / f"{name}.md", table)
+    print(f"{what}: {secs:.0f} s\n{table}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("demo", "fewshot"))
+    ap.add_argument("what", choices=("demo", "fewshot", "discovery"))
     ap.add_argument("--cache-dir", help="feature cache root; demo: a new or empty folder, kept "
                                         "afterwards (default: a temporary one); fewshot: default "
                                         "the user cache")
     args = ap.parse_args()
-    demo(args.cache_dir) if args.what == "demo" else fewshot(args.cache_dir)
+    if args.what == "demo":
+        demo(args.cache_dir)
+    elif args.what == "fewshot":
+        config_run("fewshot", "fashion_mnist_fewshot.toml", "fashion_mnist_fewshot", args.cache_dir)
+    else:
+        config_run("discovery", "fashion_mnist_discovery.toml", "discovery", args.cache_dir)
