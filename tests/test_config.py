@@ -89,7 +89,8 @@ def _load(tmp_path, text):
     ("[grounding]\nmatch_threshold = 1.5\n", r"\[grounding\] match_threshold must be a number in \[-1, 1\]; "
                                              r"got 1\.5"),
     ("[grounding]\nmatch_threshold = 'high'\n", r"match_threshold must be a number in \[-1, 1\]; got 'high'"),
-    ("[grounding]\nembed = 'clip'\n", r"\[grounding\] embed = 'clip' is not one of 'sentence', 'backbone', 'none'"),
+    ("[grounding]\nembed = 'clip'\n",
+     r"\[grounding\] embed = 'clip' is not one of 'sentence', 'backbone', 'none'"),
     ("[grounding]\nannotations = 'fashion-mnst'\n",
      r"annotations = 'fashion-mnst' is neither one of 'auto', 'none', 'fashion-mnist' nor an existing file.*"
      r"Did you mean 'fashion-mnist'\?.*\"none\" to skip"),

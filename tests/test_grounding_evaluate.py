@@ -226,3 +226,24 @@ def test_a_bottleneck_that_dropped_concepts_is_scored_on_what_it_kept():
     acts = model.transform(train)
     expected = np.mean([roc_auc_score(labels == 0, acts[:, 0]), roc_auc_score(labels == 1, acts[:, 2])])
     assert g["concept_auroc"] == pytest.approx(expected)
+
+
+def test_run_class_truth_from_per_image_annotations_uses_training_images_only(tmp_path):
+    """The class-level truth a run derives from per-image annotations is KnoBo's training prior,
+    so a test image that disagrees must not turn a class's 'yes' into 'unknown'."""
+    from conceptlens.data.dataset import ImageDataset
+    from conceptlens.data.images import ArrayImages
+    from conceptlens.runs.config import GroundingConfig, RunConfig
+    from conceptlens.runs.experiment import open_grounding
+
+    csv = tmp_path / "per_image.csv"
+    csv.write_text("path,whiskers\ncat/0.png,1\ncat/1.png,1\ncat/2.png,0\ndog/0.png,0\ndog/1.png,0\n")
+    data = ImageDataset("toy", ("cat", "dog"), np.array([0, 0, 0, 1, 1]),
+                        ("cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png", "dog/1.png"),
+                        ArrayImages(np.zeros((5, 2, 2), np.uint8)))
+    cfg = RunConfig(grounding=GroundingConfig(annotations=str(csv)))
+    train = np.array([0, 1, 3])  # cat/2.png (no whiskers) is a test image
+    _, from_train = open_grounding(cfg, data, train)
+    np.testing.assert_array_equal(from_train.values, [[1], [0]])
+    _, from_all = open_grounding(cfg, data)  # every image: the cats disagree -> unknown
+    assert np.isnan(from_all.values[0, 0]) and from_all.values[1, 0] == 0

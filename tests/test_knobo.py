@@ -331,3 +331,22 @@ def test_two_attributes_with_one_question_are_an_error():
         questions_from_annotations(ann)
     with pytest.raises(DataError, match="not annotated"):
         questions_from_annotations(ann, overrides={"has lace": "Is it laced?"})
+
+
+def test_concepts_no_annotation_covers_fall_back_to_the_generated_for_prior():
+    """A run that measures grounding fills class_truth from matched annotations; an unmatched
+    concept (an all-unknown column) must still get the prior it would have without them."""
+    import numpy as np
+
+    from conceptlens.methods import Context
+    from conceptlens.methods.knobo import prior_matrix
+
+    nan = np.nan
+    truth = np.array([[1, nan, 0], [0, nan, nan]])  # concept 1: covered by no annotation
+    generated = np.array([[1, 0, 0], [0, 1, 1]], np.float32)
+    P, source = prior_matrix(Context(("a", "b"), class_truth=truth, class_prior=generated), 2, 3)
+    np.testing.assert_array_equal(P, [[1, -1, -1], [-1, 1, 0]])  # column 1 from class_prior
+    assert source == "class_truth+class_prior"
+    P, source = prior_matrix(Context(("a", "b"), class_truth=truth), 2, 3)  # nothing to fall back on
+    np.testing.assert_array_equal(P, [[1, 0, -1], [-1, 0, 0]])
+    assert source == "class_truth"

@@ -296,6 +296,11 @@ def cmd_evaluate(args) -> int:
         what = f"{model.name} ({args.model})"
     activations = (_raw_activations(backbone, bundle, concepts, cache) if args.raw
                    else model.transform(bundle))
+    kept = None if model is None or args.raw else getattr(model, "bottleneck_", None)
+    if kept is not None:  # a bottleneck that dropped concepts (KnoBo): score what it kept, as runs do
+        kept = np.asarray(kept, dtype=np.int64)
+        activations, concepts = activations[:, kept], [concepts[j] for j in kept]
+        weights = np.asarray(weights)[:, kept]
     g = grounding_measures(activations, concepts, classes, bundle.labels, annotations, ids=list(bundle.ids),
                            class_weights=weights, embed=embed, k=args.k, threshold=args.match_threshold,
                            class_annotations=class_level(annotations, classes, data.ids, data.labels))

@@ -16,7 +16,9 @@ YueYANG1996/MedRAG `concept_generation.py`; our offline counterparts are the `kn
 family and `LLMSource.answer_prior` in `concepts/sources/llm.py` and `concepts/questions.py`.
 
 1. Prior P (classes x concepts): +1 yes, -1 no, 0 unknown. From `context.class_truth`
-   (1 -> +1, 0 -> -1, NaN -> 0), else from `context.class_prior` (1 -> +1, 0 -> -1; see [2]).
+   (1 -> +1, 0 -> -1, NaN -> 0), else from `context.class_prior` (1 -> +1, 0 -> -1; see [2]);
+   a concept whose class_truth column is all unknown (no annotation covers it) takes its
+   class_prior column, so measuring grounding never changes which concepts can be grounded.
 2. Grounding function per concept j (the reference's `train_grounding.py`, on our pseudo-labels,
    see [1]): the training images of classes with P[c, j] = +1 are positives, of classes with
    P[c, j] = -1 negatives, the rest are left out. Features are L2-normalised image embeddings.
@@ -115,7 +117,17 @@ def prior_matrix(context: Context, m: int, k: int) -> tuple[np.ndarray, str]:
         if np.any((known != 0) & (known != 1)):
             raise DataError("knobo: context.class_truth must hold 1 (yes), 0 (no) or NaN (unknown); "
                             f"found {np.unique(known[(known != 0) & (known != 1)])[:5].tolist()}.")
-        return np.where(np.isnan(t), 0.0, np.where(t == 1, 1.0, -1.0)), "class_truth"
+        P = np.where(np.isnan(t), 0.0, np.where(t == 1, 1.0, -1.0))
+        # a concept no annotation covers (an all-unknown column, e.g. an unmatched free-text
+        # concept) takes its generated-for prior, as it would in a run without annotations:
+        # measuring grounding must not change which concepts KnoBo can ground
+        uncovered = np.isnan(t).all(axis=0)
+        if uncovered.any() and context.class_prior is not None:
+            p = np.asarray(context.class_prior, dtype=np.float64)
+            if p.shape == (m, k):
+                P[:, uncovered] = np.where(p[:, uncovered] > 0, 1.0, -1.0)
+                return P, "class_truth+class_prior" if (~uncovered).any() else "class_prior"
+        return P, "class_truth"
     if context.class_prior is not None:
         p = np.asarray(context.class_prior, dtype=np.float64)
         if p.shape != (m, k):

@@ -92,9 +92,11 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache,
                    backbone.id, concept_norm=norms, class_truth=truth, discovery=discovery)
 
 
-def open_grounding(cfg: RunConfig, data) -> tuple:
+def open_grounding(cfg: RunConfig, data, train_idx=None) -> tuple:
     """[grounding]'s annotations for the loaded dataset (None when there are none), checked
-    against its classes now, before any image is encoded; returns (annotations, class-level)."""
+    against its classes now, before any image is encoded; returns (annotations, class-level).
+    Per-image annotations become class-level from the training images alone (`train_idx`), since
+    the class-level truth is also KnoBo's training prior: a test image must not shape it."""
     from ..errors import ConceptLensError
     from ..grounding import class_level
 
@@ -103,7 +105,9 @@ def open_grounding(cfg: RunConfig, data) -> tuple:
         annotations = resolve_annotations(spec, cfg.data.dataset, data)
         if annotations is None:
             return None, None
-        return annotations, class_level(annotations, data.classes, data.ids, data.labels)
+        rows = np.arange(len(data)) if train_idx is None else np.asarray(train_idx)
+        return annotations, class_level(annotations, data.classes, [data.ids[i] for i in rows],
+                                        data.labels[rows])
     except ConceptLensError as e:
         raise ConfigError(f"[grounding] annotations = {spec!r} (dataset {cfg.data.dataset!r}): {e} Fix the "
                           'annotations, or set [grounding] annotations = "none" to skip the grounding '
@@ -209,7 +213,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     parts = {"train": _take(data, splits["train"], cfg.data.train_per_class, cfg.data.seed),
              "val": _take(data, splits["val"], cfg.data.val_per_class, cfg.data.seed),
              "test": _take(data, splits["test"], cfg.data.test_per_class, cfg.data.seed)}
-    annotations, class_annotations = open_grounding(cfg, data)
+    annotations, class_annotations = open_grounding(cfg, data, parts["train"])
     backbone = open_backbone(cfg.backbone, cfg.cache_dir)
     cache_root = None if cfg.cache_dir is None else Path(cfg.cache_dir) / "features"
     cache = image_cache(backbone, cache_root)

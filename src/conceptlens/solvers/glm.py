@@ -218,6 +218,8 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     Xt, yt = _tensors(X, y, dtype)
     m = n_classes or int(yt.max()) + 1
     lmax = lambda_max(X, y, alpha, m, positive)
+    if lmax <= 0:  # no weight can leave zero (w >= 0 and no feature correlates positively): intercepts only
+        lmax = 1e-12
     lo = lam if lam is not None else epsilon * lmax
     grid = np.geomspace(lmax, max(lo, 1e-12), n_lambdas).tolist()
     if lam is not None and lam >= lmax:
