@@ -170,8 +170,11 @@ def test_ctrl_c_stops_a_retry_loop_at_once(tmp_path):
               "                 cache_dir=sys.argv[2], retries=100, backoff=0.3, timeout=5.0)\n"
               "src.generate(['down', 'also down'])\n")
     with ScriptedServer({"down": _DOWN, "also down": _DOWN}) as server:
+        # a job started in the background (CI runners, `cmd &`) inherits SIGINT as ignored, and
+        # Python then installs no KeyboardInterrupt handler: give the child a terminal's default
         proc = subprocess.Popen([sys.executable, "-c", script, server.url, str(tmp_path / "llm")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 60  # the child's imports take a while on a busy machine
             while server.requests["down"] < 2 and proc.poll() is None and time.monotonic() < deadline:
