@@ -21,6 +21,18 @@ def write_png(path: Path, rgb: tuple[int, int, int], size=(12, 10)) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny fits: on a busy 2-core machine synchronising threads
+    costs more than it saves (use with pytestmark = pytest.mark.usefixtures("one_torch_thread"))."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """3 classes x 4 small PNGs with distinct colours."""

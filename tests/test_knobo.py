@@ -25,12 +25,7 @@ M, K, D = 3, 8, 16
 FAST = {"min_val": 2, "epochs": 30, "lr": 1e-2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_problem(n_train=40, n_val=15, n_test=20, seed=0, truth=None, noise=0.8):

@@ -14,13 +14,7 @@ from conceptlens.methods.labo import diversity_penalty, labo_objective, row_l1_m
 M, K, D = 3, 24, 32  # classes, concepts (8 generated per class), embedding dim
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a busy machine, synchronising threads costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_problem(seed=0, n_train=4, flipped=1, n_val=40, noise=1.0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from tiny_backbone import TinyBackbone
 
 from conceptlens.backbones import l2_normalize
@@ -25,12 +24,7 @@ from conceptlens.methods.base import softmax
 FAST = {"optimizer": "lbfgs", "max_iter": 100, "n_images": 40, "top_k": 3, "per_class": 6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- tokenizer and quantisation sets ------------------------------------------------------
