@@ -167,26 +167,24 @@ def _from_wordfreq(size: int) -> list[str]:
     except ImportError as e:
         raise ConfigError("The 'wordfreq' vocabulary needs PyPI 'wordfreq' (pip install wordfreq); or "
                           "use vocabulary 'wordnet' or a word-list file.") from e
-    stop, out = _stop_words(), []
-    for word in iter_wordlist("en"):
-        if _keep(word, stop):
-            out.append(word)
-            if len(out) == size:
-                return out
-    raise ConfigError(f"The 'wordfreq' vocabulary has only {len(out)} nouns and adjectives; asked for "
-                      f"size={size}. Use a smaller size.")
+    return _first_kept(iter_wordlist("en"), size, "wordfreq")
 
 
 def _from_wordnet(size: int) -> list[str]:
-    stop, index = _stop_words(), _pos_index()
+    index = _pos_index()
     ranked = sorted(index, key=lambda w: (-(index[w].get("n", 0) + index[w].get("a", 0)), w))
-    out = []
+    return _first_kept(ranked, size, "wordnet")
+
+
+def _first_kept(ranked, size: int, name: str) -> list[str]:
+    """The first `size` words of `ranked` that pass the noun/adjective filter."""
+    stop, out = _stop_words(), []
     for word in ranked:
         if _keep(word, stop):
             out.append(word)
             if len(out) == size:
                 return out
-    raise ConfigError(f"The 'wordnet' vocabulary has only {len(out)} nouns and adjectives; asked for "
+    raise ConfigError(f"The {name!r} vocabulary has only {len(out)} nouns and adjectives; asked for "
                       f"size={size}. Use a smaller size.")
 
 
