@@ -39,15 +39,7 @@ def _problem(seed=0, n_per_class=25):
     return bundle(n_per_class), bundle(10), bundle(20), ctx
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny solves: thread start-up and contention on a shared machine cost 30x the work
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

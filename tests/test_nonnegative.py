@@ -14,16 +14,7 @@ from conceptlens.features import FeatureBundle
 from conceptlens.methods import Context, Method, get_method
 from conceptlens.solvers import elastic_net_objective, fit_elastic_net, lambda_max, solve_path
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny solves: thread start-up and contention on a shared machine cost more than the work
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def glm_problem(n=60, p=6, m=3, seed=0):
