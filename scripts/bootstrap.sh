@@ -18,12 +18,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${CONCEPTLENS_FASHION_MNI
   fi
 fi
 
-# Debian's Chromium renders the HTML report in the browser test (tests skip it without one)
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "bootstrap: installing Debian's chromium (for the report's browser test)" >&2
+# Debian's Chromium (and its driver, for selenium) renders the HTML report and the explorer in
+# the browser tests (they skip without one, and CI fails such a skip)
+if { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "bootstrap: installing Debian's chromium and chromium-driver (for the browser tests)" >&2
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-    || echo "bootstrap: chromium could not be installed; the browser test will be skipped" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+    >/dev/null || echo "bootstrap: chromium could not be installed; the browser tests will be skipped" >&2
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -29,6 +29,11 @@ MODULES = {  # module -> what it implements
     "conceptlens.discovery.vocabulary": "the naming vocabulary (CLIP-Dissect's 20k words; here wordfreq)",
     "conceptlens.concepts.v2c": "V2C-CBM's concept discovery (He et al., AAAI 2025)",
     "conceptlens.methods.v2c": "`v2c`: V2C-CBM (He et al., AAAI 2025)",
+    "conceptlens.methods.cbm": "`cbm`: Concept Bottleneck Models (Koh et al., ICML 2020)",
+    "conceptlens.methods.ecbm": "`ecbm`: Energy-based CBM (Xu et al., ICLR 2024)",
+    "conceptlens.data.video": "video decoding and windows: MoTIF (Knab et al., 2025)",
+    "conceptlens.features.video_encode": "per-window video encoding: MoTIF",
+    "conceptlens.methods.motif": "`motif`: MoTIF, concepts in motion (Knab et al., 2025)",
 }
 OUT = Path(__file__).resolve().parent.parent / "docs" / "deviations.md"
 

@@ -59,7 +59,8 @@ def grey_dataset():
 # In CI the data these tests need is installed by scripts/bootstrap.sh and ../shared is laid
 # beside the clone, so a skip for a missing dataset, shared file or browser there would hide
 # a broken install step: turn those skips into failures when CI is set.
-REQUIRED_IN_CI = ("dataset-fashion-mnist not installed", "../shared", "chromium is not installed")
+REQUIRED_IN_CI = ("dataset-fashion-mnist not installed", "../shared", "chromium is not installed",
+                  "selenium is not installed", "the serve extra is not installed")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -502,3 +502,21 @@ def test_confounded_runs_get_the_same_discovery_inputs(fakes, tmp_path, monkeypa
     monkeypatch.setitem(METHODS._factories, "fake_dn", FakeDN)
     run_experiment(cfg, write=False)
     assert isinstance(got[0], DiscoveryInputs) and got[0].sae is not None and got[0].words
+
+
+def test_a_pool_too_small_for_the_sae_is_refused_before_encoding(fakes, monkeypatch, tmp_path, image_folder):
+    from tiny_backbone import TinyBackbone
+
+    from conceptlens.features.encode import image_cache
+
+    backbone = TinyBackbone()  # d = 6: the 12-image folder fits expansion 2, not 3
+    cache = image_cache(backbone, tmp_path / "features")
+    cfg = _cfg(pool=str(image_folder), sae={"expansion": 3})
+    with pytest.raises(ConfigError, match=r"12 images, too few for an SAE of width expansion x d = 3 x 6 = 18"
+                                          r".*"
+                                          r"expansion = 2 \} or less.*Nothing was encoded"):
+        discovery_run.build_discovery(cfg, backbone, cache, tmp_path, None, {"fake_dn": {}})
+    assert backbone.encoded == 0
+    # a pool that only V2C reads (no SAE) is not held to the SAE's width
+    out = discovery_run.build_discovery(cfg, backbone, cache, tmp_path, None, {"needs_pool": {}})
+    assert out.pool_embedding.shape == (12, 6)

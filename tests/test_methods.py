@@ -22,7 +22,8 @@ FAST = {"labo": {"optimizer": "lbfgs", "max_iter": 100}, "label_free": {"steps":
         "sparse_cbm": {"epochs": 150}, "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3},
         "knobo": {"min_val": 2, "lr": 1e-2, "epochs": 100},
         "v2c": {"optimizer": "lbfgs", "max_iter": 100, "n_images": 40, "top_k": 3, "per_class": 6},
-        "dn_cbm": {"epochs": 100, "lr": 1e-2, "lam": 0.1}}
+        "dn_cbm": {"epochs": 100, "lr": 1e-2, "lam": 0.1}, "cbm": {}, "ecbm": {"hidden": 32, "epochs": 60},
+        "motif": {"epochs": 30}}
 
 
 def make_problem(n_per_class=30, seed=0, noise=0.6):
@@ -58,7 +59,8 @@ def make_problem(n_per_class=30, seed=0, noise=0.6):
                                 words=tuple(f"concept {i}" for i in range(K)),
                                 word_embedding=concepts.astype(np.float32), sae=sae)
     ctx = Context(tuple("abcd"), [f"concept {i}" for i in range(K)], concepts.astype(np.float32),
-                  prior, class_emb.astype(np.float32), "toy", discovery=discovery)
+                  prior, class_emb.astype(np.float32), "toy", discovery=discovery,
+                  class_truth=prior.astype(np.float64))  # annotated truth = the prior (cbm, ecbm)
     return train, val, test, ctx
 
 
@@ -163,7 +165,8 @@ def test_contract_set_params(name):
 BAD_PARAMS = {"cms": {"variant": "nope"}, "label_free": {"lam": -1.0}, "labo": {"scale": -1.0},
               "linear_probe": {"Cs": []}, "posthoc": {"alpha": 2.0}, "posthoc_hybrid": {"alpha": 2.0},
               "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}, "knobo": {"n_concepts": 0},
-              "v2c": {"n_images": 0}, "dn_cbm": {"solver": "nope"}}
+              "v2c": {"n_images": 0}, "dn_cbm": {"solver": "nope"}, "cbm": {"mode": "nope"},
+              "ecbm": {"hidden": 0}, "motif": {"select_on": "test"}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -388,3 +388,41 @@ def test_confounded_table_reaches_the_run(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## Confounded shift (top-1 %)\n\n| method | ID |\n|---|---|\n| x | 9 |" in md
     assert load_config(tmp_path / "out" / "config.toml").confounded.pairs == [["cat", "dog"]]
+
+
+def test_a_method_that_cannot_fit_these_data_is_recorded_and_the_others_run(tmp_path, monkeypatch):
+    """A DataError from one method's fit (e.g. KnoBo grounding no concept in a few-shot subset)
+    leaves that method out with its reason everywhere, instead of stopping the run."""
+    from conceptlens.errors import DataError
+    from conceptlens.methods.zero_shot import ZeroShot
+    from conceptlens.runs import experiment
+    from conceptlens.runs.config import FewShotConfig
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    calls = []
+
+    def refuse_two_shots(self, train, context, val):
+        calls.append(len(train))
+        if len(train) == 6:  # 2 shots x 3 classes: fails there only
+            raise DataError("no concept could be grounded on 6 images")
+        return real(self, train, context, val)
+
+    real = ZeroShot._fit
+    monkeypatch.setattr(ZeroShot, "_fit", refuse_two_shots)
+    cfg = make({"zero_shot": {}, "linear_probe": {}}, fewshot=FewShotConfig([1, 2], [0, 1]), nec=0)
+    cfg.data.train_per_class = 2
+    out = experiment.run_experiment(cfg, write=False)
+    assert out["results"]["zero_shot"]["failed"] == "no concept could be grounded on 6 images"
+    assert "top1" in out["results"]["linear_probe"]
+    assert "| zero_shot (failed) | — |" in out["table"]
+    assert "zero_shot failed: no concept could be grounded on 6 images" in out["table"]
+    # few-shot: 1 shot ran for both seeds, 2 shots failed for both; linear_probe everywhere
+    zs = out["fewshot"]["zero_shot"]
+    assert zs["2"] == [None, None] and all(v is not None for v in zs["1"])
+    assert len(out["fewshot_failures"]["zero_shot"]) == 2
+    assert "2-shot seed 0: no concept could be grounded" in out["fewshot_table"]
+    assert None not in out["fewshot"]["linear_probe"]["2"]
+    # a bug is not a data problem: it still stops the run
+    monkeypatch.setattr(ZeroShot, "_fit", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        experiment.run_experiment(cfg, write=False)

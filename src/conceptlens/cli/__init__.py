@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..errors import ConceptLensError
-from . import concept_commands, data_commands, discover_commands, model_commands
+from . import concept_commands, data_commands, discover_commands, model_commands, serve_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     concept_commands.add_commands(sub)
     model_commands.add_commands(sub)
     discover_commands.add_commands(sub)
+    serve_commands.add_commands(sub)
     return parser
 
 

@@ -121,7 +121,7 @@ def cmd_discover(args) -> int:
     if args.sae is None:
         data = DataConfig(dataset="", on_error=args.on_error)
         pool = load_pool(d, data, backbone, image_cache(backbone, cache_root), None, args.batch_size,
-                         args.workers, not args.no_progress)
+                         args.workers, not args.no_progress, for_sae=True)
     sae, sae_id = get_sae(d, pool, backbone.id, args.cache_dir, not args.no_progress)
     words = load_words(d)
     emb = word_embeddings(backbone, words, cache_root)

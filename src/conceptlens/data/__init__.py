@@ -1,6 +1,7 @@
 """Datasets: where images and labels come from, and how they are split."""
 
 from .dataset import ImageDataset, normalize_class_names
+from .digits import DIGIT_CLASSES, load_digits
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .folder import load_image_folder
 from .images import DEFAULT_MAX_PIXELS
@@ -9,10 +10,12 @@ from .splits import few_shot, split_indices
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DIGIT_CLASSES",
     "FASHION_MNIST_CLASSES",
     "ImageDataset",
     "few_shot",
     "load_dataset",
+    "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
     "load_manifest",
@@ -21,6 +24,7 @@ __all__ = [
 ]
 
 BUILTIN = ("fashion-mnist", "fashion_mnist", "builtin:fashion-mnist")
+DIGITS = ("digits", "builtin:digits")  # scikit-learn's 8 x 8 handwritten digits (data/digits.py)
 COMPOSITE = "fashion-mnist-composite"  # options after a colon: "fashion-mnist-composite:n=3000,seed=1"
 
 
@@ -33,7 +37,8 @@ def load_dataset(
     download: bool = False,
     split: str | None = None,
 ) -> ImageDataset:
-    """Resolve a dataset spec: 'fashion-mnist', 'fashion-mnist-composite[:n=..,seed=..,cooccurrence=..]'
+    """Resolve a dataset spec: 'fashion-mnist', 'digits' (scikit-learn's handwritten digits),
+    'fashion-mnist-composite[:n=..,seed=..,cooccurrence=..]'
     (2 x 2 grids of Fashion-MNIST items with known concepts; see data/composite.py), a folder of
     class subfolders, or a manifest.
 
@@ -54,6 +59,11 @@ def load_dataset(
         from .composite import load_composite
 
         return load_composite(spec, root=root, download=download, split=split)
+    if spec in DIGITS:
+        if root or download or split:
+            raise ConfigError("the built-in digits ship inside scikit-learn and have no official split: "
+                              "remove root, download and split (runs split them by [data] seed).")
+        return load_digits()
     given = [name for name, v in (("root", root), ("download", download), ("split", split)) if v]
     if given:
         raise ConfigError(
@@ -66,7 +76,7 @@ def load_dataset(
     if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
         return load_manifest(path, allow_non_ascii=allow_non_ascii, max_pixels=max_pixels)
     raise DataError(
-        f"Cannot read dataset {spec!r}: expected 'fashion-mnist', '{COMPOSITE}', a folder with one subfolder "
-        "per class, or a manifest file ending in .csv or .jsonl"
+        f"Cannot read dataset {spec!r}: expected 'fashion-mnist', 'digits', '{COMPOSITE}', a folder with "
+        "one subfolder per class, or a manifest file ending in .csv or .jsonl"
         + (" (no such file or folder)." if not path.exists() else ".")
     )

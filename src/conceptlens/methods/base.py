@@ -62,6 +62,9 @@ class Context:
     # annotated; KnoBo's prior P and the grounding measures read it; None when nothing is annotated
     class_truth: np.ndarray | None = None
     discovery: DiscoveryInputs | None = None  # for methods with discovers_concepts
+    # per-image concept truth, image id -> (k,) row of 1 / 0 / NaN (unknown) over `concepts`, for
+    # methods trained on concept labels (cbm, ecbm); an image not in it takes class_truth[label]
+    concept_truth_by_id: dict[str, np.ndarray] | None = None
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -122,6 +122,10 @@ def _metrics_table(results: dict, k: int = 5) -> str:
             if grounded else "") + "</tr>"
     rows = []
     for name, r in results.items():
+        if "failed" in r:  # could not be fitted on these data (runs/experiment.fit_and_evaluate)
+            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{9 if grounded else 6}'>failed: "
+                        f"{_esc(r['failed'])}</td></tr>")
+            continue
         at = f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-"
         extra = "" if not grounded else (
             f"<td class='num'>{auroc_cell(r)}</td><td class='num'>{precision_cell(r.get('precision_at_k'))}"

@@ -304,16 +304,17 @@ def split_pool(spec: str) -> tuple[str, str | None]:
 
 
 def _check_pool(spec: str) -> None:
-    from ..data import BUILTIN, COMPOSITE
+    from ..data import BUILTIN, COMPOSITE, DIGITS
 
     base, _ = split_pool(spec)
-    if spec == "train" or base in BUILTIN or base == COMPOSITE or base.startswith(COMPOSITE + ":"):
+    if spec == "train" or base in (*BUILTIN, *DIGITS, COMPOSITE) or base.startswith(COMPOSITE + ":"):
         return
     path = Path(base)
     if not (path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".jsonl"))):
         raise ConfigError(
             f"[discovery] pool = {spec!r}: {base!r} is not 'train' (the run's own training images), "
-            "'fashion-mnist', 'fashion-mnist-composite', a folder of images or a .csv/.jsonl manifest"
+            "'fashion-mnist', 'digits', 'fashion-mnist-composite', a folder of images or a .csv/.jsonl "
+            "manifest"
             f"{' (no such file or folder)' if not path.exists() else ''}; relative paths are taken from "
             f"the current folder, {Path.cwd()}. Add ':train', ':val' or ':test' to use one split of it, "
             "e.g. \"fashion-mnist:train\".")

@@ -59,6 +59,7 @@ from ..data.confounded import (
 )
 from ..errors import ConfigError
 from ..evaluation.shift import KEYS, evaluate_shift, evaluate_test_time_shift, mean_shift
+from .tables import DASH
 
 log = logging.getLogger("conceptlens")
 SELECTION_NOTE = ("models are selected on a validation split drawn like train (confounded like "
@@ -226,7 +227,10 @@ def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_
         seconds["concepts"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        _, models = fit_and_evaluate(run_cfg.methods, train, val, bundles["id"], context, nec=0)
+        fitted, models = fit_and_evaluate(run_cfg.methods, train, val, bundles["id"], context, nec=0)
+        for method, row in fitted.items():
+            if "failed" in row:  # e.g. KnoBo with no concept it can ground for this pair
+                results.setdefault(method, {"pairs": {}}).setdefault("failed", {})[name] = row["failed"]
         for method, model in models.items():
             results.setdefault(method, {"pairs": {}})["pairs"][name] = evaluate_shift(
                 model, bundles["id"], bundles["ood"])
@@ -236,7 +240,8 @@ def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_
                     test_time.setdefault(method, {"pairs": {}})["pairs"][name] = row
         seconds["fit"] += time.perf_counter() - t
     for rows in (*results.values(), *test_time.values()):
-        rows["mean"] = mean_shift(rows["pairs"].values())
+        # over the pairs where the method was fitted; the table names the pairs it failed on
+        rows["mean"] = mean_shift(rows["pairs"].values()) if rows["pairs"] else None
     seconds["total"] = time.perf_counter() - t0
     out = {"protocol": asdict(cfg) | {"nuisance_tag": nuisance_tag(cfg.nuisance, cfg.strength),
                                       "selection": SELECTION_NOTE},
@@ -260,6 +265,8 @@ def confounded_table(result: dict, per_pair: bool = False) -> str:
     for label, r in rows:
         if per_pair:
             lines += [f"| {label} | {pair} | {_cells(row)} |" for pair, row in r["pairs"].items()]
+        elif r["mean"] is None:
+            lines.append(f"| {label} | " + " | ".join([DASH] * 4) + " |")
         else:
             lines.append(f"| {label} | {_cells(r['mean'])} |")
     proto = result["protocol"]
@@ -271,6 +278,9 @@ def confounded_table(result: dict, per_pair: bool = False) -> str:
     if result["test_time"]:
         notes.append(f"Test-time rows: edited with {proto['adapt_per_class']} labelled OOD-domain images "
                      "per class, not among the OOD test images.")
+    for method, r in result["results"].items():
+        for pair, why in r.get("failed", {}).items():
+            notes.append(f"{method} could not be fitted on {pair} and is averaged without it: {why}")
     blind = [p for p, e in result["nuisance_effect"].items() if _blind(e)]
     if blind:
         notes.append(f"The backbone does not see the nuisance on: {'; '.join(blind)} (ID = OOD there).")

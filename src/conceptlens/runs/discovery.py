@@ -117,9 +117,10 @@ def _draw(n: int, size: int, seed: int) -> np.ndarray:
 
 
 def load_pool(d: DiscoveryConfig, data_cfg, backbone, cache, train=None, batch_size: int = 64,
-              workers: int = 2, progress: bool = True) -> dict:
+              workers: int = 2, progress: bool = True, for_sae: bool = False) -> dict:
     """The pool as {"embedding" (n, d) L2-normalised, "norm" (n,) raw norms or None, "ids",
-    "available" (images before the pool_size draw), "spec"}; labels are not returned."""
+    "available" (images before the pool_size draw), "spec"}; labels are not returned. `for_sae`:
+    refuse a pool too small for the SAE before encoding it."""
     from ..features import encode_dataset
 
     t = time.perf_counter()
@@ -135,6 +136,8 @@ def load_pool(d: DiscoveryConfig, data_cfg, backbone, cache, train=None, batch_s
         data = _pool_dataset(d, data_cfg)
         available = len(data)
         data = data.subset(_draw(len(data), d.pool_size, d.seed))
+        if for_sae:
+            check_pool_size(d, len(data), backbone.embed_dim)
         log.info("[discovery] encoding %d pool images (%s) ...", len(data), d.pool)
         bundle = encode_dataset(backbone, data, cache, batch_size=batch_size, workers=workers,
                                 on_error=data_cfg.on_error, progress=progress)
@@ -144,6 +147,22 @@ def load_pool(d: DiscoveryConfig, data_cfg, backbone, cache, train=None, batch_s
     log.info("[discovery] pool: %d images (of %d) in %.1fs", len(ids), available, time.perf_counter() - t)
     return {"embedding": np.asarray(emb, np.float32), "norm": None if norm is None else np.asarray(norm),
             "ids": ids, "available": available, "spec": d.pool}
+
+
+def check_pool_size(d: DiscoveryConfig, n: int, dim: int) -> None:
+    """Refuse, before any image is encoded, a pool too small for the SAE to be trained on it
+    (n >= expansion x d, discovery/sae.py); a saved SAE file needs no pool size."""
+    if isinstance(d.sae, str):
+        return
+    expansion = d.sae.get("expansion", 8)
+    if isinstance(expansion, int) and not isinstance(expansion, bool) and n < expansion * dim:
+        raise ConfigError(
+            f"[discovery] pool = {d.pool!r} gives {n} images, too few for an SAE of width expansion x d = "
+            f"{expansion} x {dim} = {expansion * dim} (it needs at least as many images as latents). "
+            f"Use a larger pool (pool_size = 0 takes every image; another dataset or split), or set "
+            f"sae = {{ expansion = {max(n // dim, 1) if n >= dim else 1} }} or less"
+            + (f" (the pool is smaller than d = {dim}: no expansion fits; use more images)." if n < dim
+               else ".") + " Nothing was encoded yet.")
 
 
 def resolve_input(mode: str, norm) -> str:
@@ -265,7 +284,8 @@ def build_discovery(cfg, backbone, cache, cache_root, train, methods: dict, reco
     pool = None
     if "pool" in needs or ("sae" in needs and not isinstance(d.sae, str)):
         t = time.perf_counter()
-        pool = load_pool(d, cfg.data, backbone, cache, train, cfg.batch_size, cfg.workers, cfg.progress)
+        pool = load_pool(d, cfg.data, backbone, cache, train, cfg.batch_size, cfg.workers, cfg.progress,
+                         for_sae="sae" in needs and not isinstance(d.sae, str))
         out.pool_embedding, out.pool_norm = pool["embedding"], pool["norm"]
         out.pool_id = _sae_api().pool_fingerprint(pool["embedding"])
         rec["pool"] = {"spec": d.pool, "size": len(pool["ids"]), "available": pool["available"],

@@ -31,7 +31,7 @@ from ..concepts.filters import filter_activation
 from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_selection
 from ..concepts.sources import get_source
 from ..data import few_shot, load_dataset, split_indices
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..evaluation import evaluate
 from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
@@ -168,11 +168,21 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
 
 def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int,
                      protocol: str = "vlg") -> tuple[dict, dict]:
-    """Fit every method on `train` with the same `val` (None: no validation for anyone)."""
+    """Fit every method on `train` with the same `val` (None: no validation for anyone).
+
+    A method that cannot be fitted on these data (a DataError from its fit: e.g. KnoBo with no
+    concept it can ground, in a few-shot subset or a two-class pair) does not stop the others:
+    its row is {"failed": message, "fit_seconds"} and it has no model, which every table shows
+    and a warning logs. Any other error (a bug, a bad parameter) still stops the run."""
     results, models = {}, {}
     for name, params in methods.items():
         t = time.perf_counter()
-        model = get_method(name, **params).fit(train, context, val)
+        try:
+            model = get_method(name, **params).fit(train, context, val)
+        except DataError as e:
+            log.warning("%s could not be fitted on these data and is left out: %s", name, e)
+            results[name] = {"failed": str(e), "fit_seconds": time.perf_counter() - t}
+            continue
         row = evaluate(model, test)
         row["fit_seconds"] = time.perf_counter() - t
         if nec:
@@ -272,11 +282,12 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         seconds["report"] = time.perf_counter() - t
 
     fewshot = fewshot_grounding = None
+    fewshot_failures: dict[str, list[str]] = {}
     if cfg.fewshot.shots:
         t = time.perf_counter()
         fewshot_grounding = {} if grounding is not None else None
         fewshot = run_few_shot(cfg, train, val, test, backbone, texts, cache_root, grounding,
-                               fewshot_grounding, discovery)
+                               fewshot_grounding, discovery, fewshot_failures)
         seconds["fewshot"] = time.perf_counter() - t
     confounded = None
     if cfg.confounded is not None:
@@ -301,7 +312,8 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
            "concept_matches": matches, "fewshot_grounding": fewshot_grounding, "confounded": confounded,
            "discovery": discovery_record or None,
            "table": results_table(results, cfg.nec, cfg.nec_protocol, cfg.grounding.k),
-           "fewshot_table": (few_shot_table(fewshot, fewshot_grounding, cfg.grounding.k)
+           "fewshot_failures": fewshot_failures or None,
+           "fewshot_table": (few_shot_table(fewshot, fewshot_grounding, cfg.grounding.k, fewshot_failures)
                              if fewshot else None)}
     if write:
         out["output_dir"] = str(record_run(cfg, out, selected, models, files, overwrite))
@@ -334,7 +346,7 @@ def _faithfulness_and_report(results, models, train, test, data, grounding: dict
 
 def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,
                  cache_root, grounding: Grounding | None = None, measures: dict | None = None,
-                 discovery=None) -> dict:
+                 discovery=None, failures: dict | None = None) -> dict:
     """LaBo's protocol: k images per class (nested across k), several seeds, every method
     on the same features, on equal terms:
     - concepts are filtered (activation filter) and selected from the k-shot images alone;
@@ -345,10 +357,13 @@ def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult
       every k: they are built without labels, from the full pool.
     Returns {method: {shots: [top-1 per seed]}}; with `grounding`, `measures` (a dict) is filled
     with {method: {shots: {"concept_auroc" | "precision_at_k" | "negative_precision_at_k":
-    [per seed, None where undefined or the method has no concepts]}}}.
+    [per seed, None where undefined or the method has no concepts]}}}. A method that cannot be
+    fitted at some k and seed (fit_and_evaluate) has None there, and `failures` (a dict), when
+    given, is filled with {method: ["<k>-shot seed <s>: <why>", ...]}.
     """
     val = val if cfg.fewshot.use_val else None
-    rows: dict[str, dict[str, list[float]]] = {}
+    rows: dict[str, dict[str, list[float | None]]] = {}
+    failures = {} if failures is None else failures
     for seed in cfg.fewshot.seeds:
         for shots in cfg.fewshot.shots:
             idx = few_shot(train, np.arange(len(train)), shots, seed)
@@ -360,10 +375,13 @@ def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult
             results, models = fit_and_evaluate(cfg.methods, sub, val, test, context, nec=0)
             ground_models(results, models, test, grounding)
             for name, row in results.items():
-                rows.setdefault(name, {}).setdefault(str(shots), []).append(row["top1"])
+                # a method that failed at this k and seed (see fit_and_evaluate) gives None there
+                rows.setdefault(name, {}).setdefault(str(shots), []).append(row.get("top1"))
+                if "failed" in row:
+                    failures.setdefault(name, []).append(f"{shots}-shot seed {seed}: {row['failed']}")
                 if grounding is not None and measures is not None:
                     cell = measures.setdefault(name, {}).setdefault(str(shots), {})
                     for key in ("concept_auroc", "precision_at_k", "negative_precision_at_k"):
-                        cell.setdefault(key, []).append(row[key])
+                        cell.setdefault(key, []).append(row.get(key))
     return rows
 

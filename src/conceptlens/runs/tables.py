@@ -36,7 +36,11 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
     if grounded:
         head += ["concept AUROC (n)", f"precision@{k}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    failed = {name: r["failed"] for name, r in results.items() if "failed" in r}
     for name, r in results.items():
+        if name in failed:  # fit_and_evaluate: the method could not be fitted on these data
+            lines.append("| " + " | ".join([f"{name} (failed)", *[DASH] * (len(head) - 1)]) + " |")
+            continue
         cells = [name, f"{100 * r['top1']:.1f}", f"{100 * r['top5']:.1f}",
                  f"{100 * r['mean_per_class']:.1f}", f"{r['ece']:.3f}", f"{r['nec']:.1f}"]
         if nec:
@@ -44,7 +48,12 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
         if grounded:
             cells += [auroc_cell(r), precision_cell(r.get("precision_at_k"))]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + failure_notes(failed)
+
+
+def failure_notes(failed: dict) -> str:
+    """Lines under a table saying why each failed method has no numbers ('' when none failed)."""
+    return "".join(f"\n\n{name} failed: {why}" for name, why in failed.items())
 
 
 def _mean_sd(values, scale: float = 1.0, digits: int = 1) -> str:
@@ -55,10 +64,13 @@ def _mean_sd(values, scale: float = 1.0, digits: int = 1) -> str:
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if v.size > 1 else f"{v.mean():.{digits}f}"
 
 
-def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5) -> str:
+def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5,
+                   failures: dict | None = None) -> str:
     """Top-1 (%) per method and shots, mean ± sd over seeds. With `grounding` ({method: {shots:
     {"concept_auroc": [...], "precision_at_k": [...]}}}, see run_few_shot) each method also gets
-    rows for mean concept AUROC and precision@k, averaged over the same seeds."""
+    rows for mean concept AUROC and precision@k, averaged over the same seeds. A method that
+    failed at some k and seed (None there; `failures` {method: [why, ...]}) is averaged over the
+    seeds where it ran, and the notes under the table say where and why it failed."""
     shots = list(next(iter(rows.values())).keys())
     names = [f"{s}-shot" if s != "all" else "all" for s in shots]
     if grounding is None:
@@ -66,7 +78,7 @@ def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5) -> str
         for name, by_shot in rows.items():
             cells = [_mean_sd(by_shot[s], 100) for s in shots]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines) + _few_shot_failures(failures)
     lines = ["| method | measure | " + " | ".join(names) + " |", "|" + "---|" * (len(shots) + 2)]
     for name, by_shot in rows.items():
         lines.append(f"| {name} | top-1 % | " + " | ".join(_mean_sd(by_shot[s], 100) for s in shots) + " |")
@@ -75,4 +87,9 @@ def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5) -> str
             cells = [_mean_sd(measured.get(s, {}).get(key, [None]), 1, 3 if key == "concept_auroc" else 2)
                      for s in shots]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + _few_shot_failures(failures)
+
+
+def _few_shot_failures(failures: dict | None) -> str:
+    return failure_notes({name: f"{len(why)} fit(s) left out ({'; '.join(why)})"
+                          for name, why in (failures or {}).items()})

@@ -1,0 +1,69 @@
+"""`conceptlens serve MODEL_DIR`: the model over HTTP, with the explorer page at `/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def cmd_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401  (image uploads as multipart form fields)
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"`conceptlens serve` needs FastAPI, uvicorn and python-multipart ({e}); "
+                          "install them with: pip install 'conceptlens[serve]'.") from None
+    from ..service.app import (
+        LOOPBACK_NAMES,
+        bind_socket,
+        create_app,
+        is_loopback,
+        run,
+        token_for_host,
+        url_of,
+    )
+
+    if args.max_upload_mb <= 0:
+        raise ConfigError(f"--max-upload-mb must be positive; got {args.max_upload_mb}.")
+    token = token_for_host(args.host)  # before the backbone loads: a refusal costs nothing
+    sock = bind_socket(args.host, args.port)
+    try:
+        app = create_app(args.model, backbone=args.backbone, token=token,
+                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                         max_pixels=args.max_pixels, images=args.images, cache_dir=args.cache_dir,
+                         # on loopback, answer only to loopback Host names (no DNS rebinding)
+                         allowed_hosts=LOOPBACK_NAMES if is_loopback(args.host) else None)
+        url = url_of(sock)
+        auth = " (send 'Authorization: Bearer $CONCEPTLENS_TOKEN')" if token else ""
+        print(f"conceptlens: serving {Path(args.model).name} at {url}/ (explorer), {url}/docs (API)"
+              f"{auth}; Ctrl-C stops.", flush=True)
+        run(app, sock, log_level="info" if getattr(args, "verbose", False) else "warning")
+    finally:
+        sock.close()
+    return 0
+
+
+def add_commands(sub) -> None:
+    from ..service.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+
+    p = sub.add_parser("serve", help="serve a saved model over HTTP, with an interactive explorer page")
+    p.add_argument("model", help="a saved model folder")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; any other "
+                        "needs a token in $CONCEPTLENS_TOKEN)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--images", help="a folder of example images for the explorer "
+                                    "(default: MODEL_DIR/images where it exists)")
+    p.add_argument("--backbone", default="offline",
+                   help="the backbone the model was fitted with (default: offline); its id must "
+                        "match the model's")
+    p.add_argument("--cache-dir", help="feature cache root (default: $CONCEPTLENS_CACHE or "
+                                       "~/.cache/conceptlens)")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+                   help="largest request body accepted, in MiB (default %(default)g)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="largest image accepted, width x height (default %(default)d; a guard "
+                        "against decompression bombs)")
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,387 @@
+"""`conceptlens serve`: the HTTP API over a small real model (a PCBM-h on a tiny backbone),
+checked against the same model called in-process."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'conceptlens[serve]')")
+
+from fastapi.testclient import TestClient
+from tiny_backbone import TinyBackbone
+
+from conceptlens.errors import ConfigError
+from conceptlens.explain.contributions import contributions
+from conceptlens.features import FeatureBundle
+from conceptlens.intervene import edit_model, intervene
+from conceptlens.methods import Context, Method, get_method
+from conceptlens.methods.base import softmax
+from conceptlens.service import ServerThread, create_app, token_for_host
+
+CLASSES = ("cat", "dog", "red fox")
+CONCEPTS = ["reddish fur", "green grass", "blue sky", "stripes", "pointed ears"]
+TOKEN = "a-test-token-of-24-chars"
+
+
+def _pixels(path: Path) -> np.ndarray:
+    """The reference decode: plain PIL, independent of the service's decoder."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def make_model(root: Path) -> tuple[Path, Path]:
+    """(model folder, images folder): 3 classes x 5 noisy 16x16 colour squares, a PCBM-h (it has
+    a residual, so the contributions alone do not make the logit) fitted on TinyBackbone."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for c, name in enumerate(CLASSES):
+        for i in range(5):
+            base = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][c])
+            pixels = np.clip(base + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+            path = root / "images" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+            labels.append(c)
+    backbone = TinyBackbone()
+    out = backbone.encode_images([_pixels(p) for p in paths])
+    train = FeatureBundle([str(p) for p in paths], np.array(labels), CLASSES, out["embedding"],
+                          out["features"], backbone.id, embedding_norm=out["embedding_norm"])
+    ctx = Context(CLASSES, CONCEPTS, backbone.encode_texts(CONCEPTS),
+                  class_embedding=backbone.encode_texts(list(CLASSES)), backbone_id=backbone.id)
+    get_method("posthoc_hybrid", lam=1e-3).fit(train, ctx).save(root / "model")
+    return root / "model", root / "images"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    model_dir, images = make_model(tmp_path_factory.mktemp("service"))
+    client = TestClient(create_app(model_dir, backbone=TinyBackbone(), images=images))
+    return client, Method.load(model_dir), images, model_dir
+
+
+def in_process(model, path: Path) -> FeatureBundle:
+    out = TinyBackbone().encode_images([_pixels(path)])
+    return FeatureBundle(["x"], np.zeros(1, np.int64), model.classes_, out["embedding"], out["features"],
+                         "tiny:seed0", embedding_norm=out["embedding_norm"])
+
+
+def test_predict_matches_the_model_in_process_and_contributions_sum_to_the_logit(served):
+    client, model, images, _ = served
+    path = images / "dog" / "2.png"
+    data = path.read_bytes()
+    raw = client.post("/predict", content=data, headers={"Content-Type": "image/png"},
+                      params={"classes": list(CLASSES), "top": 0})
+    form = client.post("/predict", files={"image": ("x.png", data, "image/png")},
+                       params={"classes": list(CLASSES), "top": 0})
+    assert raw.status_code == 200 and form.status_code == 200, raw.text
+    assert raw.json() == form.json()  # an upload either way is the same image
+    answer = raw.json()
+
+    bundle = in_process(model, path)
+    logits = model.decision_function(bundle)[0]
+    probs = softmax(logits[None].astype(np.float64))[0]
+    assert answer["predicted"] == CLASSES[int(logits.argmax())]
+    got = {c["class"]: c for c in answer["classes"]}
+    assert [c["class"] for c in answer["classes"]] == [CLASSES[i] for i in np.argsort(-probs)]
+    for i, cls in enumerate(CLASSES):
+        assert got[cls]["logit"] == pytest.approx(logits[i], abs=1e-5)
+        assert got[cls]["probability"] == pytest.approx(probs[i], abs=1e-6)
+    assert sum(c["probability"] for c in answer["classes"]) == pytest.approx(1.0)
+
+    residual = np.broadcast_to(model.residual(bundle), logits[None].shape)[0]
+    assert np.abs(residual).max() > 0.01  # PCBM-h: the residual matters in the sum below
+    for ex in answer["explanations"]:
+        c = CLASSES.index(ex["class"])
+        total = sum(k["contribution"] for k in ex["contributions"]) + ex["others"]
+        assert total + ex["intercept"] + ex["residual"] == pytest.approx(logits[c], abs=1e-5)
+        assert ex["residual"] == pytest.approx(residual[c], abs=1e-6)
+        reference = contributions(model, bundle, c)[0]
+        listed = {k["concept"]: k["contribution"] for k in ex["contributions"]}
+        # every concept with a non-zero weight is listed, with the library's own contribution
+        assert set(listed) == {CONCEPTS[k] for k in np.flatnonzero(model.class_weights_[c])}
+        for name, value in listed.items():
+            assert value == pytest.approx(reference[CONCEPTS.index(name)], abs=1e-6)
+        assert ex["others"] == 0.0
+    assert list(answer["activations"]) == CONCEPTS
+    np.testing.assert_allclose(list(answer["activations"].values()), model.transform(bundle)[0], atol=1e-6)
+
+
+def test_predict_defaults_to_the_predicted_class_and_truncates_with_others(served):
+    client, _, images, _ = served
+    data = (images / "cat" / "0.png").read_bytes()
+    answer = client.post("/predict", content=data).json()
+    assert [ex["class"] for ex in answer["explanations"]] == [answer["predicted"]]
+    short = client.post("/predict", content=data, params={"concepts_top": 1, "top": 1}).json()
+    ex, full = short["explanations"][0], answer["explanations"][0]
+    assert len(short["classes"]) == 1 and len(ex["contributions"]) == 1
+    assert ex["contributions"][0] == full["contributions"][0]  # the largest |contribution| first
+    assert ex["contributions"][0]["contribution"] + ex["others"] == pytest.approx(
+        sum(k["contribution"] for k in full["contributions"]))
+
+
+def test_intervene_equals_the_in_process_intervention(served):
+    client, model, images, _ = served
+    path = images / "cat" / "1.png"
+    image_id = client.post("/predict", content=path.read_bytes()).json()["image_id"]
+    bundle = in_process(model, path)
+
+    # one concept to one value: conceptlens.intervene with the 'value' strategy
+    r = client.post("/intervene", json={"image_id": image_id, "values": {"stripes": 0.8}, "top": 0})
+    assert r.status_code == 200, r.text
+    _, logits = intervene(model, bundle, concepts=["stripes"], strategy="value", value=0.8)
+    got = {c["class"]: c["logit"] for c in r.json()["classes"]}
+    for i, cls in enumerate(CLASSES):
+        assert got[cls] == pytest.approx(logits[0, i], abs=1e-5)
+    assert r.json()["predicted"] == CLASSES[int(logits[0].argmax())]
+    assert r.json()["activations"]["stripes"] == 0.8
+
+    # several concepts to different values: the head on hand-set activations
+    values = {"reddish fur": -0.5, "blue sky": 0.9, "pointed ears": 0.0}
+    answer = client.post("/intervene", json={"image_id": image_id, "values": values, "top": 0,
+                                             "classes": list(CLASSES)}).json()
+    A = model.transform(bundle).astype(np.float64)
+    for name, v in values.items():
+        A[0, CONCEPTS.index(name)] = v
+    expected = model.head(A, bundle)[0]
+    assert {c["class"]: c["logit"] for c in answer["classes"]} == pytest.approx(
+        dict(zip(CLASSES, expected.tolist(), strict=True)), abs=1e-5)
+    for ex in answer["explanations"]:  # the explanation follows the intervention, still exact
+        total = sum(k["contribution"] for k in ex["contributions"]) + ex["intercept"] + ex["residual"]
+        assert total == pytest.approx(expected[CLASSES.index(ex["class"])], abs=1e-5)
+    assert answer["values"] == values
+
+
+def test_intervene_with_an_edit_equals_the_edited_model(served):
+    client, model, images, _ = served
+    path = images / "red fox" / "0.png"
+    image_id = client.post("/predict", content=path.read_bytes()).json()["image_id"]
+    change = {"concept": "blue sky", "factor": 0.0, "classes": ["red fox"]}
+    answer = client.post("/intervene", json={"image_id": image_id, "edit": [change], "top": 0}).json()
+    edited = edit_model(model, remove=["blue sky"], classes=["red fox"])
+    logits = edited.decision_function(in_process(model, path))[0]
+    got = {c["class"]: c["logit"] for c in answer["classes"]}
+    assert got == pytest.approx(dict(zip(CLASSES, logits.tolist(), strict=True)), abs=1e-5)
+    assert got["red fox"] != pytest.approx(model.decision_function(in_process(model, path))[0][2], abs=1e-3)
+
+
+def test_edit_downloads_the_edited_model_with_its_log(served, tmp_path):
+    client, model, _, _ = served
+    body = {"changes": [{"concept": "stripes", "factor": 0, "classes": ["cat"]},
+                        {"concept": "green grass", "factor": 2.5}], "note": "from the explorer"}
+    r = client.post("/edit", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    assert 'filename="model-edited.zip"' in r.headers["content-disposition"]
+    zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
+    loaded = Method.load(tmp_path / "model-edited")
+    expected = edit_model(edit_model(model, remove=["stripes"], classes=["cat"]),
+                          reweight={"green grass": 2.5})
+    np.testing.assert_array_equal(loaded.class_weights_, expected.class_weights_)
+    log = json.loads((tmp_path / "model-edited" / "edit_log.json").read_text())
+    assert [(e["concept"], e["factor"], e["classes"], e["note"]) for e in log] == [
+        ("stripes", 0.0, ["cat"], "from the explorer"),
+        ("green grass", 2.5, list(CLASSES), "from the explorer")]
+    assert loaded.edit_log_ == log
+    assert client.get("/model").json()["edit_log"] == []  # the served model is unchanged
+
+
+def test_model_weights_and_images(served):
+    client, model, _, _ = served
+    info = client.get("/model").json()
+    assert info["classes"] == list(CLASSES) and info["concepts"] == CONCEPTS
+    assert info["nec"] == pytest.approx(model.nec_) and info["backbone_id"] == "tiny:seed0"
+    assert info["method"] == "posthoc_hybrid" and info["images"] == 15
+    w = client.get("/weights", params={"class": "dog", "top": 0}).json()
+    row = model.class_weights_[1]
+    assert [x["weight"] for x in w["weights"]] == pytest.approx(sorted(row[row != 0], key=lambda v: -abs(v)))
+    listing = client.get("/images").json()["images"]
+    assert listing[0]["name"] == "cat/0.png" and len(listing) == 15
+    thumb = client.get("/images/14/thumbnail")
+    assert thumb.status_code == 200 and thumb.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/images/15").status_code == 422
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/explorer.js" in page.text
+    assert client.get("/static/explorer.js").status_code == 200
+    assert {"/predict", "/intervene", "/model", "/edit"} <= set(client.get("/openapi.json").json()["paths"])
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels: what a decompression bomb's header says."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_bad_requests_get_4xx_with_a_message_and_the_service_stays_up(served):
+    client, _, images, _ = served
+    good = (images / "cat" / "0.png").read_bytes()
+    image_id = client.post("/predict", content=good).json()["image_id"]
+    cases = [
+        (client.post("/predict", content=b"this is not an image"), 400, "not an image"),
+        (client.post("/predict", content=b""), 400, "No image"),
+        (client.post("/predict", files={"other": (None, "text")}), 400, "holds no file"),
+        (client.post("/predict", content=_png_header_only(100_000, 100_000)), 413, "decompression bomb"),
+        (client.post("/predict", content=good, params={"classes": ["Dog"]}), 422, "Did you mean 'dog'?"),
+        (client.post("/intervene", json={"image_id": image_id, "values": {"stripe": 1}}), 422,
+         "Unknown concept 'stripe'"),
+        (client.post("/intervene", content=f'{{"image_id": "{image_id}", "values": {{"stripes": NaN}}}}',
+                     headers={"Content-Type": "application/json"}), 422, "finite"),
+        (client.post("/intervene", json={"image_id": "0" * 64, "values": {}}), 404, "/predict first"),
+        (client.post("/intervene", json={"values": {}}), 422, "image_id"),
+        (client.post("/edit", json={"changes": [{"concept": "blue skies"}]}), 422,
+         "Did you mean 'blue sky'?"),
+        (client.post("/edit", json={"changes": []}), 422, "at least one change"),
+        (client.get("/weights", params={"class": "fox"}), 422, "Unknown class 'fox'"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status, (message, response.text)
+        assert message in json.dumps(response.json()), response.text
+    assert "Did you mean 'red fox'?" in client.get("/weights", params={"class": "red fx"}).json()["detail"]
+    assert client.post("/predict", content=good).json()["image_id"] == image_id  # still up
+
+
+def test_upload_limit_refuses_big_bodies_before_and_while_reading(served):
+    _, _, images, model_dir = served
+    client = TestClient(create_app(model_dir, backbone=TinyBackbone(), max_upload_bytes=2000,
+                                   max_pixels=100))
+    small = (images / "cat" / "0.png").read_bytes()
+    assert len(small) < 2000
+    r = client.post("/predict", content=b"\0" * 5000)  # Content-Length says it: refused unread
+    assert r.status_code == 413 and "limit of 2,000 bytes" in r.json()["detail"]
+    r = client.post("/predict", content=iter([b"\0" * 1500, b"\0" * 1500]))  # chunked: no length
+    assert r.status_code == 413 and "--max-upload-mb" in r.json()["detail"]
+    r = client.post("/predict", content=small)  # 16 x 16 = 256 pixels, over this app's 100
+    assert r.status_code == 413 and "256 pixels" in r.json()["detail"]
+    with pytest.raises(ConfigError, match="max_upload_bytes must be a positive integer"):
+        create_app(model_dir, backbone=TinyBackbone(), max_upload_bytes=0)
+
+
+def test_the_backbone_must_be_the_models(served):
+    model_dir = served[3]
+    with pytest.raises(ConfigError, match="fitted on features of 'tiny:seed0'.*'tiny:seed1'"):
+        create_app(model_dir, backbone=TinyBackbone(seed=1))
+
+
+def test_token_required_when_set_and_when_not_on_loopback(served):
+    _, _, images, model_dir = served
+    client = TestClient(create_app(model_dir, backbone=TinyBackbone(), token=TOKEN))
+    assert client.get("/model").status_code == 401
+    assert "Authorization: Bearer" in client.get("/model").json()["detail"]
+    assert client.get("/model", headers={"Authorization": "Bearer wrong-token"}).status_code == 403
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/model", headers=ok).status_code == 200
+    image = (images / "cat" / "0.png").read_bytes()
+    assert client.post("/predict", content=image).status_code == 401
+    assert client.post("/predict", content=image, headers=ok).status_code == 200
+    assert client.get("/").status_code == 200  # the page holds no data; it asks for the token
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert token_for_host(host, {}) is None
+    for host in ("0.0.0.0", "192.168.1.5", "::", "example.com"):
+        with pytest.raises(ConfigError, match=r"exposes the model.*set \$CONCEPTLENS_TOKEN"):
+            token_for_host(host, {})
+        assert token_for_host(host, {"CONCEPTLENS_TOKEN": TOKEN}) == TOKEN
+    with pytest.raises(ConfigError, match="at least 16"):
+        token_for_host("0.0.0.0", {"CONCEPTLENS_TOKEN": "short"})
+    assert token_for_host("127.0.0.1", {"CONCEPTLENS_TOKEN": TOKEN}) == TOKEN  # set: also on loopback
+
+
+def test_loopback_service_answers_only_to_loopback_host_names(served):
+    from conceptlens.service.app import LOOPBACK_NAMES
+
+    model_dir = served[3]
+    app = create_app(model_dir, backbone=TinyBackbone(), allowed_hosts=LOOPBACK_NAMES)
+    assert TestClient(app, base_url="http://localhost:8000").get("/model").status_code == 200
+    assert TestClient(app, base_url="http://[::1]:8000").get("/model").status_code == 200
+    r = TestClient(app, base_url="http://rebound.example").get("/model")
+    assert r.status_code == 400 and "not allowed" in r.json()["detail"]
+
+
+def _serve_parser():
+    from conceptlens.cli import serve_commands
+
+    parser = argparse.ArgumentParser(prog="conceptlens")
+    serve_commands.add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_serve_command_refuses_a_public_host_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONCEPTLENS_TOKEN", raising=False)
+    args = _serve_parser().parse_args(["serve", str(tmp_path / "no-model"), "--host", "0.0.0.0"])
+    assert (args.host, args.port) == ("0.0.0.0", 8000)
+    with pytest.raises(ConfigError, match=r"--host 0.0.0.0 exposes the model"):
+        args.func(args)  # before the model or the backbone is even looked at
+
+
+def test_real_uvicorn_over_http(served):
+    import httpx
+
+    client, _, images, _ = served
+    data = (images / "dog" / "0.png").read_bytes()
+    with ServerThread(client.app) as url:
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        r = httpx.post(f"{url}/predict", content=data, headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 200
+        assert r.json() == client.post("/predict", content=data).json()
+        assert httpx.post(f"{url}/predict", content=b"junk", timeout=30).status_code == 400
+        assert httpx.get(f"{url}/model", timeout=30).status_code == 200  # up after the bad request
+    with pytest.raises(httpx.ConnectError):  # stopped
+        httpx.get(f"{url}/model", timeout=5)
+
+
+def test_serve_command_binds_loopback_and_serves(served, monkeypatch, capsys):
+    """`conceptlens serve` end to end but for the backbone (a stand-in for --backbone) and the
+    blocking run (a thread that makes one request, then stops uvicorn)."""
+    import httpx
+    import uvicorn
+
+    import conceptlens.runs.experiment
+    import conceptlens.service.app as service_app
+
+    _, _, images, model_dir = served
+    monkeypatch.delenv("CONCEPTLENS_TOKEN", raising=False)
+    monkeypatch.setattr(conceptlens.runs.experiment, "open_backbone",
+                        lambda spec, cache_dir=None: TinyBackbone() if spec == "tiny" else None)
+    seen = {}
+
+    def run_briefly(app, sock, log_level="info"):
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.02)
+        url = service_app.url_of(sock)
+        seen["model"] = httpx.get(f"{url}/model", timeout=30)
+        seen["images"] = httpx.get(f"{url}/images", timeout=30)
+        seen["rebound"] = httpx.get(f"{url}/model", headers={"Host": "evil.example"}, timeout=30)
+        server.should_exit = True
+        thread.join(30)
+
+    monkeypatch.setattr(service_app, "run", run_briefly)
+    args = _serve_parser().parse_args(["serve", str(model_dir), "--port", "0", "--backbone", "tiny",
+                                       "--images", str(images)])
+    assert args.host == "127.0.0.1"  # the default binds loopback only
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "serving model at http://127.0.0.1:" in out and "/docs" in out and ":0/" not in out
+    assert seen["model"].json()["classes"] == list(CLASSES)
+    assert len(seen["images"].json()["images"]) == 15
+    assert seen["rebound"].status_code == 400
