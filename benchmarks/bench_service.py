@@ -68,6 +68,7 @@ def child(args) -> None:
     @app.post("/_bench/image-cache/{size}", include_in_schema=False)
     def set_cache(size: int) -> dict:  # the load test turns the image cache off for /predict
         service.image_cache = size
+        service._cache.clear()  # a smaller size only evicts on the next insert: start empty
         return {"image_cache": size}
 
     with ServerThread(app) as url:
@@ -156,6 +157,7 @@ def main() -> None:
         for im in images:
             service.predict(im)
         service.image_cache = 0  # as in the service: /predict encodes every image
+        service._cache.clear()  # the warm-up's entries would otherwise answer every request
         rss_before = rss_mb(proc.pid)
         rss_in_process_before = rss_mb(os.getpid())
 

@@ -34,6 +34,7 @@ MODULES = {  # module -> what it implements
     "conceptlens.data.video": "video decoding and windows: MoTIF (Knab et al., 2025)",
     "conceptlens.features.video_encode": "per-window video encoding: MoTIF",
     "conceptlens.methods.motif": "`motif`: MoTIF, concepts in motion (Knab et al., 2025)",
+    "conceptlens.explain.attribution": "where concepts look: input attributions (Furby et al., 2024)",
 }
 OUT = Path(__file__).resolve().parent.parent / "docs" / "deviations.md"
 

@@ -355,3 +355,80 @@ def test_matching_embedders():
     assert matching_embedder("none") is None
     with pytest.raises(DataError, match="unknown matching embedder 'clip'"):
         matching_embedder("clip")
+
+
+@pytest.fixture
+def mixed_set(tmp_path):
+    from conceptlens.concepts import ConceptSet
+
+    cs = ConceptSet(["cat", "dog"])
+    cs.add("whiskers", ["cat"], [{"source": "wordnet"}])
+    for i in range(30):
+        cs.add(f"word {i}", [], [{"source": "vocabulary"}])
+    return cs.save(tmp_path / "mixed.json")
+
+
+def test_show_lists_global_concepts_and_json_prints_only_json(mixed_set, capsys):
+    assert main(["concepts", "show", str(mixed_set)]) == 0
+    out = capsys.readouterr().out
+    assert "\ncat (1)\n  - whiskers  [wordnet]" in out and "\ndog (0)\n" in out
+    assert "\nglobal concepts (tied to no class) (30)\n  - word 0  [vocabulary]" in out
+    assert "... 20 more (--limit N to show more)" in out
+    assert main(["concepts", "show", str(mixed_set), "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)  # the whole output is JSON, and complete
+    assert obj["format"] == "conceptlens.concepts" and len(obj["concepts"]) == 31
+
+
+def test_show_into_a_closed_pipe_ends_quietly(mixed_set):
+    import subprocess
+    import sys
+
+    # `| head -1`: the reader closes after one line; no BrokenPipeError traceback
+    proc = subprocess.run(f"{sys.executable} -m conceptlens concepts show {mixed_set} --limit 100 | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("31 concepts for 2 classes")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_import_tells_label_free_from_labo_by_content(tmp_path, capsys):
+    # Label-free CBM ships each class's list sorted (data/concept_sets/gpt3_init/*.json); LaBo's
+    # class2concepts.json keeps generation order. Neither name says which it is.
+    lf = tmp_path / "cifar_important.json"
+    lf.write_text(json.dumps({"cat": ["a long tail", "pointed ears", "whiskers"], "dog": ["a snout"]}))
+    labo = tmp_path / "concepts.json"
+    labo.write_text(json.dumps({"cat": ["whiskers", "a long tail", "pointed ears"], "dog": ["a snout"]}))
+    for path, kind in ((lf, "label_free"), (labo, "labo")):
+        out = tmp_path / f"{kind}.out.json"
+        assert main(["concepts", "import", str(path), "--out", str(out)]) == 0
+        assert f"read {path} as {kind}" in capsys.readouterr().out
+        concepts = json.loads(out.read_text())["concepts"]
+        assert {p["source"] for c in concepts for p in c["provenance"]} == {kind}
+
+
+def test_import_warns_about_a_class_without_concepts(tmp_path, capsys):
+    src = tmp_path / "c.json"
+    src.write_text(json.dumps({"cat": ["whiskers", "fur", "paws"], "dog": []}))
+    assert main(["concepts", "import", str(src), "--out", str(tmp_path / "o.json")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 class(es) have no concept in" in err and "'dog'" in err
+
+
+def test_images_per_class_takes_run_sizes():
+    from conceptlens.cli.concept_commands import _per_class
+    from conceptlens.errors import ConfigError
+
+    assert (_per_class("0"), _per_class("all"), _per_class("300")) == ("all", "all", 300)
+    with pytest.raises(ConfigError, match="--images-per-class must be a positive integer, 0 or 'all'"):
+        _per_class("-5")
+    from conceptlens.cli import build_parser
+
+    args = build_parser().parse_args(["concepts", "filter", "c.json", "--out", "o.json",
+                                      "--train-per-class", "20", "--one-length-cap"])
+    assert args.images_per_class == "20" and args.one_length_cap
+
+
+def test_select_global_budget_is_checked(tmp_path, mixed_set, capsys):
+    args = ["concepts", "select", str(mixed_set), "--out", str(tmp_path / "s.json"), "--dataset", "x",
+            "--global-budget", "many"]
+    assert main(args) == 2
+    assert "--global-budget must be 'auto' or an integer >= 0; got 'many'" in capsys.readouterr().err

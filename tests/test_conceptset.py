@@ -123,3 +123,23 @@ def test_csv_import(tmp_path):
     (tmp_path / "bad.csv").write_text("label,text\nx,y\n")
     with pytest.raises(DataError, match="needs columns 'class' and 'concept'"):
         import_concepts(tmp_path / "bad.csv")
+
+
+@needs_shared
+@pytest.mark.parametrize("name, kind", [
+    ("labo/CIFAR10.selected.json", "labo"), ("labo/CUB.class2concepts.json", "labo"),
+    ("label_free_cbm/gpt3_cifar10_important.json", "label_free"),
+    ("label_free_cbm/gpt3_cub_important.json", "label_free"),
+])
+def test_published_class_maps_are_recognised_by_content_not_name(tmp_path, name, kind):
+    renamed = tmp_path / "my_concepts.json"  # neither 'gpt3_' nor '.selected' in the name
+    renamed.write_bytes((SHARED / name).read_bytes())
+    cs, _ = import_concepts(renamed)
+    assert {p["source"] for c in cs for p in c.provenance} == {kind}
+
+
+def test_quotes_inside_a_concept_are_kept(tmp_path):
+    f = tmp_path / "cub_filtered.txt"
+    f.write_text('"Police" or "Sheriff" markings\nblack cap and white "eyeline"\n"fur"\n')
+    assert import_concepts(f)[0].texts == ['"Police" or "Sheriff" markings', 'black cap and white "eyeline"',
+                                           "fur"]

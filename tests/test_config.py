@@ -326,3 +326,79 @@ def test_discovery_is_checked_before_any_work(monkeypatch, tmp_path):
     for bad in (DiscoveryConfig(pool_size=-2), DiscoveryConfig(sae={"epochs": 0}), DiscoveryConfig(v2c=[])):
         with pytest.raises(ConfigError, match=r"\[discovery"):
             run_experiment(RunConfig(discovery=bad, output_dir=str(tmp_path / "out")))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[data]\ntrain_fraction = 0.8\n", r"train_fraction \+ val_fraction \+ test_fraction must sum to 1; got "
+                                       r"0\.8 \+ 0\.1 \+ 0\.2 = 1\.1"),
+    ("[data]\ntest_fraction = -0.1\ntrain_fraction = 1.0\n", r"\[data\] test_fraction must be a number in "
+                                                             r"\[0, 1\]; got -0\.1"),
+    ("[data]\ntrain_fraction = 0\nval_fraction = 0.5\ntest_fraction = 0.5\n",
+     r"\[data\] train_fraction must be a number in \(0, 1\): some images must train; got 0\.0"),
+    ("[data]\nuse_given_split = 'no'\n", r"\[data\] use_given_split must be a TOML boolean"),
+    ("[concepts]\nsources = ['file']\n",
+     r"(?s)\[concepts.sources.file\]: the file concept source needs the path.*\[concepts.sources.file\]\n"
+     r"path = \"my_concepts.txt\""),
+    ("[concepts.sources.file]\npath = 'missing.txt'\n",
+     r"\[concepts.sources.file\]: path = 'missing.txt': no such file"),
+    ("[concepts.sources.wordnet]\nrelation = ['gloss']\n", r"Unknown option 'relation' in "
+                                                           r"\[concepts.sources.wordnet\]\. Did you mean "
+                                                           r"'relations'\?"),
+    ("[concepts.sources.llm]\nprompts = 'labo'\n",
+     r"\[concepts.sources.llm\] prompts must be a list of strings"),
+    ("[concepts]\nsources = ['wordnet', 'wordnet']\n", r"sources lists a source twice"),
+    ("[concepts]\nglobal_budget = -1\n", r"\[concepts\] global_budget must be an integer >= 0 or \"auto\""),
+    ("[concepts]\nglobal_budget = 'all'\n", r"\[concepts\] global_budget must be an integer >= 0"),
+])
+def test_splits_and_source_options_are_checked(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)
+
+
+def test_source_tables_load_round_trip_and_hide_credentials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("stripes\n")
+    cfg = _load(tmp_path, '[data]\ntrain_fraction = 0.6\nval_fraction = 0.1\ntest_fraction = 0.3\n'
+                          'use_given_split = false\n\n'
+                          '[concepts]\nglobal_budget = 40\n\n[concepts.sources.file]\npath = "mine.txt"\n\n'
+                          '[concepts.sources.llm]\nmodel = "llama3"\nbase_url = "http://localhost:8000/v1"\n'
+                          'prompts = ["important", "around"]\n')
+    assert (cfg.data.train_fraction, cfg.data.test_fraction, cfg.data.use_given_split) == (0.6, 0.3, False)
+    assert cfg.concepts.source_options() == {
+        "file": {"path": "mine.txt"},
+        "llm": {"model": "llama3", "base_url": "http://localhost:8000/v1",
+                "prompts": ["important", "around"]}}
+    assert cfg.concepts.global_budget == 40
+    assert _round_trip(tmp_path, cfg).to_dict() == cfg.to_dict()
+    # a key in the base URL is never recorded
+    cfg.concepts.sources["llm"]["base_url"] = "http://user:secret@host:8000/v1?key=abc"
+    text = to_toml(cfg)
+    assert "secret" not in text and "abc" not in text and "host:8000/v1" in text
+    # a list of names and [concepts] file still work; the file source takes [concepts] file as its path
+    cfg = _load(tmp_path, '[concepts]\nsources = ["file"]\nfile = "mine.txt"\n')
+    assert cfg.concepts.source_options() == {"file": {}}
+    assert RunConfig().data.train_fraction == 0.7 and RunConfig().concepts.global_budget == "auto"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("ray_workers = 0", r"\[data\] ray_workers must be an integer >= 1; got 0"),
+    ("ray_cpus_per_worker = 0", r"\[data\] ray_cpus_per_worker must be a number > 0; got 0"),
+    ("ray_gpus_per_worker = -1", r"\[data\] ray_gpus_per_worker must be a number >= 0; got -1"),
+    ("ray = 1", r"\[data\] ray must be a string"),
+])
+def test_ray_keys_are_checked(tmp_path, line, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\ndataset = "fashion-mnist"\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg)
+
+
+def test_ray_keys_round_trip(tmp_path):
+    from conceptlens.runs.config import to_toml
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\ndataset = "fashion-mnist"\nray = "auto"\nray_workers = 3\nray_gpus_per_worker = 0.5\n')
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(load_config(cfg)))
+    d = load_config(again).data
+    assert (d.ray, d.ray_workers, d.ray_gpus_per_worker, d.ray_cpus_per_worker) == ("auto", 3, 0.5, 1.0)

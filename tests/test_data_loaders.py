@@ -241,3 +241,22 @@ def test_load_dataset_options_for_the_wrong_kind_of_dataset(image_folder):
 def _with_cafe(root):
     write_png(root / "café" / "0.png", (1, 2, 3))
     return root
+
+
+def test_builtin_digits_are_scikit_learns_with_a_border():
+    from sklearn.datasets import load_digits as sk_digits
+
+    from conceptlens.data import load_dataset
+    from conceptlens.errors import ConfigError
+
+    data = load_dataset("digits")
+    raw = sk_digits()
+    assert len(data) == 1797 and data.classes[0] == "zero" and data.classes[9] == "nine"
+    np.testing.assert_array_equal(data.labels, raw.target)
+    img = data.images.decode(5, data.images.read(5))
+    assert img.shape == (10, 10, 3) and img.dtype == np.uint8
+    assert not img[0].any() and not img[:, 0].any()  # the one-pixel black border
+    np.testing.assert_array_equal(img[1:9, 1:9, 0], np.rint(raw.images[5] * 255 / 16).astype(np.uint8))
+    assert data.split is None  # no official split: runs divide it by [data] fractions
+    with pytest.raises(ConfigError, match="no official split"):
+        load_dataset("digits", split="train")

@@ -159,3 +159,23 @@ def test_activation_mean_of_top_k_by_hand():
     assert kept.texts == ["cat"] and dropped[0].detail == "mean top-1 activation 0.500 <= 0.500"
     kept, _ = filter_activation(cs, images, concepts, quantile=0.0, top=1)
     assert kept.texts == ["cat", "dog"]
+
+
+def test_source_aware_cap_keeps_whole_wordnet_phrases():
+    from conceptlens.concepts.filters import SOURCE_MAX_CHARS
+
+    cs = ConceptSet(["zebra"])
+    long_wordnet = "fleet black-and-white striped African equines"  # 45 characters, whole
+    cs.add(long_wordnet, ["zebra"], [{"source": "wordnet"}])
+    cs.add("a bold black-and-white striped coat", ["zebra"], [{"source": "llm"}])  # 35 characters
+    cs.add("has a mane that stands upright on the neck", ["zebra"], [{"source": "fashion-mnist-attributes"}])
+    cs.add("x" * 61, ["zebra"], [{"source": "imagenet"}])
+    # one concept from two sources takes the more lenient cap
+    cs.add("thirty-five characters long phrase!", ["zebra"], [{"source": "llm"}, {"source": "wordnet"}])
+    kept, dropped = filter_length(cs, 30, SOURCE_MAX_CHARS)
+    assert kept.texts == [long_wordnet, "has a mane that stands upright on the neck",
+                          "thirty-five characters long phrase!"]
+    assert {d.text: d.detail for d in dropped} == {
+        "a bold black-and-white striped coat": "35 characters > 30", "x" * 61: "61 characters > 60"}
+    reference, _ = filter_length(cs, 30, {})  # the reference: one cap for all
+    assert reference.texts == []

@@ -183,3 +183,18 @@ def test_no_global_torch_state_changed(data):
     Motif(epochs=1).fit(train, ctx, val)
     fit_mean_cbm(train, ctx, epochs=1)
     assert torch.rand(1) == before  # the seeds are the estimators' own
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_per_concept_affine_is_the_references_grouped_convolution(d):
+    """The block computes the reference's 1x1 grouped Conv1d (DiagQKVd, PerChannelFFN) as an
+    elementwise affine map; the numbers must be the convolution's."""
+    from conceptlens.methods.motif import _TemporalBlock
+
+    torch.manual_seed(0)
+    block = _TemporalBlock(5, d, 0.0)
+    y = torch.randn(2, 7, 5)
+    for conv in (block.q, block.k, block.v, block.fc1):
+        want = conv(y.transpose(1, 2)).transpose(1, 2).reshape(2, 7, 5, -1)  # the reference's layout
+        np.testing.assert_allclose(block._affine(conv, y, 5).detach().numpy(), want.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)

@@ -426,3 +426,28 @@ def test_a_method_that_cannot_fit_these_data_is_recorded_and_the_others_run(tmp_
     monkeypatch.setattr(ZeroShot, "_fit", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         experiment.run_experiment(cfg, write=False)
+
+
+def test_data_ray_sends_every_split_to_the_ray_encoder(tmp_path, monkeypatch):
+    """[data] ray = "..." encodes through features/ray_encode.py (stand-ins here; the real cluster
+    is tested in tests/test_ray_encode.py), connecting once for the three splits."""
+    pytest.importorskip("ray", reason="ray is not installed")
+    import conceptlens.features.ray_encode as ray_encode
+    from conceptlens.features import encode_dataset
+    from conceptlens.runs import experiment
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    calls, connects = [], []
+
+    def fake_ray(spec, dataset, cache, address, workers, num_gpus, cpus_per_worker, backbone, **kw):
+        calls.append((spec, address, workers, num_gpus, cpus_per_worker, len(dataset)))
+        return encode_dataset(backbone, dataset, cache, progress=False)
+
+    monkeypatch.setattr(ray_encode, "connect", lambda address: connects.append(address) or False)
+    monkeypatch.setattr(ray_encode, "encode_dataset_ray", fake_ray)
+    cfg = make()
+    cfg.data.ray, cfg.data.ray_workers, cfg.data.ray_gpus_per_worker = "local", 3, 0.5
+    out = experiment.run_experiment(cfg, write=False)
+    assert connects == ["local"]
+    assert [c[:5] for c in calls] == [("offline", "local", 3, 0.5, 1.0)] * 3
+    assert [c[5] for c in calls] == [out["sizes"][k] for k in ("train", "val", "test")]

@@ -87,3 +87,33 @@ def test_class_with_no_training_image_is_an_error():
 def test_test_only_dataset_is_allowed():
     s = split_indices(make([0, 1, 0, 1], ("test",) * 4))
     assert s["test"].tolist() == [0, 1, 2, 3] and len(s["train"]) == 0
+
+
+def test_take_splits_uses_the_config_fractions_and_names_the_split():
+    from conceptlens.data.splits import take_splits
+    from conceptlens.runs.config import DataConfig
+
+    data = make(np.repeat([0, 1], 50))
+    cfg = DataConfig(train_per_class=0, val_per_class=0, test_per_class=0, train_fraction=0.5,
+                     val_fraction=0.2, test_fraction=0.3)
+    parts = take_splits(data, cfg)
+    # per class: 30% of 50 = 15 test, 20% = 10 val, the other 25 train
+    assert [np.bincount(data.labels[parts[s]]).tolist() for s in ("train", "val", "test")] == \
+        [[25, 25], [10, 10], [15, 15]]
+    cfg.test_per_class = 20
+    with pytest.raises(DataError, match=r"Class 'a' has 15 image\(s\) in the test split, fewer than the 20 "
+                                        r"asked for \(\[data\] test_per_class = 20\)\. Lower test_per_class "
+                                        r"\(0 = every image of the split\), raise \[data\] test_fraction"):
+        take_splits(data, cfg)
+
+
+def test_use_given_split_false_divides_every_image_by_the_fractions():
+    split = tuple(["train"] * 40 + ["test"] * 20)
+    data = make(np.arange(60) % 2, split)
+    kept = split_indices(data, seed=0, test_fraction=0.5)
+    assert kept["test"].tolist() == list(range(40, 60))  # the given split wins
+    redone = split_indices(data, seed=0, val_fraction=0.0, test_fraction=0.5, use_given=False)
+    assert np.bincount(data.labels[redone["test"]]).tolist() == [15, 15]  # half of each class's 30
+    assert set(redone["test"].tolist()) & set(range(40)), "test now draws from every image"
+    with pytest.raises(ConfigError, match=r"val_fraction \+ test_fraction must be below 1"):
+        split_indices(data, val_fraction=0.5, test_fraction=0.5)

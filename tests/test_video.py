@@ -158,6 +158,8 @@ def test_encode_matches_direct_encoding_and_the_cache_resumes(tmp_path):
         assert [tuple(s) for s in full.spans[i]] == vw.bounds
     np.testing.assert_array_equal(first.windows[1], full.windows[2])
     assert full.lengths.tolist() == [5, 1, 3, 4] and full.features[0].shape == (5, 4)
+    # the sampling travels with the features (a motif model keeps it for `conceptlens explain`)
+    assert full.sampling == sampling and full.rows([1]).sampling == sampling
     # another sampling is another cache namespace: encoded afresh
     encode_videos(bb, ds.subset([1]), VideoSampling(window=8), cache=tmp_path / "cache")
     assert bb.encoded - done == expected + 1

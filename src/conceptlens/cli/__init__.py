@@ -7,7 +7,14 @@ import logging
 import sys
 
 from ..errors import ConceptLensError
-from . import concept_commands, data_commands, discover_commands, model_commands, serve_commands
+from . import (
+    concept_commands,
+    data_commands,
+    discover_commands,
+    init_commands,
+    model_commands,
+    serve_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.add_commands(sub)
     discover_commands.add_commands(sub)
     serve_commands.add_commands(sub)
+    init_commands.add_commands(sub)
     return parser
 
 

@@ -46,12 +46,25 @@ def _cache(args):
     return None if args.cache_dir is None else Path(args.cache_dir) / "features"
 
 
+def _per_class(value: str) -> int | str:
+    """--images-per-class: a positive integer, or 0 / 'all' for every training image (as runs'
+    [data] train_per_class, where 0 = all)."""
+    from ..errors import ConfigError
+
+    text = str(value).strip().lower()
+    if text in ("all", "0"):
+        return "all"
+    if not text.isdigit():
+        raise ConfigError(f"--images-per-class must be a positive integer, 0 or 'all'; got {value!r}.")
+    return int(text)
+
+
 def _train(args, backbone):
     from ..data import load_dataset
     from ..features import encode_split
 
     data = load_dataset(args.dataset)
-    return encode_split(backbone, data, "train", args.images_per_class, args.seed,
+    return encode_split(backbone, data, "train", _per_class(args.images_per_class), args.seed,
                         cache=_cache(args), batch_size=args.batch_size, workers=args.workers,
                         progress=not args.no_progress)
 
@@ -85,11 +98,19 @@ def cmd_generate(args) -> int:
 
 def cmd_import(args) -> int:
     from ..concepts import import_concepts
+    from ..concepts.importers import empty_classes
 
     _refuse_overwrite(args, args.out)
     concepts, rejected = import_concepts(args.file, args.kind)
     for r in rejected[:20]:
         print(f"rejected {r.text[:60]!r} ({r.reason}) for {list(r.classes)}")
+    empty = empty_classes(concepts)
+    if empty:
+        _print_warning(f"{len(empty)} class(es) have no concept in {args.file}: "
+                       f"{', '.join(map(repr, empty[:10]))}{' ...' if len(empty) > 10 else ''}. A run "
+                       "needs concepts for every class; add some, or combine with another source.")
+    kinds = sorted({p.get("source", "?") for c in concepts for p in c.provenance})
+    print(f"read {args.file} as {', '.join(kinds) or args.kind}")
     concepts.save(args.out)
     print(f"{concepts.summary()}; {len(rejected)} rejected -> {args.out}")
     return 0
@@ -106,7 +127,8 @@ def cmd_filter(args) -> int:
     train = None if args.no_activation or not args.dataset else _train(args, backbone)
     result = run_filters(concepts, backbone, concepts.classes, train, args.max_chars,
                          args.class_cutoff, args.duplicate_cutoff, args.activation_cutoff,
-                         args.activation_quantile, cache=_cache(args))
+                         args.activation_quantile, cache=_cache(args),
+                         source_max_chars={} if args.one_length_cap else None)
     print(result.report())
     if args.dropped:
         from .._io import write_json
@@ -117,9 +139,16 @@ def cmd_filter(args) -> int:
     return 0
 
 
+def _print_warning(text: str | None) -> None:
+    import sys
+
+    if text:
+        print(f"warning: {text}", file=sys.stderr)
+
+
 def cmd_select(args) -> int:
     from ..concepts import ConceptSet
-    from ..concepts.pipeline import run_selection
+    from ..concepts.pipeline import run_selection, separability_warning
     from ..errors import ConfigError
     from ..runs.experiment import open_backbone
 
@@ -127,35 +156,64 @@ def cmd_select(args) -> int:
         raise ConfigError("concepts select needs training images to score concepts on: give "
                           "--dataset SPEC ('fashion-mnist', a folder with one subfolder per class, "
                           "or a .csv/.jsonl manifest).")
+    budget = args.global_budget
+    if budget != "auto":
+        if not str(budget).isdigit():
+            raise ConfigError(f"--global-budget must be 'auto' or an integer >= 0; got {budget!r}.")
+        budget = int(budget)
     _refuse_overwrite(args, args.out)
     concepts = ConceptSet.load(args.concepts)
     backbone = open_backbone(args.backbone, getattr(args, "cache_dir", None))
     sel = run_selection(concepts, backbone, _train(args, backbone), cache=_cache(args),
                         per_class=args.per_class, method=args.method, lam=args.lam,
                         score_weight=args.score_weight, coverage=args.coverage,
-                        global_budget=args.global_budget, seed=args.seed)
+                        global_budget=budget, seed=args.seed)
     sel.concepts.save(args.out)
+    print(sel.report())
+    _print_warning(separability_warning(sel.concepts))
     print(f"selected {sel.concepts.summary()} (objective {sel.objective:.6g}) -> {args.out}")
     return 0
 
 
 def cmd_show(args) -> int:
+    """Print a concept set: a summary, each class's concepts, then the global ones (tied to no
+    class). --json prints the whole set as JSON and nothing else. A closed pipe (`| head`)
+    ends it quietly."""
+    import os
+    import sys
+
     from ..concepts import ConceptSet
 
     concepts = ConceptSet.load(args.concepts)
-    print(concepts.summary())
-    classes = [args.class_name] if args.class_name else concepts.classes
-    for cls in classes:
-        idx = concepts.for_class(cls)
-        print(f"\n{cls} ({len(idx)})")
-        for i in idx[: args.limit]:
-            c = concepts.concepts[i]
-            sources = sorted({p.get("source", "?") for p in c.provenance})
-            print(f"  - {c.text}  [{', '.join(sources)}]"
-                  + (f"  (also {len(c.classes) - 1} other classes)" if len(c.classes) > 1 else ""))
-    if args.json:
-        print(json.dumps(concepts.to_dict())[:2000])
+    try:
+        if args.json:
+            print(json.dumps(concepts.to_dict(), indent=2, ensure_ascii=False))
+            return 0
+        print(concepts.summary())
+        classes = [args.class_name] if args.class_name else concepts.classes
+        for cls in classes:
+            _show_list(concepts, f"{cls}", concepts.for_class(cls), args.limit)
+        if not args.class_name:
+            glob = [i for i, c in enumerate(concepts.concepts) if not c.classes]
+            if glob:
+                _show_list(concepts, "global concepts (tied to no class)", glob, args.limit)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`| head`): send what Python still flushes at exit to /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return 0
+
+
+def _show_list(concepts, title: str, idx: list[int], limit: int) -> None:
+    print(f"\n{title} ({len(idx)})")
+    for i in idx[:limit]:
+        c = concepts.concepts[i]
+        sources = sorted({p.get("source", "?") for p in c.provenance})
+        print(f"  - {c.text}  [{', '.join(sources)}]"
+              + (f"  (also {len(c.classes) - 1} other classes)" if len(c.classes) > 1 else ""))
+    if len(idx) > limit:
+        print(f"  ... {len(idx) - limit} more (--limit N to show more)")
 
 
 def _encode_folder(args, backbone, folder: str, what: str):
@@ -377,8 +435,9 @@ def add_commands(sub) -> None:
 
     def image_options(p):
         p.add_argument("--dataset", help="training images (for activation / MI)")
-        p.add_argument("--images-per-class", default="50",
-                       help="training images per class to encode (or 'all')")
+        p.add_argument("--images-per-class", "--train-per-class", dest="images_per_class", default="50",
+                       help="training images per class to encode, as runs' [data] train_per_class "
+                            "(0 or 'all' = every training image; default 50)")
         p.add_argument("--seed", type=int, default=0)
         add_encode_options(p)
 
@@ -386,7 +445,11 @@ def add_commands(sub) -> None:
     p.add_argument("concepts")
     p.add_argument("--out", required=True)
     p.add_argument("--dropped", help="write what was dropped, and why, as JSON")
-    p.add_argument("--max-chars", type=int, default=30)
+    p.add_argument("--max-chars", type=int, default=30,
+                   help="length cap (Label-free CBM's 30); wordnet and imagenet phrases get 60 and "
+                        "annotated attributes none, unless --one-length-cap")
+    p.add_argument("--one-length-cap", action="store_true",
+                   help="apply --max-chars to every concept, whatever its source (the reference)")
     p.add_argument("--class-cutoff", type=float, default=0.85)
     p.add_argument("--duplicate-cutoff", type=float, default=0.9)
     p.add_argument("--activation-cutoff", type=float, default=0.25)
@@ -405,7 +468,9 @@ def add_commands(sub) -> None:
     p.add_argument("--lam", type=float, default=0.1)
     p.add_argument("--score-weight", type=float, default=1e7)
     p.add_argument("--coverage", default="facility", choices=["facility", "reference"])
-    p.add_argument("--global-budget", type=int)
+    p.add_argument("--global-budget", default="auto",
+                   help="global concepts (tied to no class) to keep: 'auto' = per-class x classes "
+                        "(default), or an integer (0 = none)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     image_options(p)
     p.set_defaults(func=cmd_select)
@@ -414,7 +479,7 @@ def add_commands(sub) -> None:
     p.add_argument("concepts")
     p.add_argument("--class", dest="class_name")
     p.add_argument("--limit", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the whole set as JSON, nothing else")
     p.set_defaults(func=cmd_show)
 
     p = csub.add_parser(

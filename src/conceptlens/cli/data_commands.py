@@ -27,6 +27,22 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("distributed encoding (needs pip install 'conceptlens[ray]')")
+    g.add_argument("--ray", metavar="auto|local|ADDRESS",
+                   help="encode on a Ray cluster: 'auto' (the one `ray start` began here, or "
+                        "$RAY_ADDRESS), 'local' (a cluster on this machine for this run), or "
+                        "HOST:6379. --cache-dir and the images must be on a filesystem every node "
+                        "sees at the same path")
+    g.add_argument("--ray-workers", type=int, default=2, metavar="N",
+                   help="Ray actors, each with its own copy of the backbone (default 2)")
+    g.add_argument("--ray-gpus-per-worker", type=float, default=0, metavar="G",
+                   help="GPUs per actor (default 0: CPU actors; 0.5 puts two actors on a GPU)")
+    g.add_argument("--ray-cpus-per-worker", type=float, default=1, metavar="C",
+                   help="CPUs per actor: decoding threads and torch threads (default 1; give GPU "
+                        "actors several, decoding feeds the GPU)")
+
+
 def cmd_demo(args) -> int:
     from ..demo import demo_config, run_demo
     from ..runs.record import check_output_dir
@@ -104,9 +120,19 @@ def cmd_encode(args) -> int:
         data = data.subset(range(min(args.limit, len(data))))
     backbone = open_backbone(args.backbone, args.cache_dir)
     cache = None if args.cache_dir is None else Path(args.cache_dir) / "features"
-    bundle = encode_dataset(backbone, data, cache, batch_size=args.batch_size,
-                            workers=args.workers, on_error=args.on_error,
-                            progress=not args.no_progress)
+    if args.ray:  # the same cache shards, written by a pool of Ray actors
+        from ..features.ray_encode import encode_dataset_ray
+
+        bundle = encode_dataset_ray(args.backbone, data, cache, address=args.ray,
+                                    workers=args.ray_workers, batch_size=args.batch_size,
+                                    num_gpus=args.ray_gpus_per_worker,
+                                    cpus_per_worker=args.ray_cpus_per_worker,
+                                    on_error=args.on_error, progress=not args.no_progress,
+                                    text_cache_dir=args.cache_dir, backbone=backbone)
+    else:
+        bundle = encode_dataset(backbone, data, cache, batch_size=args.batch_size,
+                                workers=args.workers, on_error=args.on_error,
+                                progress=not args.no_progress)
     tensors = {"embedding": bundle.embedding, "labels": bundle.labels.astype(np.int64)}
     if bundle.features is not None:
         tensors["features"] = bundle.features
@@ -181,6 +207,7 @@ def add_commands(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger images as corrupt (default {DEFAULT_MAX_PIXELS:,}; 0 = no cap)")
     add_encode_options(p)
+    add_ray_options(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("backbones", help="list the registered backbones")

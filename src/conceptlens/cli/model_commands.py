@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,55 @@ def _model_folder_above(path: Path) -> Path | None:
     return None
 
 
+# the video containers `conceptlens explain` reads as videos (any other file is an image)
+EXPLAIN_VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov")
+
+
+def _explain_videos(args, model, backbone, paths: list[Path], target) -> list[str]:
+    """Per video file: the prediction and the top concepts per window (a motif model), with the
+    window sampling the model was fitted with."""
+    import sys
+
+    from ..data.video import VideoDataset, VideoSampling
+    from ..features.video_encode import encode_videos
+    from ..methods.motif import explain_video, video_as_text
+
+    if not hasattr(model, "video_sampling"):
+        raise ConfigError(f"{paths[0]} is a video, but the model in {args.model} is a {model.name!r} "
+                          "model, which explains images only; explain videos with a model fitted by "
+                          "the 'motif' method.")
+    sampling = model.video_sampling()
+    if sampling is None:  # fitted on images: each window is one image, cut as the reference does
+        sampling = VideoSampling()
+        print(f"note: the model was not fitted on videos; cutting windows of {sampling.window} frames "
+              "(the reference's default)", file=sys.stderr)
+    data = VideoDataset("videos", model.classes_, np.zeros(len(paths), dtype=np.int64),
+                        tuple(str(p) for p in paths), tuple(paths))
+    feats = encode_videos(backbone, data, sampling, _cache(args), batch_size=args.batch_size,
+                          workers=args.workers, progress=not args.no_progress)
+    return [video_as_text(explain_video(model, feats, i, target=target, top=args.top), top=args.top)
+            for i in range(len(feats))]
+
+
+def _write_heatmaps(args, model, backbone, data, bundle, explained) -> None:
+    """--heatmap: integrated-gradient heat maps of each image's top concepts (the union over the
+    images, at most --top) through the backbone and the model, as one HTML page."""
+    from .._io import write_text
+    from ..explain.attribution import attribute
+    from ..report.heatmaps import heatmap_section
+
+    concepts = list(dict.fromkeys(c.concept for e in explained for c in e["top"]))[: args.top]
+    index = {item: i for i, item in enumerate(data.ids)}
+    images = [data.images.decode(index[i], data.images.read(index[i])) for i in bundle.ids]
+    maps = attribute(backbone, model, images, concepts, n_steps=args.heatmap_steps)
+    labels = [f"{Path(i).name}: {e['predicted']}" for i, e in zip(bundle.ids, explained, strict=True)]
+    body = heatmap_section(images, maps, maps.targets, labels=labels,
+                           title=f"Where the concepts of {getattr(model, 'name', 'the model')} look")
+    write_text(args.heatmap, "<!doctype html><html><head><meta charset='utf-8'><title>conceptlens "
+               f"heat maps</title></head><body>{body}</body></html>")
+    print(f"heat maps -> {args.heatmap}", file=sys.stderr)
+
+
 def cmd_explain(args) -> int:
     from ..data import ImageDataset
     from ..data.images import FileImages
@@ -69,13 +119,24 @@ def cmd_explain(args) -> int:
 
     model, backbone = _load(args)
     paths = [Path(p) for p in args.images]
-    data = ImageDataset("images", model.classes_, np.zeros(len(paths), dtype=np.int64),
-                        tuple(str(p) for p in paths), FileImages(paths))
+    is_video = [p.suffix.lower() in EXPLAIN_VIDEO_SUFFIXES for p in paths]
     target = None if args.target is None else _class_index(model, args.target)
-    bundle = encode_dataset(backbone, data, _cache(args), batch_size=args.batch_size,
-                            workers=args.workers, progress=not args.no_progress)
-    for i in range(len(bundle)):
-        print(as_text(explain_image(model, bundle, i, target=target, top=args.top)))
+    images = [p for p, v in zip(paths, is_video, strict=True) if not v]
+    texts: list[str] = []
+    if images:
+        data = ImageDataset("images", model.classes_, np.zeros(len(images), dtype=np.int64),
+                            tuple(str(p) for p in images), FileImages(images))
+        bundle = encode_dataset(backbone, data, _cache(args), batch_size=args.batch_size,
+                                workers=args.workers, progress=not args.no_progress)
+        explained = [explain_image(model, bundle, i, target=target, top=args.top) for i in range(len(bundle))]
+        texts = [as_text(e) for e in explained]
+        if args.heatmap:
+            _write_heatmaps(args, model, backbone, data, bundle, explained)
+    videos = [p for p, v in zip(paths, is_video, strict=True) if v]
+    video_texts = _explain_videos(args, model, backbone, videos, target) if videos else []
+    # in the order the files were given
+    for v in is_video:
+        print((video_texts if v else texts).pop(0))
     return 0
 
 
@@ -187,11 +248,17 @@ def add_commands(sub) -> None:
             p.add_argument("--seed", type=int, default=0)
         add_encode_options(p)
 
-    p = sub.add_parser("explain", help="why a saved model classifies images as it does")
+    p = sub.add_parser("explain", help="why a saved model classifies images (or videos: a motif model, "
+                       "top concepts per window) as it does")
     common(p, data=False)
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+",
+                   help=f"image files, or video files ({', '.join(EXPLAIN_VIDEO_SUFFIXES)})")
     p.add_argument("--target", help="explain this class's score (default: the prediction)")
     p.add_argument("--top", type=int, default=5)
+    p.add_argument("--heatmap", metavar="OUT.html",
+                   help="also write heat maps of where each image's top concepts look (integrated "
+                        "gradients through the backbone; needs a differentiable backbone and captum)")
+    p.add_argument("--heatmap-steps", type=int, default=32, help="integrated-gradient steps (default 32)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("intervene", help="accuracy after test-time concept interventions")

@@ -31,11 +31,25 @@ VERSION = 1
 _ARTICLE = re.compile(r"^(a|an|the)\s+", re.IGNORECASE)
 
 
+_QUOTES = "\"'`"
+
+
+def _unwrap_quotes(text: str) -> str:
+    """Quotes around the whole text go; quotes inside it stay ('"Police" or "Sheriff" markings'
+    keeps both pairs, where stripping quote characters from the ends would break the first)."""
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES and text[0] not in text[1:-1]:
+        text = text[1:-1].strip()
+    for q in _QUOTES:  # an unpaired quote at one end is a stray
+        if text.count(q) == 1 and (text.startswith(q) or text.endswith(q)):
+            text = text.strip(q).strip()
+    return text
+
+
 def clean_text(text: str) -> str:
     """Collapse whitespace and strip surrounding space, quotes, bullets and final periods."""
     text = re.sub(r"\s+", " ", str(text)).strip()
     text = re.sub(r"^([-*•]|\d+[.)])\s+", "", text)  # list markers an LLM adds
-    return text.strip(" \"'`").rstrip(".").strip()
+    return _unwrap_quotes(text.rstrip(".").strip()).rstrip(".").strip()
 
 
 def concept_key(text: str) -> str:

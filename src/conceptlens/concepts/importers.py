@@ -1,15 +1,27 @@
-"""Read published concept files: LaBo, Label-free CBM, plain text, CSV, our JSON."""
+"""Read published concept files: LaBo, Label-free CBM, plain text, CSV, our JSON.
+
+`import_concepts(path)` tells the format from the content, not the name: a conceptlens set by
+its "format" key; a {class: [concepts]} map is Label-free CBM's (`gpt3_<dataset>_*.json`)
+when every class's list is in sorted order, as in the files Label-free CBM ships
+(`data/concept_sets/gpt3_init/*.json`), else LaBo's (`class2concepts.json`,
+`selected_concepts/*.json`: generation order); `.csv` and `.txt` by
+their suffix. A class listed with no concept is imported with a warning (logged, and named
+by `empty_classes` for the CLI).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from pathlib import Path
 
 from ..errors import DataError
 from .conceptset import FORMAT, ConceptSet
 from .normalize import Rejected, collect
+
+log = logging.getLogger("conceptlens")
 
 
 def _json(path: Path):
@@ -26,7 +38,28 @@ def _class_map(path: Path, obj, source: str, prompt: str | None) -> tuple[Concep
     if prompt:
         prov["prompt"] = prompt
     entries = ((text, [cls], prov | {"class": cls}) for cls, texts in obj.items() for text in texts)
-    return collect(entries, classes=list(obj))
+    out = collect(entries, classes=list(obj))
+    empty = empty_classes(out[0])
+    if empty:
+        log.warning("%s: %d class(es) have no concept: %s", path, len(empty), ", ".join(empty[:10]))
+    return out
+
+
+def empty_classes(concepts: ConceptSet) -> list[str]:
+    """The classes of a concept set that no concept is tied to."""
+    have = {cls for c in concepts for cls in c.classes}
+    return [c for c in concepts.classes if c not in have]
+
+
+def looks_like_label_free(obj: dict) -> bool:
+    """Label-free CBM writes each class's concepts sorted; LaBo's lists are in generation order.
+    Sorted lists count only when some list has 3 or more items (shorter ones are sorted by chance
+    often); without one, short phrases (median under 5 words) decide."""
+    lists = [[str(t) for t in v] for v in obj.values()]
+    if any(len(v) >= 3 for v in lists):
+        return all(v == sorted(v) for v in lists)
+    words = sorted(len(str(t).split()) for v in lists for t in v)
+    return bool(words) and words[len(words) // 2] < 5
 
 
 def import_labo(path: str | Path) -> tuple[ConceptSet, list[Rejected]]:
@@ -77,11 +110,16 @@ def import_concepts(path: str | Path, kind: str = "auto") -> tuple[ConceptSet, l
             kind = "csv"
         elif path.suffix == ".txt":
             kind = "lines"
-        elif path.name.startswith("gpt3_"):
-            kind = "label_free"
         elif path.suffix == ".json":
-            kind = "conceptlens" if isinstance(obj := _json(path), dict) and obj.get("format") == FORMAT \
-                else "labo"
+            obj = _json(path)
+            if isinstance(obj, dict) and obj.get("format") == FORMAT:
+                kind = "conceptlens"
+            elif isinstance(obj, dict) and all(isinstance(v, list) for v in obj.values()):
+                kind = "label_free" if looks_like_label_free(obj) else "labo"
+            else:
+                raise DataError(f"{path} is JSON but neither a conceptlens concept set nor a {{class: "
+                                "[concepts]}} map (LaBo, Label-free CBM); pass kind= one of "
+                                f"{sorted(IMPORTERS)}.")
         else:
             raise DataError(f"Cannot tell the format of {path}; pass kind= one of {sorted(IMPORTERS)}.")
     if kind == "conceptlens":

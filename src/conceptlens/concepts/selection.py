@@ -1,5 +1,9 @@
 """Concept selection: LaBo's per-class submodular selection, top-k, random, global budget.
 
+Per-class and global candidates are selected together: each class from its own candidates
+(`per_class`), and the concepts tied to no class (a vocabulary, an imported global list)
+as one more pool with its own budget (`global_budget`, "auto" = per_class x classes).
+
 LaBo (Yang et al., CVPR 2023) picks, for each class and from that class's candidates,
 `per_class` concepts greedily maximising
 
@@ -23,11 +27,11 @@ candidates whose bound could still win are re-evaluated, in vectorised batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .conceptset import ConceptSet
 
 METHODS = ("submodular", "top_k", "random")
@@ -121,12 +125,51 @@ def greedy_submodular(modular: np.ndarray, sim: np.ndarray, k: int, lam: float =
     return chosen
 
 
+GLOBAL_SHORTLIST = 2000  # global candidates the submodular greedy sees (top by score), see below
+
+
 @dataclass
 class Selection:
     concepts: ConceptSet
     indices: list[int]  # into the candidate set
     objective: float  # total over classes of score_weight * MI + lam * coverage
     scores: np.ndarray  # MI of every candidate
+    counts: dict = field(default_factory=dict)  # candidates and selected, per-class and global
+
+    def report(self) -> str:
+        c = self.counts
+        return (f"selected {len(self.indices)} of {c.get('candidates', '?')} candidates: "
+                f"{c.get('class_selected', 0)} of {c.get('class_candidates', 0)} tied to classes "
+                f"({c.get('per_class', '?')} per class), {c.get('global_selected', 0)} of "
+                f"{c.get('global_candidates', 0)} global (budget {c.get('global_budget', 0)})")
+
+
+def global_budget_for(budget: int | str | None, per_class: int, n_classes: int, n_global: int) -> int:
+    """How many global candidates (concepts tied to no class) to keep: "auto" (or None) gives
+    them the per-class budget of every class together, per_class x n_classes; an integer is
+    taken as it is (0 = none)."""
+    if budget is None or budget == "auto":
+        return min(n_global, per_class * n_classes)
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 0:
+        raise ConfigError(f'global_budget must be "auto" or an integer >= 0 (0 = no global concept); '
+                          f"got {budget!r}.")
+    return min(n_global, int(budget))
+
+
+def _pick(method: str, modular_scores: np.ndarray, embedding: np.ndarray, k: int, lam: float,
+          score_weight: float, coverage: str, rng) -> tuple[np.ndarray, float]:
+    """`k` of these candidates by `method`: (positions, objective added)."""
+    n = len(modular_scores)
+    if n <= k:
+        return np.arange(n), 0.0
+    if method == "top_k":
+        return np.argsort(-modular_scores, kind="stable")[:k], 0.0
+    if method == "random":
+        return np.sort(rng.choice(n, k, replace=False)), 0.0
+    modular = score_weight * modular_scores
+    sim = coverage_matrix(modular, embedding, coverage)
+    picked = np.asarray(greedy_submodular(modular, sim, k, lam))
+    return picked, float(modular[picked].sum()) + lam * facility_objective(sim, picked)
 
 
 def select_concepts(
@@ -140,20 +183,28 @@ def select_concepts(
     lam: float = 0.1,
     score_weight: float = 1e7,
     coverage: str = "facility",
-    global_budget: int | None = None,
+    global_budget: int | str | None = "auto",
     seed: int = 0,
     scores: np.ndarray | None = None,
 ) -> Selection:
-    """Pick concepts per class (LaBo's defaults: 50 per class, MI weight 1e7, lam 0.1).
+    """Pick concepts per class (LaBo's defaults: 50 per class, MI weight 1e7, lam 0.1) and
+    from the global candidates (concepts tied to no class: a vocabulary, Label-free CBM's
+    filtered list), together.
 
     `scores` overrides MI (e.g. for candidates without images); otherwise MI comes from the
-    training images (`image_embedding`, `labels` into `classes`). With `global_budget`, the
-    top `global_budget` candidates by score overall are kept instead of a per-class budget.
-    A concept chosen by several classes appears once.
+    training images (`image_embedding`, `labels` into `classes`). Each class picks `per_class`
+    of its own candidates; the global candidates are one more pool, from which
+    `global_budget_for(global_budget, ...)` are picked by the same method (the submodular
+    greedy sees the GLOBAL_SHORTLIST best by score, so a 20,000-word vocabulary does not need
+    a 20,000 x 20,000 similarity matrix). A concept chosen by several classes appears once.
+    Nothing selected is a DataError that says why.
     """
     if method not in METHODS:
         raise ConfigError(f"Unknown selection method {method!r}; known: {METHODS}.")
     classes = list(classes or candidates.classes)
+    if not len(candidates):
+        raise DataError("No concept to select from: the candidate set is empty. Check the concept "
+                        "sources (a source that resolved no class, a filter that dropped everything).")
     if scores is None:
         if image_embedding is None or labels is None:
             raise ConfigError("Selection needs image embeddings and labels for MI, or scores=.")
@@ -162,23 +213,35 @@ def select_concepts(
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     objective = 0.0
-    if global_budget is not None:
-        chosen = np.argsort(-scores, kind="stable")[:global_budget].tolist()
-        objective = float(score_weight * scores[chosen].sum())
-    else:
-        for cls in classes:
-            idx = np.asarray(candidates.for_class(cls), dtype=np.int64)
-            if len(idx) <= per_class:
-                picked = np.arange(len(idx))
-            elif method == "top_k":
-                picked = np.argsort(-scores[idx], kind="stable")[:per_class]
-            elif method == "random":
-                picked = np.sort(rng.choice(len(idx), per_class, replace=False))
-            else:
-                modular = score_weight * scores[idx]
-                sim = coverage_matrix(modular, concept_embedding[idx], coverage)
-                picked = np.asarray(greedy_submodular(modular, sim, per_class, lam))
-                objective += float(modular[picked].sum()) + lam * facility_objective(sim, picked)
-            chosen += [int(i) for i in idx[picked] if int(i) not in chosen]
-    chosen = list(dict.fromkeys(chosen))
-    return Selection(candidates.subset(chosen), chosen, objective, scores)
+    wanted = {c.casefold() for c in classes}
+    tied = [i for i, c in enumerate(candidates.concepts) if any(k.casefold() in wanted for k in c.classes)]
+    for cls in classes:
+        idx = np.asarray(candidates.for_class(cls) if cls in candidates.classes else [], dtype=np.int64)
+        if not len(idx):
+            continue
+        picked, gain = _pick(method, scores[idx], concept_embedding[idx], per_class, lam, score_weight,
+                             coverage, rng)
+        objective += gain
+        chosen += [int(i) for i in idx[picked] if int(i) not in chosen]
+    n_class = len(chosen)
+    pool = np.asarray([i for i, c in enumerate(candidates.concepts) if not c.classes], dtype=np.int64)
+    budget = global_budget_for(global_budget, per_class, len(classes), len(pool))
+    if budget and len(pool):
+        if method == "submodular" and len(pool) > max(GLOBAL_SHORTLIST, budget):
+            pool = pool[np.argsort(-scores[pool], kind="stable")[:max(GLOBAL_SHORTLIST, budget)]]
+        picked, gain = _pick(method, scores[pool], concept_embedding[pool], budget, lam, score_weight,
+                             coverage, rng)
+        objective += gain
+        chosen += [int(i) for i in pool[picked] if int(i) not in chosen]
+    n_global_candidates = sum(not c.classes for c in candidates.concepts)
+    counts = {"candidates": len(candidates), "class_candidates": len(tied), "class_selected": n_class,
+              "global_candidates": n_global_candidates, "global_selected": len(chosen) - n_class,
+              "global_budget": budget, "per_class": per_class}
+    if not chosen:
+        raise DataError(
+            f"No concept was selected from {len(candidates)} candidates: none is tied to the classes "
+            f"{classes[:10]} ({len(tied)} per-class candidates) and the global budget is {budget} for "
+            f"{n_global_candidates} global candidates. Give concepts for these classes (check that the "
+            "concept file's class names match the dataset's), or set [concepts] global_budget "
+            '("auto" or a positive integer; --global-budget on the command line) to use global concepts.')
+    return Selection(candidates.subset(chosen), chosen, objective, scores, counts)

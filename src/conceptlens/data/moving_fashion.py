@@ -36,7 +36,7 @@ from .video import VideoDataset, load_video_manifest
 
 log = logging.getLogger("conceptlens")
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: x264's mb-tree off (its output varied between runs)
 # Fashion-MNIST label of each item, by the name it has in class names and concepts
 ITEMS = {"sneaker": 7, "bag": 8, "trouser": 1, "pullover": 2, "sandal": 5, "dress": 3}
 ORDER_PAIRS = (("sneaker", "bag"), ("trouser", "pullover"))
@@ -131,8 +131,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS, codec: str = "libx
             stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            if codec == "libx264":  # near-lossless, and one thread: the same bytes on every run
-                stream.options = {"crf": "12", "threads": "1"}
+            if codec == "libx264":
+                # near-lossless; one thread and no mb-tree give the same bytes on every run (with
+                # mb-tree on, one clip in ~30 came out differently now and then, seen with PyAV 18)
+                stream.options = {"crf": "12", "threads": "1", "x264-params": "mbtree=0"}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(to_yuv420p(frame), format="yuv420p")):
                     container.mux(packet)

@@ -1,6 +1,15 @@
-"""Deterministic, stratified splits and k-shot sampling."""
+"""Deterministic, stratified splits and k-shot sampling.
+
+`split_indices` carves train/val/test per class with the given fractions (a run's [data]
+train_fraction/val_fraction/test_fraction, 70/10/20 by default), keeping a split the data
+came with (Fashion-MNIST's official test set, a manifest's `split` column) unless told not to.
+`take_splits` then draws a run's per-class sizes from each split, with an error that names
+the split and the config key when a split is too small.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -17,18 +26,24 @@ def _class_permutations(labels: np.ndarray, n_classes: int, seed: int) -> list[n
 
 
 def split_indices(
-    dataset: ImageDataset, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2
+    dataset: ImageDataset, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+    use_given: bool = True,
 ) -> dict[str, np.ndarray]:
     """Indices of train/val/test, stratified per class and fixed by `seed`.
 
     A split the data came with (Fashion-MNIST's official test set, a manifest's column) is
-    kept; what is missing is carved out of train with the given fractions. Fewer than two
-    classes, or a class with no training image (when there are training images), is a
-    DataError.
+    kept unless `use_given` is False; what is missing is carved out of train with the given
+    fractions (of the images without a given split). Fewer than two classes, or a class with
+    no training image (when there are training images), is a DataError.
     """
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= frac < 1:
-            raise ConfigError(f"{name} must be in [0, 1); got {frac}.")
+        if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac < 1:
+            raise ConfigError(f"{name} must be a number in [0, 1); got {frac!r}.")
+    if val_fraction + test_fraction >= 1:
+        raise ConfigError(f"val_fraction + test_fraction must be below 1 (the rest is train); got "
+                          f"{val_fraction} + {test_fraction}.")
+    if not use_given and dataset.split is not None:
+        dataset = dataclasses.replace(dataset, split=None)
     n = len(dataset)
     present = np.unique(dataset.labels)
     if len(present) < 2:
@@ -74,13 +89,16 @@ def split_indices(
 
 
 def few_shot(
-    dataset: ImageDataset, indices: np.ndarray, shots: int | str, seed: int = 0
+    dataset: ImageDataset, indices: np.ndarray, shots: int | str, seed: int = 0,
+    split: str | None = None,
 ) -> np.ndarray:
     """`shots` items per class from `indices` (or all of them for 'all').
 
     Each class's items are permuted by a generator seeded with (seed, class) and the first
     `shots` are taken, so the 1-shot set lies inside the 2-shot set, and so on: comparisons
-    across shot counts differ only by the added images.
+    across shot counts differ only by the added images. `split` ("train", "val", "test")
+    names the split in the error when a class has too few images (default: shots of training
+    images).
     """
     indices = np.asarray(indices, dtype=np.int64)
     if shots == "all":
@@ -91,9 +109,30 @@ def few_shot(
     chosen = []
     for c, idx in enumerate(_class_permutations(labels, len(dataset.classes), seed)):
         if len(idx) < shots:
+            if split is None:
+                raise DataError(
+                    f"Class {dataset.classes[c]!r} has {len(idx)} training image(s), fewer than "
+                    f"{shots} shots; lower the shots or add images."
+                )
             raise DataError(
-                f"Class {dataset.classes[c]!r} has {len(idx)} training image(s), fewer than "
-                f"{shots} shots; lower the shots or add images."
+                f"Class {dataset.classes[c]!r} has {len(idx)} image(s) in the {split} split, fewer "
+                f"than the {shots} asked for ([data] {split}_per_class = {shots}). Lower "
+                f"{split}_per_class (0 = every image of the split), raise [data] {split}_fraction, "
+                "or add images."
             )
         chosen.append(idx[:shots])
     return np.sort(indices[np.concatenate(chosen)])
+
+
+def take_splits(dataset: ImageDataset, data_cfg) -> dict[str, np.ndarray]:
+    """A run's train/val/test indices from its [data] table (`runs.config.DataConfig`): the
+    split by fractions and seed, then `<split>_per_class` images per class of each split (0 =
+    all of them). A class with too few images in a split is a DataError naming that split."""
+    splits = split_indices(dataset, seed=data_cfg.seed, val_fraction=data_cfg.val_fraction,
+                           test_fraction=data_cfg.test_fraction, use_given=data_cfg.use_given_split)
+    out = {}
+    for name in ("train", "val", "test"):
+        per_class = getattr(data_cfg, f"{name}_per_class")
+        out[name] = few_shot(dataset, splits[name], "all" if per_class == 0 else per_class,
+                             data_cfg.seed, split=name)
+    return out

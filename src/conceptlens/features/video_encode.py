@@ -59,6 +59,7 @@ class VideoFeatures:
     spans: list[np.ndarray] = field(default_factory=list)  # per video (T_i, 2) window frame ranges
     fps: np.ndarray | None = None  # (n,) frames per second
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    sampling: object = None  # the data.video.VideoSampling the windows came from, if known
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,7 +76,7 @@ class VideoFeatures:
             self.backbone_id, self.sampling_id,
             None if self.features is None else [self.features[i] for i in idx],
             [self.spans[i] for i in idx] if self.spans else [],
-            None if self.fps is None else self.fps[idx], self.skipped)
+            None if self.fps is None else self.fps[idx], self.skipped, self.sampling)
 
     def mean_bundle(self, normalize: bool = True):
         """A FeatureBundle of each video's mean window embedding (and mean features): what a
@@ -157,7 +158,7 @@ def encode_videos(backbone: Backbone, dataset, sampling=None, cache: str | Path 
     has_features = bool(rows) and all(f is not None for f in features)
     return VideoFeatures([dataset.ids[i] for i in rows], dataset.labels[rows], dataset.classes, windows,
                          backbone.id, sampling.id, features if has_features else None, spans,
-                         np.asarray(fps, np.float32), skipped)
+                         np.asarray(fps, np.float32), skipped, sampling)
 
 
 def _encode_missing(backbone, dataset, sampling, wcache, mcache, todo, pool, workers, batch_size,

@@ -213,6 +213,7 @@ class ECBM(Method):
 
     name = "ecbm"
     needs_concepts = True
+    concept_labelled = True  # trains on concept labels: a run gives it annotations (runs/experiment.py)
     refit_at_nec = False
     uses_validation = True  # the epoch with the lowest validation loss is kept
     _net_arrays = (

@@ -40,15 +40,22 @@ Deviations from the reference (notes below the table)
 | interventions [3] | in `forward` | not implemented | none on predictions |
 | full attention, MoTIF-ST | ablation options | not implemented | ablations |
 | image input | videos only | images are one-window videos | fits the image contract |
+| per-concept 1x1 convs [4] | grouped `Conv1d` | same parameters, elementwise affine | none (tested equal) |
 
 [1] Early stopping (patience 50) and the restored weights use validation accuracy when `val` is
 given, else training accuracy (the reference's own fallback when there is no test set).
 [2] A torch generator drives initialisation, dropout and batch order.
 [3] Attention identity/uniform/reverse/shuffle and concept/window zeroing.
+[4] With the training videos padded once (each batch trimmed to its longest video) this made a
+fit about 10x faster on CPU: 100 epochs on 240 moving-fashion clips take ~10 s on one thread.
+
+Fitted on `VideoFeatures`, the model keeps the window sampling (`sampling_`, saved in model.json;
+`video_sampling()`), so `conceptlens explain` cuts a new video into the same windows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -94,18 +101,24 @@ class _TemporalBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.attn: torch.Tensor | None = None
 
+    @staticmethod
+    def _affine(m: nn.Conv1d, y: torch.Tensor, C: int) -> torch.Tensor:
+        """A per-concept 1x1 grouped convolution as an elementwise affine map (the same
+        numbers, several times faster on small inputs): [B, T, C] -> [B, T, C, out/C]."""
+        return y.unsqueeze(-1) * m.weight.view(C, -1) + m.bias.view(C, -1)
+
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        yc = self.norm1(x).transpose(1, 2)  # [B, C, T]
-        Q, K, V = (m(yc).transpose(1, 2).reshape(B, T, C, self.d) for m in (self.q, self.k, self.v))
+        y = self.norm1(x)
+        Q, K, V = (self._affine(m, y, C) for m in (self.q, self.k, self.v))  # [B, T, C, d]
         scores = torch.einsum("btcd,bucd->bctu", Q, K) * self.d ** -0.5
         scores = scores * self.logit_scale.clamp(-5, 5).exp().view(1, C, 1, 1)
         scores = scores.masked_fill(pad.view(B, 1, 1, T), float("-inf"))
         w = torch.softmax(scores, dim=-1)  # [B, C, T, T]
         self.attn = w.detach()
         x = x + self.drop(torch.einsum("bctu,bucd->btcd", w, V).mean(-1))
-        z = self.norm2(x).transpose(1, 2)
-        z = self.fc2(self.drop(F.gelu(self.fc1(z)))).transpose(1, 2)
+        z = self._affine(self.fc1, self.norm2(x), C)[..., 0]
+        z = self._affine(self.fc2, self.drop(F.gelu(z)), C)[..., 0]
         return x + self.drop(z)
 
 
@@ -235,6 +248,9 @@ class Motif(Method):
         return [(a - self.concept_mean_) / self.concept_std_ for a in acts]
 
     def _fit(self, train, context: Context, val) -> None:
+        sampling = getattr(train, "sampling", None)
+        # kept so that `conceptlens explain` cuts a new video into the same windows
+        self.sampling_ = None if sampling is None else dataclasses.asdict(sampling)
         E = np.asarray(context.concept_embedding, np.float32)
         self.concept_embedding_ = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
         self.concepts_ = list(context.concepts)
@@ -262,41 +278,48 @@ class Motif(Method):
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(self.label_smoothing))
         opt = torch.optim.AdamW(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
 
+        # padded once: a batch is an index into these tensors, trimmed to its longest video
+        Xp, padp = _pad(X)
+        lengths = (~padp).sum(1)
+        yt = torch.from_numpy(y)
+        Xvp = _pad(Xv) if Xv is not None else None
         best, best_state, since = -1.0, None, 0
         epoch = 0
-        for epoch in range(self.epochs):  # noqa: B007 - epochs_run_ reads it
-            net.train()
-            perm = torch.randperm(len(X), generator=gen).tolist()
-            correct = 0
-            for s in range(0, len(X), self.batch_size):
-                idx = perm[s : s + self.batch_size]
-                xb, pad = _pad([X[i] for i in idx])
-                yb = torch.from_numpy(y[idx])
-                with torch.random.fork_rng(devices=[]):  # dropout from our generator's stream
-                    torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+        with torch.random.fork_rng(devices=[]):  # dropout draws from a stream seeded here
+            torch.manual_seed(self.seed)
+            for epoch in range(self.epochs):  # noqa: B007 - epochs_run_ reads it
+                net.train()
+                perm = torch.randperm(len(X), generator=gen)
+                correct = 0
+                for s in range(0, len(X), self.batch_size):
+                    idx = perm[s : s + self.batch_size]
+                    T = int(lengths[idx].max())
+                    xb, pad, yb = Xp[idx, :T], padp[idx, :T], yt[idx]
                     logits, _, ct, _ = net(xb, pad)
-                valid = (~pad).unsqueeze(-1).float()
-                sparse = (ct.abs() * valid).sum() / (valid.sum() * ct.shape[-1]).clamp(min=1.0)
-                loss = (criterion(logits, yb) + self.l1_lambda * net.classifier.weight.abs().sum()
-                        + self.lambda_sparse * sparse)
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), float(self.grad_clip))
-                opt.step()
-                with torch.no_grad():
-                    net.classifier.weight.clamp_(min=0.0)  # non-negative class weights
-                correct += int((logits.argmax(1) == yb).sum())
-            if Xv is not None:
-                metric = float((self._net_logits(net, Xv).argmax(1) == yv).mean())
-            else:
-                metric = correct / len(X)
-            if metric > best + 1e-8:
-                best, since = metric, 0
-                best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
-            else:
-                since += 1
-                if since >= self.patience:
-                    break
+                    valid = (~pad).unsqueeze(-1).float()
+                    sparse = (ct.abs() * valid).sum() / (valid.sum() * ct.shape[-1]).clamp(min=1.0)
+                    loss = (criterion(logits, yb) + self.l1_lambda * net.classifier.weight.abs().sum()
+                            + self.lambda_sparse * sparse)
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), float(self.grad_clip))
+                    opt.step()
+                    with torch.no_grad():
+                        net.classifier.weight.clamp_(min=0.0)  # non-negative class weights
+                    correct += int((logits.argmax(1) == yb).sum())
+                if Xvp is not None:
+                    net.eval()
+                    with torch.no_grad():
+                        metric = float((net(*Xvp)[0].argmax(1).numpy() == yv).mean())
+                else:
+                    metric = correct / len(X)
+                if metric > best + 1e-8:
+                    best, since = metric, 0
+                    best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
+                else:
+                    since += 1
+                    if since >= self.patience:
+                        break
         net.load_state_dict(best_state)
         net.eval()
         self.selection_accuracy_ = best
@@ -336,19 +359,29 @@ class Motif(Method):
         return net
 
     def _extra_state(self) -> dict:
-        return {"selection_accuracy": self.selection_accuracy_, "epochs_run": self.epochs_run_}
+        return {"selection_accuracy": self.selection_accuracy_, "epochs_run": self.epochs_run_,
+                "sampling": getattr(self, "sampling_", None)}
 
     def _load_extra(self, extra: dict) -> None:
         self.selection_accuracy_ = float(extra["selection_accuracy"])
         self.epochs_run_ = int(extra["epochs_run"])
+        sampling = extra.get("sampling")  # absent in models fitted on images
+        if sampling is not None:
+            from ..data.video import VideoSampling
+
+            VideoSampling(**sampling).validate()  # a bad entry raises here, at load
+        self.sampling_ = sampling
+
+    def video_sampling(self):
+        """The `data.video.VideoSampling` of the videos this model was fitted on, or None when it
+        was fitted on images (or on VideoFeatures that did not record it)."""
+        from ..data.video import VideoSampling
+
+        self.check_fitted()
+        sampling = getattr(self, "sampling_", None)
+        return None if sampling is None else VideoSampling(**sampling)
 
     # -- predicting -----------------------------------------------------------------------------
-    @staticmethod
-    def _net_logits(net: _MotifNet, X: list[np.ndarray], batch: int = 256) -> np.ndarray:
-        net.eval()
-        with torch.no_grad():
-            return np.concatenate([net(*_pad(X[s : s + batch]))[0].numpy() for s in range(0, len(X), batch)])
-
     def _run(self, data, batch: int = 256) -> dict:
         """Everything the network computes, per video (eval mode)."""
         self.check_fitted()
@@ -434,13 +467,13 @@ def explain_video(model: Motif, data, index: int, target: int | None = None, top
     spans = getattr(row, "spans", None)
     windows = []
     for t in range(len(ct)):
-        order = np.argsort(-contrib[t])[:top]
+        order = np.argsort(-contrib[t], kind="stable")[:top]
         windows.append({
             "window": t, "frames": [int(v) for v in spans[0][t]] if spans else None,
             "score": float(lt[t, y]), "importance": float(alpha[t]),
             "top": [(model.concepts_[c], float(ct[t, c]), float(contrib[t, c])) for c in order],
         })
-    order = np.argsort(-g)
+    order = np.argsort(-g, kind="stable")
     return {
         "id": row.ids[0], "predicted": model.classes_[int(logits.argmax())], "target": model.classes_[y],
         "logit": float(logits[y]), "intercept": float(model.intercept_[y]),

@@ -3,10 +3,22 @@
     [data]       dataset, train_per_class, val_per_class, test_per_class (integers >= 0;
                  0 = every image of that split), seed, data_dir, allow_non_ascii (bool),
                  on_error ("fail" | "skip": what to do with a corrupt image),
-                 max_pixels (images above it are refused as corrupt; 0 = no cap)
+                 max_pixels (images above it are refused as corrupt; 0 = no cap),
+                 train_fraction, val_fraction, test_fraction (numbers in [0, 1) summing to 1;
+                 0.7/0.1/0.2: how images without a given split are divided, per class),
+                 use_given_split (bool, true: keep the split the data came with, Fashion-MNIST's
+                 official test set or a manifest's `split` column; false: divide every image
+                 by the fractions), ray ("" = encode here | "auto" | "local" | "HOST:PORT": encode
+                 on a Ray cluster, the same cache; pip install 'conceptlens[ray]'), ray_workers,
+                 ray_gpus_per_worker, ray_cpus_per_worker
     [backbone]   spec
-    [concepts]   sources (list), file, filter (bool), activation_quantile (0..1, or "none"
-                 for Label-free's fixed 0.25 cutoff), per_class (>= 1), selection, lam (>= 0)
+    [concepts]   sources (a list of source names, or one [concepts.sources.<name>] table per
+                 source holding its options, e.g. [concepts.sources.file] path = "c.txt";
+                 concepts/sources/options.py checks them), file, filter (bool),
+                 activation_quantile (0..1, or "none" for Label-free's fixed 0.25 cutoff),
+                 per_class (>= 1), global_budget ("auto": per_class x classes when there are
+                 global candidates, concepts tied to no class | an integer >= 0: at most that
+                 many global concepts; 0 = none), selection, lam (>= 0)
     [methods]    one table per method name with its parameters, e.g. [methods.label_free]
     [fewshot]    shots (list of positive integers or "all"), seeds (list of integers),
                  use_val (bool: every method gets the run's validation split at every k,
@@ -77,17 +89,33 @@ class DataConfig:
     allow_non_ascii: bool = False
     on_error: str = "fail"
     max_pixels: int = 64_000_000  # larger images are refused as corrupt (decompression bombs); 0 = no cap
+    train_fraction: float = 0.7  # of the images without a given split, per class
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    use_given_split: bool = True  # Fashion-MNIST's official test set, a manifest's split column
+    # encode on a Ray cluster (features/ray_encode.py): "" = locally, "auto" | "local" | "HOST:PORT"
+    ray: str = ""
+    ray_workers: int = 2
+    ray_gpus_per_worker: float = 0.0
+    ray_cpus_per_worker: float = 1.0
 
 
 @dataclass
 class ConceptConfig:
-    sources: list[str] = field(default_factory=lambda: ["wordnet"])
+    sources: list[str] | dict[str, dict] = field(default_factory=lambda: ["wordnet"])
     file: str | None = None
     filter: bool = True
     activation_quantile: float | None = 0.1  # CLIP's 0.25 cutoff does not transfer across backbones
     per_class: int = 20
     selection: str = "submodular"
     lam: float = 0.1
+    global_budget: int | str = "auto"  # global candidates kept: "auto" = per_class x classes
+
+    def source_options(self) -> dict[str, dict]:
+        """{source name: its options} in the config's order (a list gives no options)."""
+        if isinstance(self.sources, dict):
+            return {name: dict(opts) for name, opts in self.sources.items()}
+        return {name: {} for name in self.sources}
 
 
 @dataclass
@@ -207,7 +235,6 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     the first bad one. Returns `cfg` with numbers normalised (an integer where a float goes)."""
     from ..backbones import BACKBONES
     from ..concepts.selection import METHODS as SELECTIONS
-    from ..concepts.sources import SOURCES
 
     d = cfg.data
     _str("data", "dataset", d.dataset)
@@ -218,22 +245,30 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     _bool("data", "allow_non_ascii", d.allow_non_ascii)
     _str("data", "on_error", d.on_error, ON_ERROR)
     _int("data", "max_pixels", d.max_pixels, 0, " (0 = no cap)")
+    _check_fractions(d)
+    _bool("data", "use_given_split", d.use_given_split)
+    _str("data", "ray", d.ray)
+    _int("data", "ray_workers", d.ray_workers, 1)
+    d.ray_gpus_per_worker = _number("data", "ray_gpus_per_worker", d.ray_gpus_per_worker, 0)
+    d.ray_cpus_per_worker = _number("data", "ray_cpus_per_worker", d.ray_cpus_per_worker, 0)
+    if d.ray_cpus_per_worker <= 0:
+        raise _fail("data", "ray_cpus_per_worker", d.ray_cpus_per_worker, "a number > 0")
 
     name = _str("backbone", "spec", cfg.backbone).partition(":")[0]
     BACKBONES.get(name)  # an unknown backbone fails here, with the known ones listed
 
     c = cfg.concepts
-    if not isinstance(c.sources, list) or not all(isinstance(s, str) for s in c.sources):
-        raise _fail("concepts", "sources", c.sources, "a list of strings")
-    for s in c.sources:
-        SOURCES.get(s)
     if _opt_str("concepts", "file", c.file) is not None and not Path(c.file).is_file():
         raise ConfigError(f"[concepts] file = {c.file!r}: no such file (relative paths are taken "
                           f"from the current folder, {Path.cwd()}).")
+    check_sources(c.sources, c.file)
     _bool("concepts", "filter", c.filter)
     if c.activation_quantile is not None:
         c.activation_quantile = _number("concepts", "activation_quantile", c.activation_quantile, 0, 1)
     _int("concepts", "per_class", c.per_class, 1)
+    if c.global_budget != "auto":
+        _int("concepts", "global_budget", c.global_budget, 0,
+             ' or "auto" (how many concepts tied to no class to keep; 0 = none)')
     _str("concepts", "selection", c.selection, tuple(SELECTIONS))
     c.lam = _number("concepts", "lam", c.lam, 0)
 
@@ -276,6 +311,44 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     _str("output", "dir", cfg.output_dir)
     _opt_str("output", "cache_dir", cfg.cache_dir)
     return cfg
+
+
+def _check_fractions(d: DataConfig) -> None:
+    keys = ("train_fraction", "val_fraction", "test_fraction")
+    for key in keys:
+        setattr(d, key, _number("data", key, getattr(d, key), 0, 1))
+    if d.train_fraction <= 0 or d.train_fraction >= 1:
+        raise _fail("data", "train_fraction", d.train_fraction, "a number in (0, 1): some images must train")
+    if d.val_fraction >= 1 or d.test_fraction >= 1:
+        key = "val_fraction" if d.val_fraction >= 1 else "test_fraction"
+        raise _fail("data", key, getattr(d, key), "a number in [0, 1)")
+    total = d.train_fraction + d.val_fraction + d.test_fraction
+    if abs(total - 1) > 1e-6:
+        raise ConfigError(f"[data] train_fraction + val_fraction + test_fraction must sum to 1; got "
+                          f"{d.train_fraction:g} + {d.val_fraction:g} + {d.test_fraction:g} = {total:g}. "
+                          "Correct them in the config, e.g. 0.7, 0.1, 0.2.")
+
+
+def check_sources(sources, file: str | None = None) -> None:
+    """[concepts] sources: a list of names, or {name: options}; every source's options are
+    checked now (concepts/sources/options.py), so a missing path fails before any work."""
+    from ..concepts.sources.options import check_source_options
+
+    if isinstance(sources, dict):
+        for name, options in sources.items():
+            if not isinstance(options, dict):
+                raise _fail(f"concepts.sources.{name}", "table", options,
+                            f"a table of the {name!r} source's options ([concepts.sources.{name}] with "
+                            "key = value lines)")
+            check_source_options(name, options, file)
+    elif isinstance(sources, list) and all(isinstance(s, str) for s in sources):
+        if len(set(sources)) != len(sources):
+            raise ConfigError(f"[concepts] sources lists a source twice: {sources}.")
+        for name in sources:
+            check_source_options(name, {}, file)
+    else:
+        raise _fail("concepts", "sources", sources,
+                    'a list of strings (e.g. ["wordnet"]) or one [concepts.sources.<name>] table per source')
 
 
 def _check_grounding(g: GroundingConfig) -> None:
@@ -452,8 +525,7 @@ def _from_raw(raw: dict) -> RunConfig:
     return RunConfig(
         data=_section(DataConfig, raw.get("data", {}), "data"),
         backbone=backbone.spec,
-        concepts=_section(ConceptConfig, raw.get("concepts", {}), "concepts",
-                          nullable=("activation_quantile",)),
+        concepts=_concepts(raw.get("concepts", {})),
         methods={k: dict(v) if isinstance(v, dict) else v for k, v in methods.items()},
         fewshot=_section(FewShotConfig, raw.get("fewshot", {}), "fewshot"),
         nec=evaluation.nec, nec_protocol=evaluation.nec_protocol,
@@ -462,6 +534,13 @@ def _from_raw(raw: dict) -> RunConfig:
         discovery=_discovery(raw.get("discovery", {})),
         output_dir=output.dir, cache_dir=output.cache_dir,
     )
+
+
+def _concepts(raw) -> ConceptConfig:
+    c = _section(ConceptConfig, raw, "concepts", nullable=("activation_quantile",))
+    if isinstance(c.sources, dict):  # copy the TOML tables so the caller's stay untouched
+        c.sources = {k: dict(v) if isinstance(v, dict) else v for k, v in c.sources.items()}
+    return c
 
 
 def _discovery(raw) -> DiscoveryConfig:
@@ -536,12 +615,23 @@ def _table(name: str, values: dict, defaults: dict | None = None) -> str:
     return f"[{name}]\n" + "\n".join(rows) + ("\n" if rows else "")
 
 
+def _recorded_concepts(c: ConceptConfig) -> dict:
+    """[concepts] as recorded: an llm base_url loses its credentials (user:password@, query
+    values), as everything else the llm source writes does."""
+    out = asdict(c)
+    if isinstance(out["sources"], dict) and isinstance(out["sources"].get("llm", {}).get("base_url"), str):
+        from ..concepts.sources.llm import redact_url
+
+        out["sources"]["llm"]["base_url"] = redact_url(out["sources"]["llm"]["base_url"])
+    return out
+
+
 def to_toml(cfg: RunConfig) -> str:
     """Write a config back as TOML (what an output folder records); `load_config` reads it
     back to an equal RunConfig (except progress, batch_size and workers, how not what)."""
     parts = [_table("data", asdict(cfg.data), _defaults(DataConfig)),
              _table("backbone", {"spec": cfg.backbone}),
-             _table("concepts", asdict(cfg.concepts), _defaults(ConceptConfig))]
+             _table("concepts", _recorded_concepts(cfg.concepts), _defaults(ConceptConfig))]
     if not cfg.methods:
         parts.append("[methods]\n")
     parts += [_table(f"methods.{_key(m)}", _method_params(m, p)) for m, p in cfg.methods.items()]

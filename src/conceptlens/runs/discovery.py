@@ -99,7 +99,9 @@ def _pool_dataset(d: DiscoveryConfig, data_cfg):
     try:
         data = load_dataset(base, **options)
         if split is not None and "split" not in options:
-            data = data.subset(split_indices(data, seed=data_cfg.seed)[split])
+            data = data.subset(split_indices(data, seed=data_cfg.seed, val_fraction=data_cfg.val_fraction,
+                                             test_fraction=data_cfg.test_fraction,
+                                             use_given=data_cfg.use_given_split)[split])
     except ConceptLensError as e:
         raise type(e)(f"[discovery] pool = {d.pool!r}: {e}") from e
     if base == data_cfg.dataset and split != "train":

@@ -9,6 +9,16 @@ The whole config is checked and the output folder claimed before any image is re
 folder (report included) is written to a temporary sibling and renamed into place at the end
 (see record.py).
 
+Methods trained on concept labels (cbm, ecbm: `concept_labelled`) need annotations ([grounding];
+refused before any image is read without them). Class-level annotations reach them as
+Context.class_truth (each image takes its class's row); per-image ones (the composite dataset's)
+also as Context.concept_truth_by_id, every annotated image of every split by id, each run concept
+taking its matched attribute's column. The run then records, per such method, concept accuracy on
+the test images (per concept, mean, whole vector; unknown labels never counted) and the
+intervention curve (accuracy after correcting 0..k concepts per image with their true labels,
+known labels only; ECBM, which re-infers at every step, the first 10) under "concept_labels" in
+results.json, and as a table in results.md.
+
 Methods that find their own concepts (dn_cbm, v2c: `discovers_concepts`) get an unlabelled image
 pool, a vocabulary and what is built from them ([discovery], runs/discovery.py) in
 Context.discovery, built once: the same for every few-shot k and every confounded pair (none of
@@ -26,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones import get_backbone
-from ..concepts import ConceptSet, import_concepts
+from ..concepts import ConceptSet
 from ..concepts.filters import filter_activation
 from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_selection
-from ..concepts.sources import get_source
-from ..data import few_shot, load_dataset, split_indices
+from ..data import few_shot, load_dataset
+from ..data.splits import take_splits
 from ..errors import ConfigError, DataError
 from ..evaluation import evaluate
 from ..features import encode_dataset, encode_texts, encode_texts_with_norms
@@ -39,7 +49,7 @@ from ..grounding.evaluate import Grounding, matching_embedder, resolve_annotatio
 from ..methods import Context, get_method
 from .config import DataConfig, RunConfig, validate_config
 from .record import check_output_dir, record_run
-from .tables import few_shot_table, results_table
+from .tables import concept_label_table, few_shot_table, results_table
 
 log = logging.getLogger("conceptlens")
 TEMPLATES = ("a photo of a {}.",)
@@ -62,22 +72,20 @@ def dataset_options(data: DataConfig) -> dict:
 
 
 def build_candidates(cfg: RunConfig, classes) -> ConceptSet:
-    out = ConceptSet(classes)
-    for name in cfg.concepts.sources:
-        result = get_source(name).generate(list(classes))
-        if result.unresolved:
-            log.warning("[%s] no concepts for: %s", name, ", ".join(result.unresolved))
-        out = out.merge(result.concepts)
-    if cfg.concepts.file:
-        out = out.merge(import_concepts(cfg.concepts.file)[0])
-    return out
+    """Every [concepts] source with its options, then [concepts] file (concepts/pipeline.py)."""
+    from ..concepts.pipeline import build_candidates as candidates_from_config
+
+    return candidates_from_config(cfg.concepts, classes)
 
 
 def build_context(backbone, classes, concepts: ConceptSet | None, cache,
-                  grounding: Grounding | None = None, discovery=None) -> Context:
+                  grounding: Grounding | None = None, discovery=None,
+                  concept_labels: bool = False) -> Context:
     """The language side of a run; with `grounding`, class_truth holds each concept's matched
-    annotated attribute for each class (NaN where unmatched or unknown); `discovery` (a
-    DiscoveryInputs from runs/discovery.py, or None) becomes Context.discovery."""
+    annotated attribute for each class (NaN where unmatched or unknown), and with
+    `concept_labels` (a method trains on concept labels: cbm, ecbm) and per-image annotations,
+    concept_truth_by_id holds every annotated image's row (all splits; `image_concept_truth`);
+    `discovery` (a DiscoveryInputs from runs/discovery.py, or None) becomes Context.discovery."""
     prompts = [t.format(c) for c in classes for t in TEMPLATES]
     class_emb = encode_texts(backbone, prompts, cache).reshape(len(classes), len(TEMPLATES), -1)
     class_emb = class_emb.mean(1)
@@ -88,8 +96,78 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache,
     names = align_classes(concepts, classes)
     emb, norms = encode_texts_with_norms(backbone, concepts.texts, cache)
     truth = None if grounding is None else grounding.class_truth(concepts.texts).astype(np.float32)
+    by_id = image_concept_truth(grounding, concepts.texts) if concept_labels else None
     return Context(tuple(classes), concepts.texts, emb, concepts.class_matrix(names), class_emb,
-                   backbone.id, concept_norm=norms, class_truth=truth, discovery=discovery)
+                   backbone.id, concept_norm=norms, class_truth=truth, discovery=discovery,
+                   concept_truth_by_id=by_id)
+
+
+def image_concept_truth(grounding: Grounding | None, texts) -> dict[str, np.ndarray] | None:
+    """image id -> (k,) truth of the concepts `texts` (each its matched annotated attribute's value,
+    NaN where unmatched or unknown) for per-image annotations; None for class-level ones (methods
+    then broadcast Context.class_truth) or without annotations."""
+    if grounding is None or grounding.annotations.level != "image":
+        return None
+    ann = grounding.annotations
+    col = {c: j for j, c in enumerate(ann.concepts)}
+    cols = [col.get(m["match"]) for m in grounding.match(texts)]
+    values = np.asarray(ann.values, dtype=np.float64)
+    table = np.full((len(ann.items), len(cols)), np.nan)
+    for j, c in enumerate(cols):
+        if c is not None:
+            table[:, j] = values[:, c]
+    return {str(item): table[i] for i, item in enumerate(ann.items)}
+
+
+def labelled_methods(methods: dict) -> list[str]:
+    """The configured methods that train on concept labels (`concept_labelled`: cbm, ecbm)."""
+    return [name for name, params in methods.items()
+            if getattr(get_method(name, **params), "concept_labelled", False)]
+
+
+def check_concept_labels(methods: dict, annotations) -> None:
+    """A concept-labelled method without annotations fails now, before any image is encoded."""
+    names = labelled_methods(methods)
+    if names and annotations is None:
+        raise ConfigError(f"{', '.join(names)} train(s) on concept labels, and this run has no concept "
+                          'annotations: set [grounding] annotations ("auto" finds the built-in ones for '
+                          "fashion-mnist and fashion-mnist-composite; or a CSV path, class level "
+                          "'attribute,<class>,...' or per image), or remove those methods.")
+
+
+REINFER_STEPS = 10  # a model that re-infers its concepts at each correction (ECBM): the first 10
+
+
+def score_concept_labels(results: dict, models: dict, train, test, context: Context,
+                         steps: int | None = None, policy: str = "uncertain") -> dict:
+    """For each fitted concept-labelled model: concept accuracy on `test` against the annotated
+    labels (per concept, mean over concepts, whole vector over the images with every label known;
+    unknown labels never counted) and the intervention curve (accuracy after correcting 0..k
+    concepts per image with their true labels, `policy` order, training activations as the
+    reference; cbm.labelled_intervention_curve; `steps` None: every concept, except for a model
+    with its own intervention (ECBM), which re-runs its inference at every step: REINFER_STEPS). Adds
+    concept_accuracy, concept_accuracy_whole and intervention_gain (accuracy at the last step minus
+    at 0) to each row; returns the details."""
+    from ..methods.cbm import concept_accuracy, concept_truth, labelled_intervention_curve
+
+    details = {}
+    for name, model in models.items():
+        if not getattr(model, "concept_labelled", False):
+            continue
+        truth = concept_truth(name, test, context)
+        acc = concept_accuracy(model.predict_concepts(test), truth)
+        n = steps if steps is not None or not hasattr(model, "intervene_concepts") else REINFER_STEPS
+        curve = labelled_intervention_curve(model, test, truth, n, policy, reference=train)
+        known = ~np.isnan(truth)
+        whole = None if np.isnan(acc["whole_vector"]) else acc["whole_vector"]
+        per = zip(model.concepts_, acc["per_concept"], known.any(0), strict=True)
+        details[name] = {"per_concept": {c: (float(a) if any_known else None) for c, a, any_known in per},
+                         "mean": acc["mean"], "whole_vector": whole,
+                         "whole_vector_images": int(known.all(1).sum()), "n_images": len(test),
+                         "intervention": curve}
+        results[name] |= {"concept_accuracy": acc["mean"], "concept_accuracy_whole": whole,
+                          "intervention_gain": curve["accuracy"][-1] - curve["accuracy"][0]}
+    return details
 
 
 def open_grounding(cfg: RunConfig, data, train_idx=None) -> tuple:
@@ -146,8 +224,19 @@ def concepts_from(cfg: RunConfig, texts: FilterResult, backbone, train, cache_ro
         filtered = FilterResult(kept, texts.dropped + dropped)
     selected = run_selection(filtered.concepts, backbone, train, cache=cache_root,
                              per_class=cfg.concepts.per_class, method=cfg.concepts.selection,
-                             lam=cfg.concepts.lam, seed=seed).concepts
+                             lam=cfg.concepts.lam, seed=seed,
+                             global_budget=cfg.concepts.global_budget).concepts
     return filtered, selected
+
+
+def warn_if_inseparable(selected: ConceptSet, classes) -> str | None:
+    """Log (and return, for results.json) the warning that some classes share all their concepts."""
+    from ..concepts.pipeline import separability_warning
+
+    warning = separability_warning(selected, list(classes))
+    if warning:
+        log.warning(warning)
+    return warning
 
 
 def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=None,
@@ -206,6 +295,31 @@ def _take(data, idx, per_class, seed):
     return few_shot(data, idx, "all" if per_class == 0 else per_class, seed)
 
 
+def encode_parts(cfg: RunConfig, backbone, data, parts: dict, cache) -> dict:
+    """Each split's FeatureBundle: encoded here, or on a Ray cluster when [data] ray is set
+    (features/ray_encode.py: the same cache shards, so either way resumes the other)."""
+    if not cfg.data.ray:
+        return {k: encode_dataset(backbone, data.subset(v), cache, batch_size=cfg.batch_size,
+                                  workers=cfg.workers, on_error=cfg.data.on_error, progress=cfg.progress)
+                for k, v in parts.items()}
+    from ..features.ray_encode import connect, encode_dataset_ray
+
+    started = connect(cfg.data.ray)  # once, so "local" does not start a cluster per split
+    try:
+        return {k: encode_dataset_ray(cfg.backbone, data.subset(v), cache, address=cfg.data.ray,
+                                      workers=cfg.data.ray_workers, batch_size=cfg.batch_size,
+                                      num_gpus=cfg.data.ray_gpus_per_worker,
+                                      cpus_per_worker=cfg.data.ray_cpus_per_worker,
+                                      on_error=cfg.data.on_error, progress=cfg.progress,
+                                      text_cache_dir=cfg.cache_dir, backbone=backbone)
+                for k, v in parts.items()}
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
 def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) -> dict:
     """Run `cfg`. With `write`, record it in cfg.output_dir, which must not exist or be empty
     unless `overwrite` (then a previous run folder there is replaced once this one is done)."""
@@ -219,11 +333,10 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         from .confounded import check_confounded_classes
 
         check_confounded_classes(cfg.confounded, data)  # a wrong class name fails before encoding
-    splits = split_indices(data, seed=cfg.data.seed)
-    parts = {"train": _take(data, splits["train"], cfg.data.train_per_class, cfg.data.seed),
-             "val": _take(data, splits["val"], cfg.data.val_per_class, cfg.data.seed),
-             "test": _take(data, splits["test"], cfg.data.test_per_class, cfg.data.seed)}
+    parts = take_splits(data, cfg.data)  # [data] fractions and per-class sizes
     annotations, class_annotations = open_grounding(cfg, data, parts["train"])
+    check_concept_labels(cfg.methods, annotations)
+    labelled = bool(labelled_methods(cfg.methods))
     backbone = open_backbone(cfg.backbone, cfg.cache_dir)
     cache_root = None if cfg.cache_dir is None else Path(cfg.cache_dir) / "features"
     cache = image_cache(backbone, cache_root)
@@ -233,9 +346,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         grounding = Grounding(annotations, class_annotations, embed, cfg.grounding.k,
                               cfg.grounding.match_threshold)
     t = time.perf_counter()
-    bundles = {k: encode_dataset(backbone, data.subset(v), cache, batch_size=cfg.batch_size,
-                                 workers=cfg.workers, on_error=cfg.data.on_error, progress=cfg.progress)
-               for k, v in parts.items()}
+    bundles = encode_parts(cfg, backbone, data, parts, cache)
     seconds["encode"] = time.perf_counter() - t
     train, test = bundles["train"], bundles["test"]
     val = bundles["val"] if len(bundles["val"]) else None
@@ -259,13 +370,21 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         if cfg.concepts.filter:
             report["filter"] = filtered.report()
         report["concepts"] = {"candidates": candidates.summary(), "filtered": filtered.concepts.summary(),
-                              "selected": selected.summary()}
+                              "selected": selected.summary(),
+                              "warning": warn_if_inseparable(selected, data.classes)}
     seconds["concepts"] = time.perf_counter() - t
-    context = build_context(backbone, data.classes, selected, cache_root, grounding, discovery)
+    context = build_context(backbone, data.classes, selected, cache_root, grounding, discovery, labelled)
 
     t = time.perf_counter()
     results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol)
     seconds["fit"] = time.perf_counter() - t
+    concept_labels = None
+    if labelled:
+        t = time.perf_counter()
+        concept_labels = {"policy": "uncertain", "strategy": "truth", "reference": "train",
+                          "level": annotations.level,
+                          "methods": score_concept_labels(results, models, train, test, context)}
+        seconds["concept_labels"] = time.perf_counter() - t
     t = time.perf_counter()
     details = ground_models(results, models, test, grounding)
     # the run's concepts and every discovering method's own (latent names, V2C tokens), once each
@@ -311,7 +430,9 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
                "methods": details},
            "concept_matches": matches, "fewshot_grounding": fewshot_grounding, "confounded": confounded,
            "discovery": discovery_record or None,
-           "table": results_table(results, cfg.nec, cfg.nec_protocol, cfg.grounding.k),
+           "concept_labels": concept_labels,
+           "table": results_table(results, cfg.nec, cfg.nec_protocol, cfg.grounding.k)
+           + ("\n\n" + concept_label_table(concept_labels) if concept_labels else ""),
            "fewshot_failures": fewshot_failures or None,
            "fewshot_table": (few_shot_table(fewshot, fewshot_grounding, cfg.grounding.k, fewshot_failures)
                              if fewshot else None)}
@@ -371,7 +492,8 @@ def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult
             selected = None
             if texts is not None:
                 selected = concepts_from(cfg, texts, backbone, sub, cache_root, seed)[1]
-            context = build_context(backbone, train.classes, selected, cache_root, grounding, discovery)
+            context = build_context(backbone, train.classes, selected, cache_root, grounding, discovery,
+                                    bool(labelled_methods(cfg.methods)))
             results, models = fit_and_evaluate(cfg.methods, sub, val, test, context, nec=0)
             ground_models(results, models, test, grounding)
             for name, row in results.items():

@@ -93,3 +93,28 @@ def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5,
 def _few_shot_failures(failures: dict | None) -> str:
     return failure_notes({name: f"{len(why)} fit(s) left out ({'; '.join(why)})"
                           for name, why in (failures or {}).items()})
+
+
+def concept_label_table(concept_labels: dict, marks=(1, 2, 5, 10)) -> str:
+    """Methods trained on concept labels (cbm, ecbm; runs/experiment.score_concept_labels): concept
+    accuracy (mean over concepts, whole vector over the images with every label known) and top-1
+    (%) after correcting 0, `marks`... and all concepts per image with their true labels."""
+    methods = concept_labels["methods"]
+    if not methods:
+        return ""
+    steps = max(d["intervention"]["steps"] for d in methods.values())
+    cols = [0, *[s for s in marks if s < steps], steps]
+    head = ["method", "concept acc", "whole-vector (images)",
+            *[f"top-1 @ {s} corrected" if s != steps else f"top-1 @ all ({s})" for s in cols], "gain"]
+    lines = [f"Concept labels ({concept_labels['level']} level): concept accuracy on the test images, and "
+             f"top-1 % after correcting that many concepts per image with their true labels "
+             f"('{concept_labels['policy']}' order, known labels only).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in methods.items():
+        acc = d["intervention"]["accuracy"]
+        whole = (DASH if d["whole_vector"] is None
+                 else f"{100 * d['whole_vector']:.1f} ({d['whole_vector_images']})")
+        at = [f"{100 * acc[min(s, len(acc) - 1)]:.1f}" for s in cols]
+        cells = [name, f"{100 * d['mean']:.1f}", whole, *at, f"{100 * (acc[-1] - acc[0]):+.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

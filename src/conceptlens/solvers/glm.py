@@ -28,25 +28,44 @@ backtracking that starts from the safe step 1 / L, L = ||[X, 1]||_2^2 / (2 n) (t
 Hessian is bounded by 1/2), lets the step grow while the sufficient-decrease test allows,
 and restarts momentum when it stops helping (O'Donoghue & Candes, 2015). Along a path of
 decreasing lam each solve is warm-started from the previous one, which is what makes
-stopping at a target sparsity cheap.
+stopping at a target sparsity cheap. `solve_path(..., working_set=True)` (off by default)
+solves each lam on the features the strong rule keeps and checks the KKT conditions over
+all features, re-solving with the violators: the same optimum, fewer products (module
+`working_set`). Every path reports its cost in full-gradient equivalents (`full_gradients`).
+
+Bad input: non-finite features and labels outside [0, n_classes) are a DataError; a
+constant column gets weight 0 (it is the intercept's direction); lam >= lambda_max gives
+W = 0 with the class-frequency intercepts; a class with no sample (solve_path) gets W = 0
+and an intercept 40 below every sample's largest logit, the limit of the optimum.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 
-def _tensors(X, y, dtype):
+def _tensors(X, y, dtype, n_classes=None):
     X = torch.as_tensor(np.asarray(X), dtype=dtype)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
         raise ConfigError(f"X must be (n, p) and y (n,); got {tuple(X.shape)} and {tuple(y.shape)}.")
+    if len(X) == 0:
+        raise DataError("X has no rows: the elastic-net GLM needs at least one labelled sample.")
+    if not bool(torch.isfinite(X).all()):
+        bad = (~torch.isfinite(X)).any(0).nonzero().flatten()[:10].tolist()
+        raise DataError(f"X has non-finite values (NaN or inf) in columns {bad}"
+                        f"{' (first 10)' if len(bad) == 10 else ''}; the GLM needs finite features: "
+                        "drop or impute those entries (or the concepts) before fitting.")
+    if int(y.min()) < 0 or (n_classes is not None and int(y.max()) >= n_classes):
+        raise DataError(f"labels must lie in [0, {n_classes or 'n_classes'}); got min {int(y.min())}, "
+                        f"max {int(y.max())}. Map the labels to 0..n_classes-1 or pass a larger n_classes.")
     return X, y
 
 
@@ -98,6 +117,8 @@ class SolveInfo:
     iterations: int
     objective: float
     converged: bool
+    # matrix products of the size n x (columns solved on) x m: forwards X W^T and gradients R^T X
+    products: float = 0.0
 
 
 def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_classes=None,
@@ -108,7 +129,7 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
     projected onto it). Returns W (m, p), b (m,), info."""
     _check(lam, alpha, loss, positive)
     Xt, yt = _tensors(X, y, dtype)
-    W, b, info, _ = _fista(Xt, yt, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive, loss)
+    W, b, info, _, _ = _fista(Xt, yt, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive, loss)
     return W.numpy(), b.numpy(), info
 
 
@@ -125,16 +146,23 @@ def _safe_step(X: torch.Tensor) -> float:
 
 
 def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=False,
-           loss="multinomial"):
+           loss="multinomial", safe=None, Y=None):
+    """FISTA on the columns of X; `safe`: a known safe step (one for a matrix with more
+    columns is safe here too, since dropping columns cannot raise ||[X, 1]||_2). Returns
+    W, b, info, the last step and the logits X W^T + b."""
     n, p = X.shape
     m = n_classes or int(y.max()) + 1
-    Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
+    if Y is None:
+        Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
     W = torch.zeros(m, p, dtype=X.dtype) if W0 is None else torch.as_tensor(W0, dtype=X.dtype).clone()
     b = torch.zeros(m, dtype=X.dtype) if b0 is None else torch.as_tensor(b0, dtype=X.dtype).clone()
     if positive:  # start feasible: every iterate is then a prox output, hence >= 0
         W = W.clamp(min=0)
     # the safe step 1/L holds for both losses (softmax Hessian <= 1/2, sigmoid's <= 1/4)
-    safe = _safe_step(X)
+    products = 0.0
+    if safe is None:
+        safe = _safe_step(X)
+        products += 62 / m  # 31 matrix-vector pairs, each 1/m of a product
     t = max(step or safe, safe)
     l1, l2 = lam * alpha, lam * (1 - alpha)
 
@@ -155,6 +183,7 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
     # logits are linear in (W, b), so the extrapolated point's logits are extrapolated too:
     # each iteration costs one forward (X W^T) and one gradient (R^T X) matmul
     Z = X @ W.T + b
+    products += 1
     Wy, by, Zy, theta = W, b, Z, 1.0
     obj = ce(Z) + penalty(W)
     quiet, converged, it = 0, False, 0
@@ -162,10 +191,12 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
         f_y = ce(Zy)
         R = residuals(Zy)
         gW, gb = R.T @ X, R.sum(0)
+        products += 1
         while True:  # backtracking from the current step, never below the safe one
             Wn = prox(Wy - t * gW, t)
             bn = by - t * gb
             Zn = X @ Wn.T + bn
+            products += 1
             f_n = ce(Zn)
             dW, db = Wn - Wy, bn - by
             bound = f_y + float((gW * dW).sum() + (gb * db).sum()) + float(
@@ -187,7 +218,7 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
             converged = True
             break
         t *= 1.02  # probe a longer step; backtracking keeps it honest
-    return W, b, SolveInfo(it, obj, converged), t
+    return W, b, SolveInfo(it, obj, converged, products), t, Z
 
 
 @dataclass
@@ -197,12 +228,19 @@ class ElasticNetPath:
     biases: list[np.ndarray] = field(default_factory=list)
     nec: list[float] = field(default_factory=list)  # mean non-zero weights per class
     objectives: list[float] = field(default_factory=list)
+    # work per point, in full-gradient equivalents: one = a forward X W^T plus a gradient
+    # R^T X over all p features (2 n p m multiply-adds); the repeated last point of a bisection costs 0
+    full_gradients: list[float] = field(default_factory=list)
+    # working sets only: features solved on at each point, and features the KKT check added
+    active_features: list[int] = field(default_factory=list)
+    kkt_added: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # wall time of each point's solve
 
 
 def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: float | None = None,
                n_lambdas: int = 50, epsilon: float = 1e-3, n_classes=None, tol: float = 1e-6,
                max_iter: int = 2000, dtype=torch.float32, refine: int = 6, positive: bool = False,
-               loss: str = "multinomial") -> ElasticNetPath:
+               loss: str = "multinomial", working_set: bool = False, _screen=None) -> ElasticNetPath:
     """Warm-started path from lambda_max down, stopping at `lam` or at `target_nec`
     (`positive`: every point under W >= 0, from the constrained lambda_max).
 
@@ -211,12 +249,31 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     the solution with the largest NEC not above the target (or the first at/above it if no
     lam gives NEC <= target exactly). If no lam of the grid reaches the target (possible
     under `positive`, where some weights stay 0 at every lam), the path ends at its smallest lam.
+
+    `working_set`: solve each lam on the features the sequential strong rule keeps (from the
+    gradient at the previous lam), then check the KKT conditions over all features and
+    re-solve with the violators until there are none: the same optimum, with most products
+    over a few columns (module `working_set` docstring). `_screen(G, W, lam, lam_prev)`:
+    tests only, replaces the strong rule (a boolean mask over features).
+
+    Classes in range(n_classes) with no sample have no finite optimum (their intercept
+    goes to -inf); they get zero weights and an intercept 40 below every sample's largest
+    logit (a probability below e^-40), and the others are solved without them.
     """
     if lam is None and target_nec is None:
         raise ConfigError("solve_path needs lam= (a fixed regularisation) or target_nec=.")
     _check(0.0 if lam is None else lam, alpha, loss, positive)
-    Xt, yt = _tensors(X, y, dtype)
+    if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 1):
+        raise ConfigError(f"n_classes must be a positive integer; got {n_classes!r}.")
+    Xt, yt = _tensors(X, y, dtype, n_classes)
     m = n_classes or int(yt.max()) + 1
+    counts = torch.bincount(yt, minlength=m)
+    present = counts > 0
+    if not bool(present.all()):
+        return _path_without_empty_classes(X, y, present, dict(
+            alpha=alpha, lam=lam, target_nec=target_nec, n_lambdas=n_lambdas, epsilon=epsilon, tol=tol,
+            max_iter=max_iter, dtype=dtype, refine=refine, positive=positive, loss=loss,
+            working_set=working_set, _screen=_screen))
     lmax = lambda_max(X, y, alpha, m, positive)
     if lmax <= 0:  # no weight can leave zero (w >= 0 and no feature correlates positively): intercepts only
         lmax = 1e-12
@@ -225,27 +282,43 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     if lam is not None and lam >= lmax:
         grid = [lam]
     path = ElasticNetPath()
-    W = b = None
-    step = None
+    p = Xt.shape[1]
+    if working_set:
+        from .working_set import WorkingSetSolver
 
-    def solve(value, W, b, step):
-        Wn, bn, info, step = _fista(Xt, yt, value, alpha, W, b, m, tol, max_iter, step, positive, loss)
+        ws = WorkingSetSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss, screen=_screen)
+
+    def solve(value, state):
+        """state: (lam, W, b, step, gradient at the solution or None) of the warm start."""
+        start = time.perf_counter()
+        if working_set:
+            Wn, bn, info, step, G, n_active, n_added = ws.solve(value, state)
+            work = info.products / 2
+        else:
+            Wn, bn, info, step, _ = _fista(Xt, yt, value, alpha, state[1], state[2], m, tol, max_iter,
+                                           state[3], positive, loss)
+            G, n_active, n_added, work = None, p, 0, info.products / 2
         nec = float((Wn != 0).sum()) / m
         path.lambdas.append(float(value))
         path.weights.append(Wn.numpy().astype(np.float64))
         path.biases.append(bn.numpy().astype(np.float64))
         path.nec.append(nec)
         path.objectives.append(info.objective)
-        return Wn, bn, step, nec
+        path.full_gradients.append(float(work))
+        path.active_features.append(int(n_active))
+        path.kkt_added.append(int(n_added))
+        path.seconds.append(time.perf_counter() - start)
+        return (value, Wn, bn, step, G), nec
 
-    prev = None
+    prev = (lmax, None, None, None, ws.gradient_at_zero(lmax) if working_set else None)
+    first = True
     for value in grid:
-        W, b, step, nec = solve(value, W, b, step)
+        state, nec = solve(value, prev)
         if target_nec is not None and nec >= target_nec:
-            if prev is not None and nec > target_nec:
-                _bisect(path, solve, prev, (value, W, b, step), target_nec, refine)
+            if not first and nec > target_nec:
+                _bisect(path, solve, prev, state, target_nec, refine)
             return path
-        prev = (value, W, b, step)
+        prev, first = state, False
     return path
 
 
@@ -254,8 +327,7 @@ def _bisect(path, solve, hi_state, lo_state, target, steps):
     best = (path.nec[-2], len(path.nec) - 2)  # the previous path point is <= target
     for _ in range(steps):
         mid = math.sqrt(hi_state[0] * lo_state[0])
-        W, b, step, nec = solve(mid, *hi_state[1:3], hi_state[3])
-        state = (mid, W, b, step)
+        state, nec = solve(mid, hi_state)
         if nec > target:
             lo_state = state
         else:
@@ -265,5 +337,34 @@ def _bisect(path, solve, hi_state, lo_state, target, steps):
         if nec == target:
             break
     i = best[1]
-    for name in ("lambdas", "weights", "biases", "nec", "objectives"):
+    for name in ("lambdas", "weights", "biases", "nec", "objectives", "active_features"):
         getattr(path, name).append(getattr(path, name)[i])
+    path.full_gradients.append(0.0)
+    path.kkt_added.append(0)
+    path.seconds.append(0.0)
+
+
+def _path_without_empty_classes(X, y, present, kwargs) -> ElasticNetPath:
+    """The path on the classes that have samples, re-indexed, then written back into all m
+    rows: absent classes get W = 0 and an intercept 40 below every sample's largest logit."""
+    X = np.asarray(X)
+    keep = present.nonzero().flatten().numpy()
+    if len(keep) < 2 and kwargs["loss"] == "multinomial":
+        raise DataError(f"only {len(keep)} of {len(present)} classes have samples (classes "
+                        f"{keep.tolist()}); a softmax GLM needs at least two. Check the labels / split.")
+    yy = np.searchsorted(keep, np.asarray(y))
+    m = len(present)
+    if kwargs["target_nec"] is not None:  # NEC is per class over all m; the sub-problem has fewer rows
+        kwargs = {**kwargs, "target_nec": kwargs["target_nec"] * m / len(keep)}
+    sub = solve_path(X, yy, n_classes=len(keep), **kwargs)
+    for k, (Wk, bk) in enumerate(zip(sub.weights, sub.biases, strict=True)):
+        W = np.zeros((m, Wk.shape[1]))
+        W[keep] = Wk
+        floor = float((X @ Wk.T + bk).max(1).min()) if kwargs["loss"] == "multinomial" else 0.0
+        b = np.full(m, floor - 40.0)
+        b[keep] = bk
+        sub.weights[k], sub.biases[k] = W, b
+        sub.nec[k] = float((W != 0).sum()) / m
+        sub.objectives[k] = elastic_net_objective(W, b, X, y, sub.lambdas[k], kwargs["alpha"],
+                                                  kwargs["loss"], m)
+    return sub

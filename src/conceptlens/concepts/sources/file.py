@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from ...errors import ConfigError
-from ..importers import import_concepts
+from ..importers import IMPORTERS, import_concepts
 from .base import SOURCES, ConceptSource, SourceResult
+
+KINDS = ("auto", *IMPORTERS, "conceptlens")
 
 
 @SOURCES.register("file")
@@ -15,13 +18,22 @@ class FileSource(ConceptSource):
 
     def __init__(self, path: str | None = None, kind: str = "auto"):
         if not path:
-            raise ConfigError("The file concept source needs path=<concept file>.")
-        self.path, self.kind = path, kind
+            raise ConfigError(
+                "the file concept source needs the path of a concept file (one concept a line, a "
+                "class,concept CSV, LaBo or Label-free CBM JSON, or a conceptlens concept set). In a run "
+                'config add a table:\n[concepts.sources.file]\npath = "my_concepts.txt"\n(or set '
+                '[concepts] file = "my_concepts.txt"); on the command line, give --file PATH.')
+        if not Path(path).expanduser().is_file():
+            raise ConfigError(f"path = {path!r}: no such file (relative paths are taken from the current "
+                              f"folder, {Path.cwd()}).")
+        if kind not in KINDS:
+            raise ConfigError(f"kind = {kind!r} is not one of {', '.join(map(repr, KINDS))}.")
+        self.path, self.kind = str(Path(path).expanduser()), kind
 
     def generate(self, classes: Sequence[str]) -> SourceResult:
         concepts, rejected = import_concepts(self.path, self.kind)
-        have = set(concepts.classes)
-        attached = {cls for c in concepts for cls in c.classes}
+        attached = {cls.casefold() for c in concepts for cls in c.classes}
+        # a file of global concepts (no class at all) leaves no class unresolved
         unresolved = {c: "no concepts for this class in the file" for c in classes
-                      if c not in attached and have}
+                      if attached and c.casefold() not in attached}
         return SourceResult(concepts, unresolved, rejected)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ...errors import ConfigError
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
 from .wordnet import wordnet
@@ -33,6 +34,8 @@ class VocabularySource(ConceptSource):
     name = "vocabulary"
 
     def __init__(self, size: int = 20000):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"size must be an integer >= 1 (words in the vocabulary); got {size!r}.")
         self.size = size
 
     def generate(self, classes: Sequence[str]) -> SourceResult:

