@@ -89,10 +89,17 @@ def encode_dataset(
         _encode_missing(backbone, dataset, cache, todo, pool, batch_size, on_error, skipped,
                         progress)
 
+    return bundle_from_cache(backbone, dataset, cache, keys, skipped)
+
+
+def bundle_from_cache(backbone, dataset, cache, keys, skipped) -> FeatureBundle:
+    """The rows whose key (`keys[i]` for item i, None = unreadable) is cached, in dataset order;
+    items whose bytes equal an unreadable one's are added to `skipped` (shared by the local and
+    the Ray encode, so both return the same bundle)."""
     rows = [i for i, k in enumerate(keys) if k is not None and k in cache]
     reported = {item for item, _ in skipped}
-    skipped += [(dataset.ids[i], "same bytes as an unreadable image")
-                for i in sorted(set(range(len(keys))) - set(rows)) if dataset.ids[i] not in reported]
+    skipped = skipped + [(dataset.ids[i], "same bytes as an unreadable image")
+                         for i in sorted(set(range(len(keys))) - set(rows)) if dataset.ids[i] not in reported]
     if skipped:
         log.warning("Skipped %d unreadable image(s): %s", len(skipped),
                     "; ".join(f"{i} ({r})" for i, r in skipped[:5]))

@@ -56,7 +56,7 @@ from ..data import ImageDataset
 from ..errors import ConfigError, DataError
 from .bundle import FeatureBundle
 from .cache import FeatureCache, content_key
-from .encode import ON_ERROR, _progress, encode_dataset, image_cache
+from .encode import ON_ERROR, _progress, bundle_from_cache, encode_dataset, image_cache
 
 log = logging.getLogger("conceptlens")
 
@@ -194,7 +194,7 @@ def encode_dataset_ray(
         if started:
             ray.shutdown()
     # a fresh cache object: the one above indexed the shards before the workers wrote theirs
-    return _bundle(driver_bb, dataset, image_cache(driver_bb, root), keys, skipped)
+    return bundle_from_cache(driver_bb, dataset, image_cache(driver_bb, root), keys, skipped)
 
 
 def _check_options(on_error, batch_size, workers, num_gpus, cpus_per_worker, max_restarts,
@@ -371,21 +371,3 @@ def _encode_on_cluster(ray, dataset, todo, holder, root, spec, text_cache_dir, d
     return [(dataset.ids[i], err) for _, i, err in sorted(skipped)]
 
 
-def _bundle(backbone, dataset, cache, keys, skipped) -> FeatureBundle:
-    """The end of `encode_dataset`: rows whose key is cached, in dataset order."""
-    rows = [i for i, k in enumerate(keys) if k is not None and k in cache]
-    reported = {item for item, _ in skipped}
-    skipped = skipped + [(dataset.ids[i], "same bytes as an unreadable image")
-                         for i in sorted(set(range(len(keys))) - set(rows))
-                         if dataset.ids[i] not in reported]
-    if skipped:
-        log.warning("Skipped %d unreadable image(s): %s", len(skipped),
-                    "; ".join(f"{i} ({r})" for i, r in skipped[:5]))
-    out = cache.get([keys[i] for i in rows])
-    if not rows:
-        out = {"embedding": np.zeros((0, backbone.embed_dim), np.float32)}
-    return FeatureBundle(
-        ids=[dataset.ids[i] for i in rows], labels=dataset.labels[rows], classes=dataset.classes,
-        embedding=out["embedding"], features=out.get("features"), backbone_id=backbone.id,
-        skipped=skipped, embedding_norm=out.get("embedding_norm"),
-    )
