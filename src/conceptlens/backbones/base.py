@@ -92,7 +92,14 @@ def resize_center_crop(image: np.ndarray, size: int, resize_to: int | None = Non
     """
     # a copy: decoded images may be read-only views, which torch warns about
     x = torch.from_numpy(np.array(to_rgb_uint8(image))).permute(2, 0, 1).float()
-    h, w = x.shape[1:]
+    return resize_center_crop_t(x[None], size, resize_to, mode, squash)[0]
+
+
+def resize_center_crop_t(x: torch.Tensor, size: int, resize_to: int | None = None,
+                         mode: str = "bicubic", squash: bool = False) -> torch.Tensor:
+    """`resize_center_crop` on a (b, 3, H, W) 0..255 tensor; differentiable (not in place), so
+    input attributions (explain/attribution.py) follow the backbone's own preprocessing."""
+    h, w = x.shape[-2:]
     short = resize_to or size
     if squash:
         nh = nw = size
@@ -100,8 +107,7 @@ def resize_center_crop(image: np.ndarray, size: int, resize_to: int | None = Non
         nh, nw = (short, max(short, round(w * short / h))) if h <= w else (
             max(short, round(h * short / w)), short)
     if (nh, nw) != (h, w):
-        x = torch.nn.functional.interpolate(
-            x[None], size=(nh, nw), mode=mode, align_corners=False, antialias=True
-        )[0].clamp_(0, 255)
+        x = torch.nn.functional.interpolate(x, size=(nh, nw), mode=mode, align_corners=False,
+                                            antialias=mode in ("bilinear", "bicubic")).clamp(0, 255)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, top : top + size, left : left + size]
+    return x[:, :, top : top + size, left : left + size]

@@ -16,7 +16,7 @@ the composite dataset, whose regions are known).
 2. The differentiable path (`pixel_encoder`): a backbone that has a `pixel_encoder(image, keys)`
    method supplies it (the hook for new backbones). For `offline` and `hf` it is built here from the
    backbone's own modules, reproducing `prepare` + `encode_prepared` in torch with autograd:
-   `resize_center_crop` with `torch.nn.functional.interpolate` (the same mode, antialias and clamp),
+   `resize_center_crop_t` (backbones/base.py, the tensor form of `resize_center_crop`),
    the offline backbone's inversion decided once per image from its uint8 pixels (as `prepare`
    does), its normalisation, EfficientNet-Lite0's pooled features and the ConSE embedding (the
    gradient flows through the top-T probabilities; which T classes are chosen is piecewise
@@ -61,6 +61,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backbones.base import resize_center_crop_t
 from ..errors import ConfigError, DataError, closest
 
 ATTRIBUTION_METHODS = ("ig", "grad_x_input")
@@ -80,23 +81,6 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
         raise DataError(f"an image must be (H, W) or (H, W, channels) pixels; got shape {a.shape}.")
     # a copy: decoded images may be read-only views
     return torch.from_numpy(np.array(to_rgb_uint8(a), dtype=np.float32)).permute(2, 0, 1)[None]
-
-
-def resize_center_crop_t(x: torch.Tensor, size: int, resize_to: int | None = None,
-                         mode: str = "bicubic", squash: bool = False) -> torch.Tensor:
-    """`backbones.base.resize_center_crop` on a (b, 3, H, W) 0..255 tensor, differentiably."""
-    h, w = x.shape[-2:]
-    short = resize_to or size
-    if squash:
-        nh = nw = size
-    else:
-        nh, nw = (short, max(short, round(w * short / h))) if h <= w else (
-            max(short, round(h * short / w)), short)
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False,
-                          antialias=mode in ("bilinear", "bicubic")).clamp(0, 255)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, :, top : top + size, left : left + size]
 
 
 def _offline_encoder(bb, image: np.ndarray, keys: Sequence[str]) -> PixelEncoder:
