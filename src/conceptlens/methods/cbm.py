@@ -289,6 +289,21 @@ def train_params(
     return {"epochs": epochs, "best_epoch": best_epoch}
 
 
+def start_labelled_fit(model, name: str, train, context: Context) -> tuple[np.ndarray, ...]:
+    """What `cbm` and `ecbm` set up alike before training: the input (`on`, "auto" = features when
+    the bundle has them), the concepts, the per-image truth and which labels are known, and the
+    standardisation (`mean_`, `scale_`) of the input X. Returns (truth, known, X)."""
+    model.input = model.on if model.on != "auto" else (
+        "features" if train.features is not None else "embedding")
+    model.feature_key_ = model.input
+    model.concepts_ = list(context.concepts)
+    truth = concept_truth(name, train, context)
+    known = check_label_coverage(name, truth, model.concepts_)
+    X = model._x(train)
+    model.mean_, model.scale_ = _standardise(X, model.standardize)
+    return truth, known, X
+
+
 def _standardise(X: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
     if not standardize:
         return np.zeros(X.shape[1], np.float32), np.ones(X.shape[1], np.float32)
@@ -436,15 +451,7 @@ class CBM(Method):
 
     # -- fitting -------------------------------------------------------------------------------
     def _fit(self, train, context: Context, val) -> None:
-        self.input = (
-            self.on if self.on != "auto" else ("features" if train.features is not None else "embedding")
-        )
-        self.feature_key_ = self.input
-        self.concepts_ = list(context.concepts)
-        truth = concept_truth("cbm", train, context)
-        known = check_label_coverage("cbm", truth, self.concepts_)
-        X = self._x(train)
-        self.mean_, self.scale_ = _standardise(X, self.standardize)
+        truth, known, X = start_labelled_fit(self, "cbm", train, context)
         Z = torch.from_numpy((X - self.mean_) / self.scale_).double()
         y = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
         C = torch.from_numpy(np.nan_to_num(truth, nan=0.0))

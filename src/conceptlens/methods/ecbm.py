@@ -109,7 +109,12 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from .base import METHODS, Context, Method
-from .cbm import _standardise, check_choice, check_label_coverage, check_number, concept_truth
+from .cbm import (
+    check_choice,
+    check_number,
+    concept_truth,
+    start_labelled_fit,
+)
 
 MAX_STATES = 4096  # concept vectors enumerated at most (2^12) for the conditional probabilities
 
@@ -328,15 +333,7 @@ class ECBM(Method):
         return c
 
     def _fit(self, train, context: Context, val) -> None:
-        self.input = (
-            self.on if self.on != "auto" else ("features" if train.features is not None else "embedding")
-        )
-        self.feature_key_ = self.input
-        self.concepts_ = list(context.concepts)
-        truth = concept_truth("ecbm", train, context)
-        known = check_label_coverage("ecbm", truth, self.concepts_)
-        X = self._x(train)
-        self.mean_, self.scale_ = _standardise(X, self.standardize)
+        truth, known, _ = start_labelled_fit(self, "ecbm", train, context)
         Z = self._z(train)
         y = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
         C, K_ = torch.from_numpy(truth).float(), torch.from_numpy(known)
