@@ -33,7 +33,7 @@ def test_rerun_refuses_an_existing_run_unless_overwrite(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(experiment, "load_dataset", no_work)
         with pytest.raises(ConfigError, match=r"already exists and is not empty \(config.toml, "
-                                              r"environment.json, models, results.json, results.md\).*"
+                                              r"environment.json, models, results.json, results.md, \.\.\.\).*"
                                               r"--overwrite"):
             run_experiment(make({"zero_shot": {}}))
 
@@ -81,7 +81,9 @@ def test_report_is_written_inside_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "record_run", spy)
     run_experiment(make({"zero_shot": {}, "labo": {"epochs": 20}}, nec=0))
     assert seen == [["report.html"]]
-    assert "<h1>conceptlens: labo on images</h1>" in (out / "report.html").read_text()
+    # the only concept bottleneck here, chosen by its validation top-1 (the default, [report] method = "auto")
+    assert "<h1>conceptlens: labo on images (the best concept bottleneck by validation top-1 " in (
+        out / "report.html").read_text()
     assert (out / "concepts.json").is_file() and (out / "models" / "labo" / "model.json").is_file()
 
 

@@ -69,7 +69,7 @@ def test_recorded_run_on_an_image_folder(tmp_path):
     assert out["results"]["zero_shot"]["top1"] > 0.8
     folder = tmp_path / "out"
     assert {p.name for p in folder.iterdir()} == {"config.toml", "environment.json", "results.json",
-                                                  "results.md", "models"}
+                                                  "results.md", "models", "splits.json"}
     env = json.loads((folder / "environment.json").read_text())
     assert env["backbone_id"].startswith("precomputed:f.safetensors@") and env["packages"]["numpy"]
     assert load_config(folder / "config.toml").to_dict() | {"progress": False} == cfg.to_dict()
@@ -171,8 +171,8 @@ def test_few_shot_protocol_is_fair(tmp_path, monkeypatch):
 
     make = tiny_setup(tmp_path, monkeypatch)
     seen = {"filter": [], "select": [], "fit": []}
-    real_filter, real_select, real_get = (experiment.filter_activation, experiment.run_selection,
-                                          experiment.get_method)
+    real_filter, real_select, real_make = (experiment.filter_activation, experiment.run_selection,
+                                           experiment.make_method)
 
     def spy_filter(concepts, image_embedding, *a, **k):
         seen["filter"].append(len(image_embedding))
@@ -182,8 +182,8 @@ def test_few_shot_protocol_is_fair(tmp_path, monkeypatch):
         seen["select"].append(list(train.ids))
         return real_select(concepts, backbone, train, *a, **k)
 
-    def spy_get(name, **params):
-        model = real_get(name, **params)
+    def spy_make(name, params):
+        model = real_make(name, params)
         fit = model.fit
 
         def recorded(train, context, val=None):
@@ -195,7 +195,7 @@ def test_few_shot_protocol_is_fair(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "filter_activation", spy_filter)
     monkeypatch.setattr(experiment, "run_selection", spy_select)
-    monkeypatch.setattr(experiment, "get_method", spy_get)
+    monkeypatch.setattr(experiment, "make_method", spy_make)
     from conceptlens.runs.config import FewShotConfig
 
     cfg = make({"zero_shot": {}, "linear_probe": {}, "labo": {"epochs": 20}},

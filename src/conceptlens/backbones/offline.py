@@ -26,6 +26,7 @@ import torch
 from .._io import fingerprint_file
 from ..errors import ConfigError
 from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
+from .onnx_tower import RUNTIMES, image_tower
 from .text_encoder import encode_sentences, sentence_encoder_fingerprint
 
 INVERT_CHOICES = ("auto", "never", "always")
@@ -68,9 +69,11 @@ class OfflineBackbone(Backbone):
 
     def __init__(self, image_size: int = 192, top_t: int = 20, temperature: float = 2.0,
                  invert: str = "auto", text_mix: float = 0.5, text_temperature: float = 0.01,
-                 feature_cache: str | Path | None = None):
+                 feature_cache: str | Path | None = None, runtime: str = "auto"):
         if invert not in INVERT_CHOICES:
             raise ConfigError(f"invert must be one of {INVERT_CHOICES}; got {invert!r}.")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}; got {runtime!r}.")
         if not 32 <= image_size <= 512:
             raise ConfigError(f"image_size must be 32..512 pixels; got {image_size}.")
         if not 1 <= top_t <= 1000:
@@ -82,15 +85,18 @@ class OfflineBackbone(Backbone):
         self.image_size, self.top_t, self.temperature, self.invert = (
             image_size, top_t, temperature, invert)
         self.text_mix, self.text_temperature = text_mix, text_temperature
-        self.model, weights_fp = _efficientnet()
+        self.model, self.weights_fp = _efficientnet()
         self.preprocess_id = f"short{image_size}-crop{image_size}-bicubic-aa-invert_{invert}-(x-127)/128"
-        self.id = (f"offline:efficientnet-lite0@{weights_fp}+all-MiniLM-L6-v2@"
+        self.id = (f"offline:efficientnet-lite0@{self.weights_fp}+all-MiniLM-L6-v2@"
                    f"{sentence_encoder_fingerprint()}:conse-top{top_t}-tau{temperature:g}"
                    f"-textmix{text_mix:g}-texttau{text_temperature:g}")
         # where the ImageNet class-text embeddings are cached (a feature cache root, as
         # --cache-dir/features); None = the user cache. Not part of the id: it holds, not makes.
         self.feature_cache = feature_cache
-        self._class_text = None
+        # how the image tower runs ("auto": ONNX Runtime where installed, backbones/onnx_tower.py).
+        # Not part of the id either: both compute the same outputs to float rounding.
+        self.runtime = runtime
+        self._class_text = self._tower = None
 
     def _class_text_embeddings(self) -> torch.Tensor:
         if self._class_text is None:
@@ -123,9 +129,15 @@ class OfflineBackbone(Backbone):
         border = np.concatenate([flat[0], flat[-1], flat[:, 0], flat[:, -1]])
         return float(border.mean()) < 64.0
 
+    def tower(self):
+        """The image tower encoding runs (chosen once, on first use: --cache-dir is set by then)."""
+        if self._tower is None:
+            cache_dir = None if self.feature_cache is None else Path(self.feature_cache).parent
+            self._tower = image_tower(self.model, self.weights_fp, self.image_size, self.runtime, cache_dir)
+        return self._tower
+
     def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
-        feats = self.model._avg_pooling(self.model.extract_features(batch)).flatten(1)
-        logits = self.model._fc(feats)
+        feats, logits = self.tower()(batch)
         probs = torch.softmax(logits / self.temperature, dim=-1)
         weights, top = probs.topk(self.top_t, dim=-1)
         emb = torch.einsum("nt,ntd->nd", weights, self._class_text_embeddings()[top])
@@ -146,7 +158,7 @@ class OfflineBackbone(Backbone):
 
 
 OPTION_TYPES = {"image_size": int, "top_t": int, "temperature": float, "invert": str,
-                "text_mix": float, "text_temperature": float}
+                "text_mix": float, "text_temperature": float, "runtime": str}
 
 
 @BACKBONES.register("offline")

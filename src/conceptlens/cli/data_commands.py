@@ -92,11 +92,14 @@ def print_run(out: dict) -> None:
     if out.get("confounded"):
         print("\nconfounded shift (top-1 %, in-distribution vs reversed nuisance):\n"
               + out["confounded"]["table"])
+    if out.get("report_method"):
+        shown = out["report_method"]
+        print(f"\nreport   {shown['method']} ({shown['chosen_by']})")
     print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
     if "output_dir" in out:
         matches = "concept_matches.csv, " if out.get("concept_matches") else ""
         print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, {matches}"
-              "report.html, results.json, results.md, models/)")
+              "report.html, results.json, results.md, splits.json, models/)")
 
 
 def cmd_encode(args) -> int:

@@ -1,4 +1,10 @@
-"""`conceptlens explain | intervene | edit | report`: working with a saved model."""
+"""`conceptlens explain | intervene | edit | report`: working with a saved model.
+
+`report` takes a run folder (RUN_DIR) or a bare saved model (MODEL --dataset ...). A run
+folder is reported on the run's own test split (the ids in its splits.json; recomputed from its
+config.toml for a folder written before splits.json existed) with the run's other methods as
+baselines, so its top-1 is the run's; a bare model gets the CLI's own split, and says so.
+"""
 
 from __future__ import annotations
 
@@ -206,46 +212,258 @@ def _check_report_out(args) -> None:
                           "choose another file name.")
 
 
-def cmd_report(args) -> int:
-    from ..evaluation import evaluate
-    from ..grounding import evaluate_grounding, matching_embedder, resolve_annotations
-    from ..report import write_report
-
-    if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
-    if not -1 <= args.match_threshold <= 1:
-        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
-    _check_report_out(args)  # before the images are encoded
-    model, backbone = _load(args)
-    data = _dataset(args, model)
-    train = _split(args, backbone, data, "train", args.images_per_class)
-    test = _split(args, backbone, data, "test", args.images_per_class)
+def _image_reader(data):
     index = {item: i for i, item in enumerate(data.ids)}
 
     def image(item):
         return data.images.decode(index[item], data.images.read(index[item]))
 
-    grounding = None
-    annotations = resolve_annotations(args.annotations, args.dataset, data)
-    if annotations is not None:
-        cache = _cache(args)
-        embed = matching_embedder(args.embed, backbone, cache)
-        grounding = evaluate_grounding(model, test, annotations, embed, k=args.k,
-                                       threshold=args.match_threshold, class_ids=list(data.ids),
-                                       class_labels=data.labels)
-    write_report(args.out, model, {model.name: evaluate(model, test)}, test, train, image,
-                 title=f"conceptlens: {model.name} on {data.name}", grounding=grounding)
+    return image
+
+
+def _measure_grounding(args, model, test, data, dataset: str, backbone):
+    """--annotations' grounding measures of `model` on `test` (None without annotations)."""
+    from ..grounding import evaluate_grounding, matching_embedder, resolve_annotations
+
+    annotations = resolve_annotations(args.annotations, dataset, data)
+    if annotations is None:
+        return None
+    embed = matching_embedder(args.embed, backbone, _cache(args))
+    return evaluate_grounding(model, test, annotations, embed, k=args.k, threshold=args.match_threshold,
+                              class_ids=list(data.ids), class_labels=data.labels)
+
+
+def _run_model_hint(model_path: Path) -> str:
+    """' It belongs to the run <dir>: ...' when a bare model lies in a run folder's models/."""
+    from ..runs.record import is_run_folder
+
+    folder = model_path.resolve().parent.parent
+    if model_path.resolve().parent.name == "models" and is_run_folder(folder):
+        return (f" This model belongs to the run {folder}: `conceptlens report {folder} --method "
+                f"{model_path.resolve().name}` reports it on that run's split, with its baselines.")
+    return " For a run's model, `conceptlens report RUN_DIR` uses the run's split and baselines."
+
+
+def cmd_report(args) -> int:
+    from ..runs.record import is_run_folder
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+    if not -1 <= args.match_threshold <= 1:
+        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
+    if is_run_folder(args.model):
+        return _report_run(args, Path(args.model))
+    if not (Path(args.model) / "model.json").is_file():
+        raise ConfigError(f"{args.model} is neither a run folder (config.toml and results.json, as "
+                          "`conceptlens run` writes) nor a saved model folder (model.json); give one of "
+                          "them.")
+    return _report_model(args)
+
+
+def _report_model(args) -> int:
+    """A bare saved model on the CLI's own split of --dataset (not any run's)."""
+    from ..evaluation import evaluate
+    from ..report import write_report
+
+    if args.method is not None:
+        raise ConfigError("--method picks one of a run folder's models; "
+                          f"{args.model} is a single saved model. Leave --method out.")
+    if args.dataset is None:
+        raise ConfigError(f"{args.model} is a saved model, not a run folder: pass --dataset (the images to "
+                          "report it on), or give the run folder it came from.")
+    per_class = "50" if args.images_per_class is None else args.images_per_class
+    seed = args.seed = 0 if args.seed is None else args.seed
+    args.backbone = args.backbone or "offline"
+    args.annotations = args.annotations or "auto"
+    _check_report_out(args)  # before the images are encoded
+    model, backbone = _load(args)
+    data = _dataset(args, model)
+    train = _split(args, backbone, data, "train", per_class)
+    test = _split(args, backbone, data, "test", per_class)
+    print(f"note: the split is the CLI's own ({len(test)} test images: --images-per-class {per_class} of "
+          f"{args.dataset}'s test split, --seed {seed}), not any run's, so top-1 can differ from a run's "
+          f"results.json.{_run_model_hint(Path(args.model))}")
+    grounding = _measure_grounding(args, model, test, data, args.dataset, backbone)
+    write_report(args.out, model, {model.name: evaluate(model, test)}, test, train, _image_reader(data),
+                 title=f"conceptlens: {model.name} on {data.name} (the CLI's own split: {len(test)} test "
+                       f"images, seed {seed})", grounding=grounding)
     print(f"-> {args.out}")
     return 0
 
 
+def _recorded_run(folder: Path) -> tuple[dict, dict]:
+    """A run folder's config.toml (raw TOML) and results.json; unreadable files are a DataError."""
+    import json
+    import tomllib
+
+    from ..errors import DataError
+
+    try:
+        raw = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"Cannot read the run folder {folder}: {e}.") from e
+    if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
+        raise DataError(f"{folder / 'results.json'} holds no per-method results; is {folder} a run folder "
+                        "written by `conceptlens run`?")
+    return raw, results
+
+
+def _run_data_config(raw: dict, folder: Path):
+    """The run's [data] as a DataConfig (only where its images are and how they are read and
+    split; the rest of config.toml, e.g. concept files, need not exist any more)."""
+    from ..errors import DataError
+    from ..runs.config import DataConfig
+
+    try:
+        return DataConfig(**raw.get("data", {}))
+    except TypeError as e:
+        raise DataError(f"{folder / 'config.toml'}: its [data] table is not one this version reads "
+                        f"({e}).") from e
+
+
+def _run_models(folder: Path, results: dict) -> dict:
+    """The run's saved models by their [methods] name, in the run's order."""
+    from ..methods import Method
+
+    return {name: Method.load(folder / "models" / name) for name in results
+            if (folder / "models" / name / "model.json").is_file()}
+
+
+def _pick_run_method(args, results: dict, models: dict, recorded: dict | None, val_images: int) -> dict:
+    """--method, else what the run's report showed (results.json report_method), else the run's
+    rule (experiment.choose_report_method) on its recorded validation top-1 (a run folder from
+    before val_top1 was recorded has none, though it had `val_images`)."""
+    from ..runs.experiment import NO_VALIDATION, choose_report_method, has_concepts
+
+    if args.method is not None:
+        if args.method not in results:
+            raise ConfigError(f"--method {args.method!r} is not one of the run's methods "
+                              f"({', '.join(results)}).{closest(args.method, list(results))}")
+        if args.method not in models:
+            why = results[args.method].get("failed", "its model is not in the run folder's models/")
+            raise ConfigError(f"--method {args.method!r}: the run has no model of it ({why}).")
+        if not has_concepts(models[args.method]):
+            names = [n for n, m in models.items() if has_concepts(m)]
+            listed = ", ".join(names) or "none: the run fitted no concept bottleneck"
+            raise ConfigError(f"--method {args.method!r} is not a concept bottleneck (no concepts to "
+                              f"report); choose one of {listed}.")
+        return {"method": args.method, "chosen_by": "--method"}
+    if recorded and recorded.get("method") in models:
+        return recorded
+    chosen = choose_report_method("auto", results, models)
+    if chosen is None:
+        raise ConfigError("The run fitted no concept bottleneck, so there is no model to report; its results "
+                          "are in results.md.")
+    if chosen["chosen_by"] == NO_VALIDATION and val_images:
+        chosen["chosen_by"] = ("the first concept bottleneck in the config; the run recorded no "
+                               "validation top-1")
+    return chosen
+
+
+def _report_run(args, folder: Path) -> int:
+    """A run's model (--method, or the one its report shows) on the run's own test split, with the
+    run's other methods as baselines (their numbers from results.json)."""
+    from ..data import load_dataset
+    from ..evaluation import evaluate
+    from ..features import encode_dataset
+    from ..features.encode import image_cache
+    from ..report import write_report
+    from ..runs.experiment import dataset_options, open_backbone, report_title
+
+    given = [flag for flag, v in (("--dataset", args.dataset), ("--images-per-class", args.images_per_class),
+                                  ("--seed", args.seed)) if v is not None]
+    if given:
+        raise ConfigError(f"{folder} is a run folder: it is reported on the run's own data and test split, "
+                          f"so {', '.join(given)} do(es) not apply; leave them out (or give a bare model "
+                          "folder to report it on the CLI's own split).")
+    _check_report_out(args)  # before the images are encoded
+    raw, recorded = _recorded_run(folder)
+    # results.json's keys are sorted: put the methods back in the config's order (ties and the
+    # no-validation rule of choose_report_method go by it, as in the run)
+    order = [n for n in raw.get("methods", {}) if n in recorded["results"]]
+    results = {n: recorded["results"][n] for n in [*order, *recorded["results"]]}
+    models = _run_models(folder, results)
+    chosen = _pick_run_method(args, results, models, recorded.get("report_method"),
+                              (recorded.get("sizes") or {}).get("val", 0))
+    name = chosen["method"]
+    model = models[name]
+    data_cfg = _run_data_config(raw, folder)
+    spec = args.backbone or raw.get("backbone", {}).get("spec", "offline")
+    args.cache_dir = args.cache_dir or raw.get("output", {}).get("cache_dir")  # the run's features
+    backbone = open_backbone(spec, args.cache_dir)
+    if backbone.id != model.backbone_id_:
+        raise ConfigError(f"The run's models were fitted on features of {model.backbone_id_!r}, but the "
+                          f"backbone {spec!r} gives {backbone.id!r}; pass --backbone with the run's "
+                          "backbone.")
+    data = load_dataset(data_cfg.dataset, **dataset_options(data_cfg))
+    if tuple(data.classes) != tuple(model.classes_):
+        raise ConfigError(f"The run's dataset {data_cfg.dataset!r} now has classes {list(data.classes)[:5]}, "
+                          f"the model {list(model.classes_)[:5]}: the data changed since the run.")
+    parts, on_error = _run_split(folder, data, data_cfg)
+    cache = image_cache(backbone, _cache(args))
+    train, test = (encode_dataset(backbone, data.subset(parts[s]), cache, batch_size=args.batch_size,
+                                  workers=args.workers, on_error=on_error, progress=not args.no_progress)
+                   for s in ("train", "test"))
+    row = evaluate(model, test)
+    was = results[name].get("top1")
+    print(f"{name} ({chosen['chosen_by']}): top-1 {100 * row['top1']:.1f}% on the run's {len(test)} test "
+          f"images (the run recorded {'-' if was is None else f'{100 * was:.1f}%'}); baselines from "
+          f"{folder / 'results.json'}: {', '.join(n for n in results if n != name) or 'none'}")
+    if was is not None and abs(row["top1"] - was) > 1e-9:
+        print(f"warning: top-1 on the run's test split is {row['top1']:.4f}, the run recorded {was:.4f}: the "
+              "features differ from the run's (another backbone version, or changed images).",
+              file=sys.stderr)
+    shown = {n: (r | row if n == name else r) for n, r in results.items()}
+    if args.annotations is not None:  # measured now; otherwise the run's own measures
+        grounding = _measure_grounding(args, model, test, data, data_cfg.dataset, backbone)
+    else:
+        grounding = ((recorded.get("grounding") or {}).get("methods") or {}).get(name)
+    r = results[name]
+    faithfulness = ({"area_top": r["deletion_area_top"], "area_random": r["deletion_area_random"]}
+                    if r.get("deletion_area_top") is not None else None)
+    discovered = {n: m for n, m in models.items() if m.discovers_concepts}
+    write_report(args.out, model, shown, test, train, _image_reader(data),
+                 title=report_title(name, data.name, chosen) + f", run {folder.resolve().name}",
+                 faithfulness=faithfulness, grounding=grounding, discovered=discovered,
+                 concept_labels=recorded.get("concept_labels"), backbone=backbone)
+    print(f"-> {args.out}")
+    return 0
+
+
+def _run_split(folder: Path, data, data_cfg) -> tuple[dict, str]:
+    """The run's train and test indices into `data`: from splits.json's ids (every one must still
+    be there; encoded with on_error "fail", as the run read them all), or, for a run folder
+    written before splits.json, recomputed from [data] (its seed, fractions and sizes)."""
+    from ..data.splits import take_splits
+    from ..errors import DataError
+    from ..runs.record import read_split_ids
+
+    ids = read_split_ids(folder)
+    if ids is None:
+        print(f"note: {folder} has no splits.json (written by an older conceptlens); the split is "
+              "recomputed from its config.toml [data] (same seed, fractions and sizes).", file=sys.stderr)
+        return take_splits(data, data_cfg), data_cfg.on_error
+    index = {item: i for i, item in enumerate(data.ids)}
+    out = {}
+    for split in ("train", "test"):
+        missing = [i for i in ids[split] if i not in index]
+        if missing:
+            raise DataError(f"{len(missing)} of the run's {split} images are no longer in "
+                            f"{data_cfg.dataset!r} (e.g. {missing[0]!r}): the data changed since the run, "
+                            "so its split cannot be reproduced. Rerun the run on the data as it is now.")
+        out[split] = np.asarray([index[i] for i in ids[split]], dtype=np.int64)
+    return out, "fail"
+
+
 def add_commands(sub) -> None:
-    def common(p, data=True):
-        p.add_argument("model", help="a saved model folder")
+    def common(p, data=True, model_help="a saved model folder", data_required=True):
+        p.add_argument("model", help=model_help)
         if data:
-            p.add_argument("--dataset", required=True)
-            p.add_argument("--images-per-class", default="50")
-            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--dataset", required=data_required)
+            # report: None = not given (a run folder refuses them; a bare model gets 50 and 0)
+            p.add_argument("--images-per-class", default="50" if data_required else None)
+            p.add_argument("--seed", type=int, default=0 if data_required else None)
         add_encode_options(p)
 
     p = sub.add_parser("explain", help="why a saved model classifies images (or videos: a motif model, "
@@ -280,13 +498,20 @@ def add_commands(sub) -> None:
                    help="replace a saved model already at --out (never the input model)")
     p.set_defaults(func=cmd_edit)
 
-    p = sub.add_parser("report", help="write the HTML report of a saved model")
-    common(p)
+    p = sub.add_parser("report", help="write the HTML report of a run's model (RUN_DIR: the run's split "
+                       "and baselines) or of a saved model (MODEL --dataset: the CLI's own split)")
+    common(p, model_help="a run folder (as `conceptlens run` writes: its model is reported on the run's "
+                         "own test split, with the run's other methods as baselines) or a saved model "
+                         "folder (needs --dataset; the CLI's own split)", data_required=False)
+    p.add_argument("--method", help="RUN_DIR only: which of the run's methods to report (default: the "
+                                    "one the run's report.html shows, [report] method)")
     p.add_argument("--out", required=True, help="the .html file to write (not inside a model folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--annotations", default="auto",
-                   help="concept annotations for the grounding section: auto (built-in for the dataset), "
-                        "none, fashion-mnist, or a class-level / per-image CSV")
+    p.add_argument("--annotations",
+                   help="concept annotations for the grounding section: auto (built-in for the dataset; "
+                        "the default for a saved model), none, fashion-mnist, or a class-level / per-image "
+                        "CSV (a run folder: default the run's own grounding measures)")
     p.add_argument("--k", type=int, default=5, help="top concepts per class for explanation precision@k")
     add_matching_options(p)
-    p.set_defaults(func=cmd_report)
+    # a run folder's backbone is in its config.toml unless --backbone is given
+    p.set_defaults(func=cmd_report, backbone=None)

@@ -262,10 +262,11 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
         at, details = vlg_at_nec(model, train, nec, **vlg_options)
         how = "vlg"
     elif protocol == "refit" and getattr(model, "refit_at_nec", False):
-        from ..methods.base import get_method
+        from ..methods.aliases import make_method
 
         params = {**model.get_params(deep=False), "target_nec": nec}
-        at = get_method(model.name, **params).fit(train, context, val)
+        # the class's registered name: an instance may carry a run's display name (an alias)
+        at = make_method(type(model).name, params).fit(train, context, val)
         how = "refit"
     else:
         at, how = prune_to_nec(model, int(nec)), "prune"

@@ -24,10 +24,14 @@ the composite dataset, whose regions are known).
    `tests/test_attribution.py` checks that it reproduces `encode_images`.
 3. The concept predictor (`predictor_for`): `cbm`'s concept logits g(x) (standardisation, optional
    hidden layer, linear head; the per-concept logit is what the paper attributes) and its class
-   logits head(A); any other method whose `transform` and `decision_function` are affine in its
-   input (label_free, linear_probe, zero_shot, ...) through that affine map, recovered by probing
-   the method and verified on random inputs (a method that is not affine, such as ecbm's inference
-   by gradient descent or cosine-normalised ones, is refused with a ConfigError);
+   logits head(A); `ecbm`'s concept-energy logits E_k(x, c_k = 0) - E_k(x, c_k = 1), the image's
+   evidence for each concept (its p(c_k = 1 | x) under the concept energy alone: the inference by
+   gradient descent, which adds the global energy at weight 0.01, is not differentiated through;
+   no class logits, as ECBM's class decision is that inference); any other method whose
+   `transform` and `decision_function` are affine in its input (label_free, linear_probe,
+   zero_shot, ...) through that affine map, recovered by probing the method and verified on random
+   inputs (a method that is not affine, such as cosine-normalised ones, is refused with a
+   ConfigError);
    `similarity_predictor` scores cosine similarity with concept text embeddings (the raw CLIP
    concept score of the similarity-based methods).
 4. Attribution (`attribute`): 'ig', integrated gradients (Sundararajan et al. 2017) through captum's
@@ -182,6 +186,18 @@ def _cbm_predictor(model) -> TorchPredictor:
                           "cbm")
 
 
+def _ecbm_predictor(model) -> TorchPredictor:
+    net = model.net_  # eval mode: no dropout
+    mean, scale = _t(model.mean_), _t(model.scale_)
+
+    def concepts(x):
+        energies = net.concept_energies(net.xc((x - mean) / scale))  # (b, k, 2): c_k = 0, c_k = 1
+        return energies[..., 0] - energies[..., 1]  # lower energy = more likely, so a logit of c_k = 1
+
+    return TorchPredictor(tuple(model.concepts_), tuple(model.classes_), model.feature_key_, concepts, None,
+                          "ecbm")
+
+
 def _affine_probe(fn: Callable[[np.ndarray], np.ndarray], d: int, seed: int = 0,
                   rtol: float = 1e-3) -> tuple[np.ndarray, np.ndarray] | None:
     """(M (out, d), c (out,)) with fn(X) = X @ M.T + c, or None where fn is not affine: read at 0 and
@@ -209,8 +225,11 @@ def predictor_for(model, input_dim: int | None = None) -> TorchPredictor:
     if check is None:
         raise ConfigError(f"expected a fitted conceptlens model or a TorchPredictor; got {type(model)}.")
     check()
-    if getattr(model, "name", "") == "cbm" and hasattr(model, "concept_coef_"):
+    registered = getattr(type(model), "name", "")  # the class's: a run may label an instance otherwise
+    if registered == "cbm" and hasattr(model, "concept_coef_"):
         return _cbm_predictor(model)
+    if registered == "ecbm" and hasattr(model, "net_xc_weight_"):
+        return _ecbm_predictor(model)
     from ..features.bundle import FeatureBundle
 
     key = getattr(model, "feature_key_", model.input)
@@ -231,7 +250,7 @@ def predictor_for(model, input_dim: int | None = None) -> TorchPredictor:
         raise ConfigError(
             f"method {model.name!r}: its concept activations are not an affine function of its input, and "
             "no differentiable concept predictor is known for it, so input attributions cannot be "
-            "computed. Supported: cbm, and methods whose transform is affine in the embedding "
+            "computed. Supported: cbm, ecbm, and methods whose transform is affine in the embedding "
             "(label_free, linear_probe, zero_shot, ...); or score concepts by similarity "
             "(similarity_predictor)."
         )

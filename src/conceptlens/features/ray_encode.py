@@ -170,6 +170,8 @@ def encode_dataset_ray(
     root = Path(cache_root or default_cache_root() / "features").absolute()
     if len(dataset) == 0:
         return encode_dataset(driver_bb, dataset, root, progress=False)
+    if hasattr(driver_bb, "tower"):  # export the ONNX image tower once, before the actors look for it
+        driver_bb.tower()
 
     started = connect(address)
     ctx = ray.data.DataContext.get_current()

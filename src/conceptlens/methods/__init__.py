@@ -15,6 +15,7 @@ from . import (  # noqa: F401
            v2c,
            zero_shot,
 )
+from .aliases import make_method
 from .base import METHODS, Context, DiscoveryInputs, Method, get_method
 from .cbm import CBM
 from .ecbm import ECBM
@@ -29,4 +30,5 @@ from .zero_shot import ZeroShot
 
 __all__ = ["CBM", "ECBM", "METHODS", "CAVBank", "ConceptMatrixSearch", "Context", "DiscoveryInputs", "KnoBo",
            "LaBo", "LabelFree", "LinearProbe", "Method", "Motif", "PostHoc", "PostHocHybrid", "SparseCBM",
-           "ZeroShot", "explain_video", "get_method", "learn_cav_bank", "learn_cavs", "video_as_text"]
+           "ZeroShot", "explain_video", "get_method", "learn_cav_bank", "learn_cavs", "make_method",
+           "video_as_text"]

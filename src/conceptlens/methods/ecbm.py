@@ -603,4 +603,5 @@ class ECBM(Method):
                 total = w_xy * E_xy[i][None] + w_cy * E_g + w_xc * e_xc[:, None]
                 p_state = torch.softmax(-total.flatten(), 0).reshape(total.shape).sum(1)
                 out[i, cols] = (p_state[:, None] * S).sum(0).numpy()
+        out[:, j] = value  # conditioned on it: exactly, not a sum of probabilities rounded in float32
         return out

@@ -8,11 +8,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -53,35 +53,87 @@ def png_uri(rgb: np.ndarray, size: int = 112) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def heatmap_section(images: Sequence[np.ndarray], heatmaps, concepts: Sequence[str], *,
+def _per_image(concepts, n: int) -> list[list[str]] | None:
+    """Per-image concept lists when `concepts` is a list of lists (one per image), else None."""
+    if len(concepts) and all(not isinstance(c, str) and isinstance(c, Sequence) for c in concepts):
+        if len(concepts) != n:
+            raise DataError(f"{n} images but {len(concepts)} concept lists; give one list per image.")
+        return [[str(x) for x in c] for c in concepts]
+    return None
+
+
+def heatmap_section(images: Sequence[np.ndarray], heatmaps, concepts, *,
                     labels: Sequence[str] | None = None, title: str = "Where concepts look",
-                    size: int = 112) -> str:
+                    size: int = 112, note: str = "") -> str:
     """A `<section id='heatmaps'>`: per image (a row), the image and one overlay per concept.
 
     `heatmaps`: an `explain.attribution.Heatmaps` (its `maps`), or per image a (len(concepts), H, W)
-    array (a list, or one (n, t, H, W) array); `labels`: an optional caption per image."""
+    array (a list, or one (n, t, H, W) array); `concepts`: the concept names, one column each, or
+    per image its own list (then each overlay is captioned with its concept); `labels`: an optional
+    caption per image; `note`: escaped text added to the explanation under the title."""
     maps = list(getattr(heatmaps, "maps", heatmaps))
-    concepts = [str(c) for c in concepts]
     if len(maps) != len(images):
         raise DataError(f"{len(images)} images but {len(maps)} heat map sets; give one set per image.")
     if labels is not None and len(labels) != len(images):
         raise DataError(f"{len(images)} images but {len(labels)} labels; give one label per image.")
+    own = _per_image(concepts, len(images))
+    rows_concepts = own if own is not None else [[str(c) for c in concepts]] * len(images)
     esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in concepts)
+    width = max((len(c) for c in rows_concepts), default=0)
+    head = ("".join(f"<th>{esc(c)}</th>" for c in rows_concepts[0]) if own is None and images
+            else "".join(f"<th>concept {j + 1}</th>" for j in range(width)))
     rows = []
-    for i, (image, m) in enumerate(zip(images, maps, strict=True)):
+    for i, (image, m, names) in enumerate(zip(images, maps, rows_concepts, strict=True)):
         m = np.asarray(m)
-        if m.ndim != 3 or len(m) != len(concepts):
-            raise DataError(f"image {i}: expected ({len(concepts)}, H, W) heat maps, one per concept; "
+        if m.ndim != 3 or len(m) != len(names):
+            raise DataError(f"image {i}: expected ({len(names)}, H, W) heat maps, one per concept; "
                             f"got shape {m.shape}.")
         cells = [f"<td><img src='{png_uri(np.asarray(image), size)}' alt='image {i}'>"
                  + (f"<br><span class='small'>{esc(str(labels[i]))}</span>" if labels is not None else "")
                  + "</td>"]
-        for c, h in zip(concepts, m, strict=True):
+        for c, h in zip(names, m, strict=True):
             rgb, scale = overlay(image, h)
-            cells.append(f"<td><img src='{png_uri(rgb, size)}' alt='{esc(c)}, image {i}'>"
-                         f"<br><span class='small'>|a| p99 {scale:.2g}</span></td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+            caption = f"<b class='concept'>{esc(c)}</b><br>" if own is not None else ""
+            cells.append(f"<td data-concept='{esc(c)}'><img src='{png_uri(rgb, size)}' "
+                         f"alt='{esc(c)}, image {i}'>"
+                         f"<br><span class='small'>{caption}|a| p99 {scale:.2g}</span></td>")
+        cells += ["<td></td>"] * (width - len(names))
+        rows.append("<tr class='heatmap-row'>" + "".join(cells) + "</tr>")
     return (f"<section id='heatmaps'><h2>{esc(title)}</h2><p class='small'>Input attributions of each "
-            "concept's prediction: red pixels raise it, blue lower it.</p>"
+            f"concept's prediction: red pixels raise it, blue lower it.{' ' + esc(note) if note else ''}</p>"
             f"<table class='heatmaps'><tr><th>image</th>{head}</tr>{''.join(rows)}</table></section>")
+
+
+def top_concept_heatmaps(model, bundle, image: Callable[[str], np.ndarray], backbone, indices: Sequence[int],
+                         *, concepts: int = 3, steps: int = 16, size: int = 112,
+                         title: str = "Where concepts look") -> str:
+    """The report's heat maps: for each image `indices` of `bundle` (decoded by `image(id)`), the
+    integrated-gradient maps (`steps` steps, explain/attribution.attribute) of its `concepts` top
+    concepts, the largest contributions to its predicted class (as the report's example cards),
+    through `backbone`'s differentiable path and `model`'s concept predictor. Where attributions
+    cannot be computed for this backbone or model (a ConfigError saying why), the section says so
+    instead."""
+    from ..explain.attribution import attribute
+    from ..explain.contributions import explain_image
+
+    for key, value, low in (("concepts", concepts, 1), ("steps", steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"heat maps: {key} must be an integer >= {low}; got {value!r}.")
+    images, maps, names, labels = [], [], [], []
+    for i in indices:
+        ex = explain_image(model, bundle, int(i), top=concepts)
+        targets = [c.concept for c in ex["top"]]
+        pixels = np.asarray(image(ex["id"]))
+        try:
+            hm = attribute(backbone, model, [pixels], targets, n_steps=steps)
+        except ConfigError as e:  # this backbone or model has no differentiable path: say so
+            return (f"<section id='heatmaps'><h2>{html.escape(title)}</h2><p class='small heatmaps-missing'>"
+                    f"Not shown: {html.escape(str(e))}</p></section>")
+        images.append(pixels)
+        maps.append(hm.maps[0])
+        names.append(list(hm.targets))
+        truth = model.classes_[int(bundle.labels[int(i)])]
+        labels.append(f"{ex['id']}: true {truth}, predicted {ex['predicted']}")
+    return heatmap_section(images, maps, names, labels=labels, title=title, size=size,
+                           note=f"Each image's {concepts} top concepts (largest contributions to its "
+                                f"predicted class); integrated gradients from a black image, {steps} steps.")

@@ -3,8 +3,11 @@
 concepts flagged when annotated false), discovered concepts (for methods that find their own:
 each used latent's name, how similar it is to its word, the runner-up word and the test images
 that activate it most; V2C's tokens per class), example predictions with their contributions, a
-concept gallery, a confusion matrix, faithfulness, and the edit log. One file; images are
-embedded PNG thumbnails."""
+concept gallery, a confusion matrix, faithfulness, and the edit log. For a model trained on concept
+labels (cbm, ecbm) also its concept labels (concept accuracy per concept and whole vector, the
+intervention curve; report/concept_labels.py) and, given the backbone, where its concepts look:
+attribution heat maps of the top concepts of the first example images (report/heatmaps.py). One
+file; images are embedded PNG thumbnails."""
 
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from .._io import write_text
+from ..errors import ConfigError
 from ..explain import class_weights, deletion_curves, explain_image, top_images
+from .concept_labels import concept_label_section
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -325,17 +330,36 @@ def _confusion(model, test) -> str:
     return f"<table id='confusion'>{head}</tr>{''.join(rows)}</table>"
 
 
+def _heatmaps(model, test, image, backbone, picks, concepts: int, steps: int) -> str:
+    if backbone is None:
+        return ("<section id='heatmaps'><h2>Where concepts look</h2><p class='small heatmaps-missing'>Not "
+                "shown: the report was built without the backbone (heat maps need its differentiable path "
+                "from pixels).</p></section>")
+    from .heatmaps import top_concept_heatmaps
+
+    return top_concept_heatmaps(model, test, image, backbone, picks, concepts=concepts, steps=steps)
+
+
 def build_report(model, results: dict, test, train, image: Callable[[str], np.ndarray],
                  title: str = "conceptlens report", examples: int = 8, gallery: int = 8,
                  faithfulness: dict | None = None, grounding: dict | None = None,
                  discovered: dict | None = None, weak_similarity: float = WEAK_SIMILARITY,
-                 gallery_latents: int = 24) -> str:
+                 gallery_latents: int = 24, concept_labels: dict | None = None, backbone=None,
+                 heatmap_images: int = 4, heatmap_concepts: int = 3, heatmap_steps: int = 16) -> str:
     """The report as one HTML string. `image(id)` returns the decoded image of an item;
     `grounding` is the model's measures from `conceptlens.grounding.evaluate_grounding` (None:
     the section says they were not measured). `discovered` ({name: fitted model}) are the
     run's methods that found their own concepts, shown in "Discovered concepts" (None: the
     reported model itself when it is one); names of latents less similar to their word than
-    `weak_similarity` are shown weak (grey); up to `gallery_latents` latents are listed."""
+    `weak_similarity` are shown weak (grey); up to `gallery_latents` latents are listed.
+
+    A model trained on concept labels (`concept_labelled`: cbm, ecbm) gets a "Concept labels" section
+    from `concept_labels`, the run's record of them (results.json "concept_labels"; every such method
+    of the run is shown), and, when `backbone` (the run's, with a differentiable path from pixels:
+    offline, hf) is given, "Where concepts look": for the first `heatmap_images` example images the
+    integrated-gradient heat maps (`heatmap_steps` steps) of each one's `heatmap_concepts` top
+    concepts. Each image costs about heatmap_concepts x heatmap_steps backbone passes; 0 images
+    skips them."""
     model.check_fitted()
     parts = [f"<h1>{_esc(title)}</h1>",
              f"<p class='small'>model <b>{_esc(model.name)}</b> on backbone "
@@ -354,6 +378,12 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
     parts.append("<section id='class-weights'><h2>Concept weights per class</h2>"
                  f"<div>{buttons}</div>{''.join(charts)}</section>")
     parts.append(_grounding_section(grounding))
+    labelled = bool(getattr(model, "concept_labelled", False))
+    if isinstance(heatmap_images, bool) or not isinstance(heatmap_images, int) or heatmap_images < 0:
+        raise ConfigError(f"heatmap_images must be an integer >= 0 (0: no heat maps); got "
+                          f"{heatmap_images!r}.")
+    if labelled or concept_labels:
+        parts.append(concept_label_section(concept_labels))
     if discovered is None:
         discovered = {model.name: model} if getattr(model, "discovers_concepts", False) else {}
     if discovered:
@@ -375,6 +405,9 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
     parts.append("<section id='examples'><h2>Example predictions</h2>"
                  "<p class='small'>bars: each concept's contribution (activation x weight) to the "
                  f"predicted class</p><div class='cards'>{''.join(cards)}</div></section>")
+    if labelled and heatmap_images:
+        parts.append(_heatmaps(model, test, image, backbone, picks[:heatmap_images], heatmap_concepts,
+                               heatmap_steps))
 
     used = np.argsort(-np.abs(model.class_weights_).max(0))[:gallery]
     rows = [_gallery_row(model.concepts_[k], top_images(model, train, int(k), 6), image) for k in used]

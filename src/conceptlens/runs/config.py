@@ -19,7 +19,10 @@
                  per_class (>= 1), global_budget ("auto": per_class x classes when there are
                  global candidates, concepts tied to no class | an integer >= 0: at most that
                  many global concepts; 0 = none), selection, lam (>= 0)
-    [methods]    one table per method name with its parameters, e.g. [methods.label_free]
+    [methods]    one table per method with its parameters, e.g. [methods.label_free]; the table name
+                 is the display name (results, tables, report) and `method = "<registered name>"`
+                 says which method it is (default: the table name), so one run can hold a method
+                 twice, e.g. [methods.cbm_joint] method = "cbm", mode = "joint" (methods/aliases.py)
     [fewshot]    shots (list of positive integers or "all"), seeds (list of integers),
                  use_val (bool: every method gets the run's validation split at every k,
                  or none does)
@@ -48,6 +51,9 @@
                  templates ("full": the reference's 86 prompts | "plain": the text alone), pairs
                  and relation_texts (booleans), relations (a list of strings)); the section is
                  written only when it differs from the defaults
+    [report]     method ("auto": the concept bottleneck with the best validation top-1, or the first
+                 one in [methods] order when the run has no validation split | the name of a
+                 concept-bottleneck method in [methods]): the model report.html shows
     [output]     dir, cache_dir
 
 `load_config` checks the whole file (names, types, ranges and every method's parameters)
@@ -154,6 +160,14 @@ class DiscoveryConfig:
     v2c: dict = field(default_factory=dict)
 
 
+REPORT_AUTO = "auto"
+
+
+@dataclass
+class ReportConfig:
+    method: str = REPORT_AUTO  # or a [methods] name; runs/experiment.choose_report_method
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -166,6 +180,7 @@ class RunConfig:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     confounded: ConfoundedConfig | None = None  # runs/confounded.py; None = not run
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     output_dir: str = "runs/latest"
     cache_dir: str | None = None
     # how to run, not what to compute: never recorded in config.toml
@@ -307,10 +322,23 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     if not isinstance(cfg.discovery, DiscoveryConfig):
         raise _fail("discovery", "table", cfg.discovery, "a DiscoveryConfig (a [discovery] table)")
     validate_discovery(cfg.discovery)
+    _check_report(cfg.report, cfg.methods)
 
     _str("output", "dir", cfg.output_dir)
     _opt_str("output", "cache_dir", cfg.cache_dir)
     return cfg
+
+
+def _check_report(r: ReportConfig, methods: dict) -> None:
+    """[report] method: "auto" or a name in [methods]. Whether that method is a concept bottleneck
+    needs the method itself: runs/experiment.check_report_method, also before any image is read."""
+    if not isinstance(r, ReportConfig):
+        raise _fail("report", "table", r, "a ReportConfig (a [report] table)")
+    name = _str("report", "method", r.method)
+    if name != REPORT_AUTO and name not in methods:
+        raise ConfigError(f"[report] method = {name!r} is not a method of this run; give one of "
+                          f"{', '.join(map(repr, methods))} (a [methods.<name>] table), or \"auto\" for the "
+                          f"concept bottleneck with the best validation top-1.{closest(name, list(methods))}")
 
 
 def _check_fractions(d: DataConfig) -> None:
@@ -456,10 +484,19 @@ def validate_discovery(d: DiscoveryConfig) -> DiscoveryConfig:
 
 
 def check_method_params(name: str, params: dict) -> None:
-    """Unknown or invalid parameters of method `name` raise ConfigError (no fitting)."""
+    """Unknown or invalid parameters of the [methods.`name`] table raise ConfigError (no fitting); a
+    `method` key names the registered method (methods/aliases.py), an unknown one is refused with
+    the known methods listed."""
+    from ..methods.aliases import method_params, registered_name
     from ..methods.base import check_params
 
-    check_params(name, params)
+    target = registered_name(name, params)
+    try:
+        check_params(target, method_params(params))
+    except ConfigError as e:
+        if target == name:
+            raise
+        raise ConfigError(f"[methods.{name}] (method = {target!r}): {e}") from None
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -504,7 +541,7 @@ def load_config(path: str | Path) -> RunConfig:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"Cannot read config {path}: {e}.") from e
     top = ("data", "backbone", "concepts", "methods", "fewshot", "evaluation", "grounding", "confounded",
-           "discovery", "output")
+           "discovery", "report", "output")
     for key in raw:
         if key not in top:
             raise ConfigError(f"Unknown section [{key}] in {path}.{closest(key, top)} "
@@ -532,6 +569,7 @@ def _from_raw(raw: dict) -> RunConfig:
         grounding=_section(GroundingConfig, raw.get("grounding", {}), "grounding"),
         confounded=_confounded(raw),
         discovery=_discovery(raw.get("discovery", {})),
+        report=_section(ReportConfig, raw.get("report", {}), "report"),
         output_dir=output.dir, cache_dir=output.cache_dir,
     )
 
@@ -588,12 +626,13 @@ def _defaults(cls) -> dict:
 
 def _method_params(name: str, params: dict) -> dict:
     """A method's parameters without the Nones that TOML cannot hold; a None whose default
-    is not None would reload differently, so it is refused."""
-    from ..methods import METHODS
+    is not None would reload differently, so it is refused. A `method` key (an alias's registered
+    method, methods/aliases.py) is kept, first."""
+    from ..methods.aliases import METHOD_KEY, method_class, method_params
 
-    sig = inspect.signature(METHODS.get(name).__init__).parameters
-    out = {}
-    for k, v in params.items():
+    sig = inspect.signature(method_class(name, params).__init__).parameters
+    out = {METHOD_KEY: params[METHOD_KEY]} if METHOD_KEY in params else {}
+    for k, v in method_params(params).items():
         if v is None:
             if k in sig and sig[k].default is None:
                 continue
@@ -644,5 +683,6 @@ def to_toml(cfg: RunConfig) -> str:
         parts.append(confounded_toml(cfg.confounded))
     if cfg.discovery != DiscoveryConfig():
         parts.append(_table("discovery", asdict(cfg.discovery)))
+    parts.append(_table("report", asdict(cfg.report)))
     parts.append(_table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir}))
     return "\n".join(parts)

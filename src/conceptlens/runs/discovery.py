@@ -72,11 +72,11 @@ def _v2c_api():
 def discovery_needs(methods: dict) -> set[str] | None:
     """The union of the configured methods' `discovery_needs`; None when no method discovers
     its own concepts (then a run builds nothing)."""
-    from ..methods import METHODS
+    from ..methods.aliases import method_class
 
     needs: set[str] | None = None
-    for name in methods:
-        cls = METHODS.get(name)
+    for name, params in methods.items():
+        cls = method_class(name, params)  # a table's `method` key names the registered method
         if getattr(cls, "discovers_concepts", False):
             needs = (needs or set()) | set(cls.discovery_needs)
     if needs is not None and needs - set(NEEDS):

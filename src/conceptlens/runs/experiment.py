@@ -25,6 +25,12 @@ Context.discovery, built once: the same for every few-shot k and every confounde
 it sees a label). Their concepts are their own (`concepts_`: latent names, V2C tokens), so they
 are grounded, reported and tabled like any other concept method; results.json records what
 discovery built under "discovery".
+
+report.html shows one concept bottleneck, [report] method: "auto" picks the one with the best
+top-1 on the validation split (`val_top1`, recorded per method; never the test split), or the
+first in [methods] order when there is no validation split; results.json records which and why
+under "report_method", and the report's title says it. splits.json records each split's ids, so
+`conceptlens report RUN_DIR` reproduces the run's test split (record.py).
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ from ..evaluation import evaluate
 from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
 from ..grounding.evaluate import Grounding, matching_embedder, resolve_annotations, row_fields
-from ..methods import Context, get_method
-from .config import DataConfig, RunConfig, validate_config
+from ..methods import Context, make_method
+from .config import REPORT_AUTO, DataConfig, RunConfig, validate_config
 from .record import check_output_dir, record_run
 from .tables import concept_label_table, few_shot_table, results_table
 
@@ -122,7 +128,7 @@ def image_concept_truth(grounding: Grounding | None, texts) -> dict[str, np.ndar
 def labelled_methods(methods: dict) -> list[str]:
     """The configured methods that train on concept labels (`concept_labelled`: cbm, ecbm)."""
     return [name for name, params in methods.items()
-            if getattr(get_method(name, **params), "concept_labelled", False)]
+            if getattr(make_method(name, params), "concept_labelled", False)]
 
 
 def check_concept_labels(methods: dict, annotations) -> None:
@@ -257,7 +263,8 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
 
 def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int,
                      protocol: str = "vlg") -> tuple[dict, dict]:
-    """Fit every method on `train` with the same `val` (None: no validation for anyone).
+    """Fit every method on `train` with the same `val` (None: no validation for anyone); with
+    `val`, each row also holds `val_top1`, the top-1 on it (what [report] method "auto" picks by).
 
     A method that cannot be fitted on these data (a DataError from its fit: e.g. KnoBo with no
     concept it can ground, in a few-shot subset or a two-class pair) does not stop the others:
@@ -267,13 +274,15 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
     for name, params in methods.items():
         t = time.perf_counter()
         try:
-            model = get_method(name, **params).fit(train, context, val)
+            model = make_method(name, params).fit(train, context, val)
         except DataError as e:
             log.warning("%s could not be fitted on these data and is left out: %s", name, e)
             results[name] = {"failed": str(e), "fit_seconds": time.perf_counter() - t}
             continue
         row = evaluate(model, test)
         row["fit_seconds"] = time.perf_counter() - t
+        if val is not None and len(val):
+            row["val_top1"] = float((model.predict(val) == np.asarray(val.labels)).mean())
         if nec:
             row |= evaluate_at_nec(model, train, test, nec, protocol, val, context) or {}
         results[name], models[name] = row, model
@@ -285,10 +294,75 @@ def has_concepts(model) -> bool:
     return bool(getattr(model, "needs_concepts", False) or getattr(model, "discovers_concepts", False))
 
 
+def concept_methods(methods: dict) -> list[str]:
+    """The configured methods that are concept bottlenecks (has_concepts), in config order."""
+    return [name for name, params in methods.items() if has_concepts(make_method(name, params))]
+
+
+def check_report_method(choice: str, methods: dict) -> None:
+    """[report] method names a concept bottleneck of the run ("auto" always passes): refused
+    before any image is read (that the name is in [methods] is runs/config.py's check)."""
+    if choice == REPORT_AUTO or choice in concept_methods({choice: methods[choice]}):
+        return
+    others = concept_methods(methods)
+    hint = (f"choose one of {', '.join(map(repr, others))} or \"auto\"" if others else
+            "add a concept-bottleneck method (e.g. [methods.label_free]) or leave [report] method out")
+    raise ConfigError(f"[report] method = {choice!r} is not a concept bottleneck (no concept layer for the "
+                      f"report to show); {hint}.")
+
+
+NO_VALIDATION = "first in config (no validation split)"
+
+
+def choose_report_method(choice: str, results: dict, models: dict) -> dict | None:
+    """Which fitted model report.html shows, and why: {"method", "chosen_by"}; None when no
+    concept bottleneck was fitted and none was named. `choice` is [report] method: a name
+    ("chosen_by": "config"), or "auto": the concept bottleneck with the best `val_top1` (the
+    first in config order on a tie; "chosen_by": "validation top-1 0.812"), or without
+    validation numbers the first concept bottleneck in config order (NO_VALIDATION): never
+    the test split. A named method that failed to fit, or has no concepts, is a ConfigError."""
+    if choice != REPORT_AUTO:
+        if choice not in models:
+            why = results.get(choice, {}).get("failed", "it is not one of the run's methods")
+            raise ConfigError(f"[report] method = {choice!r} could not be fitted on these data ({why}), so "
+                              "there is no model to report. Name another concept bottleneck in [report] "
+                              "method, or \"auto\" for the best one on validation.")
+        if not has_concepts(models[choice]):
+            raise ConfigError(f"[report] method = {choice!r} is not a concept bottleneck (no concept layer "
+                              "for the report to show); name one that is, or \"auto\".")
+        return {"method": choice, "chosen_by": "config"}
+    names = [n for n in results if n in models and has_concepts(models[n])]  # results: config order
+    if not names:
+        return None
+    scored = [n for n in names if results[n].get("val_top1") is not None]
+    if not scored:
+        log.warning("No validation split: the report shows %s, the first concept bottleneck in [methods]; "
+                    "give the run a validation split ([data] val_fraction) to choose by it, or name one "
+                    "in [report] method.", names[0])
+        return {"method": names[0], "chosen_by": NO_VALIDATION}
+    best = max(scored, key=lambda n: results[n]["val_top1"])  # max keeps the first of equals
+    return {"method": best, "chosen_by": f"validation top-1 {results[best]['val_top1']:.3f}"}
+
+
+def report_title(method: str, dataset: str, chosen: dict | None) -> str:
+    """The report's title line: what it shows and why that model (choose_report_method's
+    "chosen_by"; `conceptlens report RUN_DIR --method` gives "--method")."""
+    why = (chosen or {}).get("chosen_by")
+    if why is None:
+        reason = ""
+    elif why.startswith("validation top-1"):
+        reason = f" (the best concept bottleneck by {why})"
+    else:
+        reason = {"config": " (named in [report] method)", "--method": " (chosen with --method)",
+                  NO_VALIDATION: " (the first concept bottleneck in the config; the run has no validation "
+                                 "split)"}.get(why, f" ({why})")
+    return f"conceptlens: {method} on {dataset}{reason}"
+
+
 def uses_run_concepts(methods: dict) -> bool:
     """Whether any configured method takes the run's concept list (so candidates are built)."""
     return any(m.needs_concepts and not m.discovers_concepts
-               for m in (get_method(name, **params) for name, params in methods.items()))
+               for m in (make_method(name, params) for name, params in methods.items()))
 
 
 def _take(data, idx, per_class, seed):
@@ -324,6 +398,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     """Run `cfg`. With `write`, record it in cfg.output_dir, which must not exist or be empty
     unless `overwrite` (then a previous run folder there is replaced once this one is done)."""
     validate_config(cfg)
+    check_report_method(cfg.report.method, cfg.methods)
     if write:
         check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     t0 = time.perf_counter()
@@ -395,9 +470,11 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
         seconds["grounding"] = time.perf_counter() - t
 
     files = {}
-    if write and any(has_concepts(m) for m in models.values()):
+    report_method = choose_report_method(cfg.report.method, results, models) if write else None
+    if report_method is not None:
         t = time.perf_counter()
-        files["report.html"] = _faithfulness_and_report(results, models, train, test, data, details)
+        files["report.html"] = _faithfulness_and_report(results, models, train, test, data, details,
+                                                        report_method, concept_labels, backbone)
         seconds["report"] = time.perf_counter() - t
 
     fewshot = fewshot_grounding = None
@@ -420,6 +497,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     seconds["total"] = time.perf_counter() - t0
     out = {"backbone_id": backbone.id, "preprocess": backbone.preprocess_id,
            "sizes": {k: len(v) for k, v in bundles.items()}, "results": results,
+           "split_ids": {k: list(v.ids) for k, v in bundles.items()},  # record_run: splits.json
            "nec": cfg.nec, "nec_protocol": cfg.nec_protocol,
            "fewshot": fewshot, "fewshot_validation": cfg.fewshot.use_val if fewshot else None,
            "concept_report": report, "seconds": seconds,
@@ -430,7 +508,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
                "methods": details},
            "concept_matches": matches, "fewshot_grounding": fewshot_grounding, "confounded": confounded,
            "discovery": discovery_record or None,
-           "concept_labels": concept_labels,
+           "concept_labels": concept_labels, "report_method": report_method,
            "table": results_table(results, cfg.nec, cfg.nec_protocol, cfg.grounding.k)
            + ("\n\n" + concept_label_table(concept_labels) if concept_labels else ""),
            "fewshot_failures": fewshot_failures or None,
@@ -441,8 +519,11 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     return out
 
 
-def _faithfulness_and_report(results, models, train, test, data, grounding: dict | None = None) -> str:
-    """Deletion-curve areas for every concept method, and the HTML report of the first."""
+def _faithfulness_and_report(results, models, train, test, data, grounding: dict | None = None,
+                             chosen: dict | None = None, concept_labels: dict | None = None,
+                             backbone=None) -> str:
+    """Deletion-curve areas for every concept method, and the HTML report of `chosen`
+    (choose_report_method's pick; None: the first concept method)."""
     from ..explain import deletion_curves
     from ..report import build_report
 
@@ -458,11 +539,12 @@ def _faithfulness_and_report(results, models, train, test, data, grounding: dict
         i = index[item]
         return data.images.decode(i, data.images.read(i))
 
-    main = "label_free" if "label_free" in concept_models else concept_models[0]
+    main = concept_models[0] if chosen is None else chosen["method"]
     discovered = {n: m for n, m in models.items() if m.discovers_concepts}
     return build_report(models[main], results, test, train, image,
-                        title=f"conceptlens: {main} on {data.name}", faithfulness=curves[main],
-                        grounding=(grounding or {}).get(main), discovered=discovered)
+                        title=report_title(main, data.name, chosen), faithfulness=curves[main],
+                        grounding=(grounding or {}).get(main), discovered=discovered,
+                        concept_labels=concept_labels, backbone=backbone)
 
 
 def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,

@@ -5,10 +5,15 @@ that is renamed into place once complete, so a crash leaves no half run, and a r
 mixes its results with an older run's models. An existing non-empty folder is replaced only
 with `overwrite`, and only when it looks like a run folder (it holds config.toml or
 results.json), so a mistyped --output-dir cannot delete unrelated files.
+
+`splits.json` lists the item ids of the run's train, val and test images (those encoded, in
+the order the methods saw them), so `conceptlens report RUN_DIR` scores a run's model on
+exactly the run's test images, whatever the CLI's own split would be (`read_split_ids`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -19,12 +24,45 @@ from importlib import metadata
 from pathlib import Path
 
 from .._io import write_json, write_text
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .config import RunConfig, to_toml
 
 PACKAGES = ("conceptlens", "torch", "numpy", "scipy", "scikit-learn", "safetensors",
-            "transformers", "sentence-transformers", "efficientnet-lite-pytorch", "wn")
+            "transformers", "sentence-transformers", "efficientnet-lite-pytorch", "wn", "onnxruntime")
 RUN_MARKERS = ("config.toml", "results.json")
+SPLITS_FILE = "splits.json"
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def splits_record(split_ids: dict, dataset: str) -> str:
+    """splits.json's text: {"dataset": <[data] dataset>, "train" | "val" | "test": [item ids]}."""
+    record = {"dataset": dataset} | {s: [str(i) for i in split_ids[s]] for s in SPLIT_NAMES}
+    return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+
+
+def read_split_ids(folder: str | Path) -> dict[str, list[str]] | None:
+    """The item ids of each split recorded in a run folder's splits.json; None for a run folder
+    written before splits.json existed. A damaged file is a DataError naming it."""
+    path = Path(folder) / SPLITS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path} cannot be read ({e}); it lists the run's split. Rerun the run, or "
+                        "delete the file to have the split recomputed from config.toml.") from e
+    ok = isinstance(record, dict) and all(
+        isinstance(record.get(s), list) and all(isinstance(i, str) for i in record[s]) for s in SPLIT_NAMES)
+    if not ok:
+        raise DataError(f"{path} must hold lists of item ids under {', '.join(SPLIT_NAMES)}; it does not. "
+                        "Rerun the run, or delete the file to have the split recomputed from config.toml.")
+    return {s: record[s] for s in SPLIT_NAMES}
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """A folder that record_run wrote: config.toml and results.json (models/ where any was fitted)."""
+    folder = Path(path)
+    return folder.is_dir() and all((folder / m).is_file() for m in RUN_MARKERS)
 
 
 def environment() -> dict:
@@ -75,7 +113,8 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False,
 def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[str, str] | None = None,
                overwrite: bool = False) -> Path:
     """Write the run folder (config, environment, concepts, results, models and `files`,
-    e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir."""
+    e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir;
+    out["split_ids"] ({split: item ids}, when given) becomes splits.json."""
     final = check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -87,7 +126,9 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
         if concepts is not None:
             concepts.save(tmp / "concepts.json")
         write_json(tmp / "results.json",
-                   {k: v for k, v in out.items() if k not in ("table", "output_dir")})
+                   {k: v for k, v in out.items() if k not in ("table", "output_dir", "split_ids")})
+        if out.get("split_ids"):
+            write_text(tmp / SPLITS_FILE, splits_record(out["split_ids"], cfg.data.dataset))
         write_text(tmp / "results.md", results_markdown(out))
         if out.get("concept_matches"):
             from ..grounding.evaluate import matches_csv
