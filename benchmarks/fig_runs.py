@@ -14,7 +14,9 @@ concepts) and, beside it, the linear probe on the text-space embedding every
 concept bottleneck reads (the run's linear probe reads the backbone's image features): the
 ceiling of any bottleneck built on that embedding, whatever its concepts.
 `demo` runs `conceptlens demo` twice: first with an empty feature cache (cold: every image
-is encoded), then again on the same cache (warm). Wall clock includes start-up. `fewshot`
+is encoded), then again on the same cache (warm). Wall clock includes start-up. With
+`--torch-too`, a third, cold run on another empty cache forces the PyTorch image tower
+(`--backbone offline:runtime=torch`): the cold time without ONNX Runtime, side by side. `fewshot`
 runs `conceptlens run configs/fashion_mnist_fewshot.toml` on the user cache or `--cache-dir`
 (warm once the demo's images are encoded there: both use the same images).
 """
@@ -46,7 +48,7 @@ def timed(args: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def demo(cache_dir: str | None) -> None:
+def demo(cache_dir: str | None, torch_too: bool = False) -> None:
     work = Path(tempfile.mkdtemp(prefix="conceptlens-demo-figure-"))
     cache = Path(cache_dir) if cache_dir else work / "cache"
     if cache.exists() and any(cache.iterdir()):
@@ -55,17 +57,23 @@ def demo(cache_dir: str | None) -> None:
         common = ["demo", "--cache-dir", str(cache), "--no-progress"]
         cold = timed([*common, "--output-dir", str(work / "cold")])
         warm = timed([*common, "--output-dir", str(work / "warm")])
+        cold_torch = None
+        if torch_too:
+            cold_torch = timed(["demo", "--cache-dir", str(work / "cache-torch"), "--no-progress",
+                                "--backbone", "offline:runtime=torch", "--output-dir", str(work / "torch")])
         results = json.loads((work / "warm" / "results.json").read_text())
         table = (work / "warm" / "results.md").read_text()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_json(RESULTS / "demo.json", {
         "script": "benchmarks/fig_runs.py demo", "command": "conceptlens demo",
-        "wall_seconds": {"cold": round(cold, 1), "warm": round(warm, 1)},
+        "wall_seconds": {"cold": round(cold, 1), "warm": round(warm, 1),
+                         **({"cold_runtime_torch": round(cold_torch, 1)} if cold_torch else {})},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": results})
     write_text(RESULTS / "demo.md", table)
-    print(f"demo: cold {cold:.0f} s, warm {warm:.0f} s\n{table}")
+    also = f", cold with the PyTorch tower {cold_torch:.0f} s" if cold_torch else ""
+    print(f"demo: cold {cold:.0f} s, warm {warm:.0f} s{also}\n{table}")
 
 
 def embedding_probe(config: str, cache_dir: str | None) -> dict:
@@ -119,12 +127,14 @@ def config_run(what: str, config: str, name: str, cache_dir: str | None, extra=N
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("demo", "fewshot", "discovery", "digits"))
+    ap.add_argument("--torch-too", action="store_true",
+                    help="demo: also a cold run with the PyTorch image tower (runtime=torch)")
     ap.add_argument("--cache-dir", help="feature cache root; demo: a new or empty folder, kept "
                                         "afterwards (default: a temporary one); fewshot: default "
                                         "the user cache")
     args = ap.parse_args()
     if args.what == "demo":
-        demo(args.cache_dir)
+        demo(args.cache_dir, args.torch_too)
     elif args.what == "fewshot":
         config_run("fewshot", "fashion_mnist_fewshot.toml", "fashion_mnist_fewshot", args.cache_dir)
     elif args.what == "digits":
