@@ -33,10 +33,16 @@ solves each lam on the features the strong rule keeps and checks the KKT conditi
 all features, re-solving with the violators: the same optimum, fewer products (module
 `working_set`). Every path reports its cost in full-gradient equivalents (`full_gradients`).
 
+Features that do not fit in memory: every function here also takes a
+`streaming.StreamedFeatures` (shards on disk, float32/float16/bfloat16, read in chunks under a
+memory cap) in place of X, with the same objective, lam, path and working sets (module
+`streaming`). Arrays stay on the in-memory path.
+
 Bad input: non-finite features and labels outside [0, n_classes) are a DataError; a
 constant column gets weight 0 (it is the intercept's direction); lam >= lambda_max gives
-W = 0 with the class-frequency intercepts; a class with no sample (solve_path) gets W = 0
-and an intercept 40 below every sample's largest logit, the limit of the optimum.
+W = 0 with the class-frequency intercepts; a class with no sample (solve_path and
+fit_elastic_net) gets W = 0 and an intercept 40 below every sample's largest logit, the
+limit of the optimum.
 """
 
 from __future__ import annotations
@@ -88,10 +94,20 @@ def _loss(Z: torch.Tensor, Y: torch.Tensor, loss: str) -> torch.Tensor:
     return -(Y * torch.log_softmax(Z, dim=1)).sum() / len(Z)
 
 
+def _streamed(X) -> bool:
+    from .streaming import StreamedFeatures
+
+    return isinstance(X, StreamedFeatures)
+
+
 def elastic_net_objective(W, b, X, y, lam: float, alpha: float, loss: str = "multinomial",
                           n_classes: int | None = None) -> float:
     """The objective above, in float64, for any (W, b) (numpy or torch); the constraint of
     `positive` is not part of it (check W >= 0 separately)."""
+    if _streamed(X):
+        from .streaming import objective
+
+        return objective(W, b, X, y, lam, alpha, loss, n_classes)
     W = torch.as_tensor(np.asarray(W), dtype=torch.float64)
     b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
     X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
@@ -104,6 +120,10 @@ def elastic_net_objective(W, b, X, y, lam: float, alpha: float, loss: str = "mul
 def lambda_max(X, y, alpha: float, n_classes: int | None = None, positive: bool = False) -> float:
     """The smallest lam at which W = 0 is optimal (with the intercept fitted), for either
     loss; with `positive`, under W >= 0 (module docstring: max(0, max H) / alpha)."""
+    if _streamed(X):
+        from .streaming import lambda_max as streamed_lambda_max
+
+        return streamed_lambda_max(X, y, alpha, n_classes, positive)
     X, y = _tensors(X, y, torch.float64)
     m = n_classes or int(y.max()) + 1
     Y = torch.nn.functional.one_hot(y, m).to(torch.float64)
@@ -128,8 +148,26 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
     """Minimise the objective at one lam (under W >= 0 with `positive`; a warm start W0 is
     projected onto it). Returns W (m, p), b (m,), info."""
     _check(lam, alpha, loss, positive)
-    Xt, yt = _tensors(X, y, dtype)
-    W, b, info, _, _ = _fista(Xt, yt, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive, loss)
+    if streamed := _streamed(X):
+        yt = X.labels(y, n_classes)
+    else:
+        Xt, yt = _tensors(X, y, dtype, n_classes)
+    m = n_classes or int(yt.max()) + 1
+    present = torch.bincount(yt, minlength=m) > 0
+    if not bool(present.all()):  # solved without the empty classes, as solve_path does
+        keep = _classes_with_samples(present, loss)
+        rows = (lambda A: None if A is None else np.asarray(A)[keep])
+        yy = np.searchsorted(keep, np.asarray(y))
+        Wk, bk, info = fit_elastic_net(X, yy, lam, alpha, rows(W0), rows(b0), len(keep), tol, max_iter, step,
+                                       dtype, positive, loss)
+        W, b = _with_empty_classes(X, Wk, bk, keep, m, loss)
+        info.objective = elastic_net_objective(W, b, X, y, lam, alpha, loss, m)
+        return W.astype(Wk.dtype), b.astype(bk.dtype), info
+    if streamed:
+        from .streaming import fit
+
+        return fit(X, yt, lam, alpha, W0, b0, m, tol, max_iter, step, dtype, positive, loss)
+    W, b, info, _, _ = _fista(Xt, yt, lam, alpha, W0, b0, m, tol, max_iter, step, positive, loss)
     return W.numpy(), b.numpy(), info
 
 
@@ -221,6 +259,21 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
     return W, b, SolveInfo(it, obj, converged, products), t, Z
 
 
+class _FullSolver:
+    """FISTA over all columns at each lam (`working_set=False`), with WorkingSetSolver's interface."""
+
+    start_step = None
+
+    def __init__(self, X, y, m, alpha, tol, max_iter, positive, loss):
+        self.X, self.y, self.m, self.alpha, self.tol, self.max_iter = X, y, m, alpha, tol, max_iter
+        self.positive, self.loss = positive, loss
+
+    def solve(self, lam, state):
+        W, b, info, step, _ = _fista(self.X, self.y, lam, self.alpha, state[1], state[2], self.m, self.tol,
+                                     self.max_iter, state[3], self.positive, self.loss)
+        return W, b, info, step, None, self.X.shape[1], 0
+
+
 @dataclass
 class ElasticNetPath:
     lambdas: list[float] = field(default_factory=list)
@@ -242,7 +295,8 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
                max_iter: int = 2000, dtype=torch.float32, refine: int = 6, positive: bool = False,
                loss: str = "multinomial", working_set: bool = False, _screen=None) -> ElasticNetPath:
     """Warm-started path from lambda_max down, stopping at `lam` or at `target_nec`
-    (`positive`: every point under W >= 0, from the constrained lambda_max).
+    (`positive`: every point under W >= 0, from the constrained lambda_max). X: an (n, p)
+    array, or a `streaming.StreamedFeatures` (features on disk, memory capped).
 
     With `target_nec`, the path stops at the first lam whose NEC reaches the target, then
     bisects (in log lam) between it and the previous one `refine` times; the last entry is
@@ -265,7 +319,10 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     _check(0.0 if lam is None else lam, alpha, loss, positive)
     if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 1):
         raise ConfigError(f"n_classes must be a positive integer; got {n_classes!r}.")
-    Xt, yt = _tensors(X, y, dtype, n_classes)
+    if streamed := _streamed(X):
+        yt = X.labels(y, n_classes)
+    else:
+        Xt, yt = _tensors(X, y, dtype, n_classes)
     m = n_classes or int(yt.max()) + 1
     counts = torch.bincount(yt, minlength=m)
     present = counts > 0
@@ -274,7 +331,19 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
             alpha=alpha, lam=lam, target_nec=target_nec, n_lambdas=n_lambdas, epsilon=epsilon, tol=tol,
             max_iter=max_iter, dtype=dtype, refine=refine, positive=positive, loss=loss,
             working_set=working_set, _screen=_screen))
-    lmax = lambda_max(X, y, alpha, m, positive)
+    if streamed:
+        from .streaming import StreamingSolver
+
+        solver = StreamingSolver(X, yt, m, alpha, tol, max_iter, positive, loss, dtype, working_set, _screen)
+        lmax = solver.lambda_max()
+    else:
+        lmax = lambda_max(X, y, alpha, m, positive)
+        if working_set:
+            from .working_set import WorkingSetSolver
+
+            solver = WorkingSetSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss, screen=_screen)
+        else:
+            solver = _FullSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss)
     if lmax <= 0:  # no weight can leave zero (w >= 0 and no feature correlates positively): intercepts only
         lmax = 1e-12
     lo = lam if lam is not None else epsilon * lmax
@@ -282,22 +351,12 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     if lam is not None and lam >= lmax:
         grid = [lam]
     path = ElasticNetPath()
-    p = Xt.shape[1]
-    if working_set:
-        from .working_set import WorkingSetSolver
-
-        ws = WorkingSetSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss, screen=_screen)
 
     def solve(value, state):
         """state: (lam, W, b, step, gradient at the solution or None) of the warm start."""
         start = time.perf_counter()
-        if working_set:
-            Wn, bn, info, step, G, n_active, n_added = ws.solve(value, state)
-            work = info.products / 2
-        else:
-            Wn, bn, info, step, _ = _fista(Xt, yt, value, alpha, state[1], state[2], m, tol, max_iter,
-                                           state[3], positive, loss)
-            G, n_active, n_added, work = None, p, 0, info.products / 2
+        Wn, bn, info, step, G, n_active, n_added = solver.solve(value, state)
+        work = info.products / 2
         nec = float((Wn != 0).sum()) / m
         path.lambdas.append(float(value))
         path.weights.append(Wn.numpy().astype(np.float64))
@@ -310,7 +369,7 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
         path.seconds.append(time.perf_counter() - start)
         return (value, Wn, bn, step, G), nec
 
-    prev = (lmax, None, None, None, ws.gradient_at_zero(lmax) if working_set else None)
+    prev = (lmax, None, None, solver.start_step, solver.gradient_at_zero(lmax) if working_set else None)
     first = True
     for value in grid:
         state, nec = solve(value, prev)
@@ -344,25 +403,45 @@ def _bisect(path, solve, hi_state, lo_state, target, steps):
     path.seconds.append(0.0)
 
 
+def _classes_with_samples(present: torch.Tensor, loss: str) -> np.ndarray:
+    keep = present.nonzero().flatten().numpy()
+    if len(keep) < 2 and loss == "multinomial":
+        raise DataError(f"only {len(keep)} of {len(present)} classes have samples (classes "
+                        f"{keep.tolist()}); a softmax GLM needs at least two. Check the labels / split.")
+    return keep
+
+
+def _with_empty_classes(X, Wk, bk, keep, m, loss) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) over all m classes from the solution over the classes `keep`: absent classes get
+    W = 0 and an intercept 40 below every sample's largest logit (softmax), or -40 (one-vs-rest)."""
+    W = np.zeros((m, Wk.shape[1]))
+    W[keep] = Wk
+    if loss != "multinomial":
+        floor = 0.0
+    elif _streamed(X):
+        from .streaming import lowest_top_logit
+
+        floor = lowest_top_logit(X, Wk, bk)
+    else:
+        floor = float((np.asarray(X) @ Wk.T + bk).max(1).min())
+    b = np.full(m, floor - 40.0)
+    b[keep] = bk
+    return W, b
+
+
 def _path_without_empty_classes(X, y, present, kwargs) -> ElasticNetPath:
     """The path on the classes that have samples, re-indexed, then written back into all m
     rows: absent classes get W = 0 and an intercept 40 below every sample's largest logit."""
-    X = np.asarray(X)
-    keep = present.nonzero().flatten().numpy()
-    if len(keep) < 2 and kwargs["loss"] == "multinomial":
-        raise DataError(f"only {len(keep)} of {len(present)} classes have samples (classes "
-                        f"{keep.tolist()}); a softmax GLM needs at least two. Check the labels / split.")
+    if not _streamed(X):
+        X = np.asarray(X)
+    keep = _classes_with_samples(present, kwargs["loss"])
     yy = np.searchsorted(keep, np.asarray(y))
     m = len(present)
     if kwargs["target_nec"] is not None:  # NEC is per class over all m; the sub-problem has fewer rows
         kwargs = {**kwargs, "target_nec": kwargs["target_nec"] * m / len(keep)}
     sub = solve_path(X, yy, n_classes=len(keep), **kwargs)
     for k, (Wk, bk) in enumerate(zip(sub.weights, sub.biases, strict=True)):
-        W = np.zeros((m, Wk.shape[1]))
-        W[keep] = Wk
-        floor = float((X @ Wk.T + bk).max(1).min()) if kwargs["loss"] == "multinomial" else 0.0
-        b = np.full(m, floor - 40.0)
-        b[keep] = bk
+        W, b = _with_empty_classes(X, Wk, bk, keep, m, kwargs["loss"])
         sub.weights[k], sub.biases[k] = W, b
         sub.nec[k] = float((W != 0).sum()) / m
         sub.objectives[k] = elastic_net_objective(W, b, X, y, sub.lambdas[k], kwargs["alpha"],

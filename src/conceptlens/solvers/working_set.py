@@ -50,9 +50,31 @@ import torch
 from .glm import SolveInfo, _fista, _safe_step
 
 
+def score(G: torch.Tensor, positive: bool) -> torch.Tensor:
+    """Per feature, the largest amount by which a class's gradient pushes W away from 0."""
+    return (-G if positive else G.abs()).max(0).values
+
+
+def initial_set(lam: float, lam_prev: float, W_prev, G_prev, p: int, alpha: float, positive: bool,
+                screen=None) -> torch.Tensor:
+    """The features a lam starts from: the sequential strong rule on the gradient at the
+    previous point (all features when there is none), plus the previous support."""
+    if screen is not None:
+        keep = torch.as_tensor(screen(G_prev, W_prev, lam, lam_prev), dtype=torch.bool).clone()
+    elif G_prev is None:
+        keep = torch.ones(p, dtype=torch.bool)
+    else:
+        keep = score(G_prev, positive) >= alpha * (2 * lam - lam_prev)
+    if W_prev is not None:
+        keep |= (W_prev != 0).any(0)
+    return keep
+
+
 class WorkingSetSolver:
     """Solves one lam at a time on X (n, p), warm-started from a path state
     (lam_prev, W_prev, b_prev, step, G_prev); see the module docstring."""
+
+    start_step = None  # the first lam starts from the safe step
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, m: int, alpha: float, tol: float, max_iter: int,
                  positive: bool, loss: str, screen=None):
@@ -68,10 +90,6 @@ class WorkingSetSolver:
         P = torch.sigmoid(Z) if self.loss == "ovr" else torch.softmax(Z, dim=1)
         return (P - self.Y) / self.n
 
-    def _score(self, G: torch.Tensor) -> torch.Tensor:
-        """Per feature, the largest amount by which a class's gradient pushes W away from 0."""
-        return (-G if self.positive else G.abs()).max(0).values
-
     def gradient_at_zero(self, lmax: float) -> torch.Tensor:
         """G at W = 0 with the optimal intercept (class frequencies, both losses): -H."""
         self.pending += 1
@@ -81,15 +99,8 @@ class WorkingSetSolver:
         lam_prev, W_prev, b, step, G_prev = state
         X, p, m = self.X, self.p, self.m
         l1 = lam * self.alpha
-        if self.screen is not None:
-            keep = torch.as_tensor(self.screen(G_prev, W_prev, lam, lam_prev), dtype=torch.bool).clone()
-        elif G_prev is None:
-            keep = torch.ones(p, dtype=torch.bool)
-        else:
-            keep = self._score(G_prev) >= self.alpha * (2 * lam - lam_prev)
+        keep = initial_set(lam, lam_prev, W_prev, G_prev, p, self.alpha, self.positive, self.screen)
         W_full = torch.zeros(m, p, dtype=X.dtype) if W_prev is None else W_prev.clone()
-        if W_prev is not None:
-            keep |= (W_prev != 0).any(0)
         products, iterations, added = self.pending, 0, 0
         self.pending = 0.0
         while True:
@@ -104,7 +115,7 @@ class WorkingSetSolver:
             W_full[:, idx] = W
             G = self._residuals(Z).T @ X  # the KKT check: one R^T X over all features
             products += 1
-            violators = (self._score(G) > l1) & ~keep
+            violators = (score(G, self.positive) > l1) & ~keep
             if not bool(violators.any()):
                 break
             added += int(violators.sum())
