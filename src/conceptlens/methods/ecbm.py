@@ -85,6 +85,9 @@ Deviations from the reference (notes below the table)
     claim does not hold reliably here. Exact enumeration (`concept_given_concept`) behaves the
     same way (0.88 / 0.50 / 0.50 / 0.52 vs 0.87 before, 'reference' halves).
     `intervene_weights=(0, 0, 3)` with `global_relaxation='hard'` is the reference.
+    At scale (benchmarks/fig_cbm.py, Fashion-MNIST's 36 class-level attributes, 3 seeds): the
+    propagation changes a correlated concept's accuracy by -0.8 points on average, and one
+    correction drops task accuracy 87.2 -> 72.9 (w_xy = 0) or -> 83.0 with `(1, 1, 1)`.
 [4] The reference's `EarlyStopping(patience=10, delta=1)` watches the batch's mean E_xy, so when
     an image stops depends on the other images in its batch (typically 10-15 steps); a fixed
     number of steps on a per-image objective makes the prediction a function of the image alone.
