@@ -58,7 +58,7 @@ import torch
 from .._io import atomic_write
 from ..errors import ConfigError, DataError
 from .glm import SolveInfo
-from .working_set import initial_set, score
+from .working_set import add_violators, initial_set
 
 # safetensors dtype code -> (numpy dtype the bytes are read as, torch dtype they are viewed as)
 _DTYPES = {
@@ -535,11 +535,10 @@ class StreamingSolver:
             W_full[:, idx] = W
             _, G, _ = self.stream.run(idx, [(W, b)], grad=0, grad_all=True)  # the KKT check
             products += 1 + len(idx) / p
-            violators = (score(G, self.positive) > l1) & ~keep
-            if not bool(violators.any()):
+            new = add_violators(keep, G, l1, self.positive)
+            if not new:
                 break
-            added += int(violators.sum())
-            keep |= violators
+            added += new
         info = SolveInfo(iterations, info.objective, info.converged, products)
         return W_full, b, info, step, G, int(keep.sum()), added
 

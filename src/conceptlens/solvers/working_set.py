@@ -55,6 +55,14 @@ def score(G: torch.Tensor, positive: bool) -> torch.Tensor:
     return (-G if positive else G.abs()).max(0).values
 
 
+def add_violators(keep: torch.Tensor, G: torch.Tensor, l1: float, positive: bool) -> int:
+    """Add to `keep` (in place) the features outside it that violate the KKT conditions at the
+    gradient G; returns how many (0: the point is optimal over all features)."""
+    violators = (score(G, positive) > l1) & ~keep
+    keep |= violators
+    return int(violators.sum())
+
+
 def initial_set(lam: float, lam_prev: float, W_prev, G_prev, p: int, alpha: float, positive: bool,
                 screen=None) -> torch.Tensor:
     """The features a lam starts from: the sequential strong rule on the gradient at the
@@ -115,10 +123,9 @@ class WorkingSetSolver:
             W_full[:, idx] = W
             G = self._residuals(Z).T @ X  # the KKT check: one R^T X over all features
             products += 1
-            violators = (score(G, self.positive) > l1) & ~keep
-            if not bool(violators.any()):
+            new = add_violators(keep, G, l1, self.positive)
+            if not new:
                 break
-            added += int(violators.sum())
-            keep |= violators
+            added += new
         info = SolveInfo(iterations, info.objective, info.converged, products)
         return W_full, b, info, step, G, int(keep.sum()), added
