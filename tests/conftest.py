@@ -60,7 +60,8 @@ def grey_dataset():
 # beside the clone, so a skip for a missing dataset, shared file or browser there would hide
 # a broken install step: turn those skips into failures when CI is set.
 REQUIRED_IN_CI = ("dataset-fashion-mnist not installed", "../shared", "chromium is not installed",
-                  "selenium is not installed", "the serve extra is not installed", "ray is not installed")
+                  "selenium is not installed", "the serve extra is not installed", "ray is not installed",
+                  "onnxruntime is not installed")
 
 
 @pytest.hookimpl(hookwrapper=True)
