@@ -183,6 +183,14 @@ def _safe_step(X: torch.Tensor) -> float:
     return 2.0 * len(X) / (sigma2 * 1.01)
 
 
+def sufficient_decrease(f_n, f_y, gW, gb, dW, db, t: float) -> bool:
+    """FISTA's backtracking test: the loss at the step (dW, db) from the extrapolated point is
+    below its quadratic upper model for step size t (1e-7 relative slack for float32 sums)."""
+    step_term = float((dW * dW).sum() + (db * db).sum()) / (2 * t)
+    bound = f_y + float((gW * dW).sum() + (gb * db).sum()) + step_term
+    return f_n <= bound + 1e-7 * abs(bound)
+
+
 def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=False,
            loss="multinomial", safe=None, Y=None):
     """FISTA on the columns of X; `safe`: a known safe step (one for a matrix with more
@@ -237,9 +245,7 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
             products += 1
             f_n = ce(Zn)
             dW, db = Wn - Wy, bn - by
-            bound = f_y + float((gW * dW).sum() + (gb * db).sum()) + float(
-                (dW * dW).sum() + (db * db).sum()) / (2 * t)
-            if f_n <= bound + 1e-7 * abs(bound) or t <= safe:
+            if sufficient_decrease(f_n, f_y, gW, gb, dW, db, t) or t <= safe:
                 break
             t = max(t * 0.5, safe)
         new_obj = f_n + penalty(Wn)

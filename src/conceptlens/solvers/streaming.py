@@ -57,7 +57,7 @@ import torch
 
 from .._io import atomic_write
 from ..errors import ConfigError, DataError
-from .glm import SolveInfo
+from .glm import SolveInfo, sufficient_decrease
 from .working_set import add_violators, initial_set
 
 # safetensors dtype code -> (numpy dtype the bytes are read as, torch dtype they are viewed as)
@@ -476,9 +476,7 @@ def _fista(stream: _Stream, cols, lam, alpha, W0, b0, tol, max_iter, step, safe,
                 Wy_n, by_n = Wn + beta * (Wn - W), bn + beta * (bn - b)
                 (f_n, f_yn), gW_n, gb_n = stream.run(cols, [(Wn, bn), (Wy_n, by_n)], grad=1)
                 products += 3
-            bound = f_y + float((gW * dW).sum() + (gb * db).sum()) + float(
-                (dW * dW).sum() + (db * db).sum()) / (2 * t)
-            if f_n <= bound + 1e-7 * abs(bound) or t <= safe:
+            if sufficient_decrease(f_n, f_y, gW, gb, dW, db, t) or t <= safe:
                 break
             t = max(t * 0.5, safe)
         new_obj = f_n + penalty(Wn)
