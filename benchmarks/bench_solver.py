@@ -116,8 +116,8 @@ def main() -> None:
         if args.out:  # keep what finished, in case a slow peer is stopped
             write_json(args.out, {"problem": vars(args), "solvers": rows})
 
-    record("conceptlens_fista", lambda: fit_elastic_net(X, y, lam, alpha, tol=1e-6,
-                                                         dtype=torch.float32)[:2])
+    record("conceptlens_fista", lambda: fit_elastic_net(X, y, lam, alpha, tol=1e-6, dtype=torch.float32,
+                                                         solver="fista")[:2])
     peers = set(args.peers.split(","))
     if "glm_saga" in peers:
         record("glm_saga", lambda: run_glm_saga(X, y, lam, alpha, args.saga_epochs))

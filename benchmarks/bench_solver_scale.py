@@ -15,13 +15,18 @@ Solvers (--solvers picks a subset):
   its (B, m, p) broadcasts, called with Label-free CBM's settings (step 0.1, batch 256,
   --saga-epochs 1000 epochs per lam at most, tol 1e-4, zero init); one lam is its k=1 grid
   [lam], the path its k-point grid from lambda_max (glm_saga's own max_reg) to lam, warm-started.
-- today: `fit_elastic_net` cold (one lam) and `solve_path` with working sets off (path).
-- working_set: `solve_path(..., working_set=True)`; one lam is a --single-points path to it (the
-  strong rule screens from the previous point).
-- streaming: the same working-set solves on `StreamedFeatures` over float16 shards written to
-  --shard-dir, capped at --stream-cap-mb (default: half the shards' size), in a child process
-  whose peak RSS during the solve (and its RSS before) is reported; then one full gradient pass
-  is timed against reading the shards plus its matrix products (issue 15's goal: within 2x).
+- today: `fit_elastic_net(..., solver="fista")` cold (one lam) and `solve_path(...,
+  solver="fista")` with working sets off (path): the solver before Newton (issue 15's "today").
+- working_set: `solve_path(..., working_set=True, solver="fista")`; one lam is a --single-points
+  path to it (the strong rule screens from the previous point).
+- newton: `fit_elastic_net(..., solver="newton")` cold (one lam) and `solve_path(...,
+  solver="newton")` (path): proximal Newton steps on per-class working sets with Hessian blocks
+  from a subsample (src/conceptlens/solvers/newton.py).
+- streaming, streaming_newton (--stream-solver): the working-set FISTA solves (Newton's) on
+  `StreamedFeatures` over float16 shards written to --shard-dir, capped at --stream-cap-mb
+  (default: half the shards' size), in a child process whose peak RSS during the solve (and its
+  RSS before) is reported; then one full gradient pass is timed against reading the shards plus
+  its matrix products (issue 15's goal: within 2x).
 Every answer is scored by one float64 objective (the streamed scorer over the shards, which hold
 X exactly). Work is counted in full-gradient equivalents: one = X W^T plus R^T X over all
 features (2 n p m multiply-adds); glm_saga's epoch is one. Written to
@@ -49,7 +54,7 @@ from conceptlens._io import write_json, write_text  # noqa: E402
 from conceptlens.solvers import elastic_net_objective, fit_elastic_net, lambda_max, solve_path  # noqa: E402
 from conceptlens.solvers.streaming import StreamedFeatures, write_feature_shards  # noqa: E402
 
-SOLVERS = ("glm_saga", "today", "working_set", "streaming")
+SOLVERS = ("glm_saga", "today", "working_set", "newton", "streaming")
 
 
 def problem(n, p, m, seed=0, dtype="float16"):
@@ -153,7 +158,7 @@ def stream_worker(config_path: str) -> None:
             pass
         t = time.perf_counter()
         path = solve_path(src, y, alpha=cfg["alpha"], lam=cfg["lam"], n_lambdas=points, n_classes=cfg["m"],
-                          tol=cfg["tol"], working_set=cfg["working_set"])
+                          tol=cfg["tol"], working_set=cfg["working_set"], solver=cfg.get("solver", "fista"))
         seconds = time.perf_counter() - t
         np.savez(Path(cfg["dir"]) / f"{name}.npz", weights=np.stack(path.weights),
                  biases=np.stack(path.biases))
@@ -169,13 +174,13 @@ def stream_worker(config_path: str) -> None:
     Path(cfg["dir"], "result.json").write_text(json.dumps(out))
 
 
-def run_streaming(args, shards, y, lam, cap, score) -> dict:
+def run_streaming(args, shards, y, lam, cap, score, solver: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         np.save(Path(d) / "y.npy", y)
         cfg = {"shards": [str(s) for s in shards], "labels": str(Path(d) / "y.npy"), "dir": d, "cap": cap,
                "lam": lam, "alpha": args.alpha, "m": args.m, "tol": args.tol,
                "single_points": args.single_points, "path_points": args.path_points,
-               "working_set": args.stream_working_set}
+               "working_set": args.stream_working_set, "solver": solver}
         Path(d, "config.json").write_text(json.dumps(cfg))
         env = {**os.environ, "BENCH_THREADS": str(torch.get_num_threads())}
         subprocess.run([sys.executable, __file__, "--stream-worker", str(Path(d) / "config.json")],
@@ -207,6 +212,8 @@ def main() -> None:
     ap.add_argument("--stream-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--stream-cap-mb", type=float, default=None, help="default: half the shards' size")
     ap.add_argument("--stream-working-set", type=int, default=1, choices=[0, 1])
+    ap.add_argument("--stream-solver", default="both", choices=["fista", "newton", "both"],
+                    help="the streamed rows' solver: fista (row 'streaming'), newton ('streaming_newton')")
     ap.add_argument("--shard-dir", default=None, help="where the shards go (default: a temporary folder)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default="benchmarks/results/solver_scale.json")
@@ -279,7 +286,7 @@ def run(args, solvers, X, y, result, shard_dir) -> None:
         save()
     if "today" in solvers:
         t = time.perf_counter()
-        W, b, info = fit_elastic_net(X, y, lam, **common)
+        W, b, info = fit_elastic_net(X, y, lam, solver="fista", **common)
         single["today"] = {"seconds": round(time.perf_counter() - t, 2), "objective": score(W, b, lam),
                            "nonzeros_per_class": float((W != 0).sum() / m), "points": 1,
                            "iterations": info.iterations, "full_gradients": round(info.products / 2, 1),
@@ -288,9 +295,19 @@ def run(args, solvers, X, y, result, shard_dir) -> None:
         save()
     if "working_set" in solvers:
         t = time.perf_counter()
-        path = solve_path(X, y, lam=lam, n_lambdas=args.single_points, working_set=True, **common)
+        path = solve_path(X, y, lam=lam, n_lambdas=args.single_points, working_set=True, solver="fista",
+                          **common)
         single["working_set"] = summary(path_rows(path, last_only(score)), time.perf_counter() - t)
         print("single working set", single["working_set"], flush=True)
+        save()
+    if "newton" in solvers:
+        t = time.perf_counter()
+        W, b, info = fit_elastic_net(X, y, lam, solver="newton", **common)
+        single["newton"] = {"seconds": round(time.perf_counter() - t, 2), "objective": score(W, b, lam),
+                            "nonzeros_per_class": float((W != 0).sum() / m), "points": 1,
+                            "iterations": info.iterations, "full_gradients": round(info.products / 2, 1),
+                            "full_gradients_per_lambda": round(info.products / 2, 1)}
+        print("single newton", single["newton"], flush=True)
         save()
 
     if "glm_saga" in solvers:
@@ -301,11 +318,13 @@ def run(args, solvers, X, y, result, shard_dir) -> None:
         paths["glm_saga"] = {**summary(rows, sum(r["seconds"] for r in rows)), "per_lambda": rows}
         print("path glm_saga", {k: v for k, v in paths["glm_saga"].items() if k != "per_lambda"}, flush=True)
         save()
-    for name, ws in (("today", False), ("working_set", True)):
+    variants = {"today": {"solver": "fista"}, "working_set": {"working_set": True, "solver": "fista"},
+                "newton": {"solver": "newton"}}
+    for name, kw in variants.items():
         if name not in solvers:
             continue
         t = time.perf_counter()
-        path = solve_path(X, y, lam=lam, n_lambdas=args.path_points, working_set=ws, **common)
+        path = solve_path(X, y, lam=lam, n_lambdas=args.path_points, **kw, **common)
         seconds = time.perf_counter() - t
         rows = path_rows(path, score)
         paths[name] = {**summary(rows, seconds), "per_lambda": rows}
@@ -314,21 +333,24 @@ def run(args, solvers, X, y, result, shard_dir) -> None:
 
     if "streaming" in solvers:
         cap = int(args.stream_cap_mb * 2**20) if args.stream_cap_mb else disk // 2
-        res = run_streaming(args, shards, y, lam, cap, score)
         memory = {"cap_bytes": cap, "shards_bytes": disk}
-        for name, target in (("single", single), ("path", paths)):
-            r = res[name]
-            row = summary(r["points"], r["seconds"])
-            row.update({k: r[k] for k in ("rss_before_bytes", "peak_rss_bytes", "disk_passes", "bytes_read",
-                                          "chunk_rows", "column_cache_bytes", "planned_bytes")}, **memory)
-            row["peak_rss_increase_bytes"] = r["peak_rss_bytes"] - r["rss_before_bytes"]
-            if name == "path":
-                row["per_lambda"] = r["points"]
-            target["streaming"] = row
-            print(name, "streaming", {k: v for k, v in row.items() if k != "per_lambda"}, flush=True)
-        result["streaming_pass"] = res["pass_timing"]
-        print("streaming pass", res["pass_timing"], flush=True)
-        save()
+        for solver in (["fista", "newton"] if args.stream_solver == "both" else [args.stream_solver]):
+            key = "streaming" if solver == "fista" else "streaming_newton"
+            res = run_streaming(args, shards, y, lam, cap, score, solver)
+            for name, target in (("single", single), ("path", paths)):
+                r = res[name]
+                row = summary(r["points"], r["seconds"])
+                row.update({k: r[k] for k in ("rss_before_bytes", "peak_rss_bytes", "disk_passes",
+                                              "bytes_read", "chunk_rows", "column_cache_bytes",
+                                              "planned_bytes")}, **memory)
+                row["peak_rss_increase_bytes"] = r["peak_rss_bytes"] - r["rss_before_bytes"]
+                if name == "path":
+                    row["per_lambda"] = r["points"]
+                target[key] = row
+                print(name, key, {k: v for k, v in row.items() if k != "per_lambda"}, flush=True)
+            result["streaming_pass"] = res["pass_timing"]
+            print("streaming pass", res["pass_timing"], flush=True)
+            save()
 
     if "glm_saga" in single:
         base = single["glm_saga"]["seconds"]
@@ -373,9 +395,11 @@ def markdown(r) -> str:
         lines.append(f"| {name} | {row['seconds']} | {speed.get(name, '')} | {row['objective']:.7f} "
                      f"| {row['full_gradients']} | {row['full_gradients_per_lambda']} |")
     for name, target in (("one lam", r["single_lambda"]), ("path", r["path"])):
-        if "streaming" in target:
-            s = target["streaming"]
-            lines += ["", f"Streaming ({name}): cap {_mb(s['cap_bytes'])} for {_mb(s['shards_bytes'])} of "
+        for key in ("streaming", "streaming_newton"):
+            if key not in target:
+                continue
+            s = target[key]
+            lines += ["", f"{key} ({name}): cap {_mb(s['cap_bytes'])} for {_mb(s['shards_bytes'])} of "
                       f"shards; peak RSS {_mb(s['peak_rss_bytes'])} "
                       f"({_mb(s['peak_rss_increase_bytes'])} above the {_mb(s['rss_before_bytes'])} before "
                       f"the solve); planned {_mb(s['planned_bytes'])} (chunks of {s['chunk_rows']} rows, "
@@ -387,7 +411,9 @@ def markdown(r) -> str:
                   f"{t['full_gradient_pass_seconds']} s = {t['ratio']}x (reading and converting them: "
                   f"{t['read_seconds']} s, plus its matrix products in memory: {t['products_seconds']} s)."]
     for name, row in r["path"].items():
-        lines += ["", f"### Path, {name}", "", "| lam | seconds | objective | non-zeros / class "
+        note = (["glm_saga runs its path in one call: its first row holds the whole path's seconds.", ""]
+                if name == "glm_saga" else [])
+        lines += ["", f"### Path, {name}", "", *note, "| lam | seconds | objective | non-zeros / class "
                   "| full gradients | features solved on | KKT added |",
                   "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {p['lam']:.4g} | {p['seconds']} | {p['objective']:.7f} | {p['nonzeros_per_class']:.1f} "

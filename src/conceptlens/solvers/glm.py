@@ -32,6 +32,10 @@ stopping at a target sparsity cheap. `solve_path(..., working_set=True)` (off by
 solves each lam on the features the strong rule keeps and checks the KKT conditions over
 all features, re-solving with the violators: the same optimum, fewer products (module
 `working_set`). Every path reports its cost in full-gradient equivalents (`full_gradients`).
+`solver="newton"` replaces FISTA by proximal Newton steps on per-class working sets (module
+`newton`; streamed: `streaming_newton`): the same optimum in a few full gradients per lam;
+`solver="auto"` (the default) takes it for in-memory problems whose n x p x m product reaches
+AUTO_NEWTON_PRODUCT.
 
 Features that do not fit in memory: every function here also takes a
 `streaming.StreamedFeatures` (shards on disk, float32/float16/bfloat16, read in chunks under a
@@ -76,6 +80,37 @@ def _tensors(X, y, dtype, n_classes=None):
 
 
 LOSSES = ("multinomial", "ovr")
+
+
+SOLVERS = ("auto", "fista", "newton")
+# "auto" takes Newton when one n x p x m product is at least this many multiply-adds (in
+# memory): there a FISTA iteration is slow and Newton's few steps pay for their fixed costs
+AUTO_NEWTON_PRODUCT = 1e9
+
+
+def _pick_solver(solver: str, X, m: int) -> str:
+    if solver != "auto":
+        return solver
+    if _streamed(X):
+        return "fista"
+    n, p = X.shape
+    return "newton" if n * p * m >= AUTO_NEWTON_PRODUCT else "fista"
+
+
+def _check_solver(solver) -> None:
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver must be one of {SOLVERS}; got {solver!r}.")
+
+
+def _newton(X, y, m, alpha, tol, max_iter, positive, loss, dtype):
+    """Module newton's solver on an in-memory X, module streaming_newton's on StreamedFeatures."""
+    if _streamed(X):
+        from .streaming_newton import StreamingNewtonSolver
+
+        return StreamingNewtonSolver(X, y, m, alpha, tol, max_iter, positive, loss, dtype)
+    from .newton import NewtonSolver
+
+    return NewtonSolver(X, y, m, alpha, tol, max_iter, positive, loss)
 
 
 def _check(lam, alpha, loss, positive) -> None:
@@ -144,10 +179,14 @@ class SolveInfo:
 def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_classes=None,
                     tol: float = 1e-7, max_iter: int = 5000, step: float | None = None,
                     dtype=torch.float64, positive: bool = False,
-                    loss: str = "multinomial") -> tuple[np.ndarray, np.ndarray, SolveInfo]:
+                    loss: str = "multinomial",
+                    solver: str = "auto") -> tuple[np.ndarray, np.ndarray, SolveInfo]:
     """Minimise the objective at one lam (under W >= 0 with `positive`; a warm start W0 is
-    projected onto it). Returns W (m, p), b (m,), info."""
+    projected onto it). Returns W (m, p), b (m,), info. `solver`: "fista" (accelerated
+    proximal gradient), "newton" (module `newton`; in-memory X) or "auto" (Newton when one
+    n x p x m product reaches AUTO_NEWTON_PRODUCT multiply-adds, FISTA below and when streamed)."""
     _check(lam, alpha, loss, positive)
+    _check_solver(solver)
     if streamed := _streamed(X):
         yt = X.labels(y, n_classes)
     else:
@@ -159,10 +198,16 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
         rows = (lambda A: None if A is None else np.asarray(A)[keep])
         yy = np.searchsorted(keep, np.asarray(y))
         Wk, bk, info = fit_elastic_net(X, yy, lam, alpha, rows(W0), rows(b0), len(keep), tol, max_iter, step,
-                                       dtype, positive, loss)
+                                       dtype, positive, loss, solver)
         W, b = _with_empty_classes(X, Wk, bk, keep, m, loss)
         info.objective = elastic_net_objective(W, b, X, y, lam, alpha, loss, m)
         return W.astype(Wk.dtype), b.astype(bk.dtype), info
+    solver = _pick_solver(solver, X if streamed else Xt, m)
+    if solver == "newton":
+        start = tuple(None if A is None else torch.as_tensor(np.asarray(A), dtype=dtype) for A in (W0, b0))
+        W, b, info, *_ = _newton(X if streamed else Xt, yt, m, alpha, tol, max_iter, positive, loss,
+                                 dtype).solve(lam, (lam, *start, None, None))
+        return W.numpy(), b.numpy(), info
     if streamed:
         from .streaming import fit
 
@@ -294,12 +339,14 @@ class ElasticNetPath:
     active_features: list[int] = field(default_factory=list)
     kkt_added: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # wall time of each point's solve
+    solver: str = "fista"  # which solved it ("auto" resolved)
 
 
 def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: float | None = None,
                n_lambdas: int = 50, epsilon: float = 1e-3, n_classes=None, tol: float = 1e-6,
                max_iter: int = 2000, dtype=torch.float32, refine: int = 6, positive: bool = False,
-               loss: str = "multinomial", working_set: bool = False, _screen=None) -> ElasticNetPath:
+               loss: str = "multinomial", working_set: bool = False, solver: str = "auto",
+               _screen=None) -> ElasticNetPath:
     """Warm-started path from lambda_max down, stopping at `lam` or at `target_nec`
     (`positive`: every point under W >= 0, from the constrained lambda_max). X: an (n, p)
     array, or a `streaming.StreamedFeatures` (features on disk, memory capped).
@@ -313,7 +360,12 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     `working_set`: solve each lam on the features the sequential strong rule keeps (from the
     gradient at the previous lam), then check the KKT conditions over all features and
     re-solve with the violators until there are none: the same optimum, with most products
-    over a few columns (module `working_set` docstring). `_screen(G, W, lam, lam_prev)`:
+    over a few columns (module `working_set` docstring). `solver="newton"`: proximal Newton
+    steps on per-class working sets (module `newton`; on StreamedFeatures module
+    `streaming_newton`): the same optimum in a handful of full gradients per lam (its working
+    sets are its own: `working_set` is ignored); "auto" (the default) takes it for in-memory X
+    when one n x p x m product reaches AUTO_NEWTON_PRODUCT multiply-adds, FISTA below that and
+    for streamed features; the path records which (`ElasticNetPath.solver`). `_screen(G, W, lam, lam_prev)`:
     tests only, replaces the strong rule (a boolean mask over features).
 
     Classes in range(n_classes) with no sample have no finite optimum (their intercept
@@ -323,6 +375,7 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     if lam is None and target_nec is None:
         raise ConfigError("solve_path needs lam= (a fixed regularisation) or target_nec=.")
     _check(0.0 if lam is None else lam, alpha, loss, positive)
+    _check_solver(solver)
     if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 1):
         raise ConfigError(f"n_classes must be a positive integer; got {n_classes!r}.")
     if streamed := _streamed(X):
@@ -330,38 +383,43 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     else:
         Xt, yt = _tensors(X, y, dtype, n_classes)
     m = n_classes or int(yt.max()) + 1
+    solver = _pick_solver(solver, X if streamed else Xt, m)
     counts = torch.bincount(yt, minlength=m)
     present = counts > 0
     if not bool(present.all()):
         return _path_without_empty_classes(X, y, present, dict(
             alpha=alpha, lam=lam, target_nec=target_nec, n_lambdas=n_lambdas, epsilon=epsilon, tol=tol,
             max_iter=max_iter, dtype=dtype, refine=refine, positive=positive, loss=loss,
-            working_set=working_set, _screen=_screen))
-    if streamed:
+            working_set=working_set, solver=solver, _screen=_screen))
+    if solver == "newton":
+        solver_ = _newton(X if streamed else Xt, yt, m, alpha, tol, max_iter, positive, loss, dtype)
+        lmax = solver_.lambda_max() if streamed else lambda_max(X, y, alpha, m, positive)
+        working_set = False  # Newton's working sets are its own
+    elif streamed:
         from .streaming import StreamingSolver
 
-        solver = StreamingSolver(X, yt, m, alpha, tol, max_iter, positive, loss, dtype, working_set, _screen)
-        lmax = solver.lambda_max()
+        solver_ = StreamingSolver(X, yt, m, alpha, tol, max_iter, positive, loss, dtype, working_set, _screen)
+        lmax = solver_.lambda_max()
     else:
         lmax = lambda_max(X, y, alpha, m, positive)
         if working_set:
             from .working_set import WorkingSetSolver
 
-            solver = WorkingSetSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss, screen=_screen)
+            solver_ = WorkingSetSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss, screen=_screen)
         else:
-            solver = _FullSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss)
+            solver_ = _FullSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss)
     if lmax <= 0:  # no weight can leave zero (w >= 0 and no feature correlates positively): intercepts only
         lmax = 1e-12
     lo = lam if lam is not None else epsilon * lmax
     grid = np.geomspace(lmax, max(lo, 1e-12), n_lambdas).tolist()
     if lam is not None and lam >= lmax:
         grid = [lam]
-    path = ElasticNetPath()
+    path = ElasticNetPath(solver=solver)
 
     def solve(value, state):
         """state: (lam, W, b, step, gradient at the solution or None) of the warm start."""
         start = time.perf_counter()
-        Wn, bn, info, step, G, n_active, n_added = solver.solve(value, state)
+        Wn, bn, info, step, G, n_active, n_added = solver_.solve(value, state)
         work = info.products / 2
         nec = float((Wn != 0).sum()) / m
         path.lambdas.append(float(value))
@@ -375,7 +433,7 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
         path.seconds.append(time.perf_counter() - start)
         return (value, Wn, bn, step, G), nec
 
-    prev = (lmax, None, None, solver.start_step, solver.gradient_at_zero(lmax) if working_set else None)
+    prev = (lmax, None, None, solver_.start_step, solver_.gradient_at_zero(lmax) if working_set else None)
     first = True
     for value in grid:
         state, nec = solve(value, prev)

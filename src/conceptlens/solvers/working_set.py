@@ -38,7 +38,8 @@ dense-dense product; torch's CPU `sampled_addmm` measured 2.5x slower than the w
 R^T X at 6% density (5,000 x 500 x 50), so the products stay dense BLAS on X[:, U]. Measured at
 2,000 x 200 x 20 (~40 non-zeros per class of 200): U reaches p by the end of the path, the
 20-lam path costs 300 full gradients instead of 527 (1.45x in time), a single lam is slower
-(it needs a short path to screen from).
+(it needs a short path to screen from). `solver="newton"` (module `newton`) works on per-class
+(pair-level) working sets instead: its products stay dense BLAS, but it needs few of them.
 [2] The KKT loop already guarantees the optimum; gap-safe rules need a dual-feasible point of
 the multinomial loss, left for later.
 """
