@@ -115,6 +115,16 @@ def rss(key: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
 
 
+def rss_now_and_reset_peak() -> int:
+    """This process's RSS, with its peak (VmHWM) reset to it, so a later VmHWM is the solve's."""
+    before = rss("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return before
+
+
 def pass_timing(src: StreamedFeatures, y: np.ndarray, m: int) -> dict:
     """Issue 15's yardstick: one full gradient pass over the shards (all columns, no column
     cache) against the time to read and convert them plus the time of its matrix products
@@ -151,11 +161,7 @@ def stream_worker(config_path: str) -> None:
     out = {}
     for name, points in (("single", cfg["single_points"]), ("path", cfg["path_points"])):
         src = StreamedFeatures(cfg["shards"], max_memory_bytes=cfg["cap"])
-        before = rss("VmRSS")
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-        except OSError:
-            pass
+        before = rss_now_and_reset_peak()
         t = time.perf_counter()
         path = solve_path(src, y, alpha=cfg["alpha"], lam=cfg["lam"], n_lambdas=points, n_classes=cfg["m"],
                           tol=cfg["tol"], working_set=cfg["working_set"], solver=cfg.get("solver", "fista"))
@@ -284,30 +290,21 @@ def run(args, solvers, X, y, result, shard_dir) -> None:
         single["glm_saga"] = {**summary(rows, rows[0]["seconds"]), "converged": rows[0]["converged"]}
         print("single glm_saga", single["glm_saga"], flush=True)
         save()
-    if "today" in solvers:
+    for name, solver in (("today", "fista"), ("working_set", None), ("newton", "newton")):
+        if name not in solvers:
+            continue
         t = time.perf_counter()
-        W, b, info = fit_elastic_net(X, y, lam, solver="fista", **common)
-        single["today"] = {"seconds": round(time.perf_counter() - t, 2), "objective": score(W, b, lam),
-                           "nonzeros_per_class": float((W != 0).sum() / m), "points": 1,
-                           "iterations": info.iterations, "full_gradients": round(info.products / 2, 1),
-                           "full_gradients_per_lambda": round(info.products / 2, 1)}
-        print("single today", single["today"], flush=True)
-        save()
-    if "working_set" in solvers:
-        t = time.perf_counter()
-        path = solve_path(X, y, lam=lam, n_lambdas=args.single_points, working_set=True, solver="fista",
-                          **common)
-        single["working_set"] = summary(path_rows(path, last_only(score)), time.perf_counter() - t)
-        print("single working set", single["working_set"], flush=True)
-        save()
-    if "newton" in solvers:
-        t = time.perf_counter()
-        W, b, info = fit_elastic_net(X, y, lam, solver="newton", **common)
-        single["newton"] = {"seconds": round(time.perf_counter() - t, 2), "objective": score(W, b, lam),
+        if solver is None:  # working sets: a short path to screen from
+            path = solve_path(X, y, lam=lam, n_lambdas=args.single_points, working_set=True, solver="fista",
+                              **common)
+            single[name] = summary(path_rows(path, last_only(score)), time.perf_counter() - t)
+        else:
+            W, b, info = fit_elastic_net(X, y, lam, solver=solver, **common)
+            single[name] = {"seconds": round(time.perf_counter() - t, 2), "objective": score(W, b, lam),
                             "nonzeros_per_class": float((W != 0).sum() / m), "points": 1,
                             "iterations": info.iterations, "full_gradients": round(info.products / 2, 1),
                             "full_gradients_per_lambda": round(info.products / 2, 1)}
-        print("single newton", single["newton"], flush=True)
+        print("single", name, single[name], flush=True)
         save()
 
     if "glm_saga" in solvers:

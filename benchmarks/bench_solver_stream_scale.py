@@ -31,8 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conceptlens._io import write_json, write_text
-from conceptlens.solvers import StreamedFeatures, solve_path, write_feature_shards
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_solver_scale, beside this file
+
+from bench_solver_scale import rss, rss_now_and_reset_peak  # noqa: E402
+from conceptlens._io import write_json, write_text  # noqa: E402
+from conceptlens.solvers import StreamedFeatures, solve_path, write_feature_shards  # noqa: E402
 
 IMAGENET = (1_281_167, 4_500, 1_000)
 
@@ -72,20 +75,11 @@ class _Generated:
         return y
 
 
-def rss(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-
-
 def worker(cfg_path: str) -> None:
     cfg = json.loads(Path(cfg_path).read_text())
     y = np.load(cfg["labels"])
     src = StreamedFeatures(cfg["shards"], max_memory_bytes=cfg["cap"])
-    before = rss("VmRSS")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-    except OSError:
-        pass
+    before = rss_now_and_reset_peak()
     t = time.perf_counter()
     path = solve_path(src, y, alpha=0.99, lam=cfg["lam"], n_lambdas=cfg["points"], n_classes=cfg["m"],
                       tol=cfg["tol"], solver=cfg["solver"], epsilon=cfg["lam_fraction"])

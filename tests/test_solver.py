@@ -18,17 +18,22 @@ def problem(n=300, p=20, m=4, seed=0):
     return X, y
 
 
-@pytest.mark.parametrize("lam, alpha", [(0.01, 0.99), (0.003, 0.5), (0.05, 1.0)])
-def test_matches_sklearn_objective(lam, alpha):
+def sklearn_reference(X, y, lam, alpha):
+    """scikit-learn's saga on the same objective (C = 1 / (lam n), l1_ratio = alpha), to 1e-12."""
     from sklearn.linear_model import LogisticRegression
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LogisticRegression(l1_ratio=alpha, C=1 / (lam * len(X)), solver="saga", tol=1e-12,
+                                  max_iter=200000).fit(X, y)
+
+
+@pytest.mark.parametrize("lam, alpha", [(0.01, 0.99), (0.003, 0.5), (0.05, 1.0)])
+def test_matches_sklearn_objective(lam, alpha):
     X, y = problem()
     W, b, info = fit_elastic_net(X, y, lam, alpha, tol=1e-12, max_iter=20000)
     assert info.converged
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sk = LogisticRegression(l1_ratio=alpha, C=1 / (lam * len(X)), solver="saga", tol=1e-12,
-                                max_iter=200000).fit(X, y)
+    sk = sklearn_reference(X, y, lam, alpha)
     ours = elastic_net_objective(W, b, X, y, lam, alpha)
     ref = elastic_net_objective(sk.coef_, sk.intercept_, X, y, lam, alpha)
     assert ours <= ref * (1 + 1e-6)

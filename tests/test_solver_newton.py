@@ -5,18 +5,17 @@ for large in-memory problems; bad input gets clear errors or the correct trivial
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 from conceptlens.errors import ConfigError, DataError
-from conceptlens.solvers import (StreamedFeatures, elastic_net_objective, fit_elastic_net, lambda_max, solve_path,
-                                 write_feature_shards)
+from conceptlens.solvers import (StreamedFeatures, elastic_net_objective, fit_elastic_net, lambda_max,
+                                 solve_path, write_feature_shards)
 from conceptlens.solvers import glm
 from conceptlens.solvers.newton import NewtonSolver
 
+from test_solver import sklearn_reference
 from test_solver_working_set import EXACT, kkt_gap, problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,22 +37,18 @@ def test_same_path_as_fista_in_a_fraction_of_the_full_gradients(loss, positive):
         np.testing.assert_array_equal(Wn != 0, Wf != 0)
         if positive:
             assert (Wn >= 0).all()
-    assert kkt_gap(newton.weights[-1], newton.biases[-1], X, y, newton.lambdas[-1], 0.99, loss, positive) < 1e-4
+    W, b, lam = newton.weights[-1], newton.biases[-1], newton.lambdas[-1]
+    assert kkt_gap(W, b, X, y, lam, 0.99, loss, positive) < 1e-4
     assert sum(newton.full_gradients) < 0.5 * sum(fista.full_gradients)
     assert np.mean(newton.full_gradients) < 20  # issue 15's budget per lam, here at tol 1e-10
 
 
 def test_matches_sklearn_at_a_fixed_lambda():
-    from sklearn.linear_model import LogisticRegression
-
     X, y = problem(n=200, p=30, m=3)
     lam, alpha = 0.01, 0.99
     W, b, info = fit_elastic_net(X, y, lam, alpha, solver="newton", **EXACT)
     assert info.converged
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sk = LogisticRegression(l1_ratio=alpha, C=1 / (lam * len(X)), solver="saga", tol=1e-12,
-                                max_iter=200000).fit(X, y)
+    sk = sklearn_reference(X, y, lam, alpha)
     ours = elastic_net_objective(W, b, X, y, lam, alpha)
     assert ours <= elastic_net_objective(sk.coef_, sk.intercept_, X, y, lam, alpha) * (1 + 1e-9)
     assert info.objective == pytest.approx(ours, rel=1e-12)
@@ -136,7 +131,7 @@ def test_auto_takes_newton_only_for_large_in_memory_problems(monkeypatch, tmp_pa
 
 def test_unknown_solver_is_a_config_error():
     X, y = problem(n=50, p=5)
-    with pytest.raises(ConfigError, match=r"solver must be one of \('auto', 'fista', 'newton'\); got 'lbfgs'"):
+    with pytest.raises(ConfigError, match=r"one of \('auto', 'fista', 'newton'\); got 'lbfgs'"):
         solve_path(X, y, lam=0.1, solver="lbfgs")
     with pytest.raises(ConfigError, match="solver must be one of"):
         fit_elastic_net(X, y, 0.1, solver="Newton")

@@ -4,8 +4,9 @@
 cache's file format; `write_feature_shards` writes float32, float16 or bfloat16 ones). Every
 function of module `glm` takes one in place of X: `solve_path(StreamedFeatures(paths), y,
 ...)` minimises the same objective at the same lams (same lambda_max, grid, bisection,
-intercepts, classes without samples), with or without working sets. Arrays stay on the
-in-memory path: use this when the features do not fit.
+intercepts, classes without samples), with or without working sets, and with
+`solver="newton"` by proximal Newton (module `streaming_newton`, which reuses this module's
+passes). Arrays stay on the in-memory path: use this when the features do not fit.
 
 Passes. A pass reads each shard once, chunk by chunk, into one reused buffer (`readinto`, not a
 memory map: pages of a mapping count towards the process's RSS until the kernel reclaims
