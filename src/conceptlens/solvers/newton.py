@@ -80,8 +80,6 @@ LINE_SEARCH_HALVINGS = 12
 # min(KKT_TOL, KKT_PER_TOL * tol): 0.05 at the default tol 1e-6, tighter for tighter tols
 KKT_TOL = 0.05
 KKT_PER_TOL = 5e4
-
-
 ROWS_PER_CLASS = 20
 
 
@@ -103,10 +101,10 @@ class NewtonSteps:
     `run(lam, W, b, data)` where `data` gives the loss, gradient and the probabilities at the
     Hessian rows of a point (`start`, `move`) and the losses along a direction (`trials`)."""
 
-    def __init__(self, m: int, p: int, alpha: float, tol: float, max_iter: int, positive: bool, loss: str,
-                 XsT: torch.Tensor, min_set: int = 128, max_set: int | None = None,
+    def __init__(self, n: int, m: int, p: int, alpha: float, tol: float, max_iter: int, positive: bool,
+                 loss: str, XsT: torch.Tensor, min_set: int = 128, max_set: int | None = None,
                  gather_floats: int = 1 << 24):
-        self.m, self.p, self.alpha, self.tol, self.max_iter = m, p, alpha, tol, max_iter
+        self.n, self.m, self.p, self.alpha, self.tol, self.max_iter = n, m, p, alpha, tol, max_iter
         self.positive, self.loss, self.min_set = positive, loss, min_set
         self.max_set = p if max_set is None else max(1, min(p, max_set))
         self.XsT, self.gather_floats = XsT, gather_floats  # (p + 1, nh): the Hessian rows, and ones
@@ -156,7 +154,7 @@ class NewtonSteps:
         H /= nh
         keep = torch.cat([mask, torch.ones(m, 1, dtype=torch.bool)], 1).to(Ph.dtype)
         H *= keep[:, :, None] * keep[:, None, :]
-        return H, keep, (s + 1) ** 2 * nh / (self.p * self.n_rows)
+        return H, keep, (s + 1) ** 2 * nh / (self.p * self.n)
 
     def _direction(self, H, keep, G, gb, W, idx, l1, l2):
         """Minimise, per class, g.d + d^T H d / 2 + penalty(w + d) over its working set (FISTA)."""
@@ -189,10 +187,9 @@ class NewtonSteps:
         return D, d[:, -1]
 
     # -- one lam ---------------------------------------------------------------------------
-    def run(self, lam: float, W: torch.Tensor, b: torch.Tensor, data, n_rows: int):
+    def run(self, lam: float, W: torch.Tensor, b: torch.Tensor, data):
         """Minimise at lam from (W, b); returns W, b, SolveInfo, the loss gradient at the
         returned point and the number of features the last working set held."""
-        self.n_rows = n_rows
         l1, l2 = lam * self.alpha, lam * (1 - self.alpha)
 
         def penalty(Wx):
@@ -320,7 +317,7 @@ class NewtonSolver:
         self.sub = subsample(self.n, hessian_rows_for(m, hessian_rows), seed)
         # the Hessian rows' features and a row of ones (the intercept), one row per feature
         XsT = torch.cat([X[self.sub].T, torch.ones(1, len(self.sub), dtype=X.dtype)]).contiguous()
-        self.steps = NewtonSteps(m, self.p, alpha, tol, max_iter, positive, loss, XsT, min_set)
+        self.steps = NewtonSteps(self.n, m, self.p, alpha, tol, max_iter, positive, loss, XsT, min_set)
         self._last = None  # (W, b, Z) of the last solve: the next lam starts from its logits
         self.pending = 0.0
 
@@ -330,7 +327,7 @@ class NewtonSolver:
         last = self._last
         Z = last[2] if last is not None and last[0] is W0 and last[1] is b0 else None
         data = _InMemory(self.X, self.Y, self.sub, self.steps, self.loss, Z)
-        W, b, info, G, active = self.steps.run(lam, W, b, data, self.n)
+        W, b, info, G, active = self.steps.run(lam, W, b, data)
         info.products += self.pending
         self.pending = 0.0
         self._last = (W, b, data.Z)

@@ -45,7 +45,7 @@ class _Passes:
     def __init__(self, stream: _Stream, XsT: torch.Tensor, steps: NewtonSteps):
         self.stream, self.XsT, self.steps = stream, XsT, steps
         self.p = stream.X.p
-        self.ahead = None  # (W, b, loss, G, gb) at the full step of the last line search
+        self.ahead = None  # (loss, G, gb) at the full step of the last line search
 
     def _hessian_probabilities(self, W, b):
         """Probabilities at the Hessian rows, converted from their storage dtype 4,096 at a time."""
@@ -69,7 +69,7 @@ class _Passes:
             losses, G, gb = self.stream.run(cols, points, grad=0 if first else None, grad_all=first)
             cost = len(group) * len(cols) / self.p + (1.0 if first else 0.0)
             if first:
-                self.ahead = (W + D, b + db, losses[0], G, gb)
+                self.ahead = (losses[0], G, gb)
             for t, ce in zip(group, losses, strict=True):
                 yield t, ce, cost
                 cost = 0.0
@@ -77,7 +77,7 @@ class _Passes:
     def move(self, W, b, t):
         ahead, self.ahead = self.ahead, None
         if t == 1.0 and ahead is not None:  # the line search's pass computed this point's gradient
-            _, _, ce, G, gb = ahead
+            ce, G, gb = ahead
             return ce, G, gb, self._hessian_probabilities(W, b), 0.0
         return self.start(W, b)
 
@@ -117,7 +117,7 @@ class StreamingNewtonSolver:
             XsT[:p, lo:hi] = Xc[self.sub[lo:hi] - a].T.to(XsT.dtype)
         X.stats.planned_bytes = max(X.stats.planned_bytes,
                                     self.stream.fixed + self.stream.rows * self.stream.per_row + own)
-        self.steps = NewtonSteps(m, p, alpha, tol, max_iter, positive, loss, XsT, min_set, max_set, gather)
+        self.steps = NewtonSteps(n, m, p, alpha, tol, max_iter, positive, loss, XsT, min_set, max_set, gather)
         self.passes = _Passes(self.stream, XsT, self.steps)
         self.freq = torch.bincount(y, minlength=m).to(torch.float64) / n
         self.n, self.p, self.m, self.dtype = n, p, m, dtype
@@ -131,7 +131,7 @@ class StreamingNewtonSolver:
     def solve(self, lam: float, state):
         _, W0, b0, _, _ = state
         W, b = start_point(W0, b0, self.freq, self.m, self.p, self.dtype, self.positive, self.loss)
-        W, b, info, G, active = self.steps.run(lam, W, b, self.passes, self.n)
+        W, b, info, G, active = self.steps.run(lam, W, b, self.passes)
         info.products += self.pending
         self.pending = 0.0
         return W, b, info, None, G, active, 0
