@@ -61,9 +61,11 @@ def num(v, digits=1, scale=1.0):
 
 def table(main: dict, positive: dict) -> str:
     conf = (main.get("confounded") or {}).get("results", {})
-    head = ("| method | top-1 | NEC | top-1 at NEC=5 | concept AUROC (n) | precision@5 "
-            "| negative precision@5 | confounded ID | OOD | gap |")
-    lines = [head, "|" + "---|" * 10]
+    from conceptlens.runs.tables import evidence_cell, precision_cell
+
+    head = ("| method | top-1 | NEC | top-1 at NEC=5 | concept AUROC (n) | precision@5 (coverage) "
+            "| negative precision@5 | evidence@5 | confounded ID | OOD | gap |")
+    lines = [head, "|" + "---|" * 11]
 
     def row(name, r, shift):
         auroc = ("—" if r.get("concept_auroc") is None
@@ -71,7 +73,9 @@ def table(main: dict, positive: dict) -> str:
         s = (shift or {}).get("mean")
         nec = num(r.get("nec")) if r.get("concept_auroc_n") else "—"  # NEC counts concepts
         cells = [name, num(r["top1"], 1, 100), nec, num(r.get("top1_at_nec"), 1, 100), auroc,
-                 num(r.get("precision_at_k"), 2), num(r.get("negative_precision_at_k"), 2),
+                 precision_cell(r.get("precision_at_k"), r.get("precision_at_k_coverage"),
+                                r.get("precision_at_k_on_covered")),
+                 num(r.get("negative_precision_at_k"), 2), evidence_cell(r),
                  num(s and s["id"]), num(s and s["ood"]), num(s and s["gap"])]
         return "| " + " | ".join(cells) + " |"
 

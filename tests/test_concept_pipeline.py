@@ -59,9 +59,9 @@ def test_build_candidates_reads_every_source_with_its_options(tmp_path, monkeypa
                                  "wordnet": {"relations": ["part"]}}, file="extra.txt")
     cs = build_candidates(cfg, ["cat", "dog"])
     texts = {c.text: sorted(c.classes) for c in cs}
-    # WordNet 3.0 parts: cat.n.01 (with its hypernyms) -> paw; dog.n.01 -> face, flag, head, paw
-    assert texts == {"whiskers": ["cat"], "stripes": [], "spots": [], "paw": ["cat", "dog"], "face": ["dog"],
-                     "flag": ["dog"], "head": ["dog"]}
+    # WordNet 3.0 parts, the nearest level that has any: cat.n.01 has none, its hypernyms give paw;
+    # dog.n.01's own part is flag (its tail), so the hypernyms' face, head and paw are not taken
+    assert texts == {"whiskers": ["cat"], "stripes": [], "spots": [], "paw": ["cat"], "flag": ["dog"]}
     # the file source without a path reads [concepts] file, once
     cs = build_candidates(ConceptConfig(sources=["file"], file="extra.txt"), ["cat"])
     assert cs.texts == ["spots"] and len(cs.concepts[0].provenance) == 1

@@ -80,7 +80,7 @@ def test_report_shows_grounding_and_flags_concepts_annotated_false(report_inputs
     assert matches.count("<td>unmatched</td>") == sum(m["match"] is None for m in g["matches"]) == 3
     # the summary table carries the measures beside accuracy, a dash for the method without concepts
     summary = page[page.index("id='metrics'"):page.index("</table>", page.index("id='metrics'"))]
-    assert "<th>concept AUROC (n)</th><th>precision@3</th>" in summary
+    assert "<th>concept AUROC (n)</th><th>precision@3 (coverage)</th>" in summary
     assert f"{g['concept_auroc']:.3f} ({g['concept_auroc_n']})" in summary
     probe = summary[summary.index("<td>linear_probe</td>"):]
     assert probe[:probe.index("</tr>")].count("<td class='num'>—</td>") == 3

@@ -122,12 +122,21 @@ def test_auto_picks_the_best_concept_bottleneck_on_the_validation_split(tmp_path
         by_hand = float(np.mean(Method.load(folder / "models" / name).predict(val) == val.labels))
         assert recorded["results"][name]["val_top1"] == pytest.approx(by_hand, abs=1e-12)
     cbms = ["labo", "label_free"]  # config order
-    best = max(cbms, key=lambda n: recorded["results"][n]["val_top1"])
-    v = recorded["results"][best]["val_top1"]
-    assert recorded["report_method"] == out["report_method"] == {
-        "method": best, "chosen_by": f"validation top-1 {v:.3f}"}
-    assert _title(folder) == f"conceptlens: {best} on images (the best concept bottleneck by validation " \
-                             f"top-1 {v:.3f})"
+    rows = recorded["results"]
+    assert all(rows[n]["truth"]["on"] == "validation" for n in cbms)
+    passing = [n for n in cbms if rows[n]["truth"]["passed"]]
+    chosen = recorded["report_method"]
+    assert chosen == out["report_method"]
+    assert set(chosen.get("passed_over", {})) == set(cbms) - set(passing)
+    if passing:  # the best on validation among the models whose explanations pass the truth floor
+        best = max(passing, key=lambda n: rows[n]["val_top1"])
+        v = rows[best]["val_top1"]
+        assert chosen["method"] == best and chosen["chosen_by"] == f"validation top-1 {v:.3f}"
+        assert _title(folder).startswith(f"conceptlens: {best} on images (the best concept bottleneck")
+    else:  # none passes: the highest truth figure, said in the title
+        best = max(cbms, key=lambda n: (rows[n]["truth"]["value"] or 0, rows[n]["val_top1"]))
+        assert chosen["method"] == best and chosen["passed_truth_floor"] is False
+        assert "no model passes the truth floor" in _title(folder)
 
 
 def test_without_a_validation_split_the_first_concept_bottleneck_is_reported(tmp_path, monkeypatch):
@@ -137,9 +146,16 @@ def test_without_a_validation_split_the_first_concept_bottleneck_is_reported(tmp
     out = run_experiment(cfg)
     assert out["sizes"]["val"] == 0
     assert all("val_top1" not in row for row in out["results"].values())
-    assert out["report_method"] == {"method": "labo", "chosen_by": "first in config (no validation split)"}
-    assert _title(tmp_path / "out") == ("conceptlens: labo on images (the first concept bottleneck in the "
-                                        "config; the run has no validation split)")
+    rows = out["results"]
+    assert all(rows[n]["truth"]["on"] == "training" for n in ("labo", "label_free"))
+    passing = [n for n in ("labo", "label_free") if rows[n]["truth"]["passed"]]
+    if passing:
+        assert out["report_method"]["method"] == passing[0]
+        assert out["report_method"]["chosen_by"] == "first in config (no validation split)"
+        assert _title(tmp_path / "out") == (f"conceptlens: {passing[0]} on images (the first concept bottleneck "
+                                            "in the config; the run has no validation split)")
+    else:
+        assert out["report_method"]["passed_truth_floor"] is False
 
 
 def test_a_named_method_is_reported(tmp_path, monkeypatch):

@@ -319,7 +319,7 @@ def test_grounding_beside_accuracy_in_every_output(tmp_path, monkeypatch):
 
     # results.md: the columns, and a dash for the method without concepts
     md = (folder / "results.md").read_text()
-    assert "| concept AUROC (n) | precision@2 |" in md
+    assert "| concept AUROC (n) | precision@2 (coverage) |" in md
     assert f"| {labo['concept_auroc']:.3f} ({labo['concept_auroc_n']}) |" in md
     assert next(ln for ln in md.splitlines() if ln.startswith("| zero_shot |")).endswith("| — | — |")
 

@@ -16,6 +16,14 @@ from __future__ import annotations
 from .runs import RunConfig, run_experiment
 from .runs.config import DataConfig
 
+# Every concept head class-consistent (methods/class_consistent.py): a class weighs only concepts
+# its source links to it, with weights >= 0, so the report's reasons are the source's, checked on
+# validation images. KnoBo grounds each concept on the backbone's layer features, which is what
+# makes it accurate where the offline backbone's text side cannot score concepts.
+CONSISTENT = {"class_consistent": True}
+DEMO_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": dict(CONSISTENT),
+                "label_free": dict(CONSISTENT), "knobo": {**CONSISTENT, "on": "auto"}}
+
 
 def demo_config(train_per_class: int = 300, val_per_class: int = 50, test_per_class: int = 200,
                 seed: int = 0, backbone: str = "offline", cache_dir: str | None = None,
@@ -25,7 +33,8 @@ def demo_config(train_per_class: int = 300, val_per_class: int = 50, test_per_cl
     cfg = RunConfig(data=DataConfig("fashion-mnist", train_per_class, val_per_class,
                                     test_per_class, seed, data_dir),
                     backbone=backbone, output_dir=output_dir, cache_dir=cache_dir,
-                    progress=progress, batch_size=batch_size, workers=workers)
+                    progress=progress, batch_size=batch_size, workers=workers,
+                    methods={k: dict(v) for k, v in DEMO_METHODS.items()})
     if shots:
         cfg.fewshot.shots = shots
     return cfg

@@ -1,4 +1,4 @@
-"""`conceptlens concepts generate | import | filter | select | show | cav | evaluate`.
+"""`conceptlens concepts generate | import | filter | select | show | cav | evaluate | judge`.
 
 Each step writes a concept set file (conceptlens JSON) that the next one reads; `cav` writes
 concept activation vectors (Post-hoc CBM) learnt from example images; `evaluate` scores a saved
@@ -91,6 +91,9 @@ def cmd_generate(args) -> int:
                   else source.generate(classes))
         print(f"[{name}] {result.report()}")
         merged = merged.merge(result.concepts)
+    from ..concepts.pipeline import drop_blocked
+
+    merged = drop_blocked(merged)  # slurs, obscenities, sensitive words (concepts/blocklist.py)
     merged.save(args.out)
     print(f"{merged.summary()} -> {args.out}")
     return 0
@@ -324,12 +327,90 @@ def grounding_inputs(args):
     return model, backbone, data, _split(args, backbone, data, args.split, args.images_per_class)
 
 
+def judged_models(path: str) -> dict:
+    """{name: model} of a saved model folder, or of every concept model in a run folder's models/."""
+    from ..errors import ConfigError
+    from ..methods import Method
+
+    folder = Path(path)
+    if (folder / "model.json").is_file():
+        model = Method.load(folder)
+        return {model.name: model}
+    if (folder / "models").is_dir():
+        models = {}
+        for sub in sorted(p for p in (folder / "models").iterdir() if (p / "model.json").is_file()):
+            model = Method.load(sub)
+            if getattr(model, "needs_concepts", False) or getattr(model, "discovers_concepts", False):
+                models[sub.name] = model
+        if models:
+            return models
+    raise ConfigError(f"{path}: neither a saved model folder (model.json) nor a run folder with concept "
+                      "models in models/; give one of those.")
+
+
+def cmd_judge(args) -> int:
+    """The sheet a person marks: each class's top-k concepts of a model or of a run's models."""
+    from .._io import write_text
+    from ..errors import ConfigError
+    from ..grounding.judgements import judgement_sheet, read_judgements
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+    _refuse_overwrite(args, args.out)
+    known = read_judgements(args.prefill) if args.prefill else None
+    models = judged_models(args.model)
+    text = judgement_sheet(models, args.k, known)
+    write_text(args.out, text)
+    n = text.count("\n") - 1
+    print(f"{n} (class, concept) pairs from the top-{args.k} of {', '.join(models)} -> {args.out}\n"
+          "Mark the judgement column: 1 (true of the class), 0 (false), blank (cannot say); then "
+          f"`conceptlens concepts evaluate {args.model} --judgements {args.out}`.")
+    return 0
+
+
+def evaluate_judgements(args) -> int:
+    """`concepts evaluate MODEL_OR_RUN --judgements FILE`: precision@k against a person's marks."""
+    from .._io import write_json
+    from ..grounding.judgements import MIN_COVERAGE, judged_precision, read_judgements
+
+    judgements = read_judgements(args.judgements)
+    out = {}
+    print(f"precision@{args.k} against {len(judgements)} judged (class, concept) pairs in {args.judgements}")
+    for name, model in judged_models(args.model).items():
+        r = judged_precision(model, judgements, args.k)
+        out[name] = r
+        value = ("not measurable" if r["precision"] is None else f"{r['precision']:.2f}")
+        on = "" if r["precision_on_judged"] is None else f", {r['precision_on_judged']:.2f} on the judged pairs"
+        print(f"  {name}: {value} (coverage {r['coverage']:.2f}: {r['n_judged']} of {r['n_pairs']} top-"
+              f"{args.k} pairs judged{on})" + ("" if r["coverage"] >= MIN_COVERAGE else
+                                              f"; below {MIN_COVERAGE}, judge the blank rows"))
+        wrong = [f"{c}: {e['concept']}" for c, items in r["per_class"].items() for e in items
+                 if e["judgement"] == 0]
+        if wrong:
+            print("    judged false: " + "; ".join(wrong))
+    if args.json:
+        write_json(args.json, out)
+        print(f"-> {args.json}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     """Concept AUROC (and, for a model, explanation precision@k) against annotations."""
     from ..errors import ConfigError
     from ..grounding import class_level, grounding_measures, matching_embedder, resolve_annotations
     from ..runs.tables import DASH
 
+    if args.judgements is not None:
+        if args.model is None:
+            raise ConfigError("--judgements scores a model or a run folder: give MODEL (a saved model or run "
+                              "folder).")
+        if args.k < 1:
+            raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+        _refuse_overwrite(args, args.json)
+        return evaluate_judgements(args)
+    if args.dataset is None:
+        raise ConfigError("concepts evaluate needs --dataset (the images to score on), or --judgements FILE "
+                          "to score against a person's judgements.")
     if args.k < 1:
         raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     if not -1 <= args.match_threshold <= 1:
@@ -512,11 +593,14 @@ def add_commands(sub) -> None:
                     "its activation separates images where the attribute holds from those where it does "
                     "not (AUROC), and the share of each class's top-k positive-weight concepts annotated "
                     "true of it (precision@k). --raw scores the backbone's raw concept similarity instead.")
-    p.add_argument("model", nargs="?", help="a saved model folder (optional with --raw)")
+    p.add_argument("model", nargs="?", help="a saved model folder, or with --judgements a run folder "
+                                           "(optional with --raw)")
+    p.add_argument("--judgements", help="a sheet from `concepts judge`, marked by a person: score precision@k "
+                                        "against it (no images needed)")
     p.add_argument("--annotations", default="auto",
                    help="'fashion-mnist', a class-level or per-image CSV, or 'auto' (default: the "
                         "dataset's own: fashion-mnist, fashion-mnist-composite)")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", help="the dataset to score on (required without --judgements)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--images-per-class", default="200", help="images per class of the split (or 'all')")
     p.add_argument("--seed", type=int, default=0)
@@ -529,3 +613,16 @@ def add_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     add_encode_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = csub.add_parser(
+        "judge", help="write each class's top-k concepts as a CSV for a person to mark",
+        description="One row per (class, concept) that a model (or any concept model of a run folder) ranks "
+                    "among a class's top-k positive-weight concepts, with the models and ranks that put it "
+                    "there. Mark the `judgement` column 1 (true of the class), 0 (false) or blank, then "
+                    "score it with `concepts evaluate MODEL_OR_RUN --judgements FILE`.")
+    p.add_argument("model", help="a saved model folder or a run folder")
+    p.add_argument("--out", required=True, help="the CSV to write")
+    p.add_argument("--k", type=int, default=5, help="top concepts per class (default 5)")
+    p.add_argument("--prefill", help="an earlier marked sheet whose judgements are copied into this one")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_judge)

@@ -83,7 +83,10 @@ def print_run(out: dict) -> None:
     print(f"backbone {out['backbone_id']}")
     print("images   " + ", ".join(f"{k} {v}" for k, v in out["sizes"].items()))
     for key, text in out["concept_report"].get("concepts", {}).items():
-        print(f"concepts {key}: {text}")
+        if key != "warning":  # warnings are printed below, and only when there is one
+            print(f"concepts {key}: {text}")
+    for text in out["concept_report"].get("warnings", []):
+        print("warning  " + text.replace("\n", "\n         "))
     print()
     print(out["table"])
     if out.get("fewshot_table"):
@@ -95,6 +98,8 @@ def print_run(out: dict) -> None:
     if out.get("report_method"):
         shown = out["report_method"]
         print(f"\nreport   {shown['method']} ({shown['chosen_by']})")
+        for name, why in (shown.get("passed_over") or {}).items():
+            print(f"         passed over: {name}: {why}")
     print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
     if "output_dir" in out:
         matches = "concept_matches.csv, " if out.get("concept_matches") else ""

@@ -50,6 +50,29 @@ def suggest_sources(classes: list[str]) -> tuple[list[str], str]:
     return ["wordnet"], f"WordNet knows {resolved} of {len(classes)} class names"
 
 
+WORD_ASSOCIATION_NOTE = (
+    "# NOTE: the 'vocabulary' source links no concept to any class: its concepts are word\n"
+    "# associations, not evidence, and a model's top concepts are no reasons (the run and the\n"
+    "# report say so). For explanations a person can trust, give concepts written for your\n"
+    "# classes ([concepts.sources.llm] or a file of class,concept rows) or concept annotations.\n")
+
+
+def methods_block(linked: bool) -> str:
+    """[methods]: every concept head class-consistent (methods/class_consistent.py) when the concepts
+    are linked to classes; without links that option cannot apply, and the note says why."""
+    if not linked:
+        return (WORD_ASSOCIATION_NOTE + "[methods.zero_shot]\n[methods.linear_probe]\n[methods.labo]\n"
+                "[methods.label_free]\n")
+    return ("# class_consistent: a class weighs only concepts its source links to it, with weights >= 0, and\n"
+            "# only concepts whose activation is evidence of their classes on validation images\n"
+            "[methods.zero_shot]\n[methods.linear_probe]\n"
+            "[methods.labo]\nclass_consistent = true\n"
+            "[methods.label_free]\nclass_consistent = true\n"
+            "# KnoBo grounds each concept on the backbone's layer features: accurate where the backbone's\n"
+            "# text side cannot score concepts (the offline default)\n"
+            "[methods.knobo]\nclass_consistent = true\non = \"auto\"\n")
+
+
 def starter_config(spec: str, classes: list[str], sizes: dict[str, int], sources: list[str], why: str,
                    output_dir: str) -> str:
     """The commented TOML text (see the module docstring)."""
@@ -59,6 +82,7 @@ def starter_config(spec: str, classes: list[str], sizes: dict[str, int], sources
     shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} in all)" if len(classes) > 12 else "")
     global_line = ('global_budget = "auto"          # global concepts kept: per_class x classes\n'
                    if "vocabulary" in sources else "")
+    methods = methods_block("vocabulary" not in sources)
     return f"""# conceptlens run config written by `conceptlens init` for {spec}
 # classes ({len(classes)}): {shown}
 # Run it with:  conceptlens run <this file>
@@ -94,11 +118,7 @@ spec = "offline"                 # or hf:<model id>, open_clip:<arch>:<tag>, pre
 sources = [{", ".join(map(q, sources))}]
 per_class = 20                   # concepts selected per class
 {global_line}
-[methods.zero_shot]
-[methods.linear_probe]
-[methods.labo]
-[methods.label_free]
-
+{methods}
 [output]
 dir = {q(output_dir)}
 """
@@ -134,6 +154,10 @@ def cmd_init(args) -> int:
         raise
     print(f"{len(data.classes)} classes, {len(data)} images; per class: train {sizes['train']}, "
           f"val {sizes['val']}, test {sizes['test']}; sources {sources} ({why}).")
+    if "vocabulary" in sources:
+        from ..concepts.pipeline import WORD_ASSOCIATIONS
+
+        print("warning: " + WORD_ASSOCIATIONS.format(n="run's", sources="the vocabulary source"))
     print(f"-> {out}\nNext: conceptlens run {out}")
     return 0
 

@@ -426,7 +426,8 @@ def _report_run(args, folder: Path) -> int:
     write_report(args.out, model, shown, test, train, _image_reader(data),
                  title=report_title(name, data.name, chosen) + f", run {folder.resolve().name}",
                  faithfulness=faithfulness, grounding=grounding, discovered=discovered,
-                 concept_labels=recorded.get("concept_labels"), backbone=backbone)
+                 concept_labels=recorded.get("concept_labels"), backbone=backbone, chosen=chosen,
+                 warnings=(recorded.get("concept_report") or {}).get("warnings"))
     print(f"-> {args.out}")
     return 0
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from .antonyms import opposed
 from .conceptset import ConceptSet
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
@@ -125,7 +126,9 @@ def reference_duplicate_drops(texts: Sequence[str], sims: np.ndarray,
     Concepts are visited in sorted text order (the reference sorts them in
     `filter_too_similar_to_cls`, just before); for each pair (i, j), i != j, with similarity
     >= cutoff where neither is dropped yet, the one with the LOWER total similarity to all
-    concepts (row sum, itself and dropped ones included) is dropped, j on a tie.
+    concepts (row sum, itself and dropped ones included) is dropped, j on a tie. Ours: a pair
+    that says opposite things ("odd-toed" / "even-toed", a negation; concepts/antonyms.py) is
+    never a duplicate, however similar its texts' embeddings.
     """
     sims = np.asarray(sims, dtype=np.float64)
     order = sorted(range(len(texts)), key=lambda i: texts[i])
@@ -137,7 +140,7 @@ def reference_duplicate_drops(texts: Sequence[str], sims: np.ndarray,
     for i in order:
         # only pairs at/above the cutoff can act, so visit just those, in sorted order
         for j in sorted(np.flatnonzero(sims[i] >= cutoff).tolist(), key=lambda t: pos[t]):
-            if j == i or i in dropped or j in dropped:
+            if j == i or i in dropped or j in dropped or opposed(texts[i], texts[j]):
                 continue
             lose, keep = (i, j) if total[i] < total[j] else (j, i)
             dropped.add(lose)

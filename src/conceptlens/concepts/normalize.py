@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .antonyms import opposed
 from .conceptset import ConceptSet, clean_text, concept_key
 
 MAX_CHARS = 120  # longer entries are paragraphs an LLM wrote, not concepts
@@ -46,7 +47,8 @@ def merge_near_duplicates(
     concepts: ConceptSet, similarity: np.ndarray, threshold: float = 0.95
 ) -> tuple[ConceptSet, list[tuple[str, str, float]]]:
     """Greedy in order: a concept whose similarity (k x k) to an earlier kept one is
-    >= threshold merges into it (classes and provenance united).
+    >= threshold merges into it (classes and provenance united), unless the two say opposite
+    things (concepts/antonyms.py: antonyms, a negation), which never merge.
 
     Returns the merged set and (kept, merged, similarity) for every merge.
     """
@@ -54,8 +56,10 @@ def merge_near_duplicates(
     keep: list[int] = []
     into: dict[int, int] = {}
     for j in range(len(concepts)):
-        if keep:
-            best = keep[int(np.argmax(sims[keep, j]))]
+        texts = concepts.texts
+        allowed = [k for k in keep if not opposed(texts[k], texts[j])] if keep else []
+        if allowed:
+            best = allowed[int(np.argmax(sims[allowed, j]))]
             if sims[best, j] >= threshold:
                 into[j] = best
                 continue

@@ -11,6 +11,7 @@ import numpy as np
 from ..backbones import Backbone
 from ..errors import DataError
 from ..features import FeatureBundle, encode_texts
+from .blocklist import Blocklist, blocked
 from .conceptset import ConceptSet
 from .filters import (
     SOURCE_MAX_CHARS,
@@ -124,7 +125,35 @@ def build_candidates(concepts_cfg, classes: Sequence[str]) -> ConceptSet:
         out = out.merge(result.concepts)
     if concepts_cfg.file and not ("file" in options and not options["file"].get("path")):
         out = out.merge(import_concepts(concepts_cfg.file)[0])
-    return out
+    blocklist = Blocklist(getattr(concepts_cfg, "block_words", ()), getattr(concepts_cfg, "allow_words", ()))
+    return drop_blocked(out, blocklist)
+
+
+def drop_blocked(concepts: ConceptSet, blocklist: Blocklist | None = None) -> ConceptSet:
+    """The concepts without blocked texts (concepts/blocklist.py); what was dropped is logged."""
+    dropped = [(c.text, why) for c in concepts if (why := blocked(c.text, blocklist))]
+    if not dropped:
+        return concepts
+    log.warning("%d concept(s) left out by the blocklist: %s", len(dropped),
+                "; ".join(f"{t!r}: {why}" for t, why in dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+    bad = {t for t, _ in dropped}
+    return concepts.subset([i for i, c in enumerate(concepts) if c.text not in bad])
+
+
+WORD_ASSOCIATIONS = (
+    "No concept is linked to any class: the {n} concepts are word associations ({sources}), not "
+    "evidence. A model's weights say which words' scores it uses, not why an image is its class, so its "
+    "explanations are no reasons (and no truth check can pass). For reasons, give concepts written for "
+    "the classes (an LLM, WordNet, a file of class,concept rows) or concept annotations.")
+
+
+def link_warning(concepts: ConceptSet) -> str | None:
+    """The warning that the concepts are word associations: none is linked to a class (the
+    'vocabulary' source, a plain word list); None when some concept is linked."""
+    if not len(concepts) or any(c.classes for c in concepts):
+        return None
+    sources = sorted({str(p.get("source", "?")) for c in concepts for p in c.provenance} or {"unknown source"})
+    return WORD_ASSOCIATIONS.format(n=len(concepts), sources=", ".join(sources))
 
 
 def separability_warning(concepts: ConceptSet, classes: Sequence[str] | None = None,

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from ..concepts.blocklist import blocked
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("conceptlens")
@@ -54,7 +55,6 @@ log = logging.getLogger("conceptlens")
 SOURCES = ("wordfreq", "wordnet")
 MAX_CHARS = 50  # longer "words" in a file are almost surely sentences or pasted junk
 _WORD = re.compile(r"[a-z]{2,}")
-_BAD_DOMAINS = ("obscenity.n.02", "vulgarism.n.01", "ethnic_slur.n.01")
 _POS_NAMES = {"n": "noun", "a": "adjective", "v": "verb", "r": "adverb"}
 
 
@@ -135,21 +135,6 @@ def split_pos(words: Sequence[str]) -> tuple[list[str], list[str]]:
     return adjectives, nouns
 
 
-def _vulgar(word: str) -> bool:
-    """Most of the word's noun/adjective weight lies in senses WordNet marks obscene,
-    vulgar or an ethnic slur ("screw", "spade", "boy" have such a sense and stay)."""
-    wn = _wordnet()
-    bad, total = 0, 0
-    for pos in ("n", "a"):
-        for synset in wn.synsets(word, pos):
-            weight = sum(lemma.count() + 1 for lemma in synset.lemmas()
-                         if lemma.name() in _forms(word, pos))
-            total += weight
-            if any(d.name() in _BAD_DOMAINS for d in synset.usage_domains()):
-                bad += weight
-    return total > 0 and 2 * bad >= total
-
-
 def _stop_words() -> frozenset[str]:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -157,8 +142,9 @@ def _stop_words() -> frozenset[str]:
 
 
 def _keep(word: str, stop: frozenset[str]) -> bool:
+    # slurs, obscenities and sensitive words never name a concept (concepts/blocklist.py)
     return (bool(_WORD.fullmatch(word)) and word not in stop and _noun_or_adjective(word)
-            and not _vulgar(word))
+            and blocked(word) is None)
 
 
 def _from_wordfreq(size: int) -> list[str]:
@@ -252,6 +238,13 @@ def load_vocabulary(spec: str = "wordfreq", size: int = 20000) -> list[str]:
         raise ConfigError(f"vocabulary {spec!r} is neither one of {SOURCES} nor an existing file; give "
                           "'wordfreq', 'wordnet' or the path of a text file with one word per line.")
     words = read_word_file(path)
+    dropped = [(w, why) for w in words if (why := blocked(w))]
+    if dropped:  # a user's file goes through the same blocklist as the built-in lists
+        log.warning("%s: %d blocked word(s) left out, e.g. %s", path, len(dropped), dropped[0][1])
+        words = [w for w in words if blocked(w) is None]
+        if not words:
+            raise DataError(f"{path}: every word of the list is blocked (slurs, obscenities or sensitive "
+                            "words; concepts/blocklist.py).")
     if len(words) > size:
         log.info("%s: using its first %d of %d words (size=%d).", path, size, len(words), size)
     return words[:size]

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..annotations import ConceptAnnotations
 from ..errors import DataError
-from .measures import concept_auroc, explanation_precision, match_concepts
+from .measures import MIN_COVERAGE, concept_auroc, explanation_precision, match_concepts
 
 ANNOTATION_NAMES = ("auto", "none", "fashion-mnist")
 COMPOSITE = "fashion-mnist-composite"
@@ -227,6 +227,8 @@ def grounding_measures(activations, concepts: Sequence[str], classes: Sequence[s
     out = {"concept_auroc": mean, "concept_auroc_n": n_defined, "concept_auroc_per_concept": per_concept,
            "n_annotated_concepts": len(matched), "n_concepts": len(concepts),
            "precision_at_k": None, "negative_precision_at_k": None,
+           "precision_at_k_coverage": None, "precision_at_k_on_covered": None,
+           "negative_precision_at_k_coverage": None, "precision_at_k_note": None,
            "n_classes_scored": {"positive": 0, "negative": 0}, "k": int(k), "matches": matches,
            "per_class": [], "annotations": {"provenance": annotations.provenance, "level": annotations.level,
                                             "n_attributes": len(annotations.concepts)}}
@@ -235,7 +237,17 @@ def grounding_measures(activations, concepts: Sequence[str], classes: Sequence[s
     w = np.asarray(class_weights, dtype=np.float64)
     ctruth = truth_matrix(matches, class_annotations)
     prec = explanation_precision(w, ctruth, int(k))
-    out["precision_at_k"], out["negative_precision_at_k"] = _num(prec["positive"]), _num(prec["negative"])
+    cover = {side: _num(prec["coverage"][side]) for side in ("positive", "negative")}
+    out["precision_at_k_on_covered"] = _num(prec["positive"])
+    out["precision_at_k_coverage"], out["negative_precision_at_k_coverage"] = cover["positive"], cover["negative"]
+    # a headline precision only where at least MIN_COVERAGE of the top-k pairs could be scored
+    for side, key in (("positive", "precision_at_k"), ("negative", "negative_precision_at_k")):
+        out[key] = _num(prec[side]) if (cover[side] or 0) >= MIN_COVERAGE else None
+    if (cover["positive"] or 0) < MIN_COVERAGE:
+        out["precision_at_k_note"] = (
+            f"not measurable: {prec['n_known']['positive']} of the {prec['n_pairs']['positive']} top-{k} "
+            f"(class, concept) pairs have an annotated truth (coverage {cover['positive'] or 0:.2f} < "
+            f"{MIN_COVERAGE}); the others match no annotated attribute")
     out["n_classes_scored"] = prec["n_scored"]
     out["per_class"] = [{"class": str(c),
                          "positive": _top_concepts(w[i], ctruth[i], concepts, matches, int(k), 1),
@@ -323,9 +335,11 @@ def row_fields(details: dict | None) -> dict:
     """The flat numbers a results row carries beside accuracy (None: no concepts)."""
     if details is None:
         return {"concept_auroc": None, "concept_auroc_n": 0, "precision_at_k": None,
-                "negative_precision_at_k": None}
-    return {key: details[key] for key in ("concept_auroc", "concept_auroc_n", "precision_at_k",
-                                          "negative_precision_at_k")}
+                "negative_precision_at_k": None, "precision_at_k_coverage": None,
+                "precision_at_k_on_covered": None}
+    return {key: details.get(key) for key in ("concept_auroc", "concept_auroc_n", "precision_at_k",
+                                              "negative_precision_at_k", "precision_at_k_coverage",
+                                              "precision_at_k_on_covered")}
 
 
 def matches_csv(matches: Sequence[Mapping]) -> str:

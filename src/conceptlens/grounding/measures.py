@@ -15,6 +15,8 @@ from sklearn.metrics import roc_auc_score
 from ..errors import DataError
 
 _ARTICLES = ("a", "an", "the")
+# below this share of top-k pairs with known truth, a precision@k is no measure of the model
+MIN_COVERAGE = 0.5
 
 
 def _truth(truth, name: str) -> np.ndarray:
@@ -59,11 +61,13 @@ def concept_auroc(activations, truth) -> dict:
             "n_defined": int(defined.sum())}
 
 
-def _side_precision(w: np.ndarray, t: np.ndarray, k: int, sign: int) -> np.ndarray:
+def _side_precision(w: np.ndarray, t: np.ndarray, k: int, sign: int) -> tuple[np.ndarray, int, int]:
     """Per class: share of its top-k concepts by sign*weight (> 0 only) whose known truth is 1 (sign=+1)
-    or 0 (sign=-1). NaN when a class has no such concept or none of them has known truth."""
+    or 0 (sign=-1). NaN when a class has no such concept or none of them has known truth. Also the
+    number of top-k (class, concept) pairs and of those with known truth."""
     out = np.full(w.shape[0], np.nan)
     wanted = 1.0 if sign > 0 else 0.0
+    pairs = known = 0
     for i in range(w.shape[0]):
         s = sign * w[i]
         # stable sort on -s: largest first, equal weights keep ascending concept index
@@ -71,9 +75,10 @@ def _side_precision(w: np.ndarray, t: np.ndarray, k: int, sign: int) -> np.ndarr
         top = order[s[order] > 0][:k]
         truth = t[i, top]
         truth = truth[~np.isnan(truth)]
+        pairs, known = pairs + len(top), known + truth.size
         if truth.size:
             out[i] = float(np.mean(truth == wanted))
-    return out
+    return out, pairs, known
 
 
 def explanation_precision(class_weights, class_truth, k: int = 5) -> dict:
@@ -88,9 +93,14 @@ def explanation_precision(class_weights, class_truth, k: int = 5) -> dict:
     Negative side: the same with weight < 0, most negative first, counting truth == 0.
     A class with no eligible concept, or none with known truth, gets NaN and is left out of the mean.
 
+    Coverage: the share of the top-k (class, concept) pairs whose truth is known, per side. The
+    precision rests on those pairs alone, so a caller must show it with its coverage (and, below
+    MIN_COVERAGE, not as a measure of the model: `grounding_measures` reports None there).
+
     Returns {"positive_per_class": (m,), "positive": float, "negative_per_class": (m,),
-    "negative": float, "n_scored": {"positive": int, "negative": int}} where the floats are means over
-    the scored (non-NaN) classes, NaN if there are none.
+    "negative": float, "n_scored": {"positive": int, "negative": int}, "coverage": {"positive":
+    float, "negative": float}, "n_pairs": {...}, "n_known": {...}} where the floats are means over
+    the scored (non-NaN) classes, NaN if there are none (coverage NaN without pairs).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise DataError(f"k must be a positive integer, got {k!r}.")
@@ -101,15 +111,15 @@ def explanation_precision(class_weights, class_truth, k: int = 5) -> dict:
                         "(classes, concepts) shape.")
     if not np.isfinite(w).all():
         raise DataError("class_weights contain NaN or infinite values.")
-    result: dict = {}
-    counts = {}
+    result: dict = {"n_scored": {}, "coverage": {}, "n_pairs": {}, "n_known": {}}
     for side, sign in (("positive", 1), ("negative", -1)):
-        per = _side_precision(w, t, int(k), sign)
+        per, pairs, known = _side_precision(w, t, int(k), sign)
         scored = ~np.isnan(per)
         result[f"{side}_per_class"] = per
         result[side] = float(per[scored].mean()) if scored.any() else float("nan")
-        counts[side] = int(scored.sum())
-    result["n_scored"] = counts
+        result["n_scored"][side] = int(scored.sum())
+        result["coverage"][side] = known / pairs if pairs else float("nan")
+        result["n_pairs"][side], result["n_known"][side] = pairs, known
     return result
 
 

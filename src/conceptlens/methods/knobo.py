@@ -96,6 +96,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .base import METHODS, Context, Method
+from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
 from .sparse_layer import check_positive
 
 log = logging.getLogger("conceptlens")
@@ -214,7 +215,10 @@ class KnoBo(Method):
                  prior_weight: float = 1.0, epochs: int = 200, lr: float = 1e-3,
                  batch_size: int = 64, positive: bool = False, max_examples: int = 10000,
                  train_samples: int = 2000, val_fraction: float = 0.1, max_val: int = 50,
-                 min_val: int = 10, seed: int = 0):
+                 min_val: int = 10, seed: int = 0, class_consistent: bool = False,
+                 links: str = "generated", evidence_floor: float = 0.6, on: str = "embedding"):
+        self.on = on
+        self.class_consistent, self.links, self.evidence_floor = class_consistent, links, evidence_floor
         self.n_concepts, self.add_prior, self.prior_weight = n_concepts, add_prior, prior_weight
         self.epochs, self.lr, self.batch_size, self.positive = epochs, lr, batch_size, positive
         self.max_examples, self.train_samples = max_examples, train_samples
@@ -253,6 +257,11 @@ class KnoBo(Method):
             raise ConfigError(f"knobo: add_prior must be true or false; got {self.add_prior!r}. "
                               "KnoBo is the model with the prior (true).")
         check_positive("knobo", self.positive)
+        check_class_consistent("knobo", self.class_consistent, self.links, self.evidence_floor)
+        if self.on not in ("auto", "features", "embedding"):
+            raise ConfigError(f"knobo: on must be 'embedding' (the reference: the image encoder's "
+                              f"embedding), 'features' (the backbone's layer features) or 'auto' "
+                              f"(features when the backbone has them); got {self.on!r}.")
 
     # -- grounding functions ----------------------------------------------------------
     def _ground(self, X: np.ndarray, y: np.ndarray, P: np.ndarray) -> None:
@@ -336,6 +345,9 @@ class KnoBo(Method):
 
     # -- fitting ----------------------------------------------------------------------
     def _fit(self, train, context: Context, val) -> None:
+        self.input = self.on if self.on != "auto" else (
+            "features" if train.features is not None else "embedding")
+        self.feature_key_ = self.input
         self.concepts_ = list(context.concepts)
         m, k = len(self.classes_), len(self.concepts_)
         y = np.asarray(train.labels)
@@ -354,18 +366,29 @@ class KnoBo(Method):
         C_val = y_val = None
         if val is not None:
             C_val, y_val = self._grounded(unit_rows(self._x(val))), np.asarray(val.labels)
+        held = (C, y) if C_val is None else (C_val, y_val)
+        all_concepts = self.concepts_
+        self.concepts_ = [all_concepts[j] for j in self.kept_]  # fit_support names the kept ones
+        support = fit_support(self, context, held[0], held[1], self.kept_)
+        self.concepts_ = all_concepts
+        if support is not None:  # evidence over all concepts (NaN for those not in the bottleneck)
+            evidence = np.full(k, np.nan)
+            evidence[self.kept_] = self.concept_evidence_
+            self.concept_evidence_ = evidence
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # (64 x 150) batches: synchronising threads costs more than it saves
         try:
-            W, b = self._train_head(C, y, P[:, self.kept_], C_val, y_val)
+            W, b = self._train_head(C, y, P[:, self.kept_], C_val, y_val, support)
         finally:
             torch.set_num_threads(threads)
         self.class_weights_ = np.zeros((m, k), np.float32)
         self.class_weights_[:, self.kept_] = W
         self.intercept_ = b
 
-    def _train_head(self, C, y, P_kept, C_val, y_val) -> tuple[np.ndarray, np.ndarray]:
-        """`cbm.py`'s `train_model`: CE (+ prior loss), Adam, best validation epoch."""
+    def _train_head(self, C, y, P_kept, C_val, y_val, support=None) -> tuple[np.ndarray, np.ndarray]:
+        """`cbm.py`'s `train_model`: CE (+ prior loss), Adam, best validation epoch; with a
+        class-consistent `support` (m, kept), W is projected onto W >= 0 and W = 0 off the
+        support after each step (the projection onto that set: clamp, then mask)."""
         m, n = len(self.classes_), len(C)
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
             torch.manual_seed(self.seed)  # nn.Linear's default initialisation, as in the reference
@@ -374,6 +397,10 @@ class KnoBo(Method):
         opt = torch.optim.Adam(linear.parameters(), lr=self.lr)
         A, t = torch.from_numpy(C), torch.as_tensor(y, dtype=torch.long)
         prior = torch.as_tensor(P_kept, dtype=torch.float32)
+        mask = None if support is None else torch.as_tensor(support, dtype=torch.float32)
+        if mask is not None:
+            with torch.no_grad():
+                linear.weight.clamp_(min=0).mul_(mask)
         if C_val is not None:
             A_val, t_val = torch.from_numpy(C_val), torch.as_tensor(y_val, dtype=torch.long)
         best_acc, best_state, best_epoch, history = -1.0, None, self.epochs, []
@@ -386,9 +413,11 @@ class KnoBo(Method):
                     loss = loss + self.prior_weight * prior_loss(linear.weight, prior)
                 loss.backward()
                 opt.step()
-                if self.positive:  # projection onto W >= 0 (the bias stays free)
+                if self.positive or mask is not None:  # projection onto W >= 0 (the bias stays free)
                     with torch.no_grad():
                         linear.weight.clamp_(min=0)
+                        if mask is not None:
+                            linear.weight.mul_(mask)
             if C_val is not None:
                 with torch.no_grad():
                     acc = float((linear(A_val).argmax(1) == t_val).double().mean())
@@ -409,7 +438,7 @@ class KnoBo(Method):
         return {"skipped": dict(self.skipped_), "not_converged": list(self.not_converged_),
                 "prior_source": self.prior_source_, "best_epoch": self.best_epoch_,
                 "used_validation": self.used_validation_, "val_history": list(self.val_history_),
-                "final_loss": self.final_loss_}
+                "final_loss": self.final_loss_, "input": self.input, **evidence_state(self)}
 
     def _load_extra(self, extra: dict) -> None:
         self.skipped_ = {str(c): str(why) for c, why in extra["skipped"].items()}
@@ -419,6 +448,8 @@ class KnoBo(Method):
         self.used_validation_ = bool(extra["used_validation"])
         self.val_history_ = [float(a) for a in extra["val_history"]]
         self.final_loss_ = extra["final_loss"]
+        load_evidence(self, extra)
+        self.input = extra.get("input", "embedding")
         k = len(self.concepts_)
         if np.any((self.kept_ < 0) | (self.kept_ >= k)) or len(set(self.kept_.tolist())) != len(self.kept_):
             raise ValueError(f"kept_ must hold distinct concept indices in [0, {k})")

@@ -56,6 +56,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import METHODS, Context, Method
+from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
 from .posthoc import _check_int, _check_number
 from .sparse_layer import check_positive, fit_sparse_layer
 
@@ -116,8 +117,10 @@ class LabelFree(Method):
     def __init__(self, lam: float = 7e-4, target_nec: float | None = None, alpha: float = 0.99,
                  steps: int = 1000, lr: float = 1e-3, interpretability_cutoff: float = 0.45,
                  on: str = "auto", seed: int = 0, batch_size: int = 50000, check_every: int = 50,
-                 positive: bool = False):
+                 positive: bool = False, class_consistent: bool = False, links: str = "generated",
+                 evidence_floor: float = 0.6):
         self.lam, self.target_nec, self.alpha, self.positive = lam, target_nec, alpha, positive
+        self.class_consistent, self.links, self.evidence_floor = class_consistent, links, evidence_floor
         self.steps, self.lr, self.interpretability_cutoff = steps, lr, interpretability_cutoff
         self.on, self.seed, self.batch_size, self.check_every = on, seed, batch_size, check_every
 
@@ -130,6 +133,7 @@ class LabelFree(Method):
         if self.target_nec is not None:
             _check_number(f"{n}: target_nec", self.target_nec, 0, False, "target_nec = 5")
         check_positive(n, self.positive)
+        check_class_consistent(n, self.class_consistent, self.links, self.evidence_floor)
         _check_number(f"{n}: lr", self.lr, 0, False, "lr = 1e-3")
         _check_number(f"{n}: interpretability_cutoff", self.interpretability_cutoff, -1, True,
                       "interpretability_cutoff = 0.45")
@@ -167,15 +171,18 @@ class LabelFree(Method):
         std = A.std(0, ddof=1) if len(A) > 1 else np.zeros(A.shape[1], A.dtype)
         self.std_ = np.where(std > 0, std, 1.0).astype(np.float32)
         lam = self.lam / max(0.001, self.alpha)  # glm_saga's max_reg / max(0.001, alpha)
+        Ah = (self._x(held) @ self.projection_.T - self.mean_) / self.std_
+        support = fit_support(self, context, Ah, np.asarray(held.labels), kept)
         self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
             (A - self.mean_) / self.std_, np.asarray(train.labels), len(self.classes_), lam,
-            self.target_nec, self.alpha, positive=self.positive)
+            self.target_nec, self.alpha, positive=self.positive or support is not None, support=support)
 
     def _extra_state(self) -> dict:
-        return {"input": self.input, "lam": self.lam_}
+        return {"input": self.input, "lam": self.lam_, **evidence_state(self)}
 
     def _load_extra(self, extra: dict) -> None:
         self.input, self.lam_ = extra["input"], extra["lam"]
+        load_evidence(self, extra)
 
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()

@@ -100,9 +100,11 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .base import METHODS, Context, Method
+from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
 
 OPTIMIZERS = ("lbfgs", "adam")
 SIMILARITIES = ("auto", "dot", "cosine")
+OFF_SUPPORT = -1e4  # class_consistent: an association whose softmax weight is exactly 0
 
 
 def row_l1_max(V: torch.Tensor) -> torch.Tensor:
@@ -188,7 +190,9 @@ class LaBo(Method):
                  max_iter: int = 300, lr: float = 1e-4, epochs: int = 10000,
                  batch_size: int | str = "auto",
                  val_every: int = 10, l1: float = 0.0, diversity: float = 0.0,
-                 similarity: str = "auto", standardize: bool = False, random_state: int = 0):
+                 similarity: str = "auto", standardize: bool = False, random_state: int = 0,
+                 class_consistent: bool = False, links: str = "generated", evidence_floor: float = 0.6):
+        self.class_consistent, self.links, self.evidence_floor = class_consistent, links, evidence_floor
         self.scale, self.prior_strength, self.optimizer = scale, prior_strength, optimizer
         self.max_iter, self.lr, self.epochs, self.batch_size = max_iter, lr, epochs, batch_size
         self.val_every, self.l1, self.diversity = val_every, l1, diversity
@@ -231,6 +235,11 @@ class LaBo(Method):
             raise ConfigError(f"labo: standardize must be True or False; got {self.standardize!r}.")
         if not isinstance(self.random_state, numbers.Integral) or isinstance(self.random_state, bool):
             raise ConfigError(f"labo: random_state must be an integer; got {self.random_state!r}.")
+        check_class_consistent("labo", self.class_consistent, self.links, self.evidence_floor)
+        if self.class_consistent and self.l1:
+            raise ConfigError("labo: class_consistent fixes the association at -inf off each class's linked "
+                              "concepts, which the L1 term on the raw association cannot take; set l1 = 0 "
+                              "or class_consistent = false.")
 
     # -- activations ------------------------------------------------------------------
     def _image(self, bundle, what: str) -> np.ndarray:
@@ -301,7 +310,19 @@ class LaBo(Method):
         dtype = torch.float64 if self.optimizer == "lbfgs" else torch.float32
         A = torch.from_numpy(self._activations(X)).to(dtype)
         y = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
-        V = torch.tensor(self._prior(context), dtype=dtype, requires_grad=True)
+        V0 = self._prior(context)
+        held = (A, train) if val is None else (None, val)
+        A_held = held[0].numpy() if held[0] is not None else self._activations(self._image(val, "val"))
+        support = fit_support(self, context, A_held, np.asarray(held[1].labels))
+        if support is not None:
+            # softmax weight exactly 0 off the support (exp underflows), and so is its gradient:
+            # Adam's and L-BFGS's steps leave those entries where they are
+            if not support.any(1).all():
+                raise DataError("labo: class_consistent leaves some class no concept to weigh (no linked "
+                                "concept passes the evidence floor); LaBo's softmax needs at least one per "
+                                "class. Lower evidence_floor or add concepts for those classes.")
+            V0 = np.where(support > 0, V0, OFF_SUPPORT)
+        V = torch.tensor(V0, dtype=dtype, requires_grad=True)
 
         if val is not None:
             A_val = torch.from_numpy(self._activations(self._image(val, "val"))).to(dtype)
@@ -405,7 +426,7 @@ class LaBo(Method):
         return {"objective": self.objective_, "final_objective": self.final_objective_,
                 "best_step": self.best_step_, "final_step": self.final_step_,
                 "used_validation": self.used_validation_, "val_history": self.val_history_,
-                "similarity": self.similarity_}
+                "similarity": self.similarity_, **evidence_state(self)}
 
     def _load_extra(self, extra: dict) -> None:
         # models saved before checkpoint selection existed: final iterate, cosine similarity
@@ -416,3 +437,4 @@ class LaBo(Method):
         self.used_validation_ = extra.get("used_validation", False)
         self.val_history_ = [list(r) for r in extra.get("val_history", [])]
         self.similarity_ = extra.get("similarity", "cosine")
+        load_evidence(self, extra)

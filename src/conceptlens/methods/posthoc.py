@@ -89,6 +89,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .base import METHODS, Context, Method
+from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
 from .sparse_layer import check_positive, fit_sparse_layer, standardize
 
 CAV_FORMAT = "conceptlens.cavs"
@@ -334,7 +335,9 @@ class PostHoc(Method):
 
     def __init__(self, lam: float = 2e-4, target_nec: float | None = None, alpha: float = 0.99,
                  solver: str = "sgd", max_iter: int = 10000, seed: int = 42,
-                 standardize: bool = False, cavs: str | None = None, positive: bool = False):
+                 standardize: bool = False, cavs: str | None = None, positive: bool = False,
+                 class_consistent: bool = False, links: str = "generated", evidence_floor: float = 0.6):
+        self.class_consistent, self.links, self.evidence_floor = class_consistent, links, evidence_floor
         self.lam, self.target_nec, self.alpha = lam, target_nec, alpha
         self.solver, self.max_iter, self.seed = solver, max_iter, seed
         self.standardize, self.cavs, self.positive = standardize, cavs, positive
@@ -345,6 +348,7 @@ class PostHoc(Method):
             raise ConfigError(f"{n}: solver must be 'sgd' (the reference's SGDClassifier) or 'glm' "
                               f"(our elastic-net path); got {self.solver!r}.")
         check_positive(n, self.positive)
+        check_class_consistent(n, self.class_consistent, self.links, self.evidence_floor)
         # SGDClassifier's 'optimal' learning rate divides by alpha, so lam must be > 0 there
         _check_number(f"{n}: lam", self.lam, 0, self.solver == "glm" or self.positive, "lam = 2e-4")
         _check_number(f"{n}: alpha", self.alpha, 0, True, "alpha = 0.99")
@@ -407,7 +411,17 @@ class PostHoc(Method):
             self.mean_, self.std_ = np.zeros(A.shape[1], np.float32), np.ones(A.shape[1], np.float32)
         Z = (A - self.mean_) / self.std_
         y, m = np.asarray(train.labels), len(self.classes_)
-        if self.solver == "glm":
+        # the margins are fixed text directions, not fitted, so the training images are fair
+        # evidence (and the head keeps uses_validation = False)
+        support = None if bank is not None else fit_support(self, context, Z, y)
+        if bank is not None and self.class_consistent:
+            raise ConfigError(f"{self.name}: class_consistent needs concepts a source links to classes; "
+                              "learned CAVs carry no class links. Turn class_consistent off with cavs.")
+        if support is not None:  # our path solver under the support mask, the head's own loss
+            self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
+                Z, y, m, self.lam, self.target_nec, self.alpha, positive=True,
+                loss="multinomial" if self.solver == "glm" else "ovr", support=support)
+        elif self.solver == "glm":
             self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
                 Z, y, m, self.lam, self.target_nec, self.alpha, positive=self.positive)
         elif self.positive:  # SGDClassifier's objective, our constrained solver (docstring)
@@ -422,10 +436,11 @@ class PostHoc(Method):
             self.lam_ = float(self.lam)
 
     def _extra_state(self) -> dict:
-        return {"lam": self.lam_, "input": self.input}
+        return {"lam": self.lam_, "input": self.input, **evidence_state(self)}
 
     def _load_extra(self, extra: dict) -> None:
         self.lam_ = extra["lam"]
+        load_evidence(self, extra)
         self.input = extra.get("input", "embedding")
 
     def margins(self, bundle) -> np.ndarray:

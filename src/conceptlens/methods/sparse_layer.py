@@ -10,12 +10,13 @@ from ..solvers import solve_path
 
 def fit_sparse_layer(Z: np.ndarray, y: np.ndarray, n_classes: int, lam: float | None,
                      target_nec: float | None, alpha: float, positive: bool = False,
-                     loss: str = "multinomial") -> tuple[np.ndarray, np.ndarray, float]:
+                     loss: str = "multinomial", support=None) -> tuple[np.ndarray, np.ndarray, float]:
     """Elastic-net GLM (softmax, or one-vs-rest with `loss="ovr"`) on standardised activations
     Z, along a warm-started path to `lam` or to `target_nec`; `positive` constrains the class
-    weights to W >= 0 (intercepts free). Returns W (m, k), b (m,), the lam used."""
+    weights to W >= 0 (intercepts free); `support` (m, k) 0/1 fixes W = 0 where it is 0
+    (class-consistent heads, methods/class_consistent.py). Returns W (m, k), b (m,), the lam used."""
     path = solve_path(Z, y, alpha=alpha, lam=None if target_nec else lam, target_nec=target_nec,
-                      n_classes=n_classes, positive=positive, loss=loss)
+                      n_classes=n_classes, positive=positive, loss=loss, support=support)
     return (path.weights[-1].astype(np.float32), path.biases[-1].astype(np.float32),
             path.lambdas[-1])
 

@@ -58,6 +58,9 @@ class V2C(LaBo):
     discovery_needs = ("pool", "codebook")
     similarity = "cosine"  # not a parameter: the poster's cosine (read by LaBo's code)
 
+    # LaBo's class_consistent option is not offered: V2C's concepts are its own tokens per class
+    class_consistent, links, evidence_floor = False, "generated", 0.6
+
     def __init__(self, n_images: int = 500, top_k: int = 5, per_class: int = 50,
                  class_query: str = "text", pad_unseen: bool = False,
                  scale: float = 100.0, prior_strength: float = 1.0,

@@ -24,6 +24,7 @@ from .._io import write_text
 from ..errors import ConfigError
 from ..explain import class_weights, deletion_curves, explain_image, top_images
 from .concept_labels import concept_label_section
+from .truth import truth_section
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -118,23 +119,27 @@ def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
 
 
 def _metrics_table(results: dict, k: int = 5) -> str:
-    from ..runs.tables import auroc_cell, precision_cell
+    from ..runs.tables import auroc_cell, evidence_cell, precision_cell
 
     grounded = any("concept_auroc" in r for r in results.values())
+    checked = any("evidence_at_k" in r for r in results.values())
     head = "<tr><th>method</th><th>top-1</th><th>top-5</th><th>per-class</th><th>ECE</th>" \
            "<th>NEC</th><th>top-1 @ NEC</th>" + \
-           (f"<th>concept AUROC (n)</th><th>precision@{k}</th><th>negative precision@{k}</th>"
-            if grounded else "") + "</tr>"
+           (f"<th>concept AUROC (n)</th><th>precision@{k} (coverage)</th><th>negative precision@{k}</th>"
+            if grounded else "") + (f"<th>evidence@{k}</th>" if checked else "") + "</tr>"
     rows = []
     for name, r in results.items():
         if "failed" in r:  # could not be fitted on these data (runs/experiment.fit_and_evaluate)
-            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{9 if grounded else 6}'>failed: "
+            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{6 + 3 * grounded + checked}'>failed: "
                         f"{_esc(r['failed'])}</td></tr>")
             continue
         at = f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-"
         extra = "" if not grounded else (
-            f"<td class='num'>{auroc_cell(r)}</td><td class='num'>{precision_cell(r.get('precision_at_k'))}"
+            f"<td class='num'>{auroc_cell(r)}</td><td class='num'>"
+            f"{precision_cell(r.get('precision_at_k'), r.get('precision_at_k_coverage'), r.get('precision_at_k_on_covered'))}"
             f"</td><td class='num'>{precision_cell(r.get('negative_precision_at_k'))}</td>")
+        if checked:
+            extra += f"<td class='num'>{_esc(evidence_cell(r))}</td>"
         rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r['top1']:.1f}</td>"
                     f"<td class='num'>{100 * r['top5']:.1f}</td>"
                     f"<td class='num'>{100 * r['mean_per_class']:.1f}</td>"
@@ -175,8 +180,10 @@ def _grounding_section(g: dict | None) -> str:
              f"mean concept AUROC <b id='concept-auroc'>{num(g['concept_auroc'], 3)}</b> over "
              f"{g['concept_auroc_n']} concepts ({g['n_annotated_concepts']} of {g['n_concepts']} matched "
              f"to an annotated attribute); precision@{k} <b id='precision-at-k'>"
-             f"{num(g['precision_at_k'], 2)}</b> (top-{k} positive-weight concepts annotated true of the "
-             f"class), negative precision@{k} <b>{num(g['negative_precision_at_k'], 2)}</b> (top-{k} "
+             f"{num(g['precision_at_k'], 2) if g['precision_at_k'] is not None or g.get('precision_at_k_coverage') is None else 'not measurable'}</b> "
+             f"(top-{k} positive-weight concepts annotated true of the class; coverage "
+             f"<b id='precision-coverage'>{num(g.get('precision_at_k_coverage'), 2)}</b> of the top-{k} pairs "
+             f"could be scored{_esc('; ' + g['precision_at_k_note']) if g.get('precision_at_k_note') else ''}), negative precision@{k} <b>{num(g['negative_precision_at_k'], 2)}</b> (top-{k} "
              f"negative-weight concepts annotated false). <b id='n-annotated-false'>{n_false}</b> top "
              "concept(s) annotated false.</p>"]
     rows = []
@@ -345,7 +352,8 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
                  faithfulness: dict | None = None, grounding: dict | None = None,
                  discovered: dict | None = None, weak_similarity: float = WEAK_SIMILARITY,
                  gallery_latents: int = 24, concept_labels: dict | None = None, backbone=None,
-                 heatmap_images: int = 4, heatmap_concepts: int = 3, heatmap_steps: int = 16) -> str:
+                 heatmap_images: int = 4, heatmap_concepts: int = 3, heatmap_steps: int = 16,
+                 chosen: dict | None = None, warnings: list[str] | None = None) -> str:
     """The report as one HTML string. `image(id)` returns the decoded image of an item;
     `grounding` is the model's measures from `conceptlens.grounding.evaluate_grounding` (None:
     the section says they were not measured). `discovered` ({name: fitted model}) are the
@@ -359,7 +367,8 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
     offline, hf) is given, "Where concepts look": for the first `heatmap_images` example images the
     integrated-gradient heat maps (`heatmap_steps` steps) of each one's `heatmap_concepts` top
     concepts. Each image costs about heatmap_concepts x heatmap_steps backbone passes; 0 images
-    skips them."""
+    skips them. `chosen` (the run's report_method record) and `warnings` (the run's concept
+    warnings) fill "Can these reasons be trusted?" (report/truth.py)."""
     model.check_fitted()
     parts = [f"<h1>{_esc(title)}</h1>",
              f"<p class='small'>model <b>{_esc(model.name)}</b> on backbone "
@@ -367,6 +376,7 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
              f"{model.nec_:.1f}</p>"]
     parts.append("<section id='summary'><h2>Summary</h2>"
                  + _metrics_table(results, grounding["k"] if grounding else 5) + "</section>")
+    parts.append(truth_section(model, results, chosen, warnings))
 
     buttons = "<button data-cls='all'>all classes</button>" + "".join(
         f"<button data-cls='{_esc(c)}'>{_esc(c)}</button>" for c in model.classes_)

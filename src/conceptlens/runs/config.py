@@ -18,7 +18,9 @@
                  activation_quantile (0..1, or "none" for Label-free's fixed 0.25 cutoff),
                  per_class (>= 1), global_budget ("auto": per_class x classes when there are
                  global candidates, concepts tied to no class | an integer >= 0: at most that
-                 many global concepts; 0 = none), selection, lam (>= 0)
+                 many global concepts; 0 = none), selection, lam (>= 0), block_words and
+                 allow_words (lists of words added to / exempted from the blocklist of slurs,
+                 obscenities and sensitive words, concepts/blocklist.py)
     [methods]    one table per method with its parameters, e.g. [methods.label_free]; the table name
                  is the display name (results, tables, report) and `method = "<registered name>"`
                  says which method it is (default: the table name), so one run can hold a method
@@ -116,6 +118,10 @@ class ConceptConfig:
     selection: str = "submodular"
     lam: float = 0.1
     global_budget: int | str = "auto"  # global candidates kept: "auto" = per_class x classes
+    # words no concept may hold beyond the default blocklist, and words it must not block
+    # (concepts/blocklist.py)
+    block_words: list[str] = field(default_factory=list)
+    allow_words: list[str] = field(default_factory=list)
 
     def source_options(self) -> dict[str, dict]:
         """{source name: its options} in the config's order (a list gives no options)."""
@@ -286,6 +292,10 @@ def validate_config(cfg: RunConfig) -> RunConfig:
              ' or "auto" (how many concepts tied to no class to keep; 0 = none)')
     _str("concepts", "selection", c.selection, tuple(SELECTIONS))
     c.lam = _number("concepts", "lam", c.lam, 0)
+    for key in ("block_words", "allow_words"):
+        words = getattr(c, key)
+        if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+            raise _fail("concepts", key, words, "a list of words")
 
     if not isinstance(cfg.methods, dict) or not cfg.methods:
         raise ConfigError("[methods] names no method; add at least one table, e.g. [methods.zero_shot].")

@@ -27,9 +27,12 @@ are grounded, reported and tabled like any other concept method; results.json re
 discovery built under "discovery".
 
 report.html shows one concept bottleneck, [report] method: "auto" picks the one with the best
-top-1 on the validation split (`val_top1`, recorded per method; never the test split), or the
-first in [methods] order when there is no validation split; results.json records which and why
-under "report_method", and the report's title says it. splits.json records each split's ids, so
+top-1 on the validation split (`val_top1`, recorded per method; never the test split) among those
+whose explanations pass the truth floor (grounding/truth.py: coverage-aware precision@k on
+validation annotations where they cover the explanations, else the share of top-k pairs linked
+and evidenced on validation images; `truth` in each results row), or the first in [methods]
+order when there is no validation split; results.json records which and why under
+"report_method", with the models passed over and why, and the report's title says it. splits.json records each split's ids, so
 `conceptlens report RUN_DIR` reproduces the run's test split (record.py).
 """
 
@@ -198,6 +201,22 @@ def open_grounding(cfg: RunConfig, data, train_idx=None) -> tuple:
                           "measures.") from e
 
 
+def check_truth(results: dict, models: dict, held, context: Context, grounding: Grounding | None,
+                k: int = 5, on: str = "validation") -> None:
+    """Each concept model's truth check on the held-out images (grounding/truth.py), into its
+    results row: "truth" {passed, by, value, why, on}, "evidence_at_k", "linked_at_k"."""
+    from ..grounding.truth import explanation_evidence, truth_check
+
+    for name, model in models.items():
+        if not has_concepts(model):
+            continue
+        row = row_fields(grounding.evaluate(model, held)) if grounding is not None else None
+        evidence = explanation_evidence(model, held, context, k)
+        results[name] |= {"evidence_at_k": evidence["evidence_at_k"], "linked_at_k": evidence["linked_at_k"],
+                          "truth": {**truth_check(row, evidence), "on": on,
+                                    "unsupported": evidence["unsupported"][:20]}}
+
+
 def ground_models(results: dict, models: dict, test, grounding: Grounding | None) -> dict:
     """Add the grounding numbers to each results row (None for methods without concepts) and
     return each method's full measures (per concept, matches, per class) by name."""
@@ -236,13 +255,30 @@ def concepts_from(cfg: RunConfig, texts: FilterResult, backbone, train, cache_ro
 
 
 def warn_if_inseparable(selected: ConceptSet, classes) -> str | None:
-    """Log (and return, for results.json) the warning that some classes share all their concepts."""
-    from ..concepts.pipeline import separability_warning
+    """Log (and return, for results.json) the warning that some classes share all their concepts,
+    or that no concept is linked to any class (word associations, concepts/pipeline.py)."""
+    from ..concepts.pipeline import link_warning, separability_warning
 
-    warning = separability_warning(selected, list(classes))
+    warning = link_warning(selected) or separability_warning(selected, list(classes))
     if warning:
         log.warning(warning)
     return warning
+
+
+def model_concept_warnings(models: dict, classes) -> dict[str, str]:
+    """The shared-concept warning for each model that chose its own per-class concepts (V2C's
+    `concept_set_`): {name: warning}, logged."""
+    from ..concepts.pipeline import separability_warning
+
+    out = {}
+    for name, model in models.items():
+        own = getattr(model, "concept_set_", None)
+        if isinstance(own, ConceptSet):
+            warning = separability_warning(own, list(classes))
+            if warning:
+                out[name] = f"{name}: {warning}"
+                log.warning(out[name])
+    return out
 
 
 def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=None,
@@ -334,14 +370,28 @@ def choose_report_method(choice: str, results: dict, models: dict) -> dict | Non
     names = [n for n in results if n in models and has_concepts(models[n])]  # results: config order
     if not names:
         return None
-    scored = [n for n in names if results[n].get("val_top1") is not None]
+    truth = {n: results[n].get("truth") for n in names}
+    passing = [n for n in names if (truth[n] or {}).get("passed", True)]  # unchecked (older results): passes
+    passed_over = {n: f"explanations fail the truth floor: {truth[n]['why']}" for n in names if n not in passing}
+    extra = {"passed_over": passed_over} if passed_over else {}
+    checked = any(truth.values())
+    if not passing:  # say so, and show the model whose explanations are the most often true
+        best = max(names, key=lambda n: ((truth[n] or {}).get("value") or 0.0,
+                                         results[n].get("val_top1") or 0.0))
+        log.warning("No concept bottleneck's explanations pass the truth floor; the report shows %s (the "
+                    "highest truth figure) and says that its reasons are not evidence.", best)
+        return {"method": best, "chosen_by": "no model passes the truth floor; the highest truth figure",
+                "passed_truth_floor": False, **extra}
+    scored = [n for n in passing if results[n].get("val_top1") is not None]
     if not scored:
         log.warning("No validation split: the report shows %s, the first concept bottleneck in [methods]; "
                     "give the run a validation split ([data] val_fraction) to choose by it, or name one "
-                    "in [report] method.", names[0])
-        return {"method": names[0], "chosen_by": NO_VALIDATION}
+                    "in [report] method.", passing[0])
+        return {"method": passing[0], "chosen_by": NO_VALIDATION, **({"passed_truth_floor": True} if checked else {}),
+                **extra}
     best = max(scored, key=lambda n: results[n]["val_top1"])  # max keeps the first of equals
-    return {"method": best, "chosen_by": f"validation top-1 {results[best]['val_top1']:.3f}"}
+    return {"method": best, "chosen_by": f"validation top-1 {results[best]['val_top1']:.3f}",
+            **({"passed_truth_floor": True} if checked else {}), **extra}
 
 
 def report_title(method: str, dataset: str, chosen: dict | None) -> str:
@@ -351,7 +401,8 @@ def report_title(method: str, dataset: str, chosen: dict | None) -> str:
     if why is None:
         reason = ""
     elif why.startswith("validation top-1"):
-        reason = f" (the best concept bottleneck by {why})"
+        floor = " whose explanations pass the truth floor" if (chosen or {}).get("passed_over") else ""
+        reason = f" (the best concept bottleneck{floor} by {why})"
     else:
         reason = {"config": " (named in [report] method)", "--method": " (chosen with --method)",
                   NO_VALIDATION: " (the first concept bottleneck in the config; the run has no validation "
@@ -453,6 +504,10 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     t = time.perf_counter()
     results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol)
     seconds["fit"] = time.perf_counter() - t
+    warnings = [w for w in [report.get("concepts", {}).get("warning")] if w]
+    warnings += list(model_concept_warnings(models, data.classes).values())
+    if warnings:
+        report["warnings"] = warnings
     concept_labels = None
     if labelled:
         t = time.perf_counter()
@@ -460,6 +515,8 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
                           "level": annotations.level,
                           "methods": score_concept_labels(results, models, train, test, context)}
         seconds["concept_labels"] = time.perf_counter() - t
+    check_truth(results, models, val if val is not None else train, context, grounding,
+                cfg.grounding.k, on="validation" if val is not None else "training")
     t = time.perf_counter()
     details = ground_models(results, models, test, grounding)
     # the run's concepts and every discovering method's own (latent names, V2C tokens), once each
@@ -474,7 +531,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     if report_method is not None:
         t = time.perf_counter()
         files["report.html"] = _faithfulness_and_report(results, models, train, test, data, details,
-                                                        report_method, concept_labels, backbone)
+                                                        report_method, concept_labels, backbone, warnings)
         seconds["report"] = time.perf_counter() - t
 
     fewshot = fewshot_grounding = None
@@ -521,7 +578,7 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
 
 def _faithfulness_and_report(results, models, train, test, data, grounding: dict | None = None,
                              chosen: dict | None = None, concept_labels: dict | None = None,
-                             backbone=None) -> str:
+                             backbone=None, warnings: list[str] | None = None) -> str:
     """Deletion-curve areas for every concept method, and the HTML report of `chosen`
     (choose_report_method's pick; None: the first concept method)."""
     from ..explain import deletion_curves
@@ -544,7 +601,8 @@ def _faithfulness_and_report(results, models, train, test, data, grounding: dict
     return build_report(models[main], results, test, train, image,
                         title=report_title(main, data.name, chosen), faithfulness=curves[main],
                         grounding=(grounding or {}).get(main), discovered=discovered,
-                        concept_labels=concept_labels, backbone=backbone)
+                        concept_labels=concept_labels, backbone=backbone, chosen=chosen,
+                        warnings=warnings)
 
 
 def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,
@@ -585,7 +643,8 @@ def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult
                     failures.setdefault(name, []).append(f"{shots}-shot seed {seed}: {row['failed']}")
                 if grounding is not None and measures is not None:
                     cell = measures.setdefault(name, {}).setdefault(str(shots), {})
-                    for key in ("concept_auroc", "precision_at_k", "negative_precision_at_k"):
+                    for key in ("concept_auroc", "precision_at_k", "negative_precision_at_k",
+                                "precision_at_k_coverage"):
                         cell.setdefault(key, []).append(row.get(key))
     return rows
 

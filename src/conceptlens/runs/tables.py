@@ -21,20 +21,43 @@ def auroc_cell(r: dict) -> str:
     return DASH if v is None else f"{v:.3f} ({r.get('concept_auroc_n', 0)})"
 
 
-def precision_cell(v) -> str:
-    return DASH if v is None else f"{v:.2f}"
+def precision_cell(v, coverage=None, on_covered=None) -> str:
+    """'0.80 (cov 0.62)'; 'n/m (0.40 on cov 0.16)' where too few top-k pairs could be scored to
+    call it the model's precision (grounding/measures.py MIN_COVERAGE); the bare value where no
+    coverage is known (older results)."""
+    if v is None and on_covered is None:
+        return DASH
+    if coverage is None:
+        return DASH if v is None else f"{v:.2f}"
+    if v is None:
+        return f"n/m ({on_covered:.2f} on cov {coverage:.2f})"
+    return f"{v:.2f} (cov {coverage:.2f})"
+
+
+def evidence_cell(r: dict) -> str:
+    """The share of top-k pairs linked and evidenced on held-out images, with a mark when the
+    model's explanations failed the truth floor (grounding/truth.py)."""
+    v = r.get("evidence_at_k")
+    if v is None:
+        return DASH
+    passed = (r.get("truth") or {}).get("passed")
+    return f"{v:.2f}" + ("" if passed is None or passed else " ✗")
 
 
 def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) -> str:
     """`protocol` names how accuracy at `nec` was measured (see evaluate_at_nec), so a table
     never hides which comparison it makes. Rows with grounding numbers add concept AUROC
-    (mean, concepts scored) and precision@`k` of the positive-weight concepts."""
+    (mean, concepts scored) and precision@`k` of the positive-weight concepts with its coverage;
+    rows with a truth check add evidence@`k`."""
     grounded = _grounded(results)
+    checked = any("evidence_at_k" in r for r in results.values())
     head = ["method", "top-1", "top-5", "per-class", "ECE", "NEC"]
     if nec:
         head.append(f"top-1 @ NEC={nec} ({protocol})")
     if grounded:
-        head += ["concept AUROC (n)", f"precision@{k}"]
+        head += ["concept AUROC (n)", f"precision@{k} (coverage)"]
+    if checked:
+        head.append(f"evidence@{k}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     failed = {name: r["failed"] for name, r in results.items() if "failed" in r}
     for name, r in results.items():
@@ -46,9 +69,23 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
         if nec:
             cells.append(f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-")
         if grounded:
-            cells += [auroc_cell(r), precision_cell(r.get("precision_at_k"))]
+            cells += [auroc_cell(r), precision_cell(r.get("precision_at_k"), r.get("precision_at_k_coverage"),
+                                                    r.get("precision_at_k_on_covered"))]
+        if checked:
+            cells.append(evidence_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + failure_notes(failed)
+    return "\n".join(lines) + failure_notes(failed) + (truth_notes(results, k) if checked else "")
+
+
+def truth_notes(results: dict, k: int) -> str:
+    """What the coverage and evidence columns mean, and which models failed the truth floor."""
+    failing = [f"{n} ({(r.get('truth') or {}).get('why')})" for n, r in results.items()
+               if (r.get("truth") or {}).get("passed") is False]
+    text = (f"\n\nprecision@{k}: share of each class's top-{k} concepts annotated true of it, over the pairs "
+            f"that match an annotated attribute (coverage: their share; n/m below 0.5). evidence@{k}: share of "
+            f"the top-{k} pairs whose concept the source links to the class and whose activation separates "
+            "its classes on held-out images (AUROC >= the evidence floor).")
+    return text + ("".join(f"\nfails the truth floor: {f}" for f in failing))
 
 
 def failure_notes(failed: dict) -> str:
@@ -83,7 +120,10 @@ def few_shot_table(rows: dict, grounding: dict | None = None, k: int = 5,
     for name, by_shot in rows.items():
         lines.append(f"| {name} | top-1 % | " + " | ".join(_mean_sd(by_shot[s], 100) for s in shots) + " |")
         measured = grounding.get(name, {})
-        for key, label in (("concept_auroc", "concept AUROC"), ("precision_at_k", f"precision@{k}")):
+        for key, label in (("concept_auroc", "concept AUROC"), ("precision_at_k", f"precision@{k}"),
+                           ("precision_at_k_coverage", f"precision@{k} coverage")):
+            if key == "precision_at_k_coverage" and not any(measured.get(s, {}).get(key) for s in shots):
+                continue  # results from before coverage was recorded
             cells = [_mean_sd(measured.get(s, {}).get(key, [None]), 1, 3 if key == "concept_auroc" else 2)
                      for s in shots]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")

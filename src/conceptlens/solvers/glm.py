@@ -14,6 +14,14 @@ then the exact prox of the elastic net plus the indicator of W >= 0,
 max(0, V - s * l1) / (1 + s * l2), i.e. the soft-threshold keeping only its positive part
 (not a clip of an unconstrained iterate), so FISTA solves the constrained problem.
 
+`support` (an (m, p) 0/1 mask; ours) adds the constraint W_cj = 0 wherever support_cj = 0: a
+class may weigh only the features it is linked to (class-consistent concept bottlenecks). The
+prox of the penalty plus that indicator is the elastic-net prox followed by zeroing the masked
+entries (the penalty is separable), so FISTA solves the constrained problem exactly, and
+lambda_max is taken over the allowed entries only. It is solved by in-memory FISTA over all
+columns (the working-set, Newton and streamed solvers do not take a mask: asking for them with
+one is a ConfigError).
+
 lambda_max. At W = 0 the optimal intercept makes the predicted probabilities the class
 frequencies pi (both losses), and the gradient of the loss in W is -H^T with
 H = X^T (Y - 1 pi^T) / n (p x m). W = 0 is optimal iff 0 is in the gradient plus the
@@ -137,6 +145,25 @@ def _streamed(X) -> bool:
     return isinstance(X, StreamedFeatures)
 
 
+SUPPORT_IN_MEMORY = ("support (a class x feature mask) is solved by in-memory FISTA only: pass the features "
+                     "as an array and solver='fista' or 'auto', without working_set.")
+
+
+def _support(support, m: int, p: int, dtype) -> torch.Tensor:
+    """The (m, p) 0/1 support mask as a tensor, checked."""
+    S = torch.as_tensor(np.asarray(support, dtype=np.float64), dtype=dtype)
+    if tuple(S.shape) != (m, p):
+        raise ConfigError(f"support must be (classes, features) = ({m}, {p}); got {tuple(S.shape)}.")
+    if not bool(((S == 0) | (S == 1)).all()):
+        raise ConfigError("support must hold only 0 (weight fixed at 0) and 1 (weight free).")
+    return S
+
+
+def _support_solver(solver: str, streamed: bool, working_set: bool = False) -> None:
+    if streamed or working_set or solver == "newton":
+        raise ConfigError(SUPPORT_IN_MEMORY)
+
+
 def elastic_net_objective(W, b, X, y, lam: float, alpha: float, loss: str = "multinomial",
                           n_classes: int | None = None) -> float:
     """The objective above, in float64, for any (W, b) (numpy or torch); the constraint of
@@ -154,10 +181,14 @@ def elastic_net_objective(W, b, X, y, lam: float, alpha: float, loss: str = "mul
     return float(ce + lam * alpha * W.abs().sum() + 0.5 * lam * (1 - alpha) * (W * W).sum())
 
 
-def lambda_max(X, y, alpha: float, n_classes: int | None = None, positive: bool = False) -> float:
+def lambda_max(X, y, alpha: float, n_classes: int | None = None, positive: bool = False,
+               support=None) -> float:
     """The smallest lam at which W = 0 is optimal (with the intercept fitted), for either
-    loss; with `positive`, under W >= 0 (module docstring: max(0, max H) / alpha)."""
+    loss; with `positive`, under W >= 0 (module docstring: max(0, max H) / alpha); with
+    `support`, over the allowed (class, feature) entries only."""
     if _streamed(X):
+        if support is not None:
+            raise ConfigError(SUPPORT_IN_MEMORY)
         from .streaming import lambda_max as streamed_lambda_max
 
         return streamed_lambda_max(X, y, alpha, n_classes, positive)
@@ -165,6 +196,8 @@ def lambda_max(X, y, alpha: float, n_classes: int | None = None, positive: bool 
     m = n_classes or int(y.max()) + 1
     Y = torch.nn.functional.one_hot(y, m).to(torch.float64)
     H = X.T @ (Y - Y.mean(0)) / len(X)
+    if support is not None:
+        H = H * _support(support, m, X.shape[1], H.dtype).T
     top = H.max().clamp(min=0) if positive else H.abs().max()
     return float(top / max(alpha, 1e-3))
 
@@ -182,9 +215,9 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
                     tol: float = 1e-7, max_iter: int = 5000, step: float | None = None,
                     dtype=torch.float64, positive: bool = False,
                     loss: str = "multinomial",
-                    solver: str = "auto") -> tuple[np.ndarray, np.ndarray, SolveInfo]:
-    """Minimise the objective at one lam (under W >= 0 with `positive`; a warm start W0 is
-    projected onto it). Returns W (m, p), b (m,), info. `solver`: "fista" (accelerated
+                    solver: str = "auto", support=None) -> tuple[np.ndarray, np.ndarray, SolveInfo]:
+    """Minimise the objective at one lam (under W >= 0 with `positive`, and W = 0 outside
+    `support`, an (m, p) 0/1 mask; a warm start W0 is projected onto both). Returns W (m, p), b (m,), info. `solver`: "fista" (accelerated
     proximal gradient), "newton" (module `newton`; in-memory X) or "auto" (Newton when one
     n x p x m product reaches AUTO_NEWTON_PRODUCT multiply-adds, FISTA below and when streamed)."""
     _check(lam, alpha, loss, positive)
@@ -194,13 +227,16 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
     else:
         Xt, yt = _tensors(X, y, dtype, n_classes)
     m = n_classes or int(yt.max()) + 1
+    if support is not None:
+        _support_solver(solver, streamed)
+        solver = "fista"
     present = torch.bincount(yt, minlength=m) > 0
     if not bool(present.all()):  # solved without the empty classes, as solve_path does
         keep = _classes_with_samples(present, loss)
         rows = (lambda A: None if A is None else np.asarray(A)[keep])
         yy = np.searchsorted(keep, np.asarray(y))
         Wk, bk, info = fit_elastic_net(X, yy, lam, alpha, rows(W0), rows(b0), len(keep), tol, max_iter, step,
-                                       dtype, positive, loss, solver)
+                                       dtype, positive, loss, solver, rows(support))
         W, b = _with_empty_classes(X, Wk, bk, keep, m, loss)
         info.objective = elastic_net_objective(W, b, X, y, lam, alpha, loss, m)
         return W.astype(Wk.dtype), b.astype(bk.dtype), info
@@ -214,7 +250,9 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
         from .streaming import fit
 
         return fit(X, yt, lam, alpha, W0, b0, m, tol, max_iter, step, dtype, positive, loss)
-    W, b, info, _, _ = _fista(Xt, yt, lam, alpha, W0, b0, m, tol, max_iter, step, positive, loss)
+    mask = None if support is None else _support(support, m, Xt.shape[1], Xt.dtype)
+    W, b, info, _, _ = _fista(Xt, yt, lam, alpha, W0, b0, m, tol, max_iter, step, positive, loss,
+                              support=mask)
     return W.numpy(), b.numpy(), info
 
 
@@ -239,10 +277,11 @@ def sufficient_decrease(f_n, f_y, gW, gb, dW, db, t: float) -> bool:
 
 
 def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=False,
-           loss="multinomial", safe=None, Y=None):
+           loss="multinomial", safe=None, Y=None, support=None):
     """FISTA on the columns of X; `safe`: a known safe step (one for a matrix with more
-    columns is safe here too, since dropping columns cannot raise ||[X, 1]||_2). Returns
-    W, b, info, the last step and the logits X W^T + b."""
+    columns is safe here too, since dropping columns cannot raise ||[X, 1]||_2); `support`:
+    an (m, p) 0/1 tensor, W = 0 where it is 0. Returns W, b, info, the last step and the
+    logits X W^T + b."""
     n, p = X.shape
     m = n_classes or int(y.max()) + 1
     if Y is None:
@@ -251,6 +290,8 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
     b = torch.zeros(m, dtype=X.dtype) if b0 is None else torch.as_tensor(b0, dtype=X.dtype).clone()
     if positive:  # start feasible: every iterate is then a prox output, hence >= 0
         W = W.clamp(min=0)
+    if support is not None:
+        W = W * support
     # the safe step 1/L holds for both losses (softmax Hessian <= 1/2, sigmoid's <= 1/4)
     products = 0.0
     if safe is None:
@@ -261,8 +302,11 @@ def _fista(X, y, lam, alpha, W0, b0, n_classes, tol, max_iter, step, positive=Fa
 
     def prox(V, s):
         if positive:  # prox of s * (l1 |w| + l2/2 w^2 + indicator(w >= 0)), coordinate-wise
-            return torch.clamp(V - s * l1, min=0) / (1 + s * l2)
-        return torch.sign(V) * torch.clamp(V.abs() - s * l1, min=0) / (1 + s * l2)
+            out = torch.clamp(V - s * l1, min=0) / (1 + s * l2)
+        else:
+            out = torch.sign(V) * torch.clamp(V.abs() - s * l1, min=0) / (1 + s * l2)
+        # the indicator of W = 0 off the support is separable too: its prox zeroes those entries
+        return out if support is None else out * support
 
     def penalty(Wx):
         return float(l1 * Wx.abs().sum() + 0.5 * l2 * (Wx * Wx).sum())
@@ -317,13 +361,13 @@ class _FullSolver:
 
     start_step = None
 
-    def __init__(self, X, y, m, alpha, tol, max_iter, positive, loss):
+    def __init__(self, X, y, m, alpha, tol, max_iter, positive, loss, support=None):
         self.X, self.y, self.m, self.alpha, self.tol, self.max_iter = X, y, m, alpha, tol, max_iter
-        self.positive, self.loss = positive, loss
+        self.positive, self.loss, self.support = positive, loss, support
 
     def solve(self, lam, state):
         W, b, info, step, _ = _fista(self.X, self.y, lam, self.alpha, state[1], state[2], self.m, self.tol,
-                                     self.max_iter, state[3], self.positive, self.loss)
+                                     self.max_iter, state[3], self.positive, self.loss, support=self.support)
         return W, b, info, step, None, self.X.shape[1], 0
 
 
@@ -348,7 +392,7 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
                n_lambdas: int = 50, epsilon: float = 1e-3, n_classes=None, tol: float = 1e-6,
                max_iter: int = 2000, dtype=torch.float32, refine: int = 6, positive: bool = False,
                loss: str = "multinomial", working_set: bool = False, solver: str = "auto",
-               _screen=None) -> ElasticNetPath:
+               support=None, _screen=None) -> ElasticNetPath:
     """Warm-started path from lambda_max down, stopping at `lam` or at `target_nec`
     (`positive`: every point under W >= 0, from the constrained lambda_max). X: an (n, p)
     array, or a `streaming.StreamedFeatures` (features on disk, memory capped).
@@ -368,7 +412,8 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     sets are its own: `working_set` is ignored); "auto" (the default) takes it for in-memory X
     when one n x p x m product reaches AUTO_NEWTON_PRODUCT multiply-adds, FISTA below that and
     for streamed features; the path records which (`ElasticNetPath.solver`). `_screen(G, W, lam, lam_prev)`:
-    tests only, replaces the strong rule (a boolean mask over features).
+    tests only, replaces the strong rule (a boolean mask over features). `support`: an (m, p)
+    0/1 mask, W = 0 where it is 0 at every point (module docstring; in-memory FISTA only).
 
     Classes in range(n_classes) with no sample have no finite optimum (their intercept
     goes to -inf); they get zero weights and an intercept 40 below every sample's largest
@@ -385,6 +430,9 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     else:
         Xt, yt = _tensors(X, y, dtype, n_classes)
     m = n_classes or int(yt.max()) + 1
+    if support is not None:
+        _support_solver(solver, streamed, working_set)
+        solver = "fista"
     solver = _pick_solver(solver, X if streamed else Xt, m)
     counts = torch.bincount(yt, minlength=m)
     present = counts > 0
@@ -392,7 +440,8 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
         return _path_without_empty_classes(X, y, present, dict(
             alpha=alpha, lam=lam, target_nec=target_nec, n_lambdas=n_lambdas, epsilon=epsilon, tol=tol,
             max_iter=max_iter, dtype=dtype, refine=refine, positive=positive, loss=loss,
-            working_set=working_set, solver=solver, _screen=_screen))
+            working_set=working_set, solver=solver, _screen=_screen,
+            support=None if support is None else np.asarray(support)[present.numpy()]))
     if solver == "newton":
         solver_ = _newton(X if streamed else Xt, yt, m, alpha, tol, max_iter, positive, loss, dtype)
         lmax = solver_.lambda_max() if streamed else lambda_max(X, y, alpha, m, positive)
@@ -408,6 +457,10 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
             from .working_set import WorkingSetSolver
 
             solver_ = WorkingSetSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss, screen=_screen)
+        elif support is not None:
+            lmax = lambda_max(X, y, alpha, m, positive, support)
+            solver_ = _FullSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss,
+                                  _support(support, m, Xt.shape[1], Xt.dtype))
         else:
             solver_ = _FullSolver(Xt, yt, m, alpha, tol, max_iter, positive, loss)
     if lmax <= 0:  # no weight can leave zero (w >= 0 and no feature correlates positively): intercepts only
