@@ -258,6 +258,23 @@ def test_bad_requests_get_4xx_with_a_message_and_the_service_stays_up(served):
     assert client.post("/predict", content=good).json()["image_id"] == image_id  # still up
 
 
+def test_a_postscript_upload_is_refused_without_its_decoder(served, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    client = served[0]
+    used = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: used.append("EPS"))
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
+           b"newpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n")
+    for r in (client.post("/predict", content=eps, headers={"Content-Type": "image/png"}),
+              client.post("/predict", files={"image": ("x.png", eps, "image/png")})):
+        assert r.status_code == 415, r.text
+        expected = ("The upload holds EPS data (by its content, whatever the file's name), a format "
+                    "conceptlens does not decode: it decodes only PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM")
+        assert r.json()["detail"].startswith(expected), r.text
+    assert used == []  # Pillow's EPS decoder (which runs Ghostscript) never saw the bytes
+
+
 def test_upload_limit_refuses_big_bodies_before_and_while_reading(served):
     _, _, images, model_dir = served
     client = TestClient(create_app(model_dir, backbone=TinyBackbone(), max_upload_bytes=2000,

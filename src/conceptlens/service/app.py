@@ -36,7 +36,7 @@ from typing import Annotated
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, closest
+from ..errors import ConfigError, DataError, ImageFormatError, closest
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # below the library's 64 Mpx: a service decodes several uploads at once, each up to 3 bytes/pixel
@@ -57,6 +57,12 @@ class TooLarge(DataError):
     """An upload over the byte or pixel cap."""
 
     status = 413
+
+
+class UnsupportedImage(ImageFormatError):
+    """An upload in a format the service does not decode (data/images.py, IMAGE_FORMATS)."""
+
+    status = 415
 
 
 # -- binding and tokens -----------------------------------------------------------------
@@ -190,7 +196,7 @@ class ModelService:
 
     # -- encoding ----------------------------------------------------------------------
     def decode(self, data: bytes) -> np.ndarray:
-        from ..data.images import _TooLarge, decode_file_bytes
+        from ..data.images import FORMATS_SHOWN, _TooLarge, decode_file_bytes
 
         if not data:
             raise DataError("No image: send the image file's bytes as the request body, or as the "
@@ -201,10 +207,12 @@ class ModelService:
             raise TooLarge(f"The image is {e}, over this service's cap of {self.max_pixels or 0:,} pixels "
                            "(a guard against decompression bombs). Send a smaller image, or start the "
                            "service with a larger --max-pixels.") from e
+        except ImageFormatError as e:
+            raise UnsupportedImage(f"The upload holds {e}. Convert it to PNG and send it again.") from e
         except DataError as e:
             reason = re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))  # PIL's, says nothing
-            raise DataError(f"The upload is not an image this service can read ({reason}); send a PNG, "
-                            "JPEG, WebP, BMP, GIF or TIFF file.") from e
+            raise DataError(f"The upload is not an image this service can read ({reason}); send a "
+                            f"{FORMATS_SHOWN} file.") from e
 
     def encode(self, data: bytes):
         """(image_id, a one-row FeatureBundle); the bundle is kept for /intervene."""

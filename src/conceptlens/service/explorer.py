@@ -18,11 +18,11 @@ import zipfile
 from pathlib import Path
 from typing import Annotated
 
+from ..data.images import IMAGE_SUFFIXES
 from ..errors import ConfigError
 
 log = logging.getLogger("conceptlens")
 STATIC = Path(__file__).parent / "static"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_IMAGES = 1000  # the page lists them all as thumbnails
 THUMBNAIL = 112  # pixels, the longer side
 
