@@ -332,6 +332,42 @@ def test_loopback_service_answers_only_to_loopback_host_names(served):
     assert r.status_code == 400 and "not allowed" in r.json()["detail"]
 
 
+def test_requests_from_another_site_that_cost_work_are_refused(served):
+    client, _, images, model_dir = served
+    image = (images / "cat" / "0.png").read_bytes()
+    image_id = client.post("/predict", content=image).json()["image_id"]  # no Origin (curl): served
+    evil = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    for r in (client.post("/predict", content=image, headers=evil),
+              client.post("/predict", files={"image": ("x.png", image, "image/png")}, headers=evil),
+              client.post("/intervene", json={"image_id": image_id, "values": {}}, headers=evil),
+              client.post("/edit", json={"changes": [{"concept": "stripes"}]}, headers=evil),
+              client.post("/predict", content=image, headers={"Origin": "http://evil.example"}),
+              client.post("/predict", content=image, headers={"Sec-Fetch-Site": "cross-site"}),
+              client.post("/predict", content=image, headers={"Origin": "null"}),  # a sandboxed page
+              # another port of the same host is another site's page (same-site, not same-origin)
+              client.post("/predict", content=image, headers={"Origin": "http://testserver:8080",
+                                                              "Sec-Fetch-Site": "same-site"})):
+        assert r.status_code == 403, r.text
+        assert "Refused a POST from another site" in r.json()["detail"]
+        assert "start the service with --allow-origin" in r.json()["detail"]
+    assert "--allow-origin http://evil.example " in client.post("/predict", headers=evil).json()["detail"]
+    same = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}  # the explorer's own page
+    assert client.post("/predict", content=image, headers=same).status_code == 200
+    assert client.post("/predict", content=image, headers={"Sec-Fetch-Site": "none"}).status_code == 200
+    assert client.get("/model", headers=evil).status_code == 200  # reading is not refused here
+    assert client.get("/images/0", headers=evil).status_code == 200
+    # an explicitly allowed origin is served, and told so by CORS headers it can read the answer
+    allowed = TestClient(create_app(model_dir, backbone=TinyBackbone(),
+                                    allowed_origins=["http://evil.example/"]))
+    r = allowed.post("/predict", content=image, headers=evil)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://evil.example"
+    other_port = {"Origin": "http://evil.example:81"}
+    assert allowed.post("/predict", content=image, headers=other_port).status_code == 403
+    for bad in ("*", "evil.example", "http://evil.example/path", "ftp://evil.example"):
+        with pytest.raises(ConfigError, match=r"--allow-origin .* is not an origin.*scheme://host\[:port\]"):
+            create_app(model_dir, backbone=TinyBackbone(), allowed_origins=[bad])
+
+
 def _serve_parser():
     from conceptlens.cli import serve_commands
 
@@ -346,6 +382,9 @@ def test_serve_command_refuses_a_public_host_without_a_token(tmp_path, monkeypat
     assert (args.host, args.port) == ("0.0.0.0", 8000)
     with pytest.raises(ConfigError, match=r"--host 0.0.0.0 exposes the model"):
         args.func(args)  # before the model or the backbone is even looked at
+    args = _serve_parser().parse_args(["serve", str(tmp_path / "no-model"), "--allow-origin", "*"])
+    with pytest.raises(ConfigError, match=r"--allow-origin '\*' is not an origin"):
+        args.func(args)
 
 
 def test_real_uvicorn_over_http(served):
@@ -389,12 +428,16 @@ def test_serve_command_binds_loopback_and_serves(served, monkeypatch, capsys):
         seen["model"] = httpx.get(f"{url}/model", timeout=30)
         seen["images"] = httpx.get(f"{url}/images", timeout=30)
         seen["rebound"] = httpx.get(f"{url}/model", headers={"Host": "evil.example"}, timeout=30)
+        seen["cross"] = [httpx.post(f"{url}/predict", headers={"Origin": o}, timeout=30)
+                         for o in ("http://evil.example", "https://b.example:8443")]
         server.should_exit = True
         thread.join(30)
 
     monkeypatch.setattr(service_app, "run", run_briefly)
     args = _serve_parser().parse_args(["serve", str(model_dir), "--port", "0", "--backbone", "tiny",
-                                       "--images", str(images)])
+                                       "--images", str(images), "--allow-origin", "http://a.example",
+                                       "--allow-origin", "https://b.example:8443"])
+    assert args.allow_origin == ["http://a.example", "https://b.example:8443"]
     assert args.host == "127.0.0.1"  # the default binds loopback only
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -402,3 +445,4 @@ def test_serve_command_binds_loopback_and_serves(served, monkeypatch, capsys):
     assert seen["model"].json()["classes"] == list(CLASSES)
     assert len(seen["images"].json()["images"]) == 15
     assert seen["rebound"].status_code == 400
+    assert [r.status_code for r in seen["cross"]] == [403, 400]  # allowed: on to "No image"

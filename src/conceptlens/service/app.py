@@ -14,9 +14,11 @@ Endpoints (OpenAPI schema and a try-it page at /docs):
 Safe by default: `serve` binds 127.0.0.1 and accepts only loopback Host headers there (a web page
 cannot reach the service by rebinding a domain name to 127.0.0.1); binding any other address needs
 a token in $CONCEPTLENS_TOKEN, which every API call must then send as `Authorization: Bearer`.
-Request bodies over `max_upload_bytes` get 413 before they are read; images over `max_pixels` are
-refused from their header (a decompression bomb is a 413, not an out-of-memory crash); a body that
-is not an image is a 400, an unknown concept or class name a 422 naming the closest match. Every
+A POST (or PUT, PATCH, DELETE) from another site's web page is refused with 403 unless its
+origin is allowed (origin.py). Request bodies over `max_upload_bytes` get 413 before they are
+read; images over `max_pixels` are refused from their header (a decompression bomb is a 413, not
+an out-of-memory crash); a body in an image format not decoded is a 415, one that is not an image
+a 400, an unknown concept or class name a 422 naming the closest match. Every
 error answers with {"detail": message} and the service stays up.
 """
 
@@ -31,12 +33,14 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 
 from ..errors import ConfigError, DataError, ImageFormatError, closest
+from . import origin
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # below the library's 64 Mpx: a service decodes several uploads at once, each up to 3 bytes/pixel
@@ -339,10 +343,11 @@ class ModelService:
 # -- HTTP ---------------------------------------------------------------------------------
 class _Guard:
     """ASGI middleware: 413 for bodies over `limit` (from Content-Length before reading, or while
-    streaming), 400 for a Host header not in `hosts` (None: any)."""
+    streaming), 400 for a Host header not in `hosts` (None: any), 403 for a request from another
+    site that changes state or costs work (origin.py; `origins`: the parsed allowed origins)."""
 
-    def __init__(self, app, limit: int, hosts: tuple[str, ...] | None):
-        self.app, self.limit, self.hosts = app, limit, hosts
+    def __init__(self, app, limit: int, hosts: tuple[str, ...] | None, origins: frozenset = frozenset()):
+        self.app, self.limit, self.hosts, self.origins = app, limit, hosts, origins
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -359,6 +364,9 @@ class _Guard:
                           f"{', '.join(self.hosts)} (it is bound to loopback).")
                 refusal = JSONResponse({"detail": detail}, 400)
                 return await refusal(scope, receive, send)
+        cross_site = origin.refusal(scope["method"], headers, scope, self.origins)
+        if cross_site is not None:
+            return await JSONResponse({"detail": cross_site}, 403)(scope, receive, send)
         length = headers.get(b"content-length")
         too_large = (f"The request body is over this service's limit of {self.limit:,} bytes; send a "
                      "smaller image, or start the service with a larger --max-upload-mb.")
@@ -381,14 +389,17 @@ class _Guard:
 def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                images: str | Path | None = None, cache_dir: str | Path | None = None,
-               allowed_hosts: tuple[str, ...] | None = None, service: ModelService | None = None):
+               allowed_hosts: tuple[str, ...] | None = None, allowed_origins: Iterable[str] = (),
+               service: ModelService | None = None):
     """The FastAPI app serving the model saved in `model_dir`.
 
     `backbone`: a Backbone or a spec string (default "offline"); its id must be the model's.
     `token`: when set, every API call needs `Authorization: Bearer <token>`. `images`: a folder
     of example images for the explorer (default: `model_dir/images` where it exists).
     `allowed_hosts`: Host header names accepted (None: any; `serve` passes the loopback names
-    when bound to loopback)."""
+    when bound to loopback). `allowed_origins`: web origins (scheme://host:port) besides the
+    service's own whose pages may POST to it (origin.py; `serve --allow-origin`); they also get
+    CORS headers, so such a page can read the answers."""
     from fastapi import Depends, FastAPI, HTTPException, Query, Request
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field
@@ -400,6 +411,7 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
 
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise ConfigError(f"max_upload_bytes must be a positive integer; got {max_upload_bytes!r}.")
+    allowed_origins = origin.check_allowed_origins(allowed_origins)
     service = service or ModelService(model_dir, backbone, max_pixels=max_pixels, images=images,
                                       cache_dir=cache_dir)
     app = FastAPI(title=f"conceptlens: {service.model_dir.name}", version=__version__,
@@ -490,7 +502,14 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
         return service.describe()
 
     add_explorer(app, service, auth, Change)
-    app.add_middleware(_Guard, limit=max_upload_bytes, hosts=allowed_hosts)
+    if allowed_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
+    # added last, so it runs first: refusals cost nothing
+    app.add_middleware(_Guard, limit=max_upload_bytes, hosts=allowed_hosts,
+                       origins=frozenset(map(origin.parse_origin, allowed_origins)))
     return app
 
 
