@@ -221,6 +221,52 @@ def test_model_weights_and_images(served):
     assert {"/predict", "/intervene", "/model", "/edit"} <= set(client.get("/openapi.json").json()["paths"])
 
 
+def test_example_images_never_follow_links_out_of_their_folder(served, tmp_path, caplog):
+    import shutil
+
+    _, _, images, model_dir = served
+    secret = tmp_path / "secret.png"  # an image suffix, but a local secret
+    secret.write_bytes(b"SECRET-API-KEY sk-live-0123456789")
+    photo = tmp_path / "private" / "photo.png"  # a real image, outside the folder
+    photo.parent.mkdir()
+    shutil.copy(images / "dog" / "1.png", photo)
+    folder = tmp_path / "examples"
+    (folder / "cat").mkdir(parents=True)
+    shutil.copy(images / "cat" / "0.png", folder / "cat" / "0.png")
+    shutil.copy(images / "cat" / "1.png", folder / "cat" / "1.png")
+    (folder / "cat" / "leak.png").symlink_to(secret)
+    (folder / "cat" / "photo.png").symlink_to(photo)
+    (folder / "private").symlink_to(photo.parent, target_is_directory=True)
+    with caplog.at_level("WARNING", logger="conceptlens"):
+        client = TestClient(create_app(model_dir, backbone=TinyBackbone(), images=folder))
+    assert "left out 3 symbolic link(s)" in caplog.text
+    assert [i["name"] for i in client.get("/images").json()["images"]] == ["cat/0.png", "cat/1.png"]
+    served_bytes = [client.get(f"/images/{i}").content for i in range(3)]
+    assert not any(b"SECRET" in b or b == photo.read_bytes() for b in served_bytes)
+    assert client.get("/images/0").headers["content-type"] == "image/png"
+
+    # a listed file swapped for a link (or for other content) after the listing is refused too
+    (folder / "cat" / "1.png").unlink()
+    (folder / "cat" / "1.png").symlink_to(secret)
+    for url in ("/images/1", "/images/1/thumbnail"):
+        r = client.get(url)
+        assert r.status_code == 403 and b"SECRET" not in r.content
+        assert "no longer a plain file inside the images folder" in r.json()["detail"]
+    (folder / "cat" / "0.png").write_bytes(b"SECRET but not an image")
+    r = client.get("/images/0")
+    assert r.status_code == 403 and "not an image in a format the explorer shows" in r.json()["detail"]
+    assert b"SECRET" not in r.content
+
+    # a model folder whose images folder is a link: refused unless --images names it explicitly
+    linked_model = tmp_path / "received-model"
+    shutil.copytree(model_dir, linked_model, ignore=shutil.ignore_patterns("images"))
+    (linked_model / "images").symlink_to(photo.parent, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"images is a symbolic link.*pass it explicitly: --images"):
+        create_app(linked_model, backbone=TinyBackbone())
+    explicit = TestClient(create_app(linked_model, backbone=TinyBackbone(), images=photo.parent))
+    assert explicit.get("/images/0").content == photo.read_bytes()
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels: what a decompression bomb's header says."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -125,6 +125,25 @@ def decode_file_bytes(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
         raise DataError(f"{type(e).__name__}: {e}") from e
 
 
+def image_format(data: bytes) -> tuple[str, str]:
+    """(Pillow's format name, MIME type) of image bytes, read from the header alone; ImageFormatError
+    for another format, DataError for bytes that are no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
+            return im.format, im.get_format_mimetype() or "application/octet-stream"
+    except UnidentifiedImageError:
+        other = _other_format(data[:16])
+        if other is not None:
+            raise ImageFormatError(f"{other} data, a format conceptlens does not decode") from None
+        raise DataError("not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"too large: {e}") from e
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError) as e:
+        raise DataError(f"{type(e).__name__}: {e}") from e
+
+
 def _other_format(prefix: bytes) -> str | None:
     """The Pillow format outside IMAGE_FORMATS whose signature `prefix` has, if any: only each
     plugin's signature check runs (a comparison of a few bytes), never its decoder."""

@@ -190,6 +190,10 @@ class ModelService:
         self.max_pixels = check_max_pixels(max_pixels)
         if images is None and (self.model_dir / "images").is_dir():
             images = self.model_dir / "images"
+            if images.is_symlink():  # a model folder from elsewhere must not expose local files
+                raise ConfigError(f"{images} is a symbolic link (to {images.resolve()}); the explorer "
+                                  "serves only a real images folder inside the model folder. If you "
+                                  "trust that folder, pass it explicitly: --images PATH.")
         self.images_root = None if images is None else Path(images)
         self.images = find_images(self.images_root) if self.images_root is not None else []
         # encoded uploads by content hash, for /intervene (0: none kept; the load test's setting for
