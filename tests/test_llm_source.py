@@ -257,6 +257,40 @@ def test_credentials_in_the_base_url_are_never_written(tmp_path, monkeypatch, ca
     assert redact_url(None) is None
 
 
+def test_the_api_key_is_scrubbed_from_every_message_log_and_cache_file(tmp_path, monkeypatch, caplog,
+                                                                      capfd):
+    import json
+
+    key = "sk-live-a8f3e1c9d2b7"
+
+    def error(code, message):
+        return code, json.dumps({"error": {"message": message}}).encode(), True
+
+    # endpoints that echo the Authorization header back, in error texts and in replies; the one
+    # with padding puts the key across the 200 characters an error message is cut to
+    script = {"echo": error(400, f"Invalid header Authorization: Bearer {key}"),
+              "padded": error(400, "p" * 176 + f" {key} is not a valid key"),
+              "down": error(503, f"upstream refused key={key}"),
+              "html": (200, f"<html>bad key {key}</html>".encode(), True),
+              "parrot": json.dumps([f"your key is {key}", "Bearer abc.def-ghi", "red crest"])}
+    with ScriptedServer(script) as server:
+        src = source(server, tmp_path, monkeypatch, key=key, retries=0)
+        with caplog.at_level("DEBUG"):
+            result = src.generate(list(script), allow_partial=True)
+            with pytest.raises(LLMError) as info:
+                source(server, tmp_path, monkeypatch, key=key, retries=0).generate(["echo", "padded"])
+    assert set(result.unresolved) == {"echo", "padded", "down", "html"}
+    assert "Authorization: Bearer REDACTED" in result.unresolved["echo"]
+    assert "REDACTED" in result.unresolved["down"] and "REDACTED" in result.unresolved["html"]
+    assert result.concepts.for_class("parrot")
+    out, err = capfd.readouterr()
+    shown = [str(info.value), *result.unresolved.values(), *result.concepts.texts, caplog.text, out, err,
+             *(p.read_text() for p in (tmp_path / "llm").rglob("*.json"))]
+    assert len(shown) > 8
+    for text in shown:
+        assert key[:5] not in text and "abc.def-ghi" not in text, text
+
+
 # -- KnoBo: binary questions per class, and the class x question yes/no/unknown prior ---------
 
 class KnoboServer(LoopbackServer):

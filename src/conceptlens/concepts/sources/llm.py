@@ -13,7 +13,10 @@ between attempts, and backoff waits on that flag); a reply larger than `max_repl
 refused while it downloads; a reply that is valid JSON of the wrong shape is a per-class
 "malformed reply" error; more than `max_concepts_per_class` concepts for one class are cut to
 that many with a logged warning; credentials in `base_url` (user:password@, query-string
-values) are redacted from everything written (cache, provenance) or reported.
+values) are redacted from everything written (cache, provenance) or reported, and so are the API
+key and any `Bearer <token>` (an endpoint's error text may echo the Authorization header): every
+reply body and error message goes through `LLMSource._scrub`, every log record of the HTTP stack
+and of conceptlens through `_RedactingFilter`.
 
 KnoBo (Yang et al., NeurIPS 2024; YueYANG1996/MedRAG `concept_generation.py`,
 `annotate_question.py`): the `knobo` prompt family asks for *binary questions* per class, with
@@ -219,22 +222,30 @@ def _url_secrets(url: str | None) -> list[str]:
     return [x for x in found if x and len(x) >= 3]  # shorter ones would redact ordinary text
 
 
+_BEARER = re.compile(r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def scrub(text: str, secrets) -> str:
+    """`text` with each secret (longest first, so none is left half-replaced) and any
+    'Bearer <token>' replaced by REDACTED."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "REDACTED")
+    return _BEARER.sub(r"\1\2REDACTED", text)
+
+
 class _RedactingFilter(logging.Filter):
-    """Scrubs registered secrets from log records of the HTTP stack (httpx logs every
-    request URL at INFO, query string and userinfo included)."""
+    """Scrubs registered secrets (and Bearer tokens) from log records of the HTTP stack (httpx
+    logs every request URL at INFO, query string and userinfo included) and of conceptlens."""
 
     def __init__(self):
         super().__init__()
         self.secrets: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            clean = msg
-            for secret in self.secrets:
-                clean = clean.replace(secret, "REDACTED")
-            if clean != msg:
-                record.msg, record.args = clean, ()
+        msg = record.getMessage()
+        clean = scrub(msg, self.secrets)
+        if clean != msg:
+            record.msg, record.args = clean, ()
         return True
 
 
@@ -297,8 +308,8 @@ class LLMSource(ConceptSource):
             # query parameters go to default_query: the client appends its paths to base_url
             # verbatim, which would put them after "?"; userinfo stays in the URL for httpx
             base, query = self.base_url, None
+            _REDACT.secrets.update(self._secrets())
             if base:
-                _REDACT.secrets.update(_url_secrets(base))
                 parts = urlsplit(base)
                 query = dict(parse_qsl(parts.query, keep_blank_values=True)) or None
                 base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -339,14 +350,18 @@ class LLMSource(ConceptSource):
                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         return content
 
+    def _secrets(self) -> list[str]:
+        """What must never be shown or written: the API key and the base URL's credentials."""
+        key = os.environ.get(self.api_key_env) or ""
+        return [x for x in (key, *_url_secrets(self.base_url)) if len(x) >= 3]
+
     def _scrub(self, text: str) -> str:
-        """`text` with the raw base URL (and its credentials) replaced by the redacted one."""
-        if not self.base_url:
-            return text
-        text = text.replace(self.base_url, redact_url(self.base_url))
-        for secret in _url_secrets(self.base_url):
-            text = text.replace(secret, "REDACTED")
-        return text
+        """The one place text from the endpoint or about it is cleaned before it is shown,
+        logged or cached: the raw base URL becomes the redacted one, and the API key, the URL's
+        credentials and any Bearer token become REDACTED."""
+        if self.base_url:
+            text = text.replace(self.base_url, redact_url(self.base_url))
+        return scrub(text, self._secrets())
 
     def _call_with_retries(self, request: dict, cancel: threading.Event) -> str:
         import openai
@@ -367,13 +382,20 @@ class LLMSource(ConceptSource):
                                f"(HTTP {e.status_code}); check that variable.") from None
             except transient as e:
                 if attempt == self.retries:
-                    raise LLMError(self._scrub(f"{type(e).__name__} after {self.retries + 1} attempts: "
-                                               f"{_short(e)}")) from None
+                    raise LLMError(f"{type(e).__name__} after {self.retries + 1} attempts: "
+                                   f"{self._short(e)}") from None
                 if cancel.wait(self.backoff * 2**attempt):  # wakes at once on Ctrl-C
                     raise _Cancelled("Interrupted.") from None
             except openai.APIError as e:  # 4xx other than auth: retrying will not help
-                raise LLMError(self._scrub(f"{type(e).__name__}: {_short(e)}")) from None
-        return _content(body)
+                raise LLMError(f"{type(e).__name__}: {self._short(e)}") from None
+        # scrubbed before it is parsed, quoted in an error or cached: a reply may echo the key
+        text = self._scrub(body.decode("utf-8", "surrogateescape"))
+        return _content(text.encode("utf-8", "surrogateescape"))
+
+    def _short(self, e: Exception) -> str:
+        """An exception's first line, scrubbed before it is cut (a cut must not leave half a key)."""
+        text = self._scrub(str(e))
+        return text.splitlines()[0][:200] if text.strip() else type(e).__name__
 
     def _read_capped(self, raw) -> bytes:
         """The reply body, refused as soon as it is known to exceed `max_reply_bytes`."""
@@ -451,7 +473,7 @@ class LLMSource(ConceptSource):
                 try:
                     done.put((cls, job(cls, cancel), None))
                 except LLMError as e:
-                    done.put((cls, None, str(e)))
+                    done.put((cls, None, self._scrub(str(e))))
                 except BaseException as e:  # a bug: re-raised in the caller, not lost in a thread
                     done.put((cls, None, e))
 
@@ -564,6 +586,3 @@ def _content(body: bytes) -> str:
         raise bad(f"choices[0].message.content is a JSON {type(content).__name__}, not text")
     return content
 
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
