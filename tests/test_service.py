@@ -201,6 +201,29 @@ def test_edit_downloads_the_edited_model_with_its_log(served, tmp_path):
     assert client.get("/model").json()["edit_log"] == []  # the served model is unchanged
 
 
+def test_long_edits_are_applied_in_one_pass_and_capped(served, monkeypatch):
+    import copy
+    import types
+
+    from conceptlens.intervene import edits
+
+    client, _, images, _ = served
+    copies = []
+    monkeypatch.setattr(edits, "copy", types.SimpleNamespace(
+        deepcopy=lambda obj: copies.append(1) or copy.deepcopy(obj)))
+    changes = [{"concept": "stripes", "factor": [2, 0.5][i % 2], "classes": ["cat"]} for i in range(5000)]
+    r = client.post("/edit", json={"changes": changes})
+    assert r.status_code == 200, r.text
+    assert len(copies) == 1  # the model is copied once for all 5,000 changes, not once per change
+    log = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("model-edited/edit_log.json"))
+    assert len(log) == 5000
+    image_id = client.post("/predict", content=(images / "cat" / "0.png").read_bytes()).json()["image_id"]
+    too_many = [{"concept": "stripes", "factor": 1}] * 10_001
+    for r in (client.post("/edit", json={"changes": too_many}),
+              client.post("/intervene", json={"image_id": image_id, "edit": too_many})):
+        assert r.status_code == 422 and "10,001 changes in one edit; at most 10,000" in r.json()["detail"]
+
+
 def test_model_weights_and_images(served):
     client, model, _, _ = served
     info = client.get("/model").json()

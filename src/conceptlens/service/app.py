@@ -7,7 +7,8 @@ Endpoints (OpenAPI schema and a try-it page at /docs):
   `residual` sums exactly to that class's `logit`. It also returns an `image_id` for /intervene.
 - `POST /intervene`: JSON {"image_id", "values": {concept: value}, "classes", "edit"}: the
   prediction with those concept activations set by the caller (and, with "edit", of an edited
-  model), in the same shape as /predict.
+  model), in the same shape as /predict. An edit (here or at /edit) holds at most 10,000 changes
+  (intervene/edits.py, MAX_CHANGES; more is a 422), applied in time linear in their number.
 - `GET /model`: classes, concepts, NEC, backbone id, method, edit log.
 - the explorer's routes (explorer.py): the page, example images, per-class weights, `/edit`.
 
@@ -328,20 +329,16 @@ class ModelService:
                 "weights": [{"concept": self.model.concepts_[k], "weight": float(w[k])} for k in listed]}
 
     def edited(self, changes: list[dict], note: str = ""):
-        """The model after `changes` [{concept, factor, classes}] in order (intervene/edits.py);
-        every name is checked before any change."""
-        from ..intervene import edit_model
+        """The model after `changes` [{concept, factor, classes}] in order (intervene/edits.py:
+        at most MAX_CHANGES, applied in linear time); every name is checked before any change."""
+        from ..intervene import apply_edits
 
         if not changes:
             raise ConfigError("An edit needs at least one change: {'concept': NAME, 'factor': 0 to remove "
                               "or e.g. 2 to double its weight, 'classes': [...] or null for all}.")
         _check_names("concept", [ch["concept"] for ch in changes], self.model.concepts_)
         _check_names("class", [c for ch in changes for c in ch.get("classes") or []], self.model.classes_)
-        model = self.model
-        for ch in changes:
-            model = edit_model(model, reweight={ch["concept"]: ch["factor"]}, classes=ch.get("classes"),
-                               note=ch.get("note") or note)
-        return model
+        return apply_edits(self.model, [ch | {"note": ch.get("note") or note} for ch in changes])
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -463,7 +460,7 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
                                                                 "(the rest sum into 'others')")
         edit: list[Change] = Field(default_factory=list,
                                    description="changes to the model's weights to apply first (what /edit "
-                                               "would save)")
+                                               "would save); at most 10,000")
 
     upload_body = {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {

@@ -95,7 +95,7 @@ def add_explorer(app, service, auth: list, change_model) -> None:
 
     class EditRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        changes: list[change_model] = Field(description="applied in order")
+        changes: list[change_model] = Field(description="applied in order; at most 10,000")
         note: str = Field("", description="recorded in the edit log of every change")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
