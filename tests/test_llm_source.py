@@ -55,7 +55,7 @@ def test_transient_500_is_retried(server, tmp_path, monkeypatch):
 
 def test_timeout_is_retried_then_reported_and_done_classes_kept(server, tmp_path, monkeypatch):
     src = source(server, tmp_path, monkeypatch, timeout=0.5, retries=1)
-    with pytest.raises(LLMError, match=r"failed for 1 of 2 classes: slowpoke: APITimeoutError after 2 "
+    with pytest.raises(LLMError, match=r"failed for 1 of 2 classes: slowpoke: Timed out after 2 "
                                        r"attempts.*1 finished classes are cached"):
         src.generate(["cardinal", "slowpoke"])
     assert server.requests["slowpoke"] == 2
@@ -289,6 +289,69 @@ def test_the_api_key_is_scrubbed_from_every_message_log_and_cache_file(tmp_path,
     assert len(shown) > 8
     for text in shown:
         assert key[:5] not in text and "abc.def-ghi" not in text, text
+
+
+class DripServer(LoopbackServer):
+    """Answers every request with a valid reply, one byte every `interval` seconds (in its
+    headers too with `headers=True`): each read is quick, the whole reply never is."""
+
+    def __init__(self, interval: float = 0.3, headers: bool = False):
+        import contextlib
+        import time
+        from http.server import BaseHTTPRequestHandler
+
+        self.requests = 0
+        outer = self
+        body = _chat_body('["red crest", "black mask"]')
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests += 1
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                dripped = head + body if headers else body
+                if not headers:
+                    self.wfile.write(head)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                    for i in range(len(dripped)):
+                        self.wfile.write(dripped[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(interval)
+
+        self._serve(Handler)
+
+
+@pytest.mark.parametrize("headers", [False, True])
+def test_a_dripping_reply_times_out_as_a_whole(tmp_path, monkeypatch, headers):
+    import time
+
+    with DripServer(headers=headers) as server:
+        # each byte comes within 0.3 s, well inside the 1 s timeout: only a whole-request deadline ends it
+        src = source(server, tmp_path, monkeypatch, timeout=1.0, retries=0)
+        start = time.monotonic()
+        result = src.generate(["cardinal"], allow_partial=True)
+        elapsed = time.monotonic() - start
+        assert elapsed < 15, f"took {elapsed:.0f} s"  # the reply alone would take over a minute
+        assert result.unresolved["cardinal"].startswith("Timed out after 1 attempt: each request must be "
+                                                        "answered in full within timeout=1 s")
+        # retries share one deadline too, and each is asked again
+        src = source(server, tmp_path, monkeypatch, timeout=1.0, retries=1, backoff=0.01)
+        start = time.monotonic()
+        result = src.generate(["cardinal"], allow_partial=True)
+        assert time.monotonic() - start < 15
+        assert result.unresolved["cardinal"].startswith("Timed out after 2 attempts")
+        assert server.requests == 3
+    assert not list((tmp_path / "llm").rglob("*.json"))  # nothing half-read was cached
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "5", True])
+def test_timeout_must_be_a_positive_number_of_seconds(tmp_path, timeout):
+    with pytest.raises(ConfigError, match="timeout must be a positive number of seconds"):
+        get_source("llm", base_url="http://127.0.0.1:9/v1", cache_dir=tmp_path, timeout=timeout)
 
 
 # -- KnoBo: binary questions per class, and the class x question yes/no/unknown prior ---------

@@ -8,6 +8,9 @@ resumes with the classes it had finished. Transient failures (timeouts, connecti
 429, 5xx) are retried with exponential backoff; a bad key fails at once; whatever still
 fails is reported by class, never silently dropped.
 
+Deadlines: `timeout` bounds each whole request, not each read (a reply that drips a byte a
+second would otherwise never time out; deadline.py), and a request's retries share one deadline.
+
 Safety: Ctrl-C stops a run at once (workers are daemon threads that check a cancel flag
 between attempts, and backoff waits on that flag); a reply larger than `max_reply_bytes` is
 refused while it downloads; a reply that is valid JSON of the wrong shape is a per-class
@@ -42,10 +45,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,6 +64,7 @@ from ...annotations import ConceptAnnotations
 from ...errors import ConceptLensError, ConfigError
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
+from .deadline import Overdue, run_by
 
 log = logging.getLogger("conceptlens")
 
@@ -272,6 +278,10 @@ class LLMSource(ConceptSource):
         unknown = [p for p in prompts if p not in PROMPTS]
         if unknown:
             raise ConfigError(f"Unknown prompt family {unknown}; known: {sorted(PROMPTS)}.")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) \
+                or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds (the deadline of each whole "
+                              f"request); got {timeout!r}.")
         if concurrency < 1 or retries < 0 or samples < 1:
             raise ConfigError("concurrency and samples must be >= 1 and retries >= 0.")
         if questions_per_request < 1:
@@ -364,27 +374,31 @@ class LLMSource(ConceptSource):
         return scrub(text, self._secrets())
 
     def _call_with_retries(self, request: dict, cancel: threading.Event) -> str:
+        """The reply text. `timeout` is a deadline for each whole request (connecting, waiting
+        and downloading together), and the request's attempts share one deadline: all of them
+        with their backoff waits end within (retries + 1) x timeout + the waits."""
         import openai
 
         transient = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-                     openai.InternalServerError)
+                     openai.InternalServerError, Overdue)
+        waits = [self.backoff * 2**attempt for attempt in range(self.retries)]
+        overall = time.monotonic() + (self.retries + 1) * self.timeout + sum(waits)
+        client = self.client()  # here, not in the request's thread: a missing key is raised at once
         for attempt in range(self.retries + 1):
             if cancel.is_set():
                 raise _Cancelled("Interrupted.")
+            deadline = min(time.monotonic() + self.timeout, overall)
             try:
-                with self.client().chat.completions.with_streaming_response.create(
-                        model=request["model"], messages=request["messages"],
-                        temperature=request["temperature"], max_tokens=request["max_tokens"]) as raw:
-                    body = self._read_capped(raw)
+                body = run_by(deadline, lambda d=deadline: self._send(client, request, d), cancel,
+                              lambda: _Cancelled("Interrupted."))
                 break
             except openai.AuthenticationError as e:
                 raise LLMError(f"The endpoint rejected the API key from ${self.api_key_env} "
                                f"(HTTP {e.status_code}); check that variable.") from None
             except transient as e:
-                if attempt == self.retries:
-                    raise LLMError(f"{type(e).__name__} after {self.retries + 1} attempts: "
-                                   f"{self._short(e)}") from None
-                if cancel.wait(self.backoff * 2**attempt):  # wakes at once on Ctrl-C
+                if attempt == self.retries or time.monotonic() >= overall:
+                    raise LLMError(self._gave_up(e, attempt + 1)) from None
+                if cancel.wait(min(waits[attempt], max(0.0, overall - time.monotonic()))):  # Ctrl-C
                     raise _Cancelled("Interrupted.") from None
             except openai.APIError as e:  # 4xx other than auth: retrying will not help
                 raise LLMError(f"{type(e).__name__}: {self._short(e)}") from None
@@ -392,13 +406,29 @@ class LLMSource(ConceptSource):
         text = self._scrub(body.decode("utf-8", "surrogateescape"))
         return _content(text.encode("utf-8", "surrogateescape"))
 
+    def _send(self, client, request: dict, deadline: float) -> bytes:
+        with client.chat.completions.with_streaming_response.create(
+                model=request["model"], messages=request["messages"],
+                temperature=request["temperature"], max_tokens=request["max_tokens"]) as raw:
+            return self._read_capped(raw, deadline)
+
+    def _gave_up(self, e: Exception, attempts: int) -> str:
+        import openai
+
+        if isinstance(e, Overdue | openai.APITimeoutError):
+            return (f"Timed out after {attempts} attempt{'s' * (attempts != 1)}: each request must be "
+                    f"answered in full within timeout={self.timeout:g} s (connecting, waiting and "
+                    "downloading together); raise timeout if the endpoint is only slow.")
+        return f"{type(e).__name__} after {attempts} attempts: {self._short(e)}"
+
     def _short(self, e: Exception) -> str:
         """An exception's first line, scrubbed before it is cut (a cut must not leave half a key)."""
         text = self._scrub(str(e))
         return text.splitlines()[0][:200] if text.strip() else type(e).__name__
 
-    def _read_capped(self, raw) -> bytes:
-        """The reply body, refused as soon as it is known to exceed `max_reply_bytes`."""
+    def _read_capped(self, raw, deadline: float = float("inf")) -> bytes:
+        """The reply body, refused as soon as it is known to exceed `max_reply_bytes`, and given
+        up at `deadline` (between chunks: an abandoned request's thread ends at its next byte)."""
         cap = self.max_reply_bytes
         declared = raw.headers.get("content-length", "")
         too_big = (f"The reply is larger than max_reply_bytes={cap:,} bytes ({{}}); a chat reply of "
@@ -411,6 +441,8 @@ class LLMSource(ConceptSource):
             body += chunk
             if len(body) > cap:
                 raise LLMError(too_big.format(f"more than {cap:,} bytes received"))
+            if time.monotonic() > deadline:
+                raise Overdue()
         return bytes(body)
 
     # -- the source -------------------------------------------------------------------
