@@ -123,3 +123,44 @@ def test_intervention_by_hand(model):
     np.testing.assert_array_equal(A, expected)
     np.testing.assert_allclose(logits, expected @ model.class_weights_.T + model.intercept_, rtol=1e-6)
     assert np.isfinite(logits).all()
+
+
+def test_a_long_list_of_changes_copies_the_model_once_and_applies_them_in_order(model, monkeypatch):
+    import copy
+    import types
+
+    from conceptlens.intervene import apply_edits, edits
+
+    copies = []
+    monkeypatch.setattr(edits, "copy", types.SimpleNamespace(
+        deepcopy=lambda obj: copies.append(1) or copy.deepcopy(obj)))
+    # 5,000 changes: 'round' doubled for class b then halved for all, repeatedly; 'red' negated
+    changes = [[{"concept": "round", "factor": 2, "classes": ["b"]}, {"concept": "round", "factor": 0.5},
+                {"concept": "red", "factor": -1, "note": "flip"}][i % 3] for i in range(5000)]
+    edited = apply_edits(model, changes)
+    assert len(copies) == 1  # one copy for the whole list (it was one per change: quadratic)
+    W = model.class_weights_.astype(np.float64).copy()
+    for ch in changes:  # the same changes, one at a time, by hand
+        W[[1] if ch.get("classes") else [0, 1], ["red", "round", "tall"].index(ch["concept"])] *= ch["factor"]
+    np.testing.assert_array_equal(edited.class_weights_, W.astype(np.float32))
+    assert len(edited.edit_log_) == 5000 and edited.edit_log_[2]["note"] == "flip"
+    assert edited.edit_log_[3]["before"] == [3.0] and edited.edit_log_[3]["classes"] == ["b"]
+    # and exactly what applying them one edit at a time gives
+    one_by_one = model
+    for ch in changes[:7]:
+        one_by_one = edit_model(one_by_one, reweight={ch["concept"]: ch["factor"]}, classes=ch.get("classes"),
+                                note=ch.get("note", ""))
+    short = apply_edits(model, changes[:7])
+    np.testing.assert_array_equal(short.class_weights_, one_by_one.class_weights_)
+    strip = [{k: v for k, v in e.items() if k != "time"} for e in short.edit_log_]
+    assert strip == [{k: v for k, v in e.items() if k != "time"} for e in one_by_one.edit_log_]
+
+
+def test_an_edit_holds_at_most_max_changes(model):
+    from conceptlens.intervene import MAX_CHANGES, apply_edits
+
+    before = model.class_weights_.copy()
+    with pytest.raises(ConfigError, match=r"10,001 changes in one edit; at most 10,000 are accepted"):
+        apply_edits(model, [{"concept": "red", "factor": 1.0}] * (MAX_CHANGES + 1))
+    np.testing.assert_array_equal(model.class_weights_, before)
+    assert len(apply_edits(model, [{"concept": "red", "factor": 1.0}] * MAX_CHANGES).edit_log_) == MAX_CHANGES

@@ -155,3 +155,61 @@ def test_file_image_cache_key_includes_the_decoder_version(image_folder, tmp_pat
     # features an older decoder computed for these bytes (key = sha256 of the bytes) are not reused
     assert content_key(FileImages.key_prefix + raw) in cache
     assert content_key(raw) not in cache
+
+
+# a real (tiny) EPS file: Pillow identifies it by content, whatever its name, and decodes it by
+# running Ghostscript on the bytes
+POSTSCRIPT = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
+              b"newpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n")
+
+
+@pytest.fixture
+def no_ghostscript(monkeypatch):
+    """Records any use of Pillow's EPS decoder or any subprocess started (Ghostscript is one)."""
+    import subprocess
+
+    from PIL import EpsImagePlugin
+
+    used: list[str] = []
+
+    def spy(name, original):
+        def record(*args, **kwargs):
+            used.append(name)
+            return original(*args, **kwargs)
+        return record
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open",
+                        spy("EpsImageFile._open", EpsImagePlugin.EpsImageFile._open))
+    monkeypatch.setattr(subprocess, "Popen", spy("subprocess.Popen", subprocess.Popen))
+    return used
+
+
+def test_postscript_named_png_is_refused_without_its_decoder(tmp_path, no_ghostscript):
+    from conceptlens.data.images import IMAGE_FORMATS
+    from conceptlens.errors import ImageFormatError
+
+    path = tmp_path / "x.png"
+    path.write_bytes(POSTSCRIPT)
+    with Image.open(path) as im:  # the hole: plain Pillow takes it for EPS
+        assert im.format == "EPS"
+    no_ghostscript.clear()
+    with pytest.raises(ImageFormatError, match=r"x\.png holds EPS data \(by its content.*does not decode: "
+                                               r"it decodes only PNG, JPEG, BMP, GIF, TIFF, WebP or "
+                                               r"PPM/PGM\. Convert it to PNG.*on_error='skip'"):
+        decode(path)
+    assert no_ghostscript == []
+    assert "EPS" not in IMAGE_FORMATS and len(IMAGE_FORMATS) == 7
+
+
+def test_encode_skips_or_fails_on_a_postscript_file_in_a_dataset(image_folder, tmp_path, no_ghostscript):
+    from conceptlens.errors import ImageFormatError
+
+    (image_folder / "dog" / "x.png").write_bytes(POSTSCRIPT)
+    data = load_image_folder(image_folder)
+    with pytest.raises(ImageFormatError, match=r"dog/x\.png holds EPS data"):
+        encode_dataset(TinyBackbone(), data, tmp_path / "c", progress=False)
+    out = encode_dataset(TinyBackbone(), data, tmp_path / "c", on_error="skip", progress=False)
+    assert len(out) == 12 and "dog/x.png" not in out.ids
+    assert [item for item, _ in out.skipped] == ["dog/x.png"]
+    assert "holds EPS data" in out.skipped[0][1]
+    assert no_ghostscript == []

@@ -55,7 +55,7 @@ def test_transient_500_is_retried(server, tmp_path, monkeypatch):
 
 def test_timeout_is_retried_then_reported_and_done_classes_kept(server, tmp_path, monkeypatch):
     src = source(server, tmp_path, monkeypatch, timeout=0.5, retries=1)
-    with pytest.raises(LLMError, match=r"failed for 1 of 2 classes: slowpoke: APITimeoutError after 2 "
+    with pytest.raises(LLMError, match=r"failed for 1 of 2 classes: slowpoke: Timed out after 2 "
                                        r"attempts.*1 finished classes are cached"):
         src.generate(["cardinal", "slowpoke"])
     assert server.requests["slowpoke"] == 2
@@ -255,6 +255,103 @@ def test_credentials_in_the_base_url_are_never_written(tmp_path, monkeypatch, ca
     assert redact_url("https://u:p@[::1]:8443/x?token=t&api-version=1#frag") == \
         "https://[::1]:8443/x?token=REDACTED&api-version=1"
     assert redact_url(None) is None
+
+
+def test_the_api_key_is_scrubbed_from_every_message_log_and_cache_file(tmp_path, monkeypatch, caplog,
+                                                                      capfd):
+    import json
+
+    key = "sk-live-a8f3e1c9d2b7"
+
+    def error(code, message):
+        return code, json.dumps({"error": {"message": message}}).encode(), True
+
+    # endpoints that echo the Authorization header back, in error texts and in replies; the one
+    # with padding puts the key across the 200 characters an error message is cut to
+    script = {"echo": error(400, f"Invalid header Authorization: Bearer {key}"),
+              "padded": error(400, "p" * 176 + f" {key} is not a valid key"),
+              "down": error(503, f"upstream refused key={key}"),
+              "html": (200, f"<html>bad key {key}</html>".encode(), True),
+              "parrot": json.dumps([f"your key is {key}", "Bearer abc.def-ghi", "red crest"])}
+    with ScriptedServer(script) as server:
+        src = source(server, tmp_path, monkeypatch, key=key, retries=0)
+        with caplog.at_level("DEBUG"):
+            result = src.generate(list(script), allow_partial=True)
+            with pytest.raises(LLMError) as info:
+                source(server, tmp_path, monkeypatch, key=key, retries=0).generate(["echo", "padded"])
+    assert set(result.unresolved) == {"echo", "padded", "down", "html"}
+    assert "Authorization: Bearer REDACTED" in result.unresolved["echo"]
+    assert "REDACTED" in result.unresolved["down"] and "REDACTED" in result.unresolved["html"]
+    assert result.concepts.for_class("parrot")
+    out, err = capfd.readouterr()
+    shown = [str(info.value), *result.unresolved.values(), *result.concepts.texts, caplog.text, out, err,
+             *(p.read_text() for p in (tmp_path / "llm").rglob("*.json"))]
+    assert len(shown) > 8
+    for text in shown:
+        assert key[:5] not in text and "abc.def-ghi" not in text, text
+
+
+class DripServer(LoopbackServer):
+    """Answers every request with a valid reply, one byte every `interval` seconds (in its
+    headers too with `headers=True`): each read is quick, the whole reply never is."""
+
+    def __init__(self, interval: float = 0.3, headers: bool = False):
+        import contextlib
+        import time
+        from http.server import BaseHTTPRequestHandler
+
+        self.requests = 0
+        outer = self
+        body = _chat_body('["red crest", "black mask"]')
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests += 1
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                dripped = head + body if headers else body
+                if not headers:
+                    self.wfile.write(head)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                    for i in range(len(dripped)):
+                        self.wfile.write(dripped[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(interval)
+
+        self._serve(Handler)
+
+
+@pytest.mark.parametrize("headers", [False, True])
+def test_a_dripping_reply_times_out_as_a_whole(tmp_path, monkeypatch, headers):
+    import time
+
+    with DripServer(headers=headers) as server:
+        # each byte comes within 0.3 s, well inside the 1 s timeout: only a whole-request deadline ends it
+        src = source(server, tmp_path, monkeypatch, timeout=1.0, retries=0)
+        start = time.monotonic()
+        result = src.generate(["cardinal"], allow_partial=True)
+        elapsed = time.monotonic() - start
+        assert elapsed < 15, f"took {elapsed:.0f} s"  # the reply alone would take over a minute
+        assert result.unresolved["cardinal"].startswith("Timed out after 1 attempt: each request must be "
+                                                        "answered in full within timeout=1 s")
+        # retries share one deadline too, and each is asked again
+        src = source(server, tmp_path, monkeypatch, timeout=1.0, retries=1, backoff=0.01)
+        start = time.monotonic()
+        result = src.generate(["cardinal"], allow_partial=True)
+        assert time.monotonic() - start < 15
+        assert result.unresolved["cardinal"].startswith("Timed out after 2 attempts")
+        assert server.requests == 3
+    assert not list((tmp_path / "llm").rglob("*.json"))  # nothing half-read was cached
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "5", True])
+def test_timeout_must_be_a_positive_number_of_seconds(tmp_path, timeout):
+    with pytest.raises(ConfigError, match="timeout must be a positive number of seconds"):
+        get_source("llm", base_url="http://127.0.0.1:9/v1", cache_dir=tmp_path, timeout=timeout)
 
 
 # -- KnoBo: binary questions per class, and the class x question yes/no/unknown prior ---------

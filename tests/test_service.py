@@ -201,6 +201,29 @@ def test_edit_downloads_the_edited_model_with_its_log(served, tmp_path):
     assert client.get("/model").json()["edit_log"] == []  # the served model is unchanged
 
 
+def test_long_edits_are_applied_in_one_pass_and_capped(served, monkeypatch):
+    import copy
+    import types
+
+    from conceptlens.intervene import edits
+
+    client, _, images, _ = served
+    copies = []
+    monkeypatch.setattr(edits, "copy", types.SimpleNamespace(
+        deepcopy=lambda obj: copies.append(1) or copy.deepcopy(obj)))
+    changes = [{"concept": "stripes", "factor": [2, 0.5][i % 2], "classes": ["cat"]} for i in range(5000)]
+    r = client.post("/edit", json={"changes": changes})
+    assert r.status_code == 200, r.text
+    assert len(copies) == 1  # the model is copied once for all 5,000 changes, not once per change
+    log = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("model-edited/edit_log.json"))
+    assert len(log) == 5000
+    image_id = client.post("/predict", content=(images / "cat" / "0.png").read_bytes()).json()["image_id"]
+    too_many = [{"concept": "stripes", "factor": 1}] * 10_001
+    for r in (client.post("/edit", json={"changes": too_many}),
+              client.post("/intervene", json={"image_id": image_id, "edit": too_many})):
+        assert r.status_code == 422 and "10,001 changes in one edit; at most 10,000" in r.json()["detail"]
+
+
 def test_model_weights_and_images(served):
     client, model, _, _ = served
     info = client.get("/model").json()
@@ -219,6 +242,52 @@ def test_model_weights_and_images(served):
     assert page.status_code == 200 and "/static/explorer.js" in page.text
     assert client.get("/static/explorer.js").status_code == 200
     assert {"/predict", "/intervene", "/model", "/edit"} <= set(client.get("/openapi.json").json()["paths"])
+
+
+def test_example_images_never_follow_links_out_of_their_folder(served, tmp_path, caplog):
+    import shutil
+
+    _, _, images, model_dir = served
+    secret = tmp_path / "secret.png"  # an image suffix, but a local secret
+    secret.write_bytes(b"SECRET-API-KEY sk-live-0123456789")
+    photo = tmp_path / "private" / "photo.png"  # a real image, outside the folder
+    photo.parent.mkdir()
+    shutil.copy(images / "dog" / "1.png", photo)
+    folder = tmp_path / "examples"
+    (folder / "cat").mkdir(parents=True)
+    shutil.copy(images / "cat" / "0.png", folder / "cat" / "0.png")
+    shutil.copy(images / "cat" / "1.png", folder / "cat" / "1.png")
+    (folder / "cat" / "leak.png").symlink_to(secret)
+    (folder / "cat" / "photo.png").symlink_to(photo)
+    (folder / "private").symlink_to(photo.parent, target_is_directory=True)
+    with caplog.at_level("WARNING", logger="conceptlens"):
+        client = TestClient(create_app(model_dir, backbone=TinyBackbone(), images=folder))
+    assert "left out 3 symbolic link(s)" in caplog.text
+    assert [i["name"] for i in client.get("/images").json()["images"]] == ["cat/0.png", "cat/1.png"]
+    served_bytes = [client.get(f"/images/{i}").content for i in range(3)]
+    assert not any(b"SECRET" in b or b == photo.read_bytes() for b in served_bytes)
+    assert client.get("/images/0").headers["content-type"] == "image/png"
+
+    # a listed file swapped for a link (or for other content) after the listing is refused too
+    (folder / "cat" / "1.png").unlink()
+    (folder / "cat" / "1.png").symlink_to(secret)
+    for url in ("/images/1", "/images/1/thumbnail"):
+        r = client.get(url)
+        assert r.status_code == 403 and b"SECRET" not in r.content
+        assert "no longer a plain file inside the images folder" in r.json()["detail"]
+    (folder / "cat" / "0.png").write_bytes(b"SECRET but not an image")
+    r = client.get("/images/0")
+    assert r.status_code == 403 and "not an image in a format the explorer shows" in r.json()["detail"]
+    assert b"SECRET" not in r.content
+
+    # a model folder whose images folder is a link: refused unless --images names it explicitly
+    linked_model = tmp_path / "received-model"
+    shutil.copytree(model_dir, linked_model, ignore=shutil.ignore_patterns("images"))
+    (linked_model / "images").symlink_to(photo.parent, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"images is a symbolic link.*pass it explicitly: --images"):
+        create_app(linked_model, backbone=TinyBackbone())
+    explicit = TestClient(create_app(linked_model, backbone=TinyBackbone(), images=photo.parent))
+    assert explicit.get("/images/0").content == photo.read_bytes()
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -256,6 +325,23 @@ def test_bad_requests_get_4xx_with_a_message_and_the_service_stays_up(served):
         assert message in json.dumps(response.json()), response.text
     assert "Did you mean 'red fox'?" in client.get("/weights", params={"class": "red fx"}).json()["detail"]
     assert client.post("/predict", content=good).json()["image_id"] == image_id  # still up
+
+
+def test_a_postscript_upload_is_refused_without_its_decoder(served, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    client = served[0]
+    used = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: used.append("EPS"))
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
+           b"newpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n")
+    for r in (client.post("/predict", content=eps, headers={"Content-Type": "image/png"}),
+              client.post("/predict", files={"image": ("x.png", eps, "image/png")})):
+        assert r.status_code == 415, r.text
+        expected = ("The upload holds EPS data (by its content, whatever the file's name), a format "
+                    "conceptlens does not decode: it decodes only PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM")
+        assert r.json()["detail"].startswith(expected), r.text
+    assert used == []  # Pillow's EPS decoder (which runs Ghostscript) never saw the bytes
 
 
 def test_upload_limit_refuses_big_bodies_before_and_while_reading(served):
@@ -315,6 +401,42 @@ def test_loopback_service_answers_only_to_loopback_host_names(served):
     assert r.status_code == 400 and "not allowed" in r.json()["detail"]
 
 
+def test_requests_from_another_site_that_cost_work_are_refused(served):
+    client, _, images, model_dir = served
+    image = (images / "cat" / "0.png").read_bytes()
+    image_id = client.post("/predict", content=image).json()["image_id"]  # no Origin (curl): served
+    evil = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    for r in (client.post("/predict", content=image, headers=evil),
+              client.post("/predict", files={"image": ("x.png", image, "image/png")}, headers=evil),
+              client.post("/intervene", json={"image_id": image_id, "values": {}}, headers=evil),
+              client.post("/edit", json={"changes": [{"concept": "stripes"}]}, headers=evil),
+              client.post("/predict", content=image, headers={"Origin": "http://evil.example"}),
+              client.post("/predict", content=image, headers={"Sec-Fetch-Site": "cross-site"}),
+              client.post("/predict", content=image, headers={"Origin": "null"}),  # a sandboxed page
+              # another port of the same host is another site's page (same-site, not same-origin)
+              client.post("/predict", content=image, headers={"Origin": "http://testserver:8080",
+                                                              "Sec-Fetch-Site": "same-site"})):
+        assert r.status_code == 403, r.text
+        assert "Refused a POST from another site" in r.json()["detail"]
+        assert "start the service with --allow-origin" in r.json()["detail"]
+    assert "--allow-origin http://evil.example " in client.post("/predict", headers=evil).json()["detail"]
+    same = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}  # the explorer's own page
+    assert client.post("/predict", content=image, headers=same).status_code == 200
+    assert client.post("/predict", content=image, headers={"Sec-Fetch-Site": "none"}).status_code == 200
+    assert client.get("/model", headers=evil).status_code == 200  # reading is not refused here
+    assert client.get("/images/0", headers=evil).status_code == 200
+    # an explicitly allowed origin is served, and told so by CORS headers it can read the answer
+    allowed = TestClient(create_app(model_dir, backbone=TinyBackbone(),
+                                    allowed_origins=["http://evil.example/"]))
+    r = allowed.post("/predict", content=image, headers=evil)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://evil.example"
+    other_port = {"Origin": "http://evil.example:81"}
+    assert allowed.post("/predict", content=image, headers=other_port).status_code == 403
+    for bad in ("*", "evil.example", "http://evil.example/path", "ftp://evil.example"):
+        with pytest.raises(ConfigError, match=r"--allow-origin .* is not an origin.*scheme://host\[:port\]"):
+            create_app(model_dir, backbone=TinyBackbone(), allowed_origins=[bad])
+
+
 def _serve_parser():
     from conceptlens.cli import serve_commands
 
@@ -329,6 +451,9 @@ def test_serve_command_refuses_a_public_host_without_a_token(tmp_path, monkeypat
     assert (args.host, args.port) == ("0.0.0.0", 8000)
     with pytest.raises(ConfigError, match=r"--host 0.0.0.0 exposes the model"):
         args.func(args)  # before the model or the backbone is even looked at
+    args = _serve_parser().parse_args(["serve", str(tmp_path / "no-model"), "--allow-origin", "*"])
+    with pytest.raises(ConfigError, match=r"--allow-origin '\*' is not an origin"):
+        args.func(args)
 
 
 def test_real_uvicorn_over_http(served):
@@ -372,12 +497,16 @@ def test_serve_command_binds_loopback_and_serves(served, monkeypatch, capsys):
         seen["model"] = httpx.get(f"{url}/model", timeout=30)
         seen["images"] = httpx.get(f"{url}/images", timeout=30)
         seen["rebound"] = httpx.get(f"{url}/model", headers={"Host": "evil.example"}, timeout=30)
+        seen["cross"] = [httpx.post(f"{url}/predict", headers={"Origin": o}, timeout=30)
+                         for o in ("http://evil.example", "https://b.example:8443")]
         server.should_exit = True
         thread.join(30)
 
     monkeypatch.setattr(service_app, "run", run_briefly)
     args = _serve_parser().parse_args(["serve", str(model_dir), "--port", "0", "--backbone", "tiny",
-                                       "--images", str(images)])
+                                       "--images", str(images), "--allow-origin", "http://a.example",
+                                       "--allow-origin", "https://b.example:8443"])
+    assert args.allow_origin == ["http://a.example", "https://b.example:8443"]
     assert args.host == "127.0.0.1"  # the default binds loopback only
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -385,3 +514,4 @@ def test_serve_command_binds_loopback_and_serves(served, monkeypatch, capsys):
     assert seen["model"].json()["classes"] == list(CLASSES)
     assert len(seen["images"].json()["images"]) == 15
     assert seen["rebound"].status_code == 400
+    assert [r.status_code for r in seen["cross"]] == [403, 400]  # allowed: on to "No image"

@@ -18,6 +18,10 @@ class DataError(ConceptLensError):
     """An input dataset, file or image that cannot be used as it is."""
 
 
+class ImageFormatError(DataError):
+    """Image bytes that are not one of the formats conceptlens decodes (data/images.py)."""
+
+
 class NotFittedError(ConceptLensError):
     """A model used before `fit`."""
 

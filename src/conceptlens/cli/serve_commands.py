@@ -24,17 +24,20 @@ def cmd_serve(args) -> int:
         token_for_host,
         url_of,
     )
+    from ..service.origin import check_allowed_origins
 
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive; got {args.max_upload_mb}.")
     token = token_for_host(args.host)  # before the backbone loads: a refusal costs nothing
+    check_allowed_origins(args.allow_origin or ())
     sock = bind_socket(args.host, args.port)
     try:
         app = create_app(args.model, backbone=args.backbone, token=token,
                          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                          max_pixels=args.max_pixels, images=args.images, cache_dir=args.cache_dir,
                          # on loopback, answer only to loopback Host names (no DNS rebinding)
-                         allowed_hosts=LOOPBACK_NAMES if is_loopback(args.host) else None)
+                         allowed_hosts=LOOPBACK_NAMES if is_loopback(args.host) else None,
+                         allowed_origins=args.allow_origin or ())
         url = url_of(sock)
         auth = " (send 'Authorization: Bearer $CONCEPTLENS_TOKEN')" if token else ""
         print(f"conceptlens: serving {Path(args.model).name} at {url}/ (explorer), {url}/docs (API)"
@@ -66,4 +69,8 @@ def add_commands(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="largest image accepted, width x height (default %(default)d; a guard "
                         "against decompression bombs)")
+    p.add_argument("--allow-origin", action="append", metavar="URL",
+                   help="a web origin (scheme://host:port) whose pages may send this service POST "
+                        "requests (predict, intervene, edit); repeatable. By default only the "
+                        "service's own pages and programs that send no Origin header (curl) may")
     p.set_defaults(func=cmd_serve)

@@ -11,11 +11,9 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import ImageDataset, normalize_class_names, require_classes
-from .images import DEFAULT_MAX_PIXELS, FileImages, check_max_pixels
+from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, FileImages, check_max_pixels
 
 log = logging.getLogger("conceptlens")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 def _files(top: Path, root: Path, real_root: str,

@@ -5,7 +5,9 @@ or crash: 16-bit and 32-bit integer images are scaled by their bit depth to 8 bi
 conversion clips them, so a 16-bit image came out almost white); the EXIF orientation is
 applied (a phone photo stored sideways is seen upright); images over `max_pixels` are refused
 from the header, before any pixel is decoded (a decompression bomb is a corrupt image, not an
-out-of-memory crash); float images, whose value range cannot be known, are refused.
+out-of-memory crash); float images, whose value range cannot be known, are refused. Only the
+formats in `IMAGE_FORMATS` are decoded: Pillow otherwise picks a decoder from the file's content
+whatever its name, and its EPS/PostScript decoder runs Ghostscript on the bytes.
 """
 
 from __future__ import annotations
@@ -16,16 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ImageFormatError
 
 # 64 megapixels (8000 x 8000): larger than any photo a vision backbone needs (they resize to a
 # few hundred pixels), small enough that the decoded RGB array stays under 200 MB.
 DEFAULT_MAX_PIXELS = 64_000_000
 # Changes whenever decoding gives different pixels for the same file bytes (16-bit scaling,
-# EXIF orientation: version 2); the encode stage folds it into the cache key so features
-# computed by an older decoder are not reused.
-DECODER_VERSION = "pil-decode-v2"
+# EXIF orientation: version 2; only IMAGE_FORMATS: version 3, as a file in another format is now
+# refused); the encode stage folds it into the cache key so features computed by an older
+# decoder are not reused.
+DECODER_VERSION = "pil-decode-v3"
 ORIENTATION = 0x0112  # the EXIF tag
+# The image formats conceptlens decodes (README, Reliability), by Pillow's names, and their file
+# suffixes; the one list every caller uses (dataset folders, uploads, the explorer's examples).
+# Any other content (EPS/PostScript, PDF, ICO, ...) is refused before a decoder sees it.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+FORMATS_SHOWN = "PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM"
 
 
 def check_max_pixels(max_pixels: int | None) -> int | None:
@@ -80,7 +89,8 @@ def to_rgb8(im) -> np.ndarray:
 def decode_file_bytes(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image file bytes to (H, W, 3) uint8, upright, refusing images over `max_pixels`.
 
-    Raises DataError (without the file's name; the caller adds it) for anything unreadable.
+    Raises DataError (without the file's name; the caller adds it) for anything unreadable, and
+    ImageFormatError for content that is not one of IMAGE_FORMATS (never handed to its decoder).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -90,7 +100,17 @@ def decode_file_bytes(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
         # PIL would refuse what the user allowed. Never lowered, so concurrent calls agree.
         Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        try:
+            opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except UnidentifiedImageError:
+            other = _other_format(data[:16])
+            if other is None:
+                raise  # not an image at all: corrupt, below
+            raise ImageFormatError(
+                f"{other} data (by its content, whatever the file's name), a format conceptlens "
+                f"does not decode: it decodes only {FORMATS_SHOWN}"
+            ) from None
+        with opened as im:
             w, h = im.size  # from the header; nothing is decoded yet
             if max_pixels is not None and w * h > max_pixels:
                 raise _TooLarge(w, h)
@@ -103,6 +123,43 @@ def decode_file_bytes(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
             TypeError, KeyError, ZeroDivisionError) as e:
         # the set PIL's decoders raise on malformed files; anything else is our bug, not the file's
         raise DataError(f"{type(e).__name__}: {e}") from e
+
+
+def image_format(data: bytes) -> tuple[str, str]:
+    """(Pillow's format name, MIME type) of image bytes, read from the header alone; ImageFormatError
+    for another format, DataError for bytes that are no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
+            return im.format, im.get_format_mimetype() or "application/octet-stream"
+    except UnidentifiedImageError:
+        other = _other_format(data[:16])
+        if other is not None:
+            raise ImageFormatError(f"{other} data, a format conceptlens does not decode") from None
+        raise DataError("not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"too large: {e}") from e
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError) as e:
+        raise DataError(f"{type(e).__name__}: {e}") from e
+
+
+def _other_format(prefix: bytes) -> str | None:
+    """The Pillow format outside IMAGE_FORMATS whose signature `prefix` has, if any: only each
+    plugin's signature check runs (a comparison of a few bytes), never its decoder."""
+    from PIL import Image
+
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        if name in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            found = accept(prefix)
+        except Exception:  # a signature check that trips on odd bytes matched nothing
+            continue
+        if found and not isinstance(found, str):  # a string is Pillow's warning, not a match
+            return name
+    return None
 
 
 def _orientation(im) -> int | None:
@@ -158,6 +215,11 @@ class FileImages:
                 "(a guard against decompression bombs, which would exhaust memory). If the image "
                 "is genuine, raise the cap when loading the dataset: max_pixels=N "
                 "(load_dataset(..., max_pixels=N), --max-pixels N; 0 turns it off). Or pass "
+                "on_error='skip' (--on-error skip) to leave it out and report it."
+            ) from e
+        except ImageFormatError as e:
+            raise ImageFormatError(
+                f"Image {self.paths[i]} holds {e}. Convert it to PNG or delete it, or pass "
                 "on_error='skip' (--on-error skip) to leave it out and report it."
             ) from e
         except DataError as e:

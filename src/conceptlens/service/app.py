@@ -7,16 +7,19 @@ Endpoints (OpenAPI schema and a try-it page at /docs):
   `residual` sums exactly to that class's `logit`. It also returns an `image_id` for /intervene.
 - `POST /intervene`: JSON {"image_id", "values": {concept: value}, "classes", "edit"}: the
   prediction with those concept activations set by the caller (and, with "edit", of an edited
-  model), in the same shape as /predict.
+  model), in the same shape as /predict. An edit (here or at /edit) holds at most 10,000 changes
+  (intervene/edits.py, MAX_CHANGES; more is a 422), applied in time linear in their number.
 - `GET /model`: classes, concepts, NEC, backbone id, method, edit log.
 - the explorer's routes (explorer.py): the page, example images, per-class weights, `/edit`.
 
 Safe by default: `serve` binds 127.0.0.1 and accepts only loopback Host headers there (a web page
 cannot reach the service by rebinding a domain name to 127.0.0.1); binding any other address needs
 a token in $CONCEPTLENS_TOKEN, which every API call must then send as `Authorization: Bearer`.
-Request bodies over `max_upload_bytes` get 413 before they are read; images over `max_pixels` are
-refused from their header (a decompression bomb is a 413, not an out-of-memory crash); a body that
-is not an image is a 400, an unknown concept or class name a 422 naming the closest match. Every
+A POST (or PUT, PATCH, DELETE) from another site's web page is refused with 403 unless its
+origin is allowed (origin.py). Request bodies over `max_upload_bytes` get 413 before they are
+read; images over `max_pixels` are refused from their header (a decompression bomb is a 413, not
+an out-of-memory crash); a body in an image format not decoded is a 415, one that is not an image
+a 400, an unknown concept or class name a 422 naming the closest match. Every
 error answers with {"detail": message} and the service stays up.
 """
 
@@ -31,12 +34,14 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, closest
+from ..errors import ConfigError, DataError, ImageFormatError, closest
+from . import origin
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # below the library's 64 Mpx: a service decodes several uploads at once, each up to 3 bytes/pixel
@@ -57,6 +62,12 @@ class TooLarge(DataError):
     """An upload over the byte or pixel cap."""
 
     status = 413
+
+
+class UnsupportedImage(ImageFormatError):
+    """An upload in a format the service does not decode (data/images.py, IMAGE_FORMATS)."""
+
+    status = 415
 
 
 # -- binding and tokens -----------------------------------------------------------------
@@ -180,6 +191,10 @@ class ModelService:
         self.max_pixels = check_max_pixels(max_pixels)
         if images is None and (self.model_dir / "images").is_dir():
             images = self.model_dir / "images"
+            if images.is_symlink():  # a model folder from elsewhere must not expose local files
+                raise ConfigError(f"{images} is a symbolic link (to {images.resolve()}); the explorer "
+                                  "serves only a real images folder inside the model folder. If you "
+                                  "trust that folder, pass it explicitly: --images PATH.")
         self.images_root = None if images is None else Path(images)
         self.images = find_images(self.images_root) if self.images_root is not None else []
         # encoded uploads by content hash, for /intervene (0: none kept; the load test's setting for
@@ -190,7 +205,7 @@ class ModelService:
 
     # -- encoding ----------------------------------------------------------------------
     def decode(self, data: bytes) -> np.ndarray:
-        from ..data.images import _TooLarge, decode_file_bytes
+        from ..data.images import FORMATS_SHOWN, _TooLarge, decode_file_bytes
 
         if not data:
             raise DataError("No image: send the image file's bytes as the request body, or as the "
@@ -201,10 +216,12 @@ class ModelService:
             raise TooLarge(f"The image is {e}, over this service's cap of {self.max_pixels or 0:,} pixels "
                            "(a guard against decompression bombs). Send a smaller image, or start the "
                            "service with a larger --max-pixels.") from e
+        except ImageFormatError as e:
+            raise UnsupportedImage(f"The upload holds {e}. Convert it to PNG and send it again.") from e
         except DataError as e:
             reason = re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))  # PIL's, says nothing
-            raise DataError(f"The upload is not an image this service can read ({reason}); send a PNG, "
-                            "JPEG, WebP, BMP, GIF or TIFF file.") from e
+            raise DataError(f"The upload is not an image this service can read ({reason}); send a "
+                            f"{FORMATS_SHOWN} file.") from e
 
     def encode(self, data: bytes):
         """(image_id, a one-row FeatureBundle); the bundle is kept for /intervene."""
@@ -312,29 +329,26 @@ class ModelService:
                 "weights": [{"concept": self.model.concepts_[k], "weight": float(w[k])} for k in listed]}
 
     def edited(self, changes: list[dict], note: str = ""):
-        """The model after `changes` [{concept, factor, classes}] in order (intervene/edits.py);
-        every name is checked before any change."""
-        from ..intervene import edit_model
+        """The model after `changes` [{concept, factor, classes}] in order (intervene/edits.py:
+        at most MAX_CHANGES, applied in linear time); every name is checked before any change."""
+        from ..intervene import apply_edits
 
         if not changes:
             raise ConfigError("An edit needs at least one change: {'concept': NAME, 'factor': 0 to remove "
                               "or e.g. 2 to double its weight, 'classes': [...] or null for all}.")
         _check_names("concept", [ch["concept"] for ch in changes], self.model.concepts_)
         _check_names("class", [c for ch in changes for c in ch.get("classes") or []], self.model.classes_)
-        model = self.model
-        for ch in changes:
-            model = edit_model(model, reweight={ch["concept"]: ch["factor"]}, classes=ch.get("classes"),
-                               note=ch.get("note") or note)
-        return model
+        return apply_edits(self.model, [ch | {"note": ch.get("note") or note} for ch in changes])
 
 
 # -- HTTP ---------------------------------------------------------------------------------
 class _Guard:
     """ASGI middleware: 413 for bodies over `limit` (from Content-Length before reading, or while
-    streaming), 400 for a Host header not in `hosts` (None: any)."""
+    streaming), 400 for a Host header not in `hosts` (None: any), 403 for a request from another
+    site that changes state or costs work (origin.py; `origins`: the parsed allowed origins)."""
 
-    def __init__(self, app, limit: int, hosts: tuple[str, ...] | None):
-        self.app, self.limit, self.hosts = app, limit, hosts
+    def __init__(self, app, limit: int, hosts: tuple[str, ...] | None, origins: frozenset = frozenset()):
+        self.app, self.limit, self.hosts, self.origins = app, limit, hosts, origins
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -351,6 +365,9 @@ class _Guard:
                           f"{', '.join(self.hosts)} (it is bound to loopback).")
                 refusal = JSONResponse({"detail": detail}, 400)
                 return await refusal(scope, receive, send)
+        cross_site = origin.refusal(scope["method"], headers, scope, self.origins)
+        if cross_site is not None:
+            return await JSONResponse({"detail": cross_site}, 403)(scope, receive, send)
         length = headers.get(b"content-length")
         too_large = (f"The request body is over this service's limit of {self.limit:,} bytes; send a "
                      "smaller image, or start the service with a larger --max-upload-mb.")
@@ -373,14 +390,17 @@ class _Guard:
 def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                images: str | Path | None = None, cache_dir: str | Path | None = None,
-               allowed_hosts: tuple[str, ...] | None = None, service: ModelService | None = None):
+               allowed_hosts: tuple[str, ...] | None = None, allowed_origins: Iterable[str] = (),
+               service: ModelService | None = None):
     """The FastAPI app serving the model saved in `model_dir`.
 
     `backbone`: a Backbone or a spec string (default "offline"); its id must be the model's.
     `token`: when set, every API call needs `Authorization: Bearer <token>`. `images`: a folder
     of example images for the explorer (default: `model_dir/images` where it exists).
     `allowed_hosts`: Host header names accepted (None: any; `serve` passes the loopback names
-    when bound to loopback)."""
+    when bound to loopback). `allowed_origins`: web origins (scheme://host:port) besides the
+    service's own whose pages may POST to it (origin.py; `serve --allow-origin`); they also get
+    CORS headers, so such a page can read the answers."""
     from fastapi import Depends, FastAPI, HTTPException, Query, Request
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field
@@ -392,6 +412,7 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
 
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise ConfigError(f"max_upload_bytes must be a positive integer; got {max_upload_bytes!r}.")
+    allowed_origins = origin.check_allowed_origins(allowed_origins)
     service = service or ModelService(model_dir, backbone, max_pixels=max_pixels, images=images,
                                       cache_dir=cache_dir)
     app = FastAPI(title=f"conceptlens: {service.model_dir.name}", version=__version__,
@@ -439,7 +460,7 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
                                                                 "(the rest sum into 'others')")
         edit: list[Change] = Field(default_factory=list,
                                    description="changes to the model's weights to apply first (what /edit "
-                                               "would save)")
+                                               "would save); at most 10,000")
 
     upload_body = {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
@@ -482,7 +503,14 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
         return service.describe()
 
     add_explorer(app, service, auth, Change)
-    app.add_middleware(_Guard, limit=max_upload_bytes, hosts=allowed_hosts)
+    if allowed_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
+    # added last, so it runs first: refusals cost nothing
+    app.add_middleware(_Guard, limit=max_upload_bytes, hosts=allowed_hosts,
+                       origins=frozenset(map(origin.parse_origin, allowed_origins)))
     return app
 
 

@@ -5,34 +5,60 @@ concept's value or switch it off and watch the prediction change (POST /interven
 class's weights, and apply an edit (intervene/edits.py) to download the edited model with its log.
 This module adds the page's routes to the app: the page and its files, the example images and
 their thumbnails, `/weights` and `/edit` (a zip of the edited model folder and its edit log).
+
+The example images may come with a model folder received from someone else, so they must not
+expose local files: symbolic links in the folder are never followed (left out of the listing,
+and refused if one replaces a listed file later), a file is served only while it resolves inside
+the folder, and only when its content is one of the decoded image formats (data/images.py).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime
 import io
 import json
 import logging
-import mimetypes
+import os
 import re
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Annotated
 
-from ..errors import ConfigError
+from ..data.images import IMAGE_SUFFIXES, image_format
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger("conceptlens")
 STATIC = Path(__file__).parent / "static"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_IMAGES = 1000  # the page lists them all as thumbnails
 THUMBNAIL = 112  # pixels, the longer side
 
 
+class ExampleRefused(DataError):
+    """A listed example that is no longer a plain image file inside the images folder."""
+
+    status = 403
+
+
 def find_images(root: Path) -> list[Path]:
-    """The image files under `root` (sorted; hidden files and folders left out), at most MAX_IMAGES."""
+    """The image files under `root` (sorted; hidden files and folders left out), at most MAX_IMAGES.
+    Symbolic links (to files or folders) are left out with a warning: they could point anywhere."""
     if not root.is_dir():
         raise ConfigError(f"--images {root} is not a folder; give a folder of example images.")
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found, links = [], []
+    for folder, subfolders, files in os.walk(root):  # never descends into a linked folder
+        links += [Path(folder, d) for d in subfolders if Path(folder, d).is_symlink()]
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        for name in files:
+            path = Path(folder, name)
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if path.is_symlink():
+                links.append(path)
+            elif path.is_file():
+                found.append(path)
+    found.sort()
+    if links:
+        log.warning("%s: left out %d symbolic link(s), e.g. %s: the explorer serves only files inside "
+                    "the folder; copy the images in instead.", root, len(links), links[0].relative_to(root))
     if len(found) > MAX_IMAGES:
         log.warning("%s holds %d images; the explorer lists the first %d.", root, len(found), MAX_IMAGES)
     return found[:MAX_IMAGES]
@@ -69,7 +95,7 @@ def add_explorer(app, service, auth: list, change_model) -> None:
 
     class EditRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        changes: list[change_model] = Field(description="applied in order")
+        changes: list[change_model] = Field(description="applied in order; at most 10,000")
         note: str = Field("", description="recorded in the edit log of every change")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -91,17 +117,34 @@ def add_explorer(app, service, auth: list, change_model) -> None:
                 "images": [{"index": i, "name": str(p.relative_to(root))}
                            for i, p in enumerate(service.images)]}
 
+    def example_bytes(index: int) -> tuple[bytes, str]:
+        """(file bytes, MIME type) of example `index`, checked again now: the folder may have
+        changed since it was listed."""
+        path = example(index)
+        root = service.images_root.resolve()
+        if path.is_symlink() or not path.resolve().is_relative_to(root) or not path.is_file():
+            raise ExampleRefused(f"Example image {index} ({path.name}) is no longer a plain file inside "
+                                 "the images folder (a symbolic link, or moved); it is not served.")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ExampleRefused(f"Example image {index} cannot be read: {e.strerror or e}.") from e
+        try:
+            return data, image_format(data)[1]
+        except DataError as e:
+            raise ExampleRefused(f"Example image {index} ({path.name}) is not served: it is not an "
+                                 f"image in a format the explorer shows ({e}).") from e
+
     @app.get("/images/{index}", dependencies=auth, summary="An example image's file")
     def image(index: Annotated[int, PathParam(ge=0)]) -> Response:
-        path = example(index)
-        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return Response(path.read_bytes(), media_type=kind)
+        data, kind = example_bytes(index)
+        return Response(data, media_type=kind)
 
     def thumbnail_of(index: int) -> bytes:
         from PIL import Image
 
         if index not in thumbnails:
-            im = Image.fromarray(service.decode(example(index).read_bytes()))
+            im = Image.fromarray(service.decode(example_bytes(index)[0]))
             im.thumbnail((THUMBNAIL, THUMBNAIL))
             out = io.BytesIO()
             im.save(out, "PNG")

@@ -8,12 +8,18 @@ resumes with the classes it had finished. Transient failures (timeouts, connecti
 429, 5xx) are retried with exponential backoff; a bad key fails at once; whatever still
 fails is reported by class, never silently dropped.
 
+Deadlines: `timeout` bounds each whole request, not each read (a reply that drips a byte a
+second would otherwise never time out; deadline.py), and a request's retries share one deadline.
+
 Safety: Ctrl-C stops a run at once (workers are daemon threads that check a cancel flag
 between attempts, and backoff waits on that flag); a reply larger than `max_reply_bytes` is
 refused while it downloads; a reply that is valid JSON of the wrong shape is a per-class
 "malformed reply" error; more than `max_concepts_per_class` concepts for one class are cut to
 that many with a logged warning; credentials in `base_url` (user:password@, query-string
-values) are redacted from everything written (cache, provenance) or reported.
+values) are redacted from everything written (cache, provenance) or reported, and so are the API
+key and any `Bearer <token>` (an endpoint's error text may echo the Authorization header): every
+reply body and error message goes through `LLMSource._scrub`, every log record of the HTTP stack
+and of conceptlens through `_RedactingFilter`.
 
 KnoBo (Yang et al., NeurIPS 2024; YueYANG1996/MedRAG `concept_generation.py`,
 `annotate_question.py`): the `knobo` prompt family asks for *binary questions* per class, with
@@ -39,10 +45,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +64,7 @@ from ...annotations import ConceptAnnotations
 from ...errors import ConceptLensError, ConfigError
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
+from .deadline import Overdue, run_by
 
 log = logging.getLogger("conceptlens")
 
@@ -219,22 +228,30 @@ def _url_secrets(url: str | None) -> list[str]:
     return [x for x in found if x and len(x) >= 3]  # shorter ones would redact ordinary text
 
 
+_BEARER = re.compile(r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def scrub(text: str, secrets) -> str:
+    """`text` with each secret (longest first, so none is left half-replaced) and any
+    'Bearer <token>' replaced by REDACTED."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "REDACTED")
+    return _BEARER.sub(r"\1\2REDACTED", text)
+
+
 class _RedactingFilter(logging.Filter):
-    """Scrubs registered secrets from log records of the HTTP stack (httpx logs every
-    request URL at INFO, query string and userinfo included)."""
+    """Scrubs registered secrets (and Bearer tokens) from log records of the HTTP stack (httpx
+    logs every request URL at INFO, query string and userinfo included) and of conceptlens."""
 
     def __init__(self):
         super().__init__()
         self.secrets: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            clean = msg
-            for secret in self.secrets:
-                clean = clean.replace(secret, "REDACTED")
-            if clean != msg:
-                record.msg, record.args = clean, ()
+        msg = record.getMessage()
+        clean = scrub(msg, self.secrets)
+        if clean != msg:
+            record.msg, record.args = clean, ()
         return True
 
 
@@ -261,6 +278,10 @@ class LLMSource(ConceptSource):
         unknown = [p for p in prompts if p not in PROMPTS]
         if unknown:
             raise ConfigError(f"Unknown prompt family {unknown}; known: {sorted(PROMPTS)}.")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) \
+                or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds (the deadline of each whole "
+                              f"request); got {timeout!r}.")
         if concurrency < 1 or retries < 0 or samples < 1:
             raise ConfigError("concurrency and samples must be >= 1 and retries >= 0.")
         if questions_per_request < 1:
@@ -297,8 +318,8 @@ class LLMSource(ConceptSource):
             # query parameters go to default_query: the client appends its paths to base_url
             # verbatim, which would put them after "?"; userinfo stays in the URL for httpx
             base, query = self.base_url, None
+            _REDACT.secrets.update(self._secrets())
             if base:
-                _REDACT.secrets.update(_url_secrets(base))
                 parts = urlsplit(base)
                 query = dict(parse_qsl(parts.query, keep_blank_values=True)) or None
                 base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -339,44 +360,75 @@ class LLMSource(ConceptSource):
                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         return content
 
+    def _secrets(self) -> list[str]:
+        """What must never be shown or written: the API key and the base URL's credentials."""
+        key = os.environ.get(self.api_key_env) or ""
+        return [x for x in (key, *_url_secrets(self.base_url)) if len(x) >= 3]
+
     def _scrub(self, text: str) -> str:
-        """`text` with the raw base URL (and its credentials) replaced by the redacted one."""
-        if not self.base_url:
-            return text
-        text = text.replace(self.base_url, redact_url(self.base_url))
-        for secret in _url_secrets(self.base_url):
-            text = text.replace(secret, "REDACTED")
-        return text
+        """The one place text from the endpoint or about it is cleaned before it is shown,
+        logged or cached: the raw base URL becomes the redacted one, and the API key, the URL's
+        credentials and any Bearer token become REDACTED."""
+        if self.base_url:
+            text = text.replace(self.base_url, redact_url(self.base_url))
+        return scrub(text, self._secrets())
 
     def _call_with_retries(self, request: dict, cancel: threading.Event) -> str:
+        """The reply text. `timeout` is a deadline for each whole request (connecting, waiting
+        and downloading together), and the request's attempts share one deadline: all of them
+        with their backoff waits end within (retries + 1) x timeout + the waits."""
         import openai
 
         transient = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-                     openai.InternalServerError)
+                     openai.InternalServerError, Overdue)
+        waits = [self.backoff * 2**attempt for attempt in range(self.retries)]
+        overall = time.monotonic() + (self.retries + 1) * self.timeout + sum(waits)
+        client = self.client()  # here, not in the request's thread: a missing key is raised at once
         for attempt in range(self.retries + 1):
             if cancel.is_set():
                 raise _Cancelled("Interrupted.")
+            deadline = min(time.monotonic() + self.timeout, overall)
             try:
-                with self.client().chat.completions.with_streaming_response.create(
-                        model=request["model"], messages=request["messages"],
-                        temperature=request["temperature"], max_tokens=request["max_tokens"]) as raw:
-                    body = self._read_capped(raw)
+                body = run_by(deadline, lambda d=deadline: self._send(client, request, d), cancel,
+                              lambda: _Cancelled("Interrupted."))
                 break
             except openai.AuthenticationError as e:
                 raise LLMError(f"The endpoint rejected the API key from ${self.api_key_env} "
                                f"(HTTP {e.status_code}); check that variable.") from None
             except transient as e:
-                if attempt == self.retries:
-                    raise LLMError(self._scrub(f"{type(e).__name__} after {self.retries + 1} attempts: "
-                                               f"{_short(e)}")) from None
-                if cancel.wait(self.backoff * 2**attempt):  # wakes at once on Ctrl-C
+                if attempt == self.retries or time.monotonic() >= overall:
+                    raise LLMError(self._gave_up(e, attempt + 1)) from None
+                if cancel.wait(min(waits[attempt], max(0.0, overall - time.monotonic()))):  # Ctrl-C
                     raise _Cancelled("Interrupted.") from None
             except openai.APIError as e:  # 4xx other than auth: retrying will not help
-                raise LLMError(self._scrub(f"{type(e).__name__}: {_short(e)}")) from None
-        return _content(body)
+                raise LLMError(f"{type(e).__name__}: {self._short(e)}") from None
+        # scrubbed before it is parsed, quoted in an error or cached: a reply may echo the key
+        text = self._scrub(body.decode("utf-8", "surrogateescape"))
+        return _content(text.encode("utf-8", "surrogateescape"))
 
-    def _read_capped(self, raw) -> bytes:
-        """The reply body, refused as soon as it is known to exceed `max_reply_bytes`."""
+    def _send(self, client, request: dict, deadline: float) -> bytes:
+        with client.chat.completions.with_streaming_response.create(
+                model=request["model"], messages=request["messages"],
+                temperature=request["temperature"], max_tokens=request["max_tokens"]) as raw:
+            return self._read_capped(raw, deadline)
+
+    def _gave_up(self, e: Exception, attempts: int) -> str:
+        import openai
+
+        if isinstance(e, Overdue | openai.APITimeoutError):
+            return (f"Timed out after {attempts} attempt{'s' * (attempts != 1)}: each request must be "
+                    f"answered in full within timeout={self.timeout:g} s (connecting, waiting and "
+                    "downloading together); raise timeout if the endpoint is only slow.")
+        return f"{type(e).__name__} after {attempts} attempts: {self._short(e)}"
+
+    def _short(self, e: Exception) -> str:
+        """An exception's first line, scrubbed before it is cut (a cut must not leave half a key)."""
+        text = self._scrub(str(e))
+        return text.splitlines()[0][:200] if text.strip() else type(e).__name__
+
+    def _read_capped(self, raw, deadline: float = float("inf")) -> bytes:
+        """The reply body, refused as soon as it is known to exceed `max_reply_bytes`, and given
+        up at `deadline` (between chunks: an abandoned request's thread ends at its next byte)."""
         cap = self.max_reply_bytes
         declared = raw.headers.get("content-length", "")
         too_big = (f"The reply is larger than max_reply_bytes={cap:,} bytes ({{}}); a chat reply of "
@@ -389,6 +441,8 @@ class LLMSource(ConceptSource):
             body += chunk
             if len(body) > cap:
                 raise LLMError(too_big.format(f"more than {cap:,} bytes received"))
+            if time.monotonic() > deadline:
+                raise Overdue()
         return bytes(body)
 
     # -- the source -------------------------------------------------------------------
@@ -451,7 +505,7 @@ class LLMSource(ConceptSource):
                 try:
                     done.put((cls, job(cls, cancel), None))
                 except LLMError as e:
-                    done.put((cls, None, str(e)))
+                    done.put((cls, None, self._scrub(str(e))))
                 except BaseException as e:  # a bug: re-raised in the caller, not lost in a thread
                     done.put((cls, None, e))
 
@@ -564,6 +618,3 @@ def _content(body: bytes) -> str:
         raise bad(f"choices[0].message.content is a JSON {type(content).__name__}, not text")
     return content
 
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
