@@ -143,7 +143,7 @@ def test_truth_check_uses_annotations_only_with_enough_coverage():
     by_ann = truth_check({"precision_at_k": 0.5, "precision_at_k_coverage": 0.8}, ev)
     assert by_ann["by"] == "annotations" and not by_ann["passed"]
     thin = truth_check({"precision_at_k": None, "precision_at_k_coverage": 0.1}, ev)
-    assert thin["by"] == "evidence" and thin["passed"] and "too few" in thin["why"]
+    assert thin["by"] == "evidence" and thin["passed"] and "too few to judge by" in thin["why"]
     assert not truth_check(None, {"evidence_at_k": TRUTH_FLOOR - 0.01})["passed"]
 
 
@@ -167,7 +167,7 @@ def test_results_table_shows_coverage_evidence_and_who_failed():
     row = {"top1": 0.8, "top5": 0.9, "mean_per_class": 0.8, "ece": 0.1, "nec": 5.0, "concept_auroc": 0.7,
            "concept_auroc_n": 3, "precision_at_k": None, "precision_at_k_coverage": 0.2,
            "precision_at_k_on_covered": 1.0, "evidence_at_k": 0.4,
-           "truth": {"passed": False, "why": "0.40 of the top-k pairs linked and evidenced on validation"}}
+           "truth": {"passed": False, "why": "0.40 of the top-k pairs linked and evidenced < 0.8"}}
     table = results_table({"label_free": row}, nec=0)
     assert "| n/m (1.00 on cov 0.20) | 0.40 ✗ |" in table
     assert "fails the truth floor: label_free (0.40 of the top-k pairs" in table
@@ -203,3 +203,31 @@ def test_judge_and_evaluate_commands_end_to_end(tmp_path):
     again = subprocess.run([*run, "judge", str(folder), "--out", str(tmp_path / "j.csv")], capture_output=True,
                            text=True)
     assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_a_vocabulary_only_run_says_its_concepts_are_word_associations(tmp_path, monkeypatch):
+    """Concepts that no source links to a class: the run, results.json and the report say they are
+    word associations, no model passes the truth floor, and a slur in the list reaches nothing."""
+    import json
+
+    from test_runs import tiny_setup
+
+    from conceptlens.runs import run_experiment
+
+    make = tiny_setup(tmp_path, monkeypatch, per_class=20)
+    words = tmp_path / "words.txt"
+    words.write_text("fur\ntail\nwhiskers\nnegro\npaws\nsnout\nstripes\n")
+    cfg = make({"zero_shot": {}, "labo": {"epochs": 20}, "label_free": {}}, nec=0)
+    cfg.concepts.file = str(words)
+    cfg.data.val_per_class = 1
+    out = run_experiment(cfg)
+    warnings = out["concept_report"]["warnings"]
+    assert any("word associations" in w and "not evidence" in w for w in warnings)
+    assert out["report_method"]["passed_truth_floor"] is False
+    assert all(out["results"][n]["truth"]["passed"] is False for n in ("labo", "label_free"))
+    folder = tmp_path / "out"
+    report = (folder / "report.html").read_text()
+    assert "word associations" in report and "do not pass" in report
+    assert json.loads((folder / "results.json").read_text())["concept_report"]["warnings"] == warnings
+    for written in (report, (folder / "concepts.json").read_text()):
+        assert "negro" not in written.casefold()

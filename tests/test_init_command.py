@@ -46,19 +46,29 @@ def test_init_writes_a_config_that_fits_the_data(tmp_path, capsys):
     text = out.read_text()
     assert "# classes (2): bear, zebra" in text and "[concepts.sources.llm]" in text
     assert "Next: conceptlens run" in capsys.readouterr().out
+    # every concept head class-consistent; KnoBo's min_val lowered to what 14 images per class allow
+    heads = {name: cfg.methods[name] for name in ("labo", "label_free", "knobo")}
+    assert all(p["class_consistent"] is True for p in heads.values())
+    assert heads["knobo"]["on"] == "auto" and heads["knobo"]["min_val"] == 1
     with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
         _run_init(data, "--out", out)
     assert _run_init(data, "--out", out, "--overwrite") == 0
 
 
-def test_init_suggests_a_source_without_class_names_when_wordnet_cannot_separate(tmp_path):
+def test_init_suggests_a_source_without_class_names_when_wordnet_cannot_separate(tmp_path, capsys):
     # WordNet 3.0 does not know these names
     data = _folder(tmp_path / "shapes", {"blorp": 10, "zlonk": 10})
     out = tmp_path / "run.toml"
     assert _run_init(data, "--out", out) == 0
     cfg = load_config(out)
     assert cfg.concepts.sources == ["vocabulary"] and cfg.concepts.global_budget == "auto"
-    assert "WordNet knows 0 of 2 class names" in out.read_text()
+    text = out.read_text()
+    assert "WordNet knows 0 of 2 class names" in text
+    # the honest refusal: the concepts are word associations, said in the config and on screen,
+    # and no head is made class-consistent (no link to hold it to)
+    assert "word\n# associations, not evidence" in text
+    assert "word associations" in capsys.readouterr().out
+    assert not any(p.get("class_consistent") for p in cfg.methods.values())
 
 
 def _export_module():

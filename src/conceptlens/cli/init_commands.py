@@ -57,9 +57,11 @@ WORD_ASSOCIATION_NOTE = (
     "# classes ([concepts.sources.llm] or a file of class,concept rows) or concept annotations.\n")
 
 
-def methods_block(linked: bool) -> str:
+def methods_block(linked: bool, train_per_class: int = 300) -> str:
     """[methods]: every concept head class-consistent (methods/class_consistent.py) when the concepts
-    are linked to classes; without links that option cannot apply, and the note says why."""
+    are linked to classes; without links that option cannot apply, and the note says why. KnoBo's
+    grounding holds out int(0.1 x a side's images) per side and needs min_val of them (10, the
+    reference's, needs 100 training images of a class): lowered to what the data allow."""
     if not linked:
         return (WORD_ASSOCIATION_NOTE + "[methods.zero_shot]\n[methods.linear_probe]\n[methods.labo]\n"
                 "[methods.label_free]\n")
@@ -70,7 +72,9 @@ def methods_block(linked: bool) -> str:
             "[methods.label_free]\nclass_consistent = true\n"
             "# KnoBo grounds each concept on the backbone's layer features: accurate where the backbone's\n"
             "# text side cannot score concepts (the offline default)\n"
-            "[methods.knobo]\nclass_consistent = true\non = \"auto\"\n")
+            "[methods.knobo]\nclass_consistent = true\non = \"auto\"\n"
+            + (f"min_val = {max(1, train_per_class // 10)}             # the reference's 10 needs 100 "
+               "training images per class\n" if train_per_class < 100 else ""))
 
 
 def starter_config(spec: str, classes: list[str], sizes: dict[str, int], sources: list[str], why: str,
@@ -82,7 +86,7 @@ def starter_config(spec: str, classes: list[str], sizes: dict[str, int], sources
     shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} in all)" if len(classes) > 12 else "")
     global_line = ('global_budget = "auto"          # global concepts kept: per_class x classes\n'
                    if "vocabulary" in sources else "")
-    methods = methods_block("vocabulary" not in sources)
+    methods = methods_block("vocabulary" not in sources, sizes["train"])
     return f"""# conceptlens run config written by `conceptlens init` for {spec}
 # classes ({len(classes)}): {shown}
 # Run it with:  conceptlens run <this file>

@@ -87,7 +87,7 @@ def truth_check(grounding_row: dict | None, evidence: dict | None) -> dict:
         return {"passed": False, "by": None, "value": None,
                 "why": "no explanation to check (no positive-weight concept)"}
     passed = value >= TRUTH_FLOOR
-    cover = "" if coverage is None else f"; annotations cover {coverage:.2f} of the pairs, too few"
+    cover = "" if coverage is None else f" (annotations cover {coverage:.2f} of the pairs, too few to judge by)"
     return {"passed": passed, "by": "evidence", "value": value,
-            "why": f"{value:.2f} of the top-k pairs linked and evidenced on validation{cover}"
-                   + ("" if passed else f" < {TRUTH_FLOOR}")}
+            "why": f"{value:.2f} of the top-k pairs linked and evidenced" + ("" if passed else f" < {TRUTH_FLOOR}")
+                   + cover}
