@@ -63,7 +63,8 @@ def make_model(root: Path) -> tuple[Path, Path]:
     train = FeatureBundle([str(p) for p in paths], np.array(labels), CLASSES, out["embedding"],
                           out["features"], backbone.id, embedding_norm=out["embedding_norm"])
     ctx = Context(CLASSES, CONCEPTS, backbone.encode_texts(CONCEPTS),
-                  class_embedding=backbone.encode_texts(list(CLASSES)), backbone_id=backbone.id)
+                  class_embedding=backbone.encode_texts(list(CLASSES)), backbone_id=backbone.id,
+                  preprocess_id=backbone.preprocess_id)
     get_method("posthoc_hybrid", lam=1e-3).fit(train, ctx).save(root / "model")
     return root / "model", root / "images"
 
@@ -364,6 +365,27 @@ def test_the_backbone_must_be_the_models(served):
     model_dir = served[3]
     with pytest.raises(ConfigError, match="fitted on features of 'tiny:seed0'.*'tiny:seed1'"):
         create_app(model_dir, backbone=TinyBackbone(seed=1))
+
+
+def test_the_backbone_preprocessing_must_be_the_models(served, tmp_path):
+    # same id, other image size: every embedding changes, yet the id alone matched
+    model_dir = served[3]
+    assert Method.load(model_dir).preprocess_id_ == "short8-crop8"
+    other = TinyBackbone(size=4)
+    assert other.id == TinyBackbone().id
+    with pytest.raises(ConfigError, match=r"preprocessed as 'short8-crop8', but the backbone 'tiny:seed0' "
+                                          r"preprocesses them as 'short4-crop4'"):
+        create_app(model_dir, backbone=other)
+    # a model saved before preprocessing was recorded is still served (checked on the id)
+    old = tmp_path / "old"
+    import shutil
+
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["preprocess_id"]
+    (old / "model.json").write_text(json.dumps(meta))
+    assert Method.load(old).preprocess_id_ == ""
+    create_app(old, backbone=TinyBackbone())
 
 
 def test_token_required_when_set_and_when_not_on_loopback(served):

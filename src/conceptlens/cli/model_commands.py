@@ -23,9 +23,7 @@ def _load(args):
 
     model = Method.load(args.model)
     backbone = open_backbone(args.backbone, args.cache_dir)
-    if backbone.id != model.backbone_id_:
-        raise ConfigError(f"The model was fitted on features of {model.backbone_id_!r}, but "
-                          f"--backbone gives {backbone.id!r}; pass the backbone it was fitted with.")
+    model.check_backbone(backbone, "pass the backbone it was fitted with (--backbone)")
     return model, backbone
 
 
@@ -392,10 +390,8 @@ def _report_run(args, folder: Path) -> int:
     spec = args.backbone or raw.get("backbone", {}).get("spec", "offline")
     args.cache_dir = args.cache_dir or raw.get("output", {}).get("cache_dir")  # the run's features
     backbone = open_backbone(spec, args.cache_dir)
-    if backbone.id != model.backbone_id_:
-        raise ConfigError(f"The run's models were fitted on features of {model.backbone_id_!r}, but the "
-                          f"backbone {spec!r} gives {backbone.id!r}; pass --backbone with the run's "
-                          "backbone.")
+    model.check_backbone(backbone, f"the backbone {spec!r} is not the run's; pass --backbone with the "
+                                   "run's backbone")
     data = load_dataset(data_cfg.dataset, **dataset_options(data_cfg))
     if tuple(data.classes) != tuple(model.classes_):
         raise ConfigError(f"The run's dataset {data_cfg.dataset!r} now has classes {list(data.classes)[:5]}, "

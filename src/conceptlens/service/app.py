@@ -183,10 +183,7 @@ class ModelService:
             raise ConfigError(f"Backbone {backbone.id!r} looks features up by item id and cannot encode "
                               "uploaded images; serve the model with the backbone that computes them "
                               "(--backbone offline, hf:..., open_clip:...).")
-        if backbone.id != self.model.backbone_id_:
-            raise ConfigError(f"The model was fitted on features of {self.model.backbone_id_!r}, but the "
-                              f"backbone is {backbone.id!r}; pass the backbone it was fitted with "
-                              "(--backbone).")
+        self.model.check_backbone(backbone)
         self.backbone = backbone
         self.max_pixels = check_max_pixels(max_pixels)
         if images is None and (self.model_dir / "images").is_dir():
