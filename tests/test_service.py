@@ -478,6 +478,17 @@ def test_serve_command_refuses_a_public_host_without_a_token(tmp_path, monkeypat
         args.func(args)
 
 
+@pytest.mark.parametrize("value, message", [("nan", "'nan' is not a finite number"),
+                                            ("inf", "'inf' is not a finite number"),
+                                            ("0", "'0' must be a number > 0"), ("-1", "'-1' must be a number > 0"),
+                                            ("1e300", "'1e300' MiB is over 1 TiB"), ("big", "'big' is not a number")])
+def test_serve_max_upload_mb_must_be_a_sensible_size(tmp_path, value, message, capsys):
+    # nan and inf were a ValueError / OverflowError traceback
+    with pytest.raises(SystemExit) as e:
+        _serve_parser().parse_args(["serve", str(tmp_path), f"--max-upload-mb={value}"])
+    assert e.value.code == 2 and f"--max-upload-mb: {message}" in capsys.readouterr().err
+
+
 def test_real_uvicorn_over_http(served):
     import httpx
 

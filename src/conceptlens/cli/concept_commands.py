@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
 
@@ -438,7 +439,7 @@ def add_commands(sub) -> None:
         p.add_argument("--images-per-class", "--train-per-class", dest="images_per_class", default="50",
                        help="training images per class to encode, as runs' [data] train_per_class "
                             "(0 or 'all' = every training image; default 50)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=arg_types.seed, default=0)
         add_encode_options(p)
 
     p = csub.add_parser("filter", help="Label-free CBM's filters")
@@ -450,10 +451,10 @@ def add_commands(sub) -> None:
                         "annotated attributes none, unless --one-length-cap")
     p.add_argument("--one-length-cap", action="store_true",
                    help="apply --max-chars to every concept, whatever its source (the reference)")
-    p.add_argument("--class-cutoff", type=float, default=0.85)
-    p.add_argument("--duplicate-cutoff", type=float, default=0.9)
-    p.add_argument("--activation-cutoff", type=float, default=0.25)
-    p.add_argument("--activation-quantile", type=float,
+    p.add_argument("--class-cutoff", type=arg_types.finite_float, default=0.85)
+    p.add_argument("--duplicate-cutoff", type=arg_types.finite_float, default=0.9)
+    p.add_argument("--activation-cutoff", type=arg_types.finite_float, default=0.25)
+    p.add_argument("--activation-quantile", type=arg_types.finite_float,
                    help="drop concepts below this quantile of activation instead")
     p.add_argument("--no-activation", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace --out / --dropped if they exist")
@@ -465,8 +466,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--method", default="submodular", choices=["submodular", "top_k", "random"])
-    p.add_argument("--lam", type=float, default=0.1)
-    p.add_argument("--score-weight", type=float, default=1e7)
+    p.add_argument("--lam", type=arg_types.finite_float, default=0.1)
+    p.add_argument("--score-weight", type=arg_types.finite_float, default=1e7)
     p.add_argument("--coverage", default="facility", choices=["facility", "reference"])
     p.add_argument("--global-budget", default="auto",
                    help="global concepts (tied to no class) to keep: 'auto' = per-class x classes "
@@ -495,10 +496,10 @@ def add_commands(sub) -> None:
                         "Broden's <concept>/negatives); default: the other concepts' images")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--C", type=float, default=0.1, help="SVM regularisation (default 0.1)")
+    p.add_argument("--C", type=arg_types.finite_float, default=0.1, help="SVM regularisation (default 0.1)")
     p.add_argument("--n-samples", type=int, default=50,
                    help="images per side to train on; as many more validate (default 50)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=arg_types.seed, default=1)
     p.add_argument("--on", choices=["embedding", "features"], default="embedding",
                    help="learn on the text-space embedding (default) or the backbone's features")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
@@ -519,7 +520,7 @@ def add_commands(sub) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--images-per-class", default="200", help="images per class of the split (or 'all')")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_types.seed, default=0)
     p.add_argument("--k", type=int, default=5, help="top concepts per class for precision@k (default 5)")
     add_matching_options(p)
     p.add_argument("--raw", action="store_true",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, closest
+from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
 
@@ -459,7 +460,7 @@ def add_commands(sub) -> None:
             p.add_argument("--dataset", required=data_required)
             # report: None = not given (a run folder refuses them; a bare model gets 50 and 0)
             p.add_argument("--images-per-class", default="50" if data_required else None)
-            p.add_argument("--seed", type=int, default=0 if data_required else None)
+            p.add_argument("--seed", type=arg_types.seed, default=0 if data_required else None)
         add_encode_options(p)
 
     p = sub.add_parser("explain", help="why a saved model classifies images (or videos: a motif model, "
