@@ -361,6 +361,36 @@ def test_upload_limit_refuses_big_bodies_before_and_while_reading(served):
         create_app(model_dir, backbone=TinyBackbone(), max_upload_bytes=0)
 
 
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=xyz"])
+def test_a_client_that_disconnects_mid_body_is_one_log_line(served, caplog, content_type):
+    # it left a ClientDisconnect traceback in the service log
+    import asyncio
+    import logging
+
+    app = served[0].app
+    chunks = [{"type": "http.request", "body": b"\x89PNG\r\n" if content_type == "image/png" else
+               b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\nab",
+               "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", content_type.encode()),
+                         (b"content-length", b"100000")]}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    assert "the client disconnected before sending the whole request body" in caplog.text
+
+
 def test_the_backbone_must_be_the_models(served):
     model_dir = served[3]
     with pytest.raises(ConfigError, match="fitted on features of 'tiny:seed0'.*'tiny:seed1'"):
