@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
@@ -50,13 +51,11 @@ def _cache(args):
 def _per_class(value: str) -> int | str:
     """--images-per-class: a positive integer, or 0 / 'all' for every training image (as runs'
     [data] train_per_class, where 0 = all)."""
-    from ..errors import ConfigError
-
     text = str(value).strip().lower()
     if text in ("all", "0"):
         return "all"
     if not text.isdigit():
-        raise ConfigError(f"--images-per-class must be a positive integer, 0 or 'all'; got {value!r}.")
+        raise UsageError(f"--images-per-class must be a positive integer, 0 or 'all'; got {value!r}.")
     return int(text)
 
 
@@ -154,13 +153,13 @@ def cmd_select(args) -> int:
     from ..runs.experiment import open_backbone
 
     if not args.dataset:
-        raise ConfigError("concepts select needs training images to score concepts on: give "
-                          "--dataset SPEC ('fashion-mnist', a folder with one subfolder per class, "
-                          "or a .csv/.jsonl manifest).")
+        raise UsageError("concepts select needs training images to score concepts on: give "
+                         "--dataset SPEC ('fashion-mnist', a folder with one subfolder per class, "
+                         "or a .csv/.jsonl manifest).")
     budget = args.global_budget
     if budget != "auto":
         if not str(budget).isdigit():
-            raise ConfigError(f"--global-budget must be 'auto' or an integer >= 0; got {budget!r}.")
+            raise UsageError(f"--global-budget must be 'auto' or an integer >= 0; got {budget!r}.")
         budget = int(budget)
     _refuse_overwrite(args, args.out)
     concepts = ConceptSet.load(args.concepts)
@@ -309,8 +308,8 @@ def grounding_inputs(args):
 
     if args.model is None:
         if not args.raw:
-            raise ConfigError("concepts evaluate needs a saved model folder (MODEL), or --raw to score the "
-                              "backbone's raw concept similarities for the annotated attributes.")
+            raise UsageError("concepts evaluate needs a saved model folder (MODEL), or --raw to score the "
+                             "backbone's raw concept similarities for the annotated attributes.")
         from ..data import load_dataset
         from ..runs.experiment import open_backbone
 
@@ -332,9 +331,9 @@ def cmd_evaluate(args) -> int:
     from ..runs.tables import DASH
 
     if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+        raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     if not -1 <= args.match_threshold <= 1:
-        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
+        raise UsageError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
     _refuse_overwrite(args, args.json)
     model, backbone, data, bundle = grounding_inputs(args)
     annotations = resolve_annotations(args.annotations, args.dataset, data)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from . import arg_types
 from .data_commands import add_encode_options
 
@@ -37,16 +37,16 @@ def _config(args):
                         vocabulary=args.vocabulary, vocabulary_size=args.vocabulary_size, sae=sae)
     if args.pool is None:
         if args.sae is None:
-            raise ConfigError("discover needs --pool (the unlabelled images to train the SAE on, e.g. "
-                              "--pool fashion-mnist:train) or --sae (a saved SAE to name).")
+            raise UsageError("discover needs --pool (the unlabelled images to train the SAE on, e.g. "
+                             "--pool fashion-mnist:train) or --sae (a saved SAE to name).")
         d.pool = "train"  # unused: nothing is encoded when the SAE comes from a file
     elif args.pool == "train":
-        raise ConfigError("--pool train means a run's own training images; here give a dataset spec, e.g. "
-                          "--pool fashion-mnist:train, or a folder of images.")
+        raise UsageError("--pool train means a run's own training images; here give a dataset spec, e.g. "
+                         "--pool fashion-mnist:train, or a folder of images.")
     try:
         return validate_discovery(d)
     except ConfigError as e:  # say it in the command line's words: "[discovery] pool_size" -> "--pool-size"
-        raise ConfigError(re.sub(r"\[discovery(\.sae)?\] (\w+)", _flag, str(e))) from None
+        raise UsageError(re.sub(r"\[discovery(\.sae)?\] (\w+)", _flag, str(e))) from None
 
 
 FLAGS = {("", "seed"): "--pool-seed", (".sae", "seed"): "--sae-seed",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, closest
+from ..errors import ConfigError, UsageError, closest
 from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
@@ -55,8 +55,8 @@ def _class_index(model, name: str) -> int:
         return model.classes_.index(name)
     shown = ", ".join(model.classes_[:40]) + (f", ... ({len(model.classes_)} in all)"
                                               if len(model.classes_) > 40 else "")
-    raise ConfigError(f"--target {name!r} is not one of the model's classes.{closest(name, model.classes_)} "
-                      f"Classes: {shown}.")
+    raise UsageError(f"--target {name!r} is not one of the model's classes.{closest(name, model.classes_)} "
+                     f"Classes: {shown}.")
 
 
 def _model_folder_above(path: Path) -> Path | None:
@@ -187,7 +187,7 @@ def cmd_edit(args) -> int:
         try:
             reweight[concept] = float(factor)
         except ValueError:
-            raise ConfigError(f"--reweight takes CONCEPT=FACTOR; got {item!r}.") from None
+            raise UsageError(f"--reweight takes CONCEPT=FACTOR; got {item!r}.") from None
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     edited = edit_model(model, remove=args.remove or [], reweight=reweight, classes=classes,
                         note=args.note or "")
@@ -247,9 +247,9 @@ def cmd_report(args) -> int:
     from ..runs.record import is_run_folder
 
     if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+        raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     if not -1 <= args.match_threshold <= 1:
-        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
+        raise UsageError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
     if is_run_folder(args.model):
         return _report_run(args, Path(args.model))
     if not (Path(args.model) / "model.json").is_file():
