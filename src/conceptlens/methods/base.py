@@ -55,9 +55,6 @@ class Context:
     class_prior: np.ndarray | None = None  # (m, k) 0/1: concept generated for class
     class_embedding: np.ndarray | None = None  # (m, d) class prompt embeddings
     backbone_id: str = ""
-    # how images were prepared for the backbone (Backbone.preprocess_id): not part of the id, yet
-    # other preprocessing changes every embedding, so a model records it and refuses another
-    preprocess_id: str = ""
     # (k,) norms of the raw concept text embeddings (raw = concept_embedding * norm), for
     # LaBo's unnormalised similarity; None when the backbone or the text cache cannot say
     concept_norm: np.ndarray | None = None
@@ -68,6 +65,9 @@ class Context:
     # per-image concept truth, image id -> (k,) row of 1 / 0 / NaN (unknown) over `concepts`, for
     # methods trained on concept labels (cbm, ecbm); an image not in it takes class_truth[label]
     concept_truth_by_id: dict[str, np.ndarray] | None = None
+    # how images were prepared for the backbone (Backbone.preprocess_id): not part of the id, yet
+    # other preprocessing changes every embedding, so a model records it and refuses another
+    preprocess_id: str = ""
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

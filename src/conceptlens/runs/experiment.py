@@ -104,8 +104,8 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache,
     truth = None if grounding is None else grounding.class_truth(concepts.texts).astype(np.float32)
     by_id = image_concept_truth(grounding, concepts.texts) if concept_labels else None
     return Context(tuple(classes), concepts.texts, emb, concepts.class_matrix(names), class_emb,
-                   backbone.id, backbone.preprocess_id, concept_norm=norms, class_truth=truth,
-                   discovery=discovery, concept_truth_by_id=by_id)
+                   backbone.id, concept_norm=norms, class_truth=truth, discovery=discovery,
+                   concept_truth_by_id=by_id, preprocess_id=backbone.preprocess_id)
 
 
 def image_concept_truth(grounding: Grounding | None, texts) -> dict[str, np.ndarray] | None:
