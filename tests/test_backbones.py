@@ -220,3 +220,54 @@ def test_open_clip_is_optional():
         pytest.skip("open_clip installed; needs weights from the network")
     with pytest.raises(ConfigError, match="open_clip:<architecture>:<pretrained"):
         get_backbone("open_clip:ViT-B-32")
+
+
+def _st(path, arrays, **meta):
+    from safetensors.numpy import save_file
+
+    save_file({k: np.asarray(v, np.float32) for k, v in arrays.items()}, str(path), metadata=meta)
+    return f"precomputed:{path}"
+
+
+@pytest.mark.parametrize("arrays, meta, message", [
+    # features with fewer rows than ids: an IndexError at lookup before
+    ({"embedding": np.ones((3, 4)), "features": np.ones((2, 5))}, {"ids": '["a", "b", "c"]'},
+     r"'features' must be a \(3, d\) matrix of numbers, one row per item id; got shape \(2, 5\)"),
+    # ids not JSON (JSONDecodeError) or a number (TypeError)
+    ({"embedding": np.ones((1, 4))}, {"ids": "a,b"}, r"metadata 'ids' must be a JSON list of strings"),
+    ({"embedding": np.ones((1, 4))}, {"ids": "3"}, r"metadata 'ids' must be a JSON list of strings \(one per row\); got '3'"),
+    ({"embedding": np.ones((1, 4))}, {"ids": "[1]"}, r"metadata 'ids' must be a JSON list of strings"),
+    ({"embedding": np.ones((1, 4))}, {"ids": '["a"]', "texts": '{"x": 1}'}, r"metadata 'texts' must be"),
+    # text_embedding narrower than embedding: a matmul ValueError in a fit before
+    ({"embedding": np.ones((1, 4)), "text_embedding": np.ones((1, 3))}, {"ids": '["a"]', "texts": '["x"]'},
+     r"'text_embedding' must be a \(1, 4\) matrix of numbers, one row per text; got shape \(1, 3\)"),
+    # NaN in features: scikit-learn's error inside linear_probe before
+    ({"embedding": np.ones((2, 4)), "features": [[1, 2], [np.nan, 0]]}, {"ids": '["a", "b"]'},
+     r"'features' has 1 non-finite value\(s\) \(NaN or inf\)"),
+    ({"embedding": [[1, 2], [np.inf, 0]]}, {"ids": '["a", "b"]'}, r"'embedding' has 1 non-finite value"),
+    ({"embedding": np.ones((2,))}, {"ids": '["a", "b"]'}, r"'embedding' must be a \(2, d\) matrix"),
+    ({"embedding": np.ones((1, 4)), "text_embedding": np.ones((2, 4))}, {"ids": '["a"]', "texts": '["x", "x"]'},
+     r"texts are not unique"),
+])
+def test_precomputed_malformed_safetensors_are_data_errors(tmp_path, arrays, meta, message):
+    with pytest.raises(DataError, match=r"f\.safetensors: " + message):
+        get_backbone(_st(tmp_path / "f.safetensors", arrays, **meta))
+
+
+def test_precomputed_malformed_npz_are_data_errors(tmp_path):
+    def bad(message, **arrays):
+        np.savez(tmp_path / "f.npz", **arrays)
+        with pytest.raises(DataError, match=message):
+            get_backbone(f"precomputed:{tmp_path / 'f.npz'}")
+
+    bad(r"'ids' must be a 1-d array of strings", ids=np.array("a"), embedding=np.ones((1, 3)))
+    bad(r"'ids' must be a 1-d array of strings", ids=np.arange(2), embedding=np.ones((2, 3)))
+    bad(r"'features' must be a \(2, d\) matrix", ids=np.array(["a", "b"]), embedding=np.ones((2, 3)),
+        features=np.ones((1, 3)))
+    bad(r"'embedding' must be a \(1, d\) matrix of numbers.*dtype <U1", ids=np.array(["a"]),
+        embedding=np.array([["x"]]))
+    bad(r"'embedding_norm' must hold numbers", ids=np.array(["a"]), embedding=np.ones((1, 3)),
+        embedding_norm=np.array(["x"]))
+    (tmp_path / "g.npz").write_bytes(b"PK\x03\x04 not a zip at all")
+    with pytest.raises(DataError, match=r"g\.npz is not a readable \.npz file"):
+        get_backbone(f"precomputed:{tmp_path / 'g.npz'}")

@@ -40,9 +40,9 @@ def test_dataset_command(image_folder):
     assert "images: 12 images, 3 classes" in r.stdout and "4  red fox" in r.stdout
 
 
-def test_bad_input_exits_2_with_a_message(tmp_path):
+def test_bad_input_exits_3_with_a_message(tmp_path):
     r = run("encode", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"))
-    assert r.returncode == 2
+    assert r.returncode == 3
     assert "conceptlens: error: Cannot read dataset" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -71,7 +71,7 @@ def test_encode_skips_corrupt_image_when_asked(image_folder, tmp_path):
     common = ["--out", str(tmp_path / "f.safetensors"), "--cache-dir", CACHE,
               "--no-progress"]
     failed = run("encode", str(image_folder), *common)
-    assert failed.returncode == 2 and "dog/bad.png" in failed.stderr
+    assert failed.returncode == 3 and "dog/bad.png" in failed.stderr
     skipped = run("encode", str(image_folder), *common, "--on-error", "skip")
     assert skipped.returncode == 0 and "encoded 12 images (1 skipped)" in skipped.stdout
 
@@ -147,7 +147,7 @@ def test_explain_refuses_another_backbone(tmp_path):
     np.savez(tmp_path / "f.npz", ids=np.array(["a"]), embedding=np.ones((1, 2)))
     r = run("explain", str(tmp_path / "m"), "whatever.png", "--backbone",
             f"precomputed:{tmp_path / 'f.npz'}")
-    assert r.returncode == 2 and "was fitted on features of 'other@123'" in r.stderr
+    assert r.returncode == 3 and "was fitted on features of 'other@123'" in r.stderr
 
 
 def test_concepts_generate_filter_select_show(image_folder, tmp_path):
@@ -225,11 +225,11 @@ def test_run_refuses_a_used_output_folder_before_work(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text("{}")
-    assert main(["run", str(config), "--output-dir", str(out)]) == 2
+    assert main(["run", str(config), "--output-dir", str(out)]) == 3
     err = capsys.readouterr().err
     assert "already exists and is not empty (results.json)" in err and "--overwrite" in err
     # with --overwrite the run starts, and fails on the missing dataset, leaving the old run
-    assert main(["run", str(config), "--output-dir", str(out), "--overwrite"]) == 2
+    assert main(["run", str(config), "--output-dir", str(out), "--overwrite"]) == 3
     assert "Cannot read dataset" in capsys.readouterr().err
     assert (out / "results.json").read_text() == "{}"
 

@@ -30,7 +30,7 @@ def test_generate_refuses_to_overwrite_without_the_flag(tmp_path, concept_file, 
     out.write_text("keep me")
     args = ["concepts", "generate", "--source", "file", "--file", str(concept_file),
             "--classes", "cat,dog", "--out", str(out)]
-    assert main(args) == 2
+    assert main(args) == 3
     err = capsys.readouterr().err
     assert f"conceptlens: error: {out} already exists; pass --overwrite to replace it" in err
     assert out.read_text() == "keep me"
@@ -46,22 +46,22 @@ def test_filter_refuses_to_overwrite_out_or_dropped(tmp_path, concept_file, caps
     # refused before any backbone is loaded, so the backbone spec is never read
     args = ["concepts", "filter", str(cs), "--out", str(out), "--dropped", str(dropped),
             "--backbone", "precomputed:/nonexistent.safetensors"]
-    assert main(args) == 2
+    assert main(args) == 3
     assert f"{dropped} already exists; pass --overwrite" in capsys.readouterr().err
     assert not out.exists() and dropped.read_text() == "[]"
     out.write_text("x")
     dropped.unlink()
-    assert main(args) == 2
+    assert main(args) == 3
     assert f"{out} already exists; pass --overwrite" in capsys.readouterr().err
     # with --overwrite it gets past the check (and then fails on the missing feature file)
-    assert main([*args, "--overwrite"]) == 2
+    assert main([*args, "--overwrite"]) == 3
     assert "precomputed feature file /nonexistent.safetensors does not exist" in capsys.readouterr().err
 
 
 def test_import_refuses_to_overwrite(tmp_path, concept_file, capsys):
     out = tmp_path / "c.json"
     out.write_text("x")
-    assert main(["concepts", "import", str(concept_file), "--out", str(out)]) == 2
+    assert main(["concepts", "import", str(concept_file), "--out", str(out)]) == 3
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["concepts", "import", str(concept_file), "--out", str(out), "--overwrite"]) == 0
 
@@ -140,7 +140,7 @@ def test_cav_command_learns_writes_and_feeds_posthoc(tmp_path, cav_setup, capsys
     np.testing.assert_array_equal(bank.val_accuracy, direct.val_accuracy)
 
     # no silent overwrite; --overwrite replaces
-    assert main(args) == 2
+    assert main(args) == 3
     assert f"{out} already exists; pass --overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--C", "1.0"]) == 0
     assert CAVBank.load(out).meta["C"] == 1.0
@@ -174,17 +174,17 @@ def test_cav_command_with_a_negatives_folder(tmp_path, cav_setup, capsys):
 def test_cav_command_errors(tmp_path, cav_setup, capsys):
     images, negatives, feats, _ = cav_setup
     base = ["concepts", "cav", "--backbone", f"precomputed:{feats}", "--no-progress"]
-    assert main([*base, "--images", str(tmp_path / "none"), "--out", str(tmp_path / "a.safetensors")]) == 2
+    assert main([*base, "--images", str(tmp_path / "none"), "--out", str(tmp_path / "a.safetensors")]) == 3
     assert "--images" in capsys.readouterr().err
     import shutil
 
     shutil.rmtree(negatives / "plain")
     assert main([*base, "--images", str(images), "--negatives", str(negatives),
-                 "--out", str(tmp_path / "b.safetensors")]) == 2
+                 "--out", str(tmp_path / "b.safetensors")]) == 3
     err = capsys.readouterr().err
     assert "has no subfolder for concept(s) ['plain']" in err and "leave out --negatives" in err
     assert main([*base, "--images", str(images), "--out", str(tmp_path / "c.safetensors"),
-                 "--n-samples", "0"]) == 2
+                 "--n-samples", "0"]) == 3
     assert "n_samples >= 1" in capsys.readouterr().err
 
 
@@ -291,7 +291,7 @@ def test_concepts_evaluate_prints_the_measures_of_a_saved_model(tmp_path, evalua
                                        else pytest.approx(direct["precision_at_k"]))
     assert f"precision@2 {direct['precision_at_k']:.3f}" in printed
     # --json is not overwritten without --overwrite
-    assert main(["concepts", "evaluate", str(model_dir), *common, "--json", str(out_json)]) == 2
+    assert main(["concepts", "evaluate", str(model_dir), *common, "--json", str(out_json)]) == 3
     assert f"{out_json} already exists; pass --overwrite" in capsys.readouterr().err
 
 
@@ -332,11 +332,11 @@ def test_concepts_evaluate_errors(tmp_path, evaluate_setup, capsys):
                       backbone.id)
     ctx = Context(("cat", "dog"), class_embedding=np.eye(2, 6, dtype=np.float32), backbone_id=backbone.id)
     get_method("zero_shot").fit(b, ctx).save(tmp_path / "zs")
-    assert main(["concepts", "evaluate", str(tmp_path / "zs"), *common]) == 2
+    assert main(["concepts", "evaluate", str(tmp_path / "zs"), *common]) == 3
     assert "'zero_shot' model, which has no concepts to ground" in capsys.readouterr().err
     i = common.index("--annotations")
     folder_default = common[:i] + common[i + 2:]  # 'auto' on an image folder: no annotations known
-    assert main(["concepts", "evaluate", str(model_dir), *folder_default]) == 2
+    assert main(["concepts", "evaluate", str(model_dir), *folder_default]) == 3
     assert "no concept annotations for dataset" in capsys.readouterr().err
 
 

@@ -125,6 +125,35 @@ def test_csv_import(tmp_path):
         import_concepts(tmp_path / "bad.csv")
 
 
+@pytest.mark.parametrize("name, content, message", [
+    # UnicodeDecodeError and RecursionError tracebacks before
+    ("c.txt", "whiskers\nfur\n".encode("utf-16"), r"c\.txt is not UTF-8 text \(byte 0xff at offset 0\)"),
+    ("c.csv", "class,concept\ncat,fur\n".encode("utf-16"), r"c\.csv is not UTF-8 text"),
+    ("c.json", bytes(range(256)) * 4, r"c\.json is not UTF-8 text"),
+    ("c.json", b"[" * 100_000 + b"]" * 100_000, r"c\.json: its JSON is nested too deeply"),
+    ("c.json", b'{"cat": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", r"nested too deeply"),
+    ("c.csv", b"class,concept\ncat," + b"x" * 200_000 + b"\n", r"c\.csv is not a readable CSV file"),
+])
+def test_unreadable_concept_files_are_data_errors(tmp_path, name, content, message):
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        import_concepts(f)
+
+
+@pytest.mark.parametrize("obj", [
+    {"classes": 3}, {"concepts": {"text": "x"}}, {"concepts": [{"text": "fur", "classes": "cat"}]},
+    {"concepts": [{"text": "fur", "classes": [1]}]}, {"concepts": [{"text": "fur", "provenance": ["x"]}]},
+])
+def test_damaged_concept_set_files_are_data_errors(tmp_path, obj):
+    from conceptlens.concepts.conceptset import FORMAT, VERSION
+
+    f = tmp_path / "set.json"
+    f.write_text(json.dumps({"format": FORMAT, "version": VERSION} | obj))
+    with pytest.raises(DataError, match=r"set\.json: .*(must be a list|needs 'classes')"):
+        import_concepts(f)
+
+
 @needs_shared
 @pytest.mark.parametrize("name, kind", [
     ("labo/CIFAR10.selected.json", "labo"), ("labo/CUB.class2concepts.json", "labo"),

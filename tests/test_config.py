@@ -47,8 +47,23 @@ def _load(tmp_path, text):
                                        r"the split\); got -1"),
     ("[data]\ntest_per_class = '200'\n", r"test_per_class must be an integer >= 0.*got '200' \(a string\)"),
     ("[data]\nval_per_class = 2.5\n", r"val_per_class must be an integer >= 0.*got 2\.5"),
-    ("[data]\nseed = 1.0\n", r"\[data\] seed must be an integer; got 1\.0"),
-    ("[data]\nseed = true\n", r"\[data\] seed must be an integer; got True \(a boolean\)"),
+    ("[data]\nseed = 1.0\n", r"\[data\] seed must be an integer in \[0, 4294967295\] \(a random seed\); "
+                             r"got 1\.0"),
+    ("[data]\nseed = true\n", r"\[data\] seed must be an integer in .*; got True \(a boolean\)"),
+    # negative seeds: numpy's ValueError mid-run before
+    ("[data]\nseed = -1\n", r"\[data\] seed must be an integer in \[0, 4294967295\] \(a random seed\); "
+                            r"got -1"),
+    ("[data]\nseed = 4294967296\n", r"\[data\] seed must be an integer in \[0, 4294967295\]"),
+    ("[fewshot]\nshots = [1]\nseeds = [-5]\n", r"\[fewshot\] seeds must be an integer in \[0, 4294967295\]"
+                                               r" \(a random seed\); got -5"),
+    ("[discovery]\nseed = -2\n", r"\[discovery\] seed must be an integer in \[0, 4294967295\]"),
+    ("[discovery.sae]\nseed = -2\n", r"\[discovery\.sae\] seed must be an integer in"),
+    # non-finite numbers: TOML has inf and nan, and lam = inf passed ">= 0"
+    ("[concepts]\nlam = inf\n", r"\[concepts\] lam = inf is not a finite number"),
+    ("[concepts]\nlam = nan\n", r"\[concepts\] lam = nan is not a finite number"),
+    ("[data]\nray_cpus_per_worker = inf\n", r"\[data\] ray_cpus_per_worker = inf is not a finite number"),
+    ("[methods.label_free]\nlam = -inf\n", r"\[methods\.label_free\] lam = -inf is not a finite number"),
+    ("[fewshot]\nshots = [1]\nseeds = [nan]\n", r"\[fewshot\] seeds\[0\] = nan is not a finite number"),
     ("[concepts]\nper_class = 0\n", r"\[concepts\] per_class must be an integer >= 1; got 0"),
     # numbers and choices
     ("[concepts]\nactivation_quantile = 1.5\n",
@@ -65,7 +80,7 @@ def _load(tmp_path, text):
     ("[fewshot]\nshots = [1, 'few']\n", r"shots must be a list of positive integers or \"all\""),
     ("[fewshot]\nshots = 4\n", r"shots must be a list of positive integers or \"all\"; got 4"),
     ("[fewshot]\nshots = [1, 1]\n", r"shots lists a value twice"),
-    ("[fewshot]\nshots = [1]\nseeds = [0.5]\n", r"\[fewshot\] seeds must be a list of integers"),
+    ("[fewshot]\nshots = [1]\nseeds = [0.5]\n", r"\[fewshot\] seeds must be an integer in"),
     ("[fewshot]\nshots = [1]\nseeds = []\n", r"seeds is empty but shots is not"),
     # names
     ("[backbone]\nspec = 'ofline'\n", r"Unknown backbone 'ofline'\. Did you mean 'offline'"),
@@ -101,6 +116,17 @@ def _load(tmp_path, text):
 def test_config_errors_name_the_field(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         _load(tmp_path, text)
+
+
+def test_non_finite_numbers_are_refused_in_python_configs_too():
+    # the TOML reader refuses every inf/nan; a RunConfig built in Python goes through _number
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"\[concepts\] lam must be a finite number >= 0; got (inf|nan)"):
+            validate_config(RunConfig(concepts=ConceptConfig(lam=bad)))
+    with pytest.raises(ConfigError, match=r"\[data\] seed must be an integer in \[0, 4294967295\]"):
+        validate_config(RunConfig(data=DataConfig(seed=-1)))
+    with pytest.raises(ConfigError, match=r"\[fewshot\] seeds must be an integer in"):
+        validate_config(RunConfig(fewshot=FewShotConfig(shots=[1], seeds=[-5])))
 
 
 def test_error_names_the_file(tmp_path):

@@ -312,7 +312,7 @@ def test_parse_confounded_defaults_and_round_trip():
     ({"pairs": []}, r"pairs must be a non-empty list"),
     ({"pairs": [["cat", "cat"]]}, r"pairs a class with itself"),
     ({"pairs": [["cat", "dog"], ["cat", "dog"]]}, r"lists a pair twice"),
-    ({"seed": -1}, r"seed must be an integer >= 0"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 4294967295\] \(a random seed\)"),
 ])
 def test_parse_confounded_errors(table, message):
     from conceptlens.runs.confounded import parse_confounded

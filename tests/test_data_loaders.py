@@ -260,3 +260,42 @@ def test_builtin_digits_are_scikit_learns_with_a_border():
     assert data.split is None  # no official split: runs divide it by [data] fractions
     with pytest.raises(ConfigError, match="no official split"):
         load_dataset("digits", split="train")
+
+
+@pytest.mark.parametrize("content", ["path,label,label\ncat/0.png,cat,dog\n",
+                                     "path,path,label\ncat/0.png,dog/0.png,cat\n",
+                                     "path, label ,label\ncat/0.png,cat,dog\n"])
+def test_manifest_with_a_repeated_column_is_an_error(image_folder, content):
+    # csv.DictReader keeps the last of two equal columns: the labels silently came from one of them
+    m = image_folder / "m.csv"
+    m.write_text(content)
+    with pytest.raises(DataError, match=r"has column\(s\) \['(label|path)'\] more than once in its header"):
+        load_manifest(m)
+
+
+def test_jsonl_row_with_a_repeated_key_is_an_error(image_folder):
+    m = image_folder / "m.jsonl"
+    m.write_text('{"path": "cat/0.png", "label": "cat"}\n{"path": "dog/0.png", "label": "dog", "label": "cat"}\n')
+    with pytest.raises(DataError, match=r"line 2 gives key 'label' twice"):
+        load_manifest(m)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_folder_dangling_class_link_is_an_error(image_folder, tmp_path):
+    # a class folder whose link is broken vanished: the dataset reported 3 of 4 classes
+    os.symlink(tmp_path / "gone", image_folder / "bird")
+    with pytest.raises(DataError, match=r"/bird is a symbolic link to .*gone, which does not exist"):
+        load_image_folder(image_folder)
+    (image_folder / "bird").unlink()
+    os.symlink(tmp_path / "gone.png", image_folder / "cat" / "9.png")  # and an image link
+    with pytest.raises(DataError, match=r"cat/9\.png is a symbolic link to .*gone\.png, which does not exist"):
+        load_image_folder(image_folder)
+
+
+def test_folder_files_at_the_root_are_reported(image_folder, caplog):
+    write_png(image_folder / "stray.png", (1, 2, 3))
+    (image_folder / "README.txt").write_text("about")
+    with caplog.at_level(logging.WARNING, logger="conceptlens"):
+        data = load_image_folder(image_folder)
+    assert len(data) == 12
+    assert "Ignored 2 file(s) at the top of" in caplog.text and "README.txt, stray.png" in caplog.text

@@ -432,13 +432,13 @@ def test_discover_command(tmp_path, monkeypatch, capsys, words_file):
     capsys.readouterr()
 
     # bad input reaches the user as a message, not a traceback
-    assert main([*args[:5], "--expansion", "9", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 2
+    assert main([*args[:5], "--expansion", "9", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 3
     assert "too few for an SAE of width" in capsys.readouterr().err
     assert main(["discover", "--pool", str(pool), "--pool-size", "-1"]) == 2
     assert "--pool-size must be an integer >= 0" in capsys.readouterr().err
     other = tmp_path / "other.safetensors"
     real(np.asarray(sae.W_dec.T[:8] * 2), expansion=1, epochs=1, backbone_id="offline:xyz").save(other)
-    assert main(["discover", "--sae", str(other), "--vocabulary", str(words_file), "--no-progress"]) == 2
+    assert main(["discover", "--sae", str(other), "--vocabulary", str(words_file), "--no-progress"]) == 3
     assert "trained for another backbone" in capsys.readouterr().err
     assert main(["discover"]) == 2 and "needs --pool" in capsys.readouterr().err
 

@@ -85,6 +85,9 @@ def test_build_context_carries_concept_norms(tmp_path):
     ctx = build_context(bb, ("a", "b"), concepts, tmp_path)
     np.testing.assert_allclose(ctx.concept_norm, np.linalg.norm(bb.raw_texts(ctx.concepts), axis=1),
                                rtol=1e-6)
+    # the run's models record how images were prepared (explain/serve refuse another way)
+    assert ctx.preprocess_id == bb.preprocess_id == "short8-crop8"
+    assert build_context(bb, ("a", "b"), None, tmp_path).preprocess_id == "short8-crop8"
 
 
 def test_precomputed_file_norms(tmp_path, grey_dataset):

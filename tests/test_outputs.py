@@ -121,14 +121,14 @@ def test_edit_refuses_to_write_over_its_input(tmp_path, capsys):
     model = _saved_model(tmp_path)
     before = (model / "model.json").read_text()
     for out in (model, tmp_path / "model" / ".." / "model", model / "sub"):
-        assert main(["edit", str(model), "--remove", "fur", "--out", str(out)]) == 2
+        assert main(["edit", str(model), "--remove", "fur", "--out", str(out)]) == 3
         assert "is the folder of the model being edited" in capsys.readouterr().err
     assert (model / "model.json").read_text() == before
     assert not (model / "sub").exists()
 
     elsewhere = tmp_path / "edited"
     assert main(["edit", str(model), "--remove", "fur", "--out", str(elsewhere)]) == 0
-    assert main(["edit", str(model), "--remove", "bark", "--out", str(elsewhere)]) == 2
+    assert main(["edit", str(model), "--remove", "bark", "--out", str(elsewhere)]) == 3
     assert "already exists and is not empty; pass --overwrite" in capsys.readouterr().err
     assert main(["edit", str(model), "--remove", "bark", "--out", str(elsewhere), "--overwrite"]) == 0
     log = json.loads((elsewhere / "model.json").read_text())["edit_log"]
@@ -140,11 +140,100 @@ def test_report_refuses_model_files_and_existing_files(tmp_path, capsys):
     weights = (model / "weights.safetensors").read_bytes()
     common = ["--dataset", "fashion-mnist", "--no-progress"]
     for target in (model / "weights.safetensors", model / "report.html", model / "x" / "r.html"):
-        assert main(["report", str(model), *common, "--out", str(target), "--overwrite"]) == 2
+        assert main(["report", str(model), *common, "--out", str(target), "--overwrite"]) == 3
         assert "inside the saved model folder" in capsys.readouterr().err
     assert (model / "weights.safetensors").read_bytes() == weights
     existing = tmp_path / "r.html"
     existing.write_text("keep me")
-    assert main(["report", str(model), *common, "--out", str(existing)]) == 2
+    assert main(["report", str(model), *common, "--out", str(existing)]) == 3
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert existing.read_text() == "keep me"
+
+
+# -- writability, checked before any work --------------------------------------------------
+
+def test_an_output_folder_below_a_file_is_refused_before_work(tmp_path, monkeypatch):
+    # the whole run executed, then FileExistsError and the results were lost
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"Output folder .*afile/sub cannot be created: .*afile is a file"):
+        check_output_dir(tmp_path / "afile" / "sub")
+    with pytest.raises(ConfigError, match=r"Cache folder .*afile/c cannot be created: .*afile is a file"):
+        check_output_dir(tmp_path / "run", cache_dir=tmp_path / "afile" / "c")
+    cfg = tiny_setup(tmp_path, monkeypatch)(output_dir=str(tmp_path / "afile" / "sub"))
+    monkeypatch.setattr(experiment, "load_dataset", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(ConfigError, match="is a file"):
+        run_experiment(cfg)
+
+
+def _unwritable(monkeypatch, folder):
+    """A read-only folder, also for root (who may write anywhere): the probe write fails there."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and str(dir).startswith(str(folder)):
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_a_read_only_output_or_cache_folder_is_refused_before_work(tmp_path, monkeypatch, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _unwritable(monkeypatch, ro)
+    with pytest.raises(ConfigError, match=r"Output folder .*ro/run is not writable \(.*ro: Permission denied\)"):
+        check_output_dir(ro / "run")
+    with pytest.raises(ConfigError, match=r"Cache folder .*ro/cache is not writable"):
+        check_output_dir(tmp_path / "run", cache_dir=ro / "cache")
+    # --cache-dir on any command: a PermissionError traceback once the work was done, before
+    assert main(["encode", str(tmp_path), "--out", str(tmp_path / "f.safetensors"),
+                 "--cache-dir", str(ro / "cache")]) == 3
+    assert "--cache-dir " + str(ro / "cache") + " is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_really_read_only_folder_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="is not writable"):
+            check_output_dir(ro / "run")
+    finally:
+        ro.chmod(0o700)
+
+
+# -- exit codes -------------------------------------------------------------------------------
+
+def test_exit_codes_tell_usage_input_and_internal_errors_apart(tmp_path, monkeypatch, capsys):
+    # every error exited 2 before: usage 2, config/data 3, a bug 1 (README, "Reliability")
+    from conceptlens import cli
+
+    with pytest.raises(SystemExit) as e:  # argparse: a malformed command line
+        main(["dataset"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:  # a flag value the CLI refuses
+        main(["encode", str(tmp_path), "--out", "x.safetensors", "--seed=-1"])
+    assert e.value.code == 2 and "--seed: '-1' must be a random seed" in capsys.readouterr().err
+    assert main(["dataset", str(tmp_path / "missing")]) == 3  # bad input (DataError)
+    assert "conceptlens: error: " in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("[concepts]\nlam = inf\n")
+    assert main(["run", str(tmp_path / "bad.toml")]) == 3  # a config error
+    assert "lam = inf is not a finite number" in capsys.readouterr().err
+
+    def broken(args):
+        raise RuntimeError("an index went wrong")
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    commands.choices["dataset"].set_defaults(func=broken)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert main(["dataset", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: an index went wrong" in err and "a bug in conceptlens" in err
+    assert "rerun with -v" in err and "Traceback" not in err
+    assert main(["-v", "dataset", str(tmp_path)]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err

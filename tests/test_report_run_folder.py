@@ -149,7 +149,7 @@ def test_missing_images_of_the_runs_split_are_an_error(run, report, tmp_path, ca
     splits = json.loads((copy / "splits.json").read_text())
     splits["test"][0] = "cat/gone.png"
     (copy / "splits.json").write_text(json.dumps(splits))
-    assert report(copy, "--out", tmp_path / "r.html")[0] == 2
+    assert report(copy, "--out", tmp_path / "r.html")[0] == 3
     assert "1 of the run's test images are no longer in" in capsys.readouterr().err
 
 
@@ -161,7 +161,7 @@ def test_missing_images_of_the_runs_split_are_an_error(run, report, tmp_path, ca
 ])
 def test_report_run_dir_errors(run, report, tmp_path, capsys, extra, message):
     folder, _ = run
-    assert report(folder, *extra, "--out", tmp_path / "r.html")[0] == 2
+    assert report(folder, *extra, "--out", tmp_path / "r.html")[0] == 3
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "r.html").exists()
 
@@ -177,7 +177,7 @@ def test_a_bare_model_is_reported_on_the_clis_own_split_and_says_so(run, report,
     assert f"`conceptlens report {folder.resolve()} --method labo`" in printed
     assert row["n"] == 6 and row["ids"] != run_test_ids
     assert "the CLI&#x27;s own split: 6 test images, seed 0)</h1>" in (tmp_path / "m.html").read_text()
-    assert report(model, "--out", tmp_path / "n.html")[0] == 2
+    assert report(model, "--out", tmp_path / "n.html")[0] == 3
     assert "is a saved model, not a run folder: pass --dataset" in capsys.readouterr().err
-    assert report(tmp_path, "--out", tmp_path / "n.html")[0] == 2
+    assert report(tmp_path, "--out", tmp_path / "n.html")[0] == 3
     assert "is neither a run folder" in capsys.readouterr().err

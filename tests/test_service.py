@@ -63,7 +63,8 @@ def make_model(root: Path) -> tuple[Path, Path]:
     train = FeatureBundle([str(p) for p in paths], np.array(labels), CLASSES, out["embedding"],
                           out["features"], backbone.id, embedding_norm=out["embedding_norm"])
     ctx = Context(CLASSES, CONCEPTS, backbone.encode_texts(CONCEPTS),
-                  class_embedding=backbone.encode_texts(list(CLASSES)), backbone_id=backbone.id)
+                  class_embedding=backbone.encode_texts(list(CLASSES)), backbone_id=backbone.id,
+                  preprocess_id=backbone.preprocess_id)
     get_method("posthoc_hybrid", lam=1e-3).fit(train, ctx).save(root / "model")
     return root / "model", root / "images"
 
@@ -360,10 +361,61 @@ def test_upload_limit_refuses_big_bodies_before_and_while_reading(served):
         create_app(model_dir, backbone=TinyBackbone(), max_upload_bytes=0)
 
 
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=xyz"])
+def test_a_client_that_disconnects_mid_body_is_one_log_line(served, caplog, content_type):
+    # it left a ClientDisconnect traceback in the service log
+    import asyncio
+    import logging
+
+    app = served[0].app
+    chunks = [{"type": "http.request", "body": b"\x89PNG\r\n" if content_type == "image/png" else
+               b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\nab",
+               "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", content_type.encode()),
+                         (b"content-length", b"100000")]}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    assert "the client disconnected before sending the whole request body" in caplog.text
+
+
 def test_the_backbone_must_be_the_models(served):
     model_dir = served[3]
     with pytest.raises(ConfigError, match="fitted on features of 'tiny:seed0'.*'tiny:seed1'"):
         create_app(model_dir, backbone=TinyBackbone(seed=1))
+
+
+def test_the_backbone_preprocessing_must_be_the_models(served, tmp_path):
+    # same id, other image size: every embedding changes, yet the id alone matched
+    model_dir = served[3]
+    assert Method.load(model_dir).preprocess_id_ == "short8-crop8"
+    other = TinyBackbone(size=4)
+    assert other.id == TinyBackbone().id
+    with pytest.raises(ConfigError, match=r"preprocessed as 'short8-crop8', but the backbone 'tiny:seed0' "
+                                          r"preprocesses them as 'short4-crop4'"):
+        create_app(model_dir, backbone=other)
+    # a model saved before preprocessing was recorded is still served (checked on the id)
+    old = tmp_path / "old"
+    import shutil
+
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["preprocess_id"]
+    (old / "model.json").write_text(json.dumps(meta))
+    assert Method.load(old).preprocess_id_ == ""
+    create_app(old, backbone=TinyBackbone())
 
 
 def test_token_required_when_set_and_when_not_on_loopback(served):
@@ -454,6 +506,17 @@ def test_serve_command_refuses_a_public_host_without_a_token(tmp_path, monkeypat
     args = _serve_parser().parse_args(["serve", str(tmp_path / "no-model"), "--allow-origin", "*"])
     with pytest.raises(ConfigError, match=r"--allow-origin '\*' is not an origin"):
         args.func(args)
+
+
+@pytest.mark.parametrize("value, message", [("nan", "'nan' is not a finite number"),
+                                            ("inf", "'inf' is not a finite number"),
+                                            ("0", "'0' must be a number > 0"), ("-1", "'-1' must be a number > 0"),
+                                            ("1e300", "'1e300' MiB is over 1 TiB"), ("big", "'big' is not a number")])
+def test_serve_max_upload_mb_must_be_a_sensible_size(tmp_path, value, message, capsys):
+    # nan and inf were a ValueError / OverflowError traceback
+    with pytest.raises(SystemExit) as e:
+        _serve_parser().parse_args(["serve", str(tmp_path), f"--max-upload-mb={value}"])
+    assert e.value.code == 2 and f"--max-upload-mb: {message}" in capsys.readouterr().err
 
 
 def test_real_uvicorn_over_http(served):

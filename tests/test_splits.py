@@ -117,3 +117,22 @@ def test_use_given_split_false_divides_every_image_by_the_fractions():
     assert set(redone["test"].tolist()) & set(range(40)), "test now draws from every image"
     with pytest.raises(ConfigError, match=r"val_fraction \+ test_fraction must be below 1"):
         split_indices(data, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_take_splits_refuses_an_empty_test_or_train_split_saying_why():
+    # two classes of one image each: nothing to spare for test; a run scored NaN and exited 0
+    from conceptlens.data.splits import take_splits
+    from conceptlens.runs.config import DataConfig
+
+    cfg = DataConfig(train_per_class=0, val_per_class=0, test_per_class=0)
+    with pytest.raises(DataError, match=r"no test image after the split: its classes are too small to "
+                                        r"divide \(1 to 1 image\(s\) per class\).*at least 2"):
+        take_splits(make([0, 1]), cfg)
+    zero = DataConfig(train_per_class=0, val_per_class=0, test_per_class=0, train_fraction=0.9,
+                      val_fraction=0.1, test_fraction=0.0)
+    with pytest.raises(DataError, match=r"no test image after the split: \[data\] test_fraction = 0"):
+        take_splits(make(np.arange(20) % 2), zero)
+    with pytest.raises(DataError, match=r"no train image after the split: the split column gives no "
+                                        r"'train' row.*use_given_split = false"):
+        take_splits(make([0, 1, 0, 1], ("test",) * 4), cfg)
+    assert len(take_splits(make([0, 1, 0, 1]), cfg)["test"]) == 2  # two per class: one each

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,20 @@ def test_folder_and_manifest(tmp_path):
     m = load_video_manifest(tmp_path / "m.csv")
     assert m.classes == ("up", "still") and m.split == ("train", "test") and len(m) == 2
     assert list(m.split_indices("test")) == [1]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_folder_dangling_class_link_is_an_error_and_loose_files_are_named(tmp_path, caplog):
+    import logging
+
+    write_dataset(tmp_path / "v")
+    (tmp_path / "v" / "stray.mp4").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="conceptlens"):
+        assert len(load_video_folder(tmp_path / "v")) == 4
+    assert "at the top of" in caplog.text and "stray.mp4" in caplog.text
+    os.symlink(tmp_path / "gone", tmp_path / "v" / "jump")
+    with pytest.raises(DataError, match=r"/jump is a symbolic link to .*gone, which does not exist"):
+        load_video_folder(tmp_path / "v")
 
 
 def test_zero_byte_and_undecodable_videos_fail_naming_the_file_or_are_skipped(tmp_path):

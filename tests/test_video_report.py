@@ -112,7 +112,7 @@ def test_explain_a_video_with_an_image_model_says_which_method_to_use(tmp_path, 
     get_method("posthoc").fit(b, ctx).save(tmp_path / "m")
     monkeypatch.setattr(conceptlens.runs.experiment, "open_backbone", lambda spec, cache=None: TinyBackbone())
     video = write_mp4(tmp_path / "x.webm", clip(0, 8, 0), codec="libvpx-vp9")
-    assert main(["explain", str(tmp_path / "m"), str(video), "--backbone", "tiny", "--no-progress"]) == 2
+    assert main(["explain", str(tmp_path / "m"), str(video), "--backbone", "tiny", "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "x.webm is a video" in err and "'posthoc'" in err and "'motif'" in err
 

@@ -14,6 +14,10 @@ class ConfigError(ConceptLensError, ValueError):
     """A name, option or value that conceptlens does not accept."""
 
 
+class UsageError(ConfigError):
+    """A command-line flag given a value the command cannot use (the CLI exits 2, as for argparse's own)."""
+
+
 class DataError(ConceptLensError):
     """An input dataset, file or image that cannot be used as it is."""
 

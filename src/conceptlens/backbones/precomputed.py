@@ -25,34 +25,89 @@ from ..errors import ConfigError, DataError
 from .base import BACKBONES, Backbone, l2_normalize
 
 
+def _names(value, path: Path, key: str) -> list[str]:
+    """safetensors metadata `key` (JSON text) as a list of strings; anything else is a DataError."""
+    if value is None:
+        return []
+    try:
+        names = json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: metadata {key!r} must be a JSON list of strings (one per row); got "
+                        f"{str(value)[:60]!r}. Write it with json.dumps(list_of_{key}).")
+    return names
+
+
+def _strings(arrays: dict, path: Path, key: str) -> list[str]:
+    """npz array `key` as a list of strings: a 1-d unicode (or bytes) array."""
+    if key not in arrays:
+        return []
+    a = arrays.pop(key)
+    if a.ndim != 1 or a.dtype.kind not in "US":
+        raise DataError(f"{path}: {key!r} must be a 1-d array of strings (np.array(list_of_{key})); got "
+                        f"shape {a.shape}, dtype {a.dtype}.")
+    return [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in a.tolist()]
+
+
+def _matrix(arrays: dict, path: Path, key: str, rows: int, what: str, cols: int | None = None) -> None:
+    """arrays[key] must be a finite (rows, cols) number matrix: a short one was an IndexError at
+    lookup, a narrow one a matmul error, NaN scikit-learn's error deep in a fit."""
+    a = arrays[key]
+    if a.dtype.kind not in "fiu" or a.ndim != 2 or a.shape[0] != rows or (cols is not None and a.shape[1] != cols):
+        want = f"({rows}, {cols if cols is not None else 'd'})"
+        raise DataError(f"{path}: {key!r} must be a {want} matrix of numbers, one row per {what}; got shape "
+                        f"{a.shape}, dtype {a.dtype}.")
+    if a.shape[1] == 0:
+        raise DataError(f"{path}: {key!r} has no columns.")
+    bad = int((~np.isfinite(a)).sum()) if a.dtype.kind == "f" else 0
+    if bad:
+        raise DataError(f"{path}: {key!r} has {bad} non-finite value(s) (NaN or inf); recompute or drop "
+                        "those rows.")
+
+
 def _read(path: Path) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     if path.suffix == ".safetensors":
         from .._io import load_tensors
 
         # `conceptlens encode` stores a checksum, verified here; files from other tools have none
         arrays, meta = load_tensors(path, require_digest=False)
-        ids = json.loads(meta.get("ids", "[]"))
-        texts = json.loads(meta.get("texts", "[]"))
+        ids = _names(meta.get("ids"), path, "ids")
+        texts = _names(meta.get("texts"), path, "texts")
     elif path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: np.load leaks the one it opens when the zip is damaged
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except ValueError as e:
             raise DataError(f"{path}: {e}. Store ids and texts as unicode arrays, not objects.") from e
-        ids = [str(s) for s in arrays.pop("ids", [])]
-        texts = [str(s) for s in arrays.pop("texts", [])]
+        except Exception as e:  # zipfile, zlib and numpy raise several types for a damaged file
+            raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}).") from e
+        ids = _strings(arrays, path, "ids")
+        texts = _strings(arrays, path, "texts")
     else:
         raise ConfigError(f"precomputed features must be .safetensors or .npz; got {path.name}.")
     if "embedding" not in arrays:
         raise DataError(f"{path} has no 'embedding' array; it has {sorted(arrays)}.")
-    if len(ids) != len(arrays["embedding"]):
-        raise DataError(f"{path}: {len(ids)} ids for {len(arrays['embedding'])} embeddings.")
+    emb = arrays["embedding"]
+    if len(ids) != (len(emb) if emb.ndim else 0):
+        raise DataError(f"{path}: {len(ids)} ids for {len(emb) if emb.ndim else 0} embeddings.")
+    _matrix(arrays, path, "embedding", len(ids), "item id")
+    if "features" in arrays:
+        _matrix(arrays, path, "features", len(ids), "item id")
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: item ids are not unique.")
-    if texts and len(texts) != len(arrays.get("text_embedding", [])):
+    if texts and "text_embedding" not in arrays:
         raise DataError(f"{path}: {len(texts)} texts but no matching 'text_embedding' rows.")
+    if texts:
+        # the text side must live in the image side's space: same width
+        _matrix(arrays, path, "text_embedding", len(texts), "text", cols=emb.shape[1])
+        if len(set(texts)) != len(texts):
+            raise DataError(f"{path}: texts are not unique.")
     for name, n in (("embedding_norm", len(ids)), ("text_embedding_norm", len(texts))):
         if name in arrays:
+            if arrays[name].dtype.kind not in "fiu":
+                raise DataError(f"{path}: {name!r} must hold numbers; got dtype {arrays[name].dtype}.")
             norm = arrays[name] = np.asarray(arrays[name], dtype=np.float32)
             if norm.shape != (n,) or not np.all(np.isfinite(norm)) or np.any(norm <= 0):
                 raise DataError(f"{path}: {name!r} must hold {n} finite positive norms, one per "

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
+from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
 
@@ -49,13 +51,11 @@ def _cache(args):
 def _per_class(value: str) -> int | str:
     """--images-per-class: a positive integer, or 0 / 'all' for every training image (as runs'
     [data] train_per_class, where 0 = all)."""
-    from ..errors import ConfigError
-
     text = str(value).strip().lower()
     if text in ("all", "0"):
         return "all"
     if not text.isdigit():
-        raise ConfigError(f"--images-per-class must be a positive integer, 0 or 'all'; got {value!r}.")
+        raise UsageError(f"--images-per-class must be a positive integer, 0 or 'all'; got {value!r}.")
     return int(text)
 
 
@@ -156,13 +156,13 @@ def cmd_select(args) -> int:
     from ..runs.experiment import open_backbone
 
     if not args.dataset:
-        raise ConfigError("concepts select needs training images to score concepts on: give "
-                          "--dataset SPEC ('fashion-mnist', a folder with one subfolder per class, "
-                          "or a .csv/.jsonl manifest).")
+        raise UsageError("concepts select needs training images to score concepts on: give "
+                         "--dataset SPEC ('fashion-mnist', a folder with one subfolder per class, "
+                         "or a .csv/.jsonl manifest).")
     budget = args.global_budget
     if budget != "auto":
         if not str(budget).isdigit():
-            raise ConfigError(f"--global-budget must be 'auto' or an integer >= 0; got {budget!r}.")
+            raise UsageError(f"--global-budget must be 'auto' or an integer >= 0; got {budget!r}.")
         budget = int(budget)
     _refuse_overwrite(args, args.out)
     concepts = ConceptSet.load(args.concepts)
@@ -311,8 +311,8 @@ def grounding_inputs(args):
 
     if args.model is None:
         if not args.raw:
-            raise ConfigError("concepts evaluate needs a saved model folder (MODEL), or --raw to score the "
-                              "backbone's raw concept similarities for the annotated attributes.")
+            raise UsageError("concepts evaluate needs a saved model folder (MODEL), or --raw to score the "
+                             "backbone's raw concept similarities for the annotated attributes.")
         from ..data import load_dataset
         from ..runs.experiment import open_backbone
 
@@ -412,9 +412,9 @@ def cmd_evaluate(args) -> int:
         raise ConfigError("concepts evaluate needs --dataset (the images to score on), or --judgements FILE "
                           "to score against a person's judgements.")
     if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+        raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     if not -1 <= args.match_threshold <= 1:
-        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
+        raise UsageError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
     _refuse_overwrite(args, args.json)
     model, backbone, data, bundle = grounding_inputs(args)
     annotations = resolve_annotations(args.annotations, args.dataset, data)
@@ -519,7 +519,7 @@ def add_commands(sub) -> None:
         p.add_argument("--images-per-class", "--train-per-class", dest="images_per_class", default="50",
                        help="training images per class to encode, as runs' [data] train_per_class "
                             "(0 or 'all' = every training image; default 50)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=arg_types.seed, default=0)
         add_encode_options(p)
 
     p = csub.add_parser("filter", help="Label-free CBM's filters")
@@ -531,10 +531,10 @@ def add_commands(sub) -> None:
                         "annotated attributes none, unless --one-length-cap")
     p.add_argument("--one-length-cap", action="store_true",
                    help="apply --max-chars to every concept, whatever its source (the reference)")
-    p.add_argument("--class-cutoff", type=float, default=0.85)
-    p.add_argument("--duplicate-cutoff", type=float, default=0.9)
-    p.add_argument("--activation-cutoff", type=float, default=0.25)
-    p.add_argument("--activation-quantile", type=float,
+    p.add_argument("--class-cutoff", type=arg_types.finite_float, default=0.85)
+    p.add_argument("--duplicate-cutoff", type=arg_types.finite_float, default=0.9)
+    p.add_argument("--activation-cutoff", type=arg_types.finite_float, default=0.25)
+    p.add_argument("--activation-quantile", type=arg_types.finite_float,
                    help="drop concepts below this quantile of activation instead")
     p.add_argument("--no-activation", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace --out / --dropped if they exist")
@@ -546,8 +546,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--method", default="submodular", choices=["submodular", "top_k", "random"])
-    p.add_argument("--lam", type=float, default=0.1)
-    p.add_argument("--score-weight", type=float, default=1e7)
+    p.add_argument("--lam", type=arg_types.finite_float, default=0.1)
+    p.add_argument("--score-weight", type=arg_types.finite_float, default=1e7)
     p.add_argument("--coverage", default="facility", choices=["facility", "reference"])
     p.add_argument("--global-budget", default="auto",
                    help="global concepts (tied to no class) to keep: 'auto' = per-class x classes "
@@ -576,10 +576,10 @@ def add_commands(sub) -> None:
                         "Broden's <concept>/negatives); default: the other concepts' images")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--C", type=float, default=0.1, help="SVM regularisation (default 0.1)")
+    p.add_argument("--C", type=arg_types.finite_float, default=0.1, help="SVM regularisation (default 0.1)")
     p.add_argument("--n-samples", type=int, default=50,
                    help="images per side to train on; as many more validate (default 50)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=arg_types.seed, default=1)
     p.add_argument("--on", choices=["embedding", "features"], default="embedding",
                    help="learn on the text-space embedding (default) or the backbone's features")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
@@ -603,7 +603,7 @@ def add_commands(sub) -> None:
     p.add_argument("--dataset", help="the dataset to score on (required without --judgements)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--images-per-class", default="200", help="images per class of the split (or 'all')")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_types.seed, default=0)
     p.add_argument("--k", type=int, default=5, help="top concepts per class for precision@k (default 5)")
     add_matching_options(p)
     p.add_argument("--raw", action="store_true",

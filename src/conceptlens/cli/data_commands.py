@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from . import arg_types
 
 OVERWRITE_HELP = ("replace an existing run folder at --output-dir (refused otherwise, so two runs "
                   "never mix); the old one is removed only once the new one is complete")
@@ -36,9 +37,9 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
                         "sees at the same path")
     g.add_argument("--ray-workers", type=int, default=2, metavar="N",
                    help="Ray actors, each with its own copy of the backbone (default 2)")
-    g.add_argument("--ray-gpus-per-worker", type=float, default=0, metavar="G",
+    g.add_argument("--ray-gpus-per-worker", type=arg_types.finite_float, default=0, metavar="G",
                    help="GPUs per actor (default 0: CPU actors; 0.5 puts two actors on a GPU)")
-    g.add_argument("--ray-cpus-per-worker", type=float, default=1, metavar="C",
+    g.add_argument("--ray-cpus-per-worker", type=arg_types.finite_float, default=1, metavar="C",
                    help="CPUs per actor: decoding threads and torch threads (default 1; give GPU "
                         "actors several, decoding feeds the GPU)")
 
@@ -181,7 +182,7 @@ def add_commands(sub) -> None:
     p.add_argument("--train-per-class", type=int, default=300)
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--test-per-class", type=int, default=200, help="0 = the full test set")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_types.seed, default=0)
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--download", action="store_true",
                    help="download Fashion-MNIST (checksums verified) if it is not found")
@@ -208,7 +209,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--split", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, help="encode only the first N images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_types.seed, default=0)
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="what to do with a corrupt image (default: fail, naming it)")
     p.add_argument("--allow-non-ascii", action="store_true")
@@ -223,13 +224,13 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("dataset", help="show a dataset's classes and splits")
     p.add_argument("dataset")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_types.seed, default=0)
     p.set_defaults(func=cmd_dataset)
 
 
 def add_matching_options(p) -> None:
     """How free-text concepts are matched to annotated attributes (concepts evaluate, report)."""
-    p.add_argument("--match-threshold", type=float, default=0.7,
+    p.add_argument("--match-threshold", type=arg_types.finite_float, default=0.7,
                    help="cosine above which a concept matches an attribute by embedding (default 0.7)")
     p.add_argument("--embed", default="sentence", choices=["sentence", "backbone", "none"],
                    help="text encoder for matching: the offline sentence encoder (default), the "

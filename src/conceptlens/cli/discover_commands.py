@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
+from . import arg_types
 from .data_commands import add_encode_options
 
 SORTS = ("fired", "similarity", "index")
@@ -36,16 +37,16 @@ def _config(args):
                         vocabulary=args.vocabulary, vocabulary_size=args.vocabulary_size, sae=sae)
     if args.pool is None:
         if args.sae is None:
-            raise ConfigError("discover needs --pool (the unlabelled images to train the SAE on, e.g. "
-                              "--pool fashion-mnist:train) or --sae (a saved SAE to name).")
+            raise UsageError("discover needs --pool (the unlabelled images to train the SAE on, e.g. "
+                             "--pool fashion-mnist:train) or --sae (a saved SAE to name).")
         d.pool = "train"  # unused: nothing is encoded when the SAE comes from a file
     elif args.pool == "train":
-        raise ConfigError("--pool train means a run's own training images; here give a dataset spec, e.g. "
-                          "--pool fashion-mnist:train, or a folder of images.")
+        raise UsageError("--pool train means a run's own training images; here give a dataset spec, e.g. "
+                         "--pool fashion-mnist:train, or a folder of images.")
     try:
         return validate_discovery(d)
     except ConfigError as e:  # say it in the command line's words: "[discovery] pool_size" -> "--pool-size"
-        raise ConfigError(re.sub(r"\[discovery(\.sae)?\] (\w+)", _flag, str(e))) from None
+        raise UsageError(re.sub(r"\[discovery(\.sae)?\] (\w+)", _flag, str(e))) from None
 
 
 FLAGS = {("", "seed"): "--pool-seed", (".sae", "seed"): "--sae-seed",
@@ -148,7 +149,7 @@ def add_commands(sub) -> None:
     p.add_argument("--pool", help="unlabelled images: a dataset spec with an optional split, e.g. "
                                   "fashion-mnist:train, a folder or a manifest (labels are never used)")
     p.add_argument("--pool-size", type=int, default=0, help="images drawn from the pool (0 = all)")
-    p.add_argument("--pool-seed", type=int, default=0, help="seed of the --pool-size draw")
+    p.add_argument("--pool-seed", type=arg_types.seed, default=0, help="seed of the --pool-size draw")
     p.add_argument("--input", choices=DISCOVERY_INPUTS, default="auto",
                    help="SAE input: raw embeddings (the reference) or L2-normalised; auto = raw when the "
                         "backbone reports norms")
@@ -158,12 +159,12 @@ def add_commands(sub) -> None:
                                  "backbone)")
     g = p.add_argument_group("SAE training (defaults: the reference's released configuration)")
     g.add_argument("--expansion", type=int, help="latents per embedding dimension (8)")
-    g.add_argument("--l1", type=float, help="sparsity penalty (3e-5)")
-    g.add_argument("--lr", type=float, help="Adam learning rate (5e-4)")
+    g.add_argument("--l1", type=arg_types.finite_float, help="sparsity penalty (3e-5)")
+    g.add_argument("--lr", type=arg_types.finite_float, help="Adam learning rate (5e-4)")
     g.add_argument("--epochs", type=int, help="(200)")
     g.add_argument("--sae-batch-size", type=int, help="SAE training batch (4096)")
     g.add_argument("--resample-every", type=int, help="epochs between dead-latent resampling (10; 0 = never)")
-    g.add_argument("--sae-seed", type=int, help="(0)")
+    g.add_argument("--sae-seed", type=arg_types.seed, help="(0)")
     g.add_argument("--precision", choices=SAE_PRECISIONS, help="matmul precision (auto)")
     p.add_argument("--out", help="also save the SAE to this .safetensors file")
     p.add_argument("--names-csv", help="write every latent's name, similarity and status to this CSV")

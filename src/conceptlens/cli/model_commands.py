@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, closest
+from ..errors import ConfigError, UsageError, closest
+from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
 
@@ -23,9 +24,7 @@ def _load(args):
 
     model = Method.load(args.model)
     backbone = open_backbone(args.backbone, args.cache_dir)
-    if backbone.id != model.backbone_id_:
-        raise ConfigError(f"The model was fitted on features of {model.backbone_id_!r}, but "
-                          f"--backbone gives {backbone.id!r}; pass the backbone it was fitted with.")
+    model.check_backbone(backbone, "pass the backbone it was fitted with (--backbone)")
     return model, backbone
 
 
@@ -56,8 +55,8 @@ def _class_index(model, name: str) -> int:
         return model.classes_.index(name)
     shown = ", ".join(model.classes_[:40]) + (f", ... ({len(model.classes_)} in all)"
                                               if len(model.classes_) > 40 else "")
-    raise ConfigError(f"--target {name!r} is not one of the model's classes.{closest(name, model.classes_)} "
-                      f"Classes: {shown}.")
+    raise UsageError(f"--target {name!r} is not one of the model's classes.{closest(name, model.classes_)} "
+                     f"Classes: {shown}.")
 
 
 def _model_folder_above(path: Path) -> Path | None:
@@ -188,7 +187,7 @@ def cmd_edit(args) -> int:
         try:
             reweight[concept] = float(factor)
         except ValueError:
-            raise ConfigError(f"--reweight takes CONCEPT=FACTOR; got {item!r}.") from None
+            raise UsageError(f"--reweight takes CONCEPT=FACTOR; got {item!r}.") from None
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     edited = edit_model(model, remove=args.remove or [], reweight=reweight, classes=classes,
                         note=args.note or "")
@@ -248,9 +247,9 @@ def cmd_report(args) -> int:
     from ..runs.record import is_run_folder
 
     if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+        raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     if not -1 <= args.match_threshold <= 1:
-        raise ConfigError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
+        raise UsageError(f"--match-threshold is a cosine similarity in [-1, 1]; got {args.match_threshold}.")
     if is_run_folder(args.model):
         return _report_run(args, Path(args.model))
     if not (Path(args.model) / "model.json").is_file():
@@ -392,10 +391,8 @@ def _report_run(args, folder: Path) -> int:
     spec = args.backbone or raw.get("backbone", {}).get("spec", "offline")
     args.cache_dir = args.cache_dir or raw.get("output", {}).get("cache_dir")  # the run's features
     backbone = open_backbone(spec, args.cache_dir)
-    if backbone.id != model.backbone_id_:
-        raise ConfigError(f"The run's models were fitted on features of {model.backbone_id_!r}, but the "
-                          f"backbone {spec!r} gives {backbone.id!r}; pass --backbone with the run's "
-                          "backbone.")
+    model.check_backbone(backbone, f"the backbone {spec!r} is not the run's; pass --backbone with the "
+                                   "run's backbone")
     data = load_dataset(data_cfg.dataset, **dataset_options(data_cfg))
     if tuple(data.classes) != tuple(model.classes_):
         raise ConfigError(f"The run's dataset {data_cfg.dataset!r} now has classes {list(data.classes)[:5]}, "
@@ -464,7 +461,7 @@ def add_commands(sub) -> None:
             p.add_argument("--dataset", required=data_required)
             # report: None = not given (a run folder refuses them; a bare model gets 50 and 0)
             p.add_argument("--images-per-class", default="50" if data_required else None)
-            p.add_argument("--seed", type=int, default=0 if data_required else None)
+            p.add_argument("--seed", type=arg_types.seed, default=0 if data_required else None)
         add_encode_options(p)
 
     p = sub.add_parser("explain", help="why a saved model classifies images (or videos: a motif model, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from . import arg_types
 
 
 def cmd_serve(args) -> int:
@@ -26,8 +27,6 @@ def cmd_serve(args) -> int:
     )
     from ..service.origin import check_allowed_origins
 
-    if args.max_upload_mb <= 0:
-        raise ConfigError(f"--max-upload-mb must be positive; got {args.max_upload_mb}.")
     token = token_for_host(args.host)  # before the backbone loads: a refusal costs nothing
     check_allowed_origins(args.allow_origin or ())
     sock = bind_socket(args.host, args.port)
@@ -64,7 +63,7 @@ def add_commands(sub) -> None:
                         "match the model's")
     p.add_argument("--cache-dir", help="feature cache root (default: $CONCEPTLENS_CACHE or "
                                        "~/.cache/conceptlens)")
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+    p.add_argument("--max-upload-mb", type=arg_types.mebibytes, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                    help="largest request body accepted, in MiB (default %(default)g)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="largest image accepted, width x height (default %(default)d; a guard "

@@ -15,7 +15,6 @@ A concept generated for several classes belongs to all of them; concepts with no
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -159,17 +158,27 @@ class ConceptSet:
             raise DataError(f"{where} is not a conceptlens concept set (format {FORMAT!r}).")
         if obj.get("version") != VERSION:
             raise DataError(f"{where} has version {obj.get('version')}; this conceptlens reads {VERSION}.")
-        out = cls(obj.get("classes", []))
-        for i, c in enumerate(obj.get("concepts", [])):
+        def strings(v) -> bool:
+            return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+        classes, concepts = obj.get("classes", []), obj.get("concepts", [])
+        if not strings(classes) or not isinstance(concepts, list):
+            raise DataError(f"{where}: 'classes' must be a list of strings and 'concepts' a list of "
+                            "objects; the file is damaged or was not written by conceptlens.")
+        out = cls(classes)
+        for i, c in enumerate(concepts):
             if not isinstance(c, dict) or not isinstance(c.get("text"), str):
                 raise DataError(f"{where}: concept #{i} has no 'text' string.")
-            out.add(c["text"], c.get("classes", []), c.get("provenance", []))
+            prov = c.get("provenance", [])
+            if not strings(c.get("classes", [])) or not (
+                    isinstance(prov, list) and all(isinstance(p, dict) for p in prov)):
+                raise DataError(f"{where}: concept #{i} ({c['text'][:40]!r}) needs 'classes', a list of "
+                                "strings, and 'provenance', a list of objects.")
+            out.add(c["text"], c.get("classes", []), prov)
         return out
 
     @classmethod
     def load(cls, path: str | Path) -> ConceptSet:
-        try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"Cannot read concept set {path}: {e}.") from e
-        return cls.from_dict(obj, str(path))
+        from .importers import parse_json, read_text
+
+        return cls.from_dict(parse_json(read_text(Path(path)), Path(path)), str(path))

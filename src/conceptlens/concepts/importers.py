@@ -12,6 +12,7 @@ by `empty_classes` for the CLI).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
@@ -24,11 +25,29 @@ from .normalize import Rejected, collect
 log = logging.getLogger("conceptlens")
 
 
-def _json(path: Path):
+def read_text(path: Path) -> str:
+    """A concept file's text; unreadable, binary or non-UTF-8 (e.g. UTF-16) content is a DataError."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
         raise DataError(f"Cannot read {path}: {e}.") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): a "
+                        "concept file is UTF-8 JSON, CSV or text. Save it as UTF-8.") from None
+
+
+def parse_json(text: str, path: Path):
+    """JSON, with a DataError for malformed or absurdly nested content (json recurses per level)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"Cannot read {path}: {e}.") from e
+    except RecursionError:
+        raise DataError(f"Cannot read {path}: its JSON is nested too deeply to be a concept file.") from None
+
+
+def _json(path: Path):
+    return parse_json(read_text(path), path)
 
 
 def _class_map(path: Path, obj, source: str, prompt: str | None) -> tuple[ConceptSet, list[Rejected]]:
@@ -78,10 +97,7 @@ def import_label_free(path: str | Path) -> tuple[ConceptSet, list[Rejected]]:
 def import_lines(path: str | Path, classes: list[str] | None = None) -> tuple[ConceptSet, list[Rejected]]:
     """One concept per line (e.g. Label-free CBM's `<dataset>_filtered.txt`); global concepts."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"Cannot read {path}: {e}.") from e
+    lines = read_text(path).splitlines()
     prov = {"source": "file", "file": path.name}
     return collect(((ln, [], prov) for ln in lines if ln.strip()), classes=classes or [])
 
@@ -89,11 +105,13 @@ def import_lines(path: str | Path, classes: list[str] | None = None) -> tuple[Co
 def import_csv(path: str | Path) -> tuple[ConceptSet, list[Rejected]]:
     """CSV with columns `class,concept` (class may be empty for a global concept)."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
         if not {"class", "concept"} <= set(reader.fieldnames or []):
             raise DataError(f"{path} needs columns 'class' and 'concept'; it has {reader.fieldnames}.")
         rows = list(reader)
+    except csv.Error as e:  # e.g. a field over csv's size limit
+        raise DataError(f"{path} is not a readable CSV file: {e}.") from e
     prov = {"source": "file", "file": path.name}
     entries = ((r["concept"] or "", [r["class"].strip()] if (r["class"] or "").strip() else [], prov)
                for r in rows)

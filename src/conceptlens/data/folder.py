@@ -49,6 +49,32 @@ def _files(top: Path, root: Path, real_root: str,
         elif entry.is_file():
             # resolving only links keeps this to one stat per symlink, not one per path part
             yield path, os.path.realpath(path) if entry.is_symlink() else os.path.join(real, entry.name)
+        else:  # a dangling link is an error; a socket or a device is ignored with a warning ("")
+            _refuse_dangling(path, root)
+            yield path, ""
+
+
+def _refuse_dangling(path: Path, root: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist, so "
+                        f"its images would be left out without a word. Fix the link or remove it from {root}.")
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class subfolders of `root`, sorted. A dangling link among them is a DataError (the
+    class would vanish without a word); files at the top have no class: named in a warning."""
+    try:
+        top = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"Cannot list {root}: {e.strerror or e}.") from e
+    for p in top:
+        _refuse_dangling(p, root)
+    loose = [p.name for p in top if not p.is_dir()]
+    if loose:
+        log.warning("Ignored %d file(s) at the top of %s, outside any class folder: %s%s. Move a file "
+                    "into %s/<class>/ to use it.", len(loose), root, ", ".join(loose[:5]),
+                    " ..." if len(loose) > 5 else "", root)
+    return [p for p in top if p.is_dir()]
 
 
 def load_image_folder(
@@ -56,8 +82,9 @@ def load_image_folder(
 ) -> ImageDataset:
     """Read `root/<class>/<image>`; classes are the subfolders in sorted order.
 
-    Files with other suffixes are listed in a warning (never dropped without a word); a class
-    folder with no image is an error; names starting with '.' are skipped. Symlinks are
+    Files with other suffixes, and files at the top of `root` (outside any class folder), are
+    listed in a warning (never dropped without a word); a class folder with no image is an
+    error, and so is a dangling symlink anywhere; names starting with '.' are skipped. Symlinks are
     followed, except folder links back into `root` or its ancestors (an error: they would
     duplicate images under another class); one file reached by two paths (through symlinks)
     is an error, since the copies could land in both train and test. `max_pixels`: see
@@ -67,7 +94,7 @@ def load_image_folder(
     max_pixels = check_max_pixels(max_pixels)
     if not root.is_dir():
         raise DataError(f"Image folder {root} does not exist or is not a folder.")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = class_folders(root)
     if not class_dirs:
         raise DataError(
             f"Image folder {root} has no class subfolders; expected {root}/<class name>/<image>."
@@ -78,8 +105,8 @@ def load_image_folder(
     paths, labels, ignored, empty = [], [], [], []
     for label, d in enumerate(class_dirs):
         files = list(_files(d, root, real_root))
-        images = [(p, r) for p, r in files if p.suffix.lower() in IMAGE_SUFFIXES]
-        ignored += [p for p, _ in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        images = [(p, r) for p, r in files if r and p.suffix.lower() in IMAGE_SUFFIXES]
+        ignored += [p for p, r in files if not r or p.suffix.lower() not in IMAGE_SUFFIXES]
         if not images:
             empty.append(d.name)
         paths += images

@@ -21,6 +21,14 @@ def _rows(path: Path) -> list[tuple[int, dict]]:
             with open(path, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 reader.fieldnames = [(name or "").strip() for name in reader.fieldnames or []]
+                # csv keeps the last of two equal columns: the other one's values would vanish
+                repeated = sorted({n for n in reader.fieldnames if n and reader.fieldnames.count(n) > 1})
+                if repeated:
+                    raise DataError(
+                        f"Manifest {path} has column(s) {repeated} more than once in its header "
+                        f"{reader.fieldnames}; which one holds the data is ambiguous. Keep one "
+                        "column of each name (path,label[,split])."
+                    )
                 missing = {"path", "label"} - set(reader.fieldnames)
                 if missing:
                     raise DataError(
@@ -34,20 +42,44 @@ def _rows(path: Path) -> list[tuple[int, dict]]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, object_pairs_hook=_unique_keys)
                 except json.JSONDecodeError as e:
                     raise DataError(
                         f"Manifest {path} line {lineno} is not valid JSON: {e.msg}."
                     ) from e
+                except _RepeatedKey as e:
+                    raise DataError(
+                        f"Manifest {path} line {lineno} gives key {e.args[0]!r} twice; which value "
+                        "counts is ambiguous. Give each key once."
+                    ) from None
+                except RecursionError:
+                    raise DataError(f"Manifest {path} line {lineno} is nested too deeply; a row is "
+                                    "one flat JSON object.") from None
                 if not isinstance(row, dict):
                     raise DataError(f"Manifest {path} line {lineno} must be a JSON object.")
                 rows.append((lineno, row))
         return rows
+    except csv.Error as e:  # e.g. a field over csv's size limit: not a manifest
+        raise DataError(f"Manifest {path} is not a readable CSV file: {e}.") from e
     except UnicodeDecodeError as e:
         raise DataError(
             f"Manifest {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
             f"{e.start}). Save it as UTF-8."
         ) from e
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object hook that refuses a repeated key (json.loads keeps the last silently)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
 
 
 def _field(row: dict, name: str, where: str) -> str:

@@ -135,4 +135,26 @@ def take_splits(dataset: ImageDataset, data_cfg) -> dict[str, np.ndarray]:
         per_class = getattr(data_cfg, f"{name}_per_class")
         out[name] = few_shot(dataset, splits[name], "all" if per_class == 0 else per_class,
                              data_cfg.seed, split=name)
+    for name in ("train", "test"):  # a run trains and scores: neither may be empty (NaN results)
+        if not len(out[name]):
+            raise DataError(_empty_split(dataset, name, data_cfg))
     return out
+
+
+def _empty_split(dataset: ImageDataset, name: str, data_cfg) -> str:
+    """Why a run's `name` split is empty, and what to change. (Train is empty only when a given
+    split has no 'train' row; test, carved from train when not given, when its fraction is 0 or
+    every class is too small to spare an image.)"""
+    counts = np.bincount(dataset.labels, minlength=len(dataset.classes))
+    if name == "train":
+        why = "the split column gives no 'train' row"
+        fix = "give some rows 'train' in the split column, or set [data] use_given_split = false"
+    elif data_cfg.test_fraction == 0:
+        why, fix = "[data] test_fraction = 0", "raise [data] test_fraction, e.g. to 0.2"
+    else:
+        why = (f"its classes are too small to divide ({int(counts.min())} to {int(counts.max())} "
+               "image(s) per class)")
+        fix = "add images: a class needs at least 2, one to train and one to test"
+    return (f"Dataset {dataset.name!r} has no {name} image after the split: {why}. A run needs "
+            f"{'training images to fit' if name == 'train' else 'test images to score'} its methods; "
+            f"{fix}.")

@@ -307,14 +307,14 @@ class VideoDataset:
 
 def load_video_folder(root: str | Path, allow_non_ascii: bool = False) -> VideoDataset:
     """Read `root/<class>/<video>`; classes are the subfolders in sorted order. Files with
-    other suffixes are listed in a warning; a class folder with no video is an error; links
-    are followed as for image folders (data/folder.py)."""
-    from .folder import _files, _refuse_same_file_twice
+    other suffixes, or at the top of `root`, are listed in a warning; a class folder with no
+    video, or a dangling link, is an error; links are followed as for image folders (data/folder.py)."""
+    from .folder import _files, _refuse_same_file_twice, class_folders
 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"Video folder {root} does not exist or is not a folder.")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = class_folders(root)
     if not class_dirs:
         raise DataError(f"Video folder {root} has no class subfolders; expected {root}/<class name>/<video>.")
     classes = normalize_class_names([d.name for d in class_dirs], allow_non_ascii)
@@ -323,8 +323,8 @@ def load_video_folder(root: str | Path, allow_non_ascii: bool = False) -> VideoD
     paths, labels, ignored, empty = [], [], [], []
     for label, d in enumerate(class_dirs):
         files = list(_files(d, root, real_root))
-        videos = [(p, r) for p, r in files if p.suffix.lower() in VIDEO_SUFFIXES]
-        ignored += [p for p, _ in files if p.suffix.lower() not in VIDEO_SUFFIXES]
+        videos = [(p, r) for p, r in files if r and p.suffix.lower() in VIDEO_SUFFIXES]
+        ignored += [p for p, r in files if not r or p.suffix.lower() not in VIDEO_SUFFIXES]
         if not videos:
             empty.append(d.name)
         paths += videos

@@ -65,6 +65,9 @@ class Context:
     # per-image concept truth, image id -> (k,) row of 1 / 0 / NaN (unknown) over `concepts`, for
     # methods trained on concept labels (cbm, ecbm); an image not in it takes class_truth[label]
     concept_truth_by_id: dict[str, np.ndarray] | None = None
+    # how images were prepared for the backbone (Backbone.preprocess_id): not part of the id, yet
+    # other preprocessing changes every embedding, so a model records it and refuses another
+    preprocess_id: str = ""
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -155,6 +158,7 @@ class Method:
             raise DataError(f"{self.name}: no training images.")
         self.classes_ = tuple(context.classes)
         self.backbone_id_ = context.backbone_id
+        self.preprocess_id_ = context.preprocess_id
         self.feature_key_ = self.input
         self._fit(train, context, val)
         return self
@@ -210,6 +214,21 @@ class Method:
         self.check_fitted()
         return float((np.abs(self.class_weights_) > 0).sum(1).mean())
 
+    def check_backbone(self, backbone, how: str = "pass the backbone it was fitted with (--backbone)") -> None:
+        """Refuse (ConfigError) a backbone other than the one the model was fitted with: another id,
+        or the same model with other preprocessing (image_size, invert, ...), which changes every
+        embedding and so the predictions. A model saved before preprocessing was recorded is
+        checked on the id alone."""
+        self.check_fitted()
+        if backbone.id != self.backbone_id_:
+            raise ConfigError(f"The model was fitted on features of {self.backbone_id_!r}, but the backbone "
+                              f"is {backbone.id!r}; {how}.")
+        fitted = getattr(self, "preprocess_id_", "")
+        if fitted and backbone.preprocess_id != fitted:
+            raise ConfigError(f"The model was fitted on images preprocessed as {fitted!r}, but the backbone "
+                              f"{backbone.id!r} preprocesses them as {backbone.preprocess_id!r} (another "
+                              f"image_size, invert, ... option); {how}, options included.")
+
     # -- files ------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write `model.json` and `weights.safetensors` (with a sha256 of the tensor data in its
@@ -225,8 +244,8 @@ class Method:
             "format": FORMAT, "version": VERSION, "conceptlens": __version__,
             "method": self.name, "params": self.get_params(deep=False),
             "classes": list(self.classes_), "concepts": list(self.concepts_),
-            "backbone_id": self.backbone_id_, "feature_key": self.feature_key_,
-            "extra": self._extra_state(), "edit_log": list(getattr(self, "edit_log_", [])),
+            "backbone_id": self.backbone_id_, "preprocess_id": getattr(self, "preprocess_id_", ""),
+            "feature_key": self.feature_key_, "extra": self._extra_state(), "edit_log": list(getattr(self, "edit_log_", [])),
         }
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._saved_arrays()}
         save_tensors(folder / "weights.safetensors", arrays)
@@ -295,6 +314,7 @@ class Method:
         model.classes_ = tuple(meta["classes"])
         model.concepts_ = list(meta["concepts"])
         model.backbone_id_ = meta["backbone_id"]
+        model.preprocess_id_ = meta.get("preprocess_id", "")  # "" = saved before it was recorded
         model.feature_key_ = meta["feature_key"]
         arrays, file_meta = load_tensors(folder / "weights.safetensors", require_digest=False)
         if TENSOR_DIGEST_KEY not in file_meta:  # saved before checksums: still loadable
@@ -322,8 +342,9 @@ def _check_meta(meta: dict, where: Path) -> None:
         "classes": strings, "concepts": strings, "backbone_id": lambda v: isinstance(v, str),
         "feature_key": lambda v: v in ("embedding", "features"),
         "extra": lambda v: isinstance(v, dict), "edit_log": lambda v: isinstance(v, list),
+        "preprocess_id": lambda v: isinstance(v, str),
     }
-    optional = {"extra", "edit_log"}
+    optional = {"extra", "edit_log", "preprocess_id"}
     for key, ok in checks.items():
         if key not in meta and key in optional:
             continue

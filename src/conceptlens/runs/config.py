@@ -224,9 +224,21 @@ def _int(where, key, v, minimum: int | None = None, note: str = "") -> int:
     return v
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators all take seeds in [0, 2**32)
+
+
+def _seed(where, key, v) -> int:
+    """A random seed: numpy refuses negative ones (a raw ValueError mid-run), so check it here."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+        raise _fail(where, key, v, f"an integer in [0, {MAX_SEED}] (a random seed)")
+    return v
+
+
 def _number(where, key, v, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-        raise _fail(where, key, v, _range_text(lo, hi))
+    # inf as well as NaN: TOML writes both, and e.g. lam = inf made selection return the first k
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        finite = isinstance(v, int | float) and not isinstance(v, bool)
+        raise _fail(where, key, v, ("a finite " if finite else "a ") + _range_text(lo, hi).removeprefix("a "))
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise _fail(where, key, v, _range_text(lo, hi))
     return float(v)
@@ -261,7 +273,7 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     _str("data", "dataset", d.dataset)
     for key in ("train_per_class", "val_per_class", "test_per_class"):
         _int("data", key, getattr(d, key), 0, " (0 = every image of the split)")
-    _int("data", "seed", d.seed)
+    _seed("data", "seed", d.seed)
     _opt_str("data", "data_dir", d.data_dir)
     _bool("data", "allow_non_ascii", d.allow_non_ascii)
     _str("data", "on_error", d.on_error, ON_ERROR)
@@ -312,9 +324,10 @@ def validate_config(cfg: RunConfig) -> RunConfig:
             raise _fail("fewshot", "shots", f.shots, 'a list of positive integers or "all"')
     if len(set(map(str, f.shots))) != len(f.shots):
         raise ConfigError(f"[fewshot] shots lists a value twice: {f.shots}.")
-    if not isinstance(f.seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                for s in f.seeds):
-        raise _fail("fewshot", "seeds", f.seeds, "a list of integers")
+    if not isinstance(f.seeds, list):
+        raise _fail("fewshot", "seeds", f.seeds, f"a list of integers in [0, {MAX_SEED}]")
+    for s in f.seeds:
+        _seed("fewshot", "seeds", s)
     if f.shots and not f.seeds:
         raise ConfigError("[fewshot] seeds is empty but shots is not; give at least one seed, e.g. [0].")
     _bool("fewshot", "use_val", f.use_val)
@@ -443,7 +456,7 @@ def validate_discovery(d: DiscoveryConfig) -> DiscoveryConfig:
     w = "discovery"
     _check_pool(_str(w, "pool", d.pool))
     _int(w, "pool_size", d.pool_size, 0, " (0 = every image of the pool)")
-    _int(w, "seed", d.seed)
+    _seed(w, "seed", d.seed)
     _str(w, "input", d.input, DISCOVERY_INPUTS)
     v = _str(w, "vocabulary", d.vocabulary)
     if v not in ("wordfreq", "wordnet") and not Path(v).expanduser().is_file():
@@ -464,7 +477,7 @@ def validate_discovery(d: DiscoveryConfig) -> DiscoveryConfig:
             if key in s:
                 _int(ws, key, s[key], minimum, " (0 = never resample)" if key == "resample_every" else "")
         if "seed" in s:
-            _int(ws, "seed", s["seed"])
+            _seed(ws, "seed", s["seed"])
         if "precision" in s:
             _str(ws, "precision", s["precision"], SAE_PRECISIONS)
         if "l1" in s:
@@ -557,9 +570,25 @@ def load_config(path: str | Path) -> RunConfig:
             raise ConfigError(f"Unknown section [{key}] in {path}.{closest(key, top)} "
                               f"Known: {', '.join(sorted(top))}.")
     try:
+        _refuse_non_finite(raw, "")
         return validate_config(_from_raw(raw))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _refuse_non_finite(value, where: str) -> None:
+    """TOML has inf and nan; no conceptlens setting means either, and a check that only compares
+    (x >= 0) lets inf through, so every number in the file is checked here, by its key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        section, _, key = where.rpartition(".")
+        raise ConfigError(f"[{section or 'top level'}] {key} = {_value(value)} is not a finite number; "
+                          "give a finite one.")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_non_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_non_finite(v, f"{where}[{i}]")
 
 
 def _from_raw(raw: dict) -> RunConfig:

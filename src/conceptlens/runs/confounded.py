@@ -88,7 +88,7 @@ def parse_confounded(table: dict) -> ConfoundedConfig:
 
 
 def validate_confounded(cfg: ConfoundedConfig) -> ConfoundedConfig:
-    from .config import _fail, _int, _number, _str
+    from .config import _fail, _int, _number, _seed, _str
 
     where = "confounded"
     p = cfg.pairs
@@ -118,7 +118,7 @@ def validate_confounded(cfg: ConfoundedConfig) -> ConfoundedConfig:
         _int(where, key, getattr(cfg, key), 1)
     _int(where, "val_per_class", cfg.val_per_class, 0, " (0 = no validation split)")
     _int(where, "adapt_per_class", cfg.adapt_per_class, 0, " (0 = no test-time improvement rows)")
-    _int(where, "seed", cfg.seed, 0)
+    _seed(where, "seed", cfg.seed)
     return cfg
 
 

@@ -19,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -81,13 +82,41 @@ def environment() -> dict:
             "packages": versions, "git_commit": commit}
 
 
+def check_writable_dir(path: str | Path, what: str, renamed: bool = False) -> None:
+    """Refuse (ConfigError) a folder that cannot be created or written: below a file, read-only,
+    on a read-only file system. Checked by writing a probe file into `path` or its nearest
+    existing ancestor (with `renamed`, a folder put in place by renaming a sibling: from its
+    parent), so it holds for root and for mounts alike, before any work is done."""
+    folder = Path(path).expanduser().absolute()
+    existing = folder.parent if renamed else folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise ConfigError(f"{what} {path} cannot be created: {existing} is a link to a missing "
+                              f"{os.readlink(existing)}; choose another {what}.")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path} cannot be created: {existing} is a file, not a folder; choose "
+                          f"another {what}.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".conceptlens-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {path} is not writable ({existing}: {e.strerror or e}); choose a folder "
+                          "you can write to, or change its permissions.") from None
+
+
 def check_output_dir(output_dir: str | Path, overwrite: bool = False,
                      cache_dir: str | Path | None = None) -> Path:
-    """Refuse an output folder that a run cannot own; called before any work and again
-    just before the run folder is renamed into place. Returns the resolved folder."""
+    """Refuse an output folder that a run cannot own or write (and a cache folder it cannot
+    write); called before any work and again just before the run folder is renamed into
+    place. Returns the resolved folder."""
     folder = Path(output_dir).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"Output folder {output_dir} is a file; choose another --output-dir.")
+    check_writable_dir(output_dir, "Output folder", renamed=True)
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, "Cache folder")
     if cache_dir is not None:
         cache = Path(cache_dir).expanduser().resolve()
         if cache == folder or folder in cache.parents:

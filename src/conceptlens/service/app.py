@@ -29,6 +29,7 @@ import collections
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -183,10 +184,7 @@ class ModelService:
             raise ConfigError(f"Backbone {backbone.id!r} looks features up by item id and cannot encode "
                               "uploaded images; serve the model with the backbone that computes them "
                               "(--backbone offline, hf:..., open_clip:...).")
-        if backbone.id != self.model.backbone_id_:
-            raise ConfigError(f"The model was fitted on features of {self.model.backbone_id_!r}, but the "
-                              f"backbone is {backbone.id!r}; pass the backbone it was fitted with "
-                              "(--backbone).")
+        self.model.check_backbone(backbone)
         self.backbone = backbone
         self.max_pixels = check_max_pixels(max_pixels)
         if images is None and (self.model_dir / "images").is_dir():
@@ -440,6 +438,16 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError):
         return JSONResponse({"detail": str(exc)}, 422)
+
+    from starlette.requests import ClientDisconnect
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        # the client left mid-body: nothing is wrong here, and nobody reads the answer (a log line,
+        # not a traceback)
+        logging.getLogger("conceptlens").info("%s %s: the client disconnected before sending the whole "
+                                              "request body", request.method, request.url.path)
+        return JSONResponse({"detail": "The client disconnected before sending the whole request."}, 400)
 
     class Change(BaseModel):
         model_config = ConfigDict(extra="forbid")
