@@ -93,7 +93,7 @@ def test_demo_then_explain_edit_intervene_report(tmp_path, image_folder):
     assert "deletion_area_top" in result["results"]["label_free"]
     assert "| label_free |" in r.stdout and (out / "report.html").stat().st_size > 10_000
     # the grounding measures beside accuracy (the built-in attribute matrix), a dash without concepts
-    assert "| concept AUROC (n) | precision@5 |" in r.stdout
+    assert "| concept AUROC (n) | precision@5 (coverage) | evidence@5 |" in r.stdout
     assert result["results"]["zero_shot"]["concept_auroc"] is None
     assert {"concept_auroc", "precision_at_k"} <= set(result["results"]["label_free"])
     matched = [m["text"] for m in result["grounding"]["methods"]["label_free"]["matches"]]
