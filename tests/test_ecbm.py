@@ -183,3 +183,22 @@ def test_errors(fitted):
         ECBM(hidden=4, epochs=1).fit(train, context({i: C2[n] for n, i in enumerate(train.ids)}))
     with pytest.raises(ConfigError, match="loss_weights must be three numbers"):
         ECBM(loss_weights=(1.0, 2.0)).fit(train, context({}))
+
+
+def test_fit_and_load_leave_the_callers_torch_rng_alone_and_fit_is_seeded_by_seed(fitted, tmp_path):
+    train, C = make_problem(n=20)
+    rows = {i: C[n] for n, i in enumerate(train.ids)}
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    fits = []
+    for caller in (123, 7):  # initialisation and dropout come from `seed`, not the caller's stream
+        torch.manual_seed(caller)
+        fits.append(ECBM(hidden=8, epochs=3, seed=1).fit(train, context(rows)))
+        if caller == 123:
+            assert torch.equal(torch.rand(3), expected)
+    for a in ("class_weights_", "net_U_", "net_xy_weight_"):
+        np.testing.assert_array_equal(getattr(fits[0], a), getattr(fits[1], a))
+    loaded = Method.load(fitted[0].save(tmp_path / "m"))
+    torch.manual_seed(123)
+    loaded.transform(fitted[2])  # builds the network (a random init, then the saved weights)
+    assert torch.equal(torch.rand(3), expected)

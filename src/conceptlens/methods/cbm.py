@@ -461,8 +461,7 @@ class CBM(Method):
         pw_t = None if pw is None else torch.from_numpy(pw)
         n, d = Z.shape
         k, m = len(self.concepts_), len(self.classes_)
-        torch.manual_seed(self.seed)
-        params = self._init_concept_net(d, k)
+        params = self._init_concept_net(d, k)  # local generators only: the caller's RNG is untouched
         g = torch.Generator().manual_seed(self.seed + 1)
         bound = 1 / math.sqrt(k)
         W = ((torch.rand(m, k, generator=g, dtype=torch.float64) * 2 - 1) * bound).requires_grad_()

@@ -341,7 +341,21 @@ class ECBM(Method):
         y = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
         C, K_ = torch.from_numpy(truth).float(), torch.from_numpy(known)
         m, k = len(self.classes_), len(self.concepts_)
-        torch.manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
+            torch.manual_seed(self.seed)  # initialisation and dropout draw from the global generator
+            net, history = self._train(Z, y, C, K_, m, k, context, val)
+        net.eval()
+        self.history_ = history
+        self._net = net
+        for a in self._net_arrays:
+            setattr(self, f"net_{a.replace('.', '_')}_", net.state_dict()[a].detach().numpy().copy())
+        # the contract's linear readout of the inferred class logits (module docstring, [7])
+        _, p_c, Y = self._infer(Z)
+        self._fit_readout(p_c.numpy().astype(np.float64), Y.numpy().astype(np.float64))
+
+    def _train(self, Z, y, C, K_, m, k, context, val):
+        """The training loop (module docstring, 2); draws from the global generator, which `_fit`
+        seeds inside a fork. Returns (net with the kept epoch's weights, history)."""
         net = EnergyNet(Z.shape[1], m, k, int(self.hidden), float(self.dropout), self.global_halves)
         opt = torch.optim.SGD(
             net.parameters(), lr=float(self.lr), momentum=0.9, weight_decay=float(self.weight_decay)
@@ -387,14 +401,7 @@ class ECBM(Method):
                 break
         if best_state is not None:
             net.load_state_dict(best_state)
-        net.eval()
-        self.history_ = history
-        self._net = net
-        for a in self._net_arrays:
-            setattr(self, f"net_{a.replace('.', '_')}_", net.state_dict()[a].detach().numpy().copy())
-        # the contract's linear readout of the inferred class logits (module docstring, [7])
-        _, p_c, Y = self._infer(Z)
-        self._fit_readout(p_c.numpy().astype(np.float64), Y.numpy().astype(np.float64))
+        return net, history
 
     def _fit_readout(self, A: np.ndarray, Y: np.ndarray) -> None:
         Ac = np.c_[A, np.ones(len(A))]
@@ -411,9 +418,10 @@ class ECBM(Method):
         net = getattr(self, "_net", None)
         if net is None:
             d = self.net_xy_weight_.shape[1]
-            net = EnergyNet(
-                d, len(self.classes_), len(self.concepts_), self.net_U_.shape[1], 0.0, self.global_halves
-            )
+            with torch.random.fork_rng(devices=[]):  # its random init is overwritten just below
+                net = EnergyNet(
+                    d, len(self.classes_), len(self.concepts_), self.net_U_.shape[1], 0.0, self.global_halves
+                )
             net.load_state_dict(
                 {
                     a: torch.from_numpy(np.asarray(getattr(self, f"net_{a.replace('.', '_')}_")))
