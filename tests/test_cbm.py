@@ -267,3 +267,19 @@ def test_fit_leaves_the_callers_torch_rng_alone_and_is_seeded_by_seed(optimizer)
             assert torch.equal(torch.rand(3), expected)  # the draw the caller would have had
     np.testing.assert_array_equal(fits[0].class_weights_, fits[1].class_weights_)
     np.testing.assert_array_equal(fits[0].concept_coef_, fits[1].concept_coef_)
+
+
+def test_independent_label_layer_is_selected_on_the_true_validation_concepts():
+    """The reference selects the independent label layer (ModelOracleCtoY) on the validation
+    images' true concepts: with every label known, their features cannot change the kept epoch."""
+    train, C = make_problem(noise=2.0)
+    val, Cv = make_problem(seed=2, noise=2.0)
+    scrambled = FeatureBundle(val.ids, val.labels, CLASSES,
+                              np.random.default_rng(3).normal(size=val.embedding.shape).astype(np.float32),
+                              None, "toy")
+    rows = {**by_id(train, C), **by_id(val, Cv)}
+    params = {"mode": "independent", "optimizer": "sgd", "epochs": 30}
+    a = CBM(**params).fit(train, context(rows), val)
+    b = CBM(**params).fit(train, context(rows), scrambled)
+    assert a.history_["labels"]["best_epoch"] == b.history_["labels"]["best_epoch"] >= 0
+    np.testing.assert_array_equal(a.class_weights_, b.class_weights_)

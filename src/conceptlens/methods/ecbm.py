@@ -245,8 +245,9 @@ class ECBM(Method):
     [(3, 1, 1)]; infer_weights [(1, 1, 0.01)]; intervene_weights [(0, 0, 3); ours (0, 1, 1)];
     perturb_concepts, perturb_samples [0.2, 0.2]; dropout [0.2]; lr [0.01], weight_decay
     [4e-5], batch_size [64], epochs [300]; early_stopping [False: never stops early], patience
-    (with early_stopping) [15, unused]; infer_lr [0.1], infer_steps [early stop; ours 20]; global_relaxation 'soft' (paper) or 'hard' [reference]; global_halves
-    ['reference'] or 'consistent'; on, standardize; seed [42].
+    (with early_stopping) [15, unused]; infer_lr [0.1], infer_steps [early stop; ours 20];
+    global_relaxation 'soft' (paper) or 'hard' [reference]; global_halves ['reference'] or
+    'consistent'; on, standardize; seed [42].
     """
 
     name = "ecbm"
