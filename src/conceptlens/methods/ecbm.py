@@ -105,8 +105,7 @@ Deviations from the reference (notes below the table)
     concepts, so the readout is a summary and the residual carries the rest (reported R^2).
 [8] `main.py` imports Lightning's `EarlyStopping` and never adds it to the trainer, so every
     epoch runs and `patience` (15) in the configs is dead; here too by default, and
-    `early_stopping=True` (the behaviour before) stops after `patience` epochs without a better
-    validation loss. MEASURED on tests/test_ecbm.py's constructed problem (hidden 32, 300 epochs,
+    `early_stopping=True` stops after `patience` epochs without a better validation loss. MEASURED on tests/test_ecbm.py's constructed problem (hidden 32, 300 epochs,
     4 seeds, balanced and class-imbalanced training sets): the kept epoch was the same in all 8
     fits (the best validation loss never came after 15 worse epochs), so the model is identical;
     the fit takes 1.4-3.2x longer (all 300 epochs instead of 95-207).
