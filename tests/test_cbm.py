@@ -250,3 +250,36 @@ def test_sgd_keeps_the_best_validation_epoch():
     assert hist["epochs"] == 15 and 0 <= hist["best_epoch"] < 15
     without = CBM(mode="joint", optimizer="sgd", epochs=15, concept_weight=0.1).fit(train, context(rows))
     assert without.history_["joint"]["best_epoch"] == -1
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "sgd"])
+def test_fit_leaves_the_callers_torch_rng_alone_and_is_seeded_by_seed(optimizer):
+    train, C = make_problem()
+    val, Cv = make_problem(seed=2)
+    rows = {**by_id(train, C), **by_id(val, Cv)}
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    fits = []
+    for caller in (123, 7):  # the caller's global seed must not reach the fit either
+        torch.manual_seed(caller)
+        fits.append(CBM(mode="joint", optimizer=optimizer, epochs=3, seed=1).fit(train, context(rows), val))
+        if caller == 123:
+            assert torch.equal(torch.rand(3), expected)  # the draw the caller would have had
+    np.testing.assert_array_equal(fits[0].class_weights_, fits[1].class_weights_)
+    np.testing.assert_array_equal(fits[0].concept_coef_, fits[1].concept_coef_)
+
+
+def test_independent_label_layer_is_selected_on_the_true_validation_concepts():
+    """The reference selects the independent label layer (ModelOracleCtoY) on the validation
+    images' true concepts: with every label known, their features cannot change the kept epoch."""
+    train, C = make_problem(noise=2.0)
+    val, Cv = make_problem(seed=2, noise=2.0)
+    scrambled = FeatureBundle(val.ids, val.labels, CLASSES,
+                              np.random.default_rng(3).normal(size=val.embedding.shape).astype(np.float32),
+                              None, "toy")
+    rows = {**by_id(train, C), **by_id(val, Cv)}
+    params = {"mode": "independent", "optimizer": "sgd", "epochs": 30}
+    a = CBM(**params).fit(train, context(rows), val)
+    b = CBM(**params).fit(train, context(rows), scrambled)
+    assert a.history_["labels"]["best_epoch"] == b.history_["labels"]["best_epoch"] >= 0
+    np.testing.assert_array_equal(a.class_weights_, b.class_weights_)

@@ -342,3 +342,16 @@ def test_with_a_trained_sae(problem):
     np.testing.assert_array_equal(model.latent_index_, alive)
     np.testing.assert_allclose(model.transform(test), sae.encode(test.embedding)[:, alive], atol=1e-5)
     assert (model.predict(test) == test.labels).mean() > 0.6
+
+
+def test_probe_leaves_the_callers_torch_rng_alone_and_is_seeded_by_seed():
+    rng = np.random.default_rng(4)
+    A = np.maximum(rng.normal(size=(30, 5)), 0).astype(np.float32)
+    y = rng.integers(0, 3, size=30)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    W = train_probe(A, y, 3, epochs=2, batch_size=8, seed=5)
+    assert torch.equal(torch.rand(3), expected)  # the draw the caller would have had
+    torch.manual_seed(7)
+    np.testing.assert_array_equal(train_probe(A, y, 3, epochs=2, batch_size=8, seed=5), W)

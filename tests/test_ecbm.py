@@ -183,3 +183,45 @@ def test_errors(fitted):
         ECBM(hidden=4, epochs=1).fit(train, context({i: C2[n] for n, i in enumerate(train.ids)}))
     with pytest.raises(ConfigError, match="loss_weights must be three numbers"):
         ECBM(loss_weights=(1.0, 2.0)).fit(train, context({}))
+
+
+def test_fit_and_load_leave_the_callers_torch_rng_alone_and_fit_is_seeded_by_seed(fitted, tmp_path):
+    train, C = make_problem(n=20)
+    rows = {i: C[n] for n, i in enumerate(train.ids)}
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    fits = []
+    for caller in (123, 7):  # initialisation and dropout come from `seed`, not the caller's stream
+        torch.manual_seed(caller)
+        fits.append(ECBM(hidden=8, epochs=3, seed=1).fit(train, context(rows)))
+        if caller == 123:
+            assert torch.equal(torch.rand(3), expected)
+    for a in ("class_weights_", "net_U_", "net_xy_weight_"):
+        np.testing.assert_array_equal(getattr(fits[0], a), getattr(fits[1], a))
+    loaded = Method.load(fitted[0].save(tmp_path / "m"))
+    torch.manual_seed(123)
+    loaded.transform(fitted[2])  # builds the network (a random init, then the saved weights)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_every_epoch_runs_unless_early_stopping_and_the_best_validation_epoch_is_kept():
+    """The reference imports EarlyStopping and never uses it: all epochs run, the epoch with the
+    lowest validation loss is kept; early_stopping=True stops after `patience` worse epochs."""
+    train, C = make_problem(n=10)
+    val, Cv = make_problem(n=10, seed=2)
+    ctx = context({**{i: C[n] for n, i in enumerate(train.ids)}, **{i: Cv[n] for n, i in enumerate(val.ids)}})
+    quick = {"hidden": 8, "epochs": 40, "lr": 0.1, "patience": 1, "seed": 0}
+    model = ECBM(**quick).fit(train, ctx, val)
+    losses = [h["val_loss"] for h in model.history_]
+    assert len(losses) == 40
+    vdata = (model._z(val), torch.as_tensor(val.labels), torch.from_numpy(Cv).float(),
+             torch.ones(Cv.shape, dtype=torch.bool))
+    with torch.no_grad():
+        kept = float(model._loss(model.net_, *vdata, (1.0, 1.0, 1.0), False)[0])
+    assert kept == pytest.approx(min(losses), rel=1e-5)
+    stopped = ECBM(**quick, early_stopping=True).fit(train, ctx, val)
+    first_worse = next(i for i in range(1, 40) if losses[i] >= min(losses[:i]))
+    assert len(stopped.history_) == first_worse + 1  # the same epochs up to the first worse one
+    assert [h["val_loss"] for h in stopped.history_] == losses[: first_worse + 1]
+    with pytest.raises(ConfigError, match="early_stopping must be true or false"):
+        ECBM(early_stopping="yes").fit(train, ctx)

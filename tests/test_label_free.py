@@ -135,3 +135,15 @@ def test_bad_parameters_are_config_errors(params, message):
     train, val, ctx = make_problem(n=3)
     with pytest.raises(ConfigError, match=message):
         get_method("label_free", **params).fit(train, ctx, val)
+
+
+def test_projection_leaves_the_callers_torch_rng_alone_and_is_seeded_by_seed():
+    g = torch.Generator().manual_seed(0)
+    X, S = torch.randn(30, 4, generator=g), torch.randn(30, 3, generator=g)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    W = train_projection(X, S, X, S, steps=20, check_every=10, seed=2).weight
+    assert torch.equal(torch.rand(3), expected)  # the draw the caller would have had
+    torch.manual_seed(7)
+    assert torch.equal(train_projection(X, S, X, S, steps=20, check_every=10, seed=2).weight, W)

@@ -198,3 +198,13 @@ def test_per_concept_affine_is_the_references_grouped_convolution(d):
         want = conv(y.transpose(1, 2)).transpose(1, 2).reshape(2, 7, 5, -1)  # the reference's layout
         np.testing.assert_allclose(block._affine(conv, y, 5).detach().numpy(), want.detach().numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_only_on_a_held_out_set(data):
+    """The reference stops early only when it has a held-out set; without one every epoch runs
+    (the best training-accuracy epoch is still the one kept)."""
+    train, val, _, ctx = data
+    quick = {"epochs": 15, "lr": 3e-2, "patience": 1, "seed": 0}
+    assert Motif(**quick).fit(train, ctx).epochs_run_ == 15
+    assert Motif(**quick, select_on="train").fit(train, ctx, val).epochs_run_ == 15
+    assert Motif(**quick).fit(train, ctx, val).epochs_run_ < 15  # patience 1 on validation accuracy

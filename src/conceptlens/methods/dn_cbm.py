@@ -84,8 +84,9 @@ def train_probe(A: np.ndarray, y: np.ndarray, n_classes: int, lam: float = 1.0, 
                 epochs: int = 200, batch_size: int = 512, seed: int = 0,
                 positive: bool = False) -> np.ndarray:
     """`scripts/train_linear_probe.py`'s probe on concept strengths A (n, k): returns W (K, k)."""
-    torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
-    linear = torch.nn.Linear(A.shape[1], n_classes, bias=False)
+    with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
+        torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
+        linear = torch.nn.Linear(A.shape[1], n_classes, bias=False)
     opt = torch.optim.Adam(linear.parameters(), lr=lr)
     X = torch.from_numpy(np.ascontiguousarray(A, dtype=np.float32))
     Y = torch.from_numpy(np.asarray(y, dtype=np.int64))

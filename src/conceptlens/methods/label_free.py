@@ -84,8 +84,9 @@ def train_projection(F: torch.Tensor, S: torch.Tensor, Fv: torch.Tensor, Sv: tor
                      steps: int = 1000, lr: float = 1e-3, seed: int = 0, batch_size: int = 50000,
                      check_every: int = 50) -> ProjectionFit:
     """Label-free CBM's projection layer with the reference's early stopping (`train_cbm.py`)."""
-    torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
-    proj = torch.nn.Linear(F.shape[1], S.shape[1], bias=False)
+    with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
+        torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
+        proj = torch.nn.Linear(F.shape[1], S.shape[1], bias=False)
     opt = torch.optim.Adam(proj.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     batch = min(batch_size, len(F))

@@ -43,7 +43,8 @@ Deviations from the reference (notes below the table)
 | per-concept 1x1 convs [4] | grouped `Conv1d` | same parameters, elementwise affine | none (tested equal) |
 
 [1] Early stopping (patience 50) and the restored weights use validation accuracy when `val` is
-given, else training accuracy (the reference's own fallback when there is no test set).
+given; without it (or with `select_on='train'`) the best training-accuracy epoch is restored and
+all `epochs` run, as the reference does when it has no test set (it stops early only on one).
 [2] A torch generator drives initialisation, dropout and batch order.
 [3] Attention identity/uniform/reverse/shuffle and concept/window zeroing.
 [4] With the training videos padded once (each batch trimmed to its longest video) this made a
@@ -194,6 +195,7 @@ class Motif(Method):
 
     needs_concepts = True
     uses_validation = True  # early stopping and the restored weights use validation accuracy
+    # (without val: the best training-accuracy epoch, no early stop)
     _arrays = ("class_weights_", "intercept_", "concept_mean_", "concept_std_", "concept_embedding_",
                "net_state_")
     _array_shapes: ClassVar[dict[str, tuple]] = {
@@ -318,8 +320,8 @@ class Motif(Method):
                     best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
                 else:
                     since += 1
-                    if since >= self.patience:
-                        break
+                    if Xvp is not None and since >= self.patience:  # only on held-out accuracy, as
+                        break  # the reference (no early stopping without its held-out set)
         net.load_state_dict(best_state)
         net.eval()
         self.selection_accuracy_ = best

@@ -7,7 +7,8 @@ A the cosine similarity of image and concept) and YueYANG1996/LaBo @83ed4b0 for 
 (`models/asso_opt/asso_opt.py`, `main.py`, `data.py`), reused here through `methods/labo.py`.
 
 fit: concepts from `concepts.v2c.v2c_select` on `context.discovery.pool_embedding` (unlabelled:
-no label is read) with the class queries `context.class_embedding` (or, `class_query="images"`,
+no label is read; a run's pool defaults to its training images, where the reference draws
+1,000 ImageNet images, see [4]) with the class queries `context.class_embedding` (or, `class_query="images"`,
 the mean training embedding of each class: the reference's few-shot setting) and the codebook
 (`codebook_texts`, `codebook_embedding`); then LaBo's head on them: activations = cosine of the
 image and each chosen codebook row, V initialised at `prior_strength` where the concept was
@@ -25,6 +26,7 @@ Deviations from the reference (numbers refer to the notes below the table)
 | prior init [3] | "concept priors" (code not released) | LaBo's scatter: 1 where found | unknown |
 | similarity | cosine (poster) | cosine only | none |
 | LaBo head | LaBo | `methods/labo.py` (its own deviations) | see labo |
+| unlabelled pool [4] | 1,000 random ImageNet images | the run's training images | not measured offline |
 
 [1] The authors' modified LaBo is not public; the poster says A is a cosine similarity, and the
     tokens are codebook rows, so A uses the chosen rows (mean over templates) re-normalised.
@@ -33,6 +35,12 @@ Deviations from the reference (numbers refer to the notes below the table)
     is 1 for every class that found it (as `labo` does with many-to-many concept sets).
 [3] V2C's README says it modified LaBo's initialisation ("concept priors") without the code;
     we use LaBo's: `prior_strength` (1.0, LaBo's `init_val`) where the class found the concept.
+[4] `step2_get_quantification_list_for_each_class.py` ranks 1,000 randomly drawn ImageNet images
+    per class (the same pool for every dataset); a run's `[discovery] pool` defaults to "train",
+    its own training images (labels never read), so the quantisation sets come from the task's
+    domain. Not measured: ImageNet (images or embeddings) is not available offline, so the two
+    pools cannot be compared here. The reference's setting is `pool = "<an ImageNet folder or
+    manifest>"` with `pool_size = 1000` (drawn by `[discovery] seed`).
 """
 
 from __future__ import annotations
