@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print("conceptlens: interrupted; finished work is cached and a rerun resumes.",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as e:  # noqa: BLE001 (anything else is a bug: say so, briefly)
+    except Exception as e:
         print(f"conceptlens: internal error: {type(e).__name__}: {e}\nThis is a bug in conceptlens, not in "
               "your input; please report it with the command that caused it"
               + (":" if args.verbose else " (rerun with -v to include the traceback)."), file=sys.stderr)

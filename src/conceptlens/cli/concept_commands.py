@@ -152,7 +152,6 @@ def _print_warning(text: str | None) -> None:
 def cmd_select(args) -> int:
     from ..concepts import ConceptSet
     from ..concepts.pipeline import run_selection, separability_warning
-    from ..errors import ConfigError
     from ..runs.experiment import open_backbone
 
     if not args.dataset:

@@ -293,6 +293,7 @@ def _report_model(args) -> int:
 def _recorded_run(folder: Path) -> tuple[dict, dict]:
     """A run folder's config.toml (raw TOML) and results.json; unreadable files are a DataError."""
     import json
+
     import tomllib
 
     from ..errors import DataError

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from .measures import MIN_COVERAGE
+
 COLUMNS = ("class", "concept", "judgement", "ranked_by")
 TRUE, FALSE = ("1", "yes", "true", "y"), ("0", "no", "false", "n")
 

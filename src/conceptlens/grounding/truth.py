@@ -57,7 +57,8 @@ def explanation_evidence(model, bundle, context, k: int = 5, floor: float = EVID
     for cls, _, concept, _ in pairs:
         i, j = classes[cls], index[concept]
         if not links[i, j]:
-            unsupported.append({"class": cls, "concept": concept, "why": "not linked to the class by its source"})
+            unsupported.append({"class": cls, "concept": concept,
+                                "why": "not linked to the class by its source"})
             continue
         linked += 1
         ev = evidence[j]

@@ -38,8 +38,9 @@ def check_class_consistent(name: str, value, links, floor) -> None:
         raise ConfigError(f"{name}: class_consistent must be true or false (true lets a class weigh only "
                           f"concepts its source links to it, with weights >= 0); got {value!r}.")
     if links not in LINKS:
-        raise ConfigError(f"{name}: links must be one of {list(LINKS)} ('generated': the classes each concept "
-                          f"was generated for; 'truth': annotations or an LLM's yes/no answers); got {links!r}.")
+        raise ConfigError(f"{name}: links must be one of {list(LINKS)} ('generated': the classes each "
+                          "concept was generated for; 'truth': annotations or an LLM's yes/no answers); "
+                          f"got {links!r}.")
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
         raise ConfigError(f"{name}: evidence_floor must be a number in [0, 1] (an AUROC; 0.5 is chance, "
                           f"default {EVIDENCE_FLOOR}); got {floor!r}.")

@@ -74,17 +74,17 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
         if checked:
             cells.append(evidence_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + failure_notes(failed) + (truth_notes(results, k) if checked else "")
+    return "\n".join(lines) + failure_notes(failed) + (truth_notes(results, k, grounded) if checked else "")
 
 
-def truth_notes(results: dict, k: int) -> str:
+def truth_notes(results: dict, k: int, grounded: bool = True) -> str:
     """What the coverage and evidence columns mean, and which models failed the truth floor."""
     failing = [f"{n} ({(r.get('truth') or {}).get('why')})" for n, r in results.items()
                if (r.get("truth") or {}).get("passed") is False]
-    text = (f"\n\nprecision@{k}: share of each class's top-{k} concepts annotated true of it, over the pairs "
-            f"that match an annotated attribute (coverage: their share; n/m below 0.5). evidence@{k}: share of "
-            f"the top-{k} pairs whose concept the source links to the class and whose activation separates "
-            "its classes on held-out images (AUROC >= the evidence floor).")
+    text = ((f"\n\nprecision@{k}: share of each class's top-{k} concepts annotated true of it, over the pairs "
+             "that match an annotated attribute (coverage: their share; n/m below 0.5).") if grounded else "\n")
+    text += (f" evidence@{k}: share of the top-{k} pairs whose concept the source links to the class and whose "
+             "activation separates its classes on held-out images (AUROC >= the evidence floor).")
     return text + ("".join(f"\nfails the truth floor: {f}" for f in failing))
 
 

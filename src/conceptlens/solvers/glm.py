@@ -217,8 +217,8 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
                     loss: str = "multinomial",
                     solver: str = "auto", support=None) -> tuple[np.ndarray, np.ndarray, SolveInfo]:
     """Minimise the objective at one lam (under W >= 0 with `positive`, and W = 0 outside
-    `support`, an (m, p) 0/1 mask; a warm start W0 is projected onto both). Returns W (m, p), b (m,), info. `solver`: "fista" (accelerated
-    proximal gradient), "newton" (module `newton`; in-memory X) or "auto" (Newton when one
+    `support`, an (m, p) 0/1 mask; a warm start W0 is projected onto both). Returns W (m, p),
+    b (m,), info. `solver`: "fista" (accelerated proximal gradient), "newton" (module `newton`; in-memory X) or "auto" (Newton when one
     n x p x m product reaches AUTO_NEWTON_PRODUCT multiply-adds, FISTA below and when streamed)."""
     _check(lam, alpha, loss, positive)
     _check_solver(solver)
