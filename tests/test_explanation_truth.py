@@ -56,6 +56,8 @@ def test_a_precision_on_too_few_pairs_is_not_measurable():
     assert "not measurable" in g["precision_at_k_note"] and "1 of the 6" in g["precision_at_k_note"]
     assert precision_cell(None, 1 / 6, 1.0) == "n/m (1.00 on cov 0.17)"
     assert precision_cell(0.8, 0.6, 0.8) == "0.80 (cov 0.60)"
+    assert precision_cell(None, 0.0, None) == "n/m (cov 0.00)"  # nothing covered is still said
+    assert precision_cell(None) == "—"  # a method without concepts
 
 
 # -- a person's judgements ------------------------------------------------------------------------
@@ -91,6 +93,8 @@ def test_judgements_below_half_coverage_are_not_a_measure():
     ("class,concept,judgement\nSneaker,laces,maybe\n", "line 2: judgement 'maybe' is not 1"),
     ("class,concept\nSneaker,laces\n", "lacks column"),
     ("class,concept,judgement\nSneaker,laces,1\nSneaker,laces,0\n", "line 3: 'laces' for class 'Sneaker' is judged both"),
+    ('class,concept,judgement\nSneaker,"laces,1\n', "not a well-formed CSV file"),
+    ("class,concept,judgement\nSneaker," + "x" * 200_000 + ",1\n", "not a well-formed CSV file"),
 ])
 def test_bad_judgement_files_name_the_line(tmp_path, text, message):
     path = tmp_path / "j.csv"

@@ -350,11 +350,10 @@ def judged_models(path: str) -> dict:
 def cmd_judge(args) -> int:
     """The sheet a person marks: each class's top-k concepts of a model or of a run's models."""
     from .._io import write_text
-    from ..errors import ConfigError
     from ..grounding.judgements import judgement_sheet, read_judgements
 
     if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+        raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     _refuse_overwrite(args, args.out)
     known = read_judgements(args.prefill) if args.prefill else None
     models = judged_models(args.model)
@@ -401,15 +400,15 @@ def cmd_evaluate(args) -> int:
 
     if args.judgements is not None:
         if args.model is None:
-            raise ConfigError("--judgements scores a model or a run folder: give MODEL (a saved model or run "
-                              "folder).")
+            raise UsageError("--judgements scores a model or a run folder: give MODEL (a saved model or run "
+                             "folder).")
         if args.k < 1:
-            raise ConfigError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
+            raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
         _refuse_overwrite(args, args.json)
         return evaluate_judgements(args)
     if args.dataset is None:
-        raise ConfigError("concepts evaluate needs --dataset (the images to score on), or --judgements FILE "
-                          "to score against a person's judgements.")
+        raise UsageError("concepts evaluate needs --dataset (the images to score on), or --judgements FILE "
+                         "to score against a person's judgements.")
     if args.k < 1:
         raise UsageError(f"--k must be a positive integer (top concepts per class); got {args.k}.")
     if not -1 <= args.match_threshold <= 1:

@@ -49,7 +49,13 @@ def _antonyms(word: str) -> frozenset[str]:
     return frozenset(out)
 
 
+SAME_COLOUR = {"gray": "grey", "golden": "gold", "coloured": "colored"}  # spellings of one colour
+
+
 def _oppose(a: str, b: str) -> bool:
+    a, b = SAME_COLOUR.get(a, a), SAME_COLOUR.get(b, b)
+    if a == b:
+        return False
     if frozenset((a, b)) in OPPOSITES or (a in COLOURS and b in COLOURS):
         return True
     try:

@@ -75,9 +75,21 @@ def read_judgements(path: str | Path) -> dict[tuple[str, str], int]:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such judgement file; write one with `conceptlens concepts judge`.") from e
-    except (UnicodeDecodeError, IsADirectoryError) as e:
+    except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a UTF-8 CSV file ({e.__class__.__name__}); give the sheet that "
                         "`conceptlens concepts judge` wrote, marked.") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e.__class__.__name__}).") from e
+    try:
+        return _parse(path, text)
+    except csv.Error as e:
+        raise DataError(f"{path}: not a well-formed CSV file ({e}); give the sheet that `conceptlens "
+                        "concepts judge` wrote, marked.") from e
+
+
+def _parse(path: Path, text: str) -> dict[tuple[str, str], int]:
+    if text.count('"') % 2:  # csv reads an unclosed quote to the end of the file without a word
+        raise csv.Error("an unclosed quote")
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in ("class", "concept", "judgement") if c not in (reader.fieldnames or [])]
     if missing:

@@ -9,8 +9,10 @@ a concept j when
    LLM, file and attribute sources all record it; Context.class_prior) or "truth" (the class x
    concept truth an LLM's yes/no answers through the `knobo` prompt family, or annotations, put in
    Context.class_truth: 1 links, 0 / unknown do not); and
-2. j's activation is evidence of its classes on held-out images (concepts/evidence.py: AUROC of
-   "the image's class is linked to j" at least `evidence_floor`; validation images, else training).
+2. j's activation is evidence of its classes (concepts/evidence.py: AUROC of "the image's class
+   is linked to j" at least `evidence_floor`) on the training images the head is fitted on, so
+   the run's truth check (grounding/truth.py), on validation images, is a second, independent
+   measurement and not a repeat of this one.
 
 and every weight is >= 0, so a class's explanation names concepts that are present. The
 constraint is exact (the solver's support mask, solvers/glm.py). Concepts that fail the floor
@@ -69,22 +71,24 @@ def class_links(name: str, context, links: str, m: int, k: int) -> np.ndarray:
 
 
 def consistent_support(name: str, links: np.ndarray, held_activations, held_labels, floor: float,
-                       concepts) -> tuple[np.ndarray, np.ndarray]:
+                       concepts, classes=None) -> tuple[np.ndarray, np.ndarray]:
     """The (m, k) 0/1 support of a class-consistent head and each concept's evidence (k,): a class
     may weigh a concept linked to it whose evidence on the held-out images is at least `floor`."""
     evidence = concept_evidence(held_activations, held_labels, links)
+    # a concept linked to every class (or none) has no AUROC: it cannot be evidence of its classes
     passed = np.nan_to_num(evidence, nan=0.0) >= floor
     support = links & passed[None, :]
-    failed = [f"{concepts[j]!r} ({evidence[j]:.2f})" for j in np.flatnonzero(links.any(0) & ~passed)
-              if not np.isnan(evidence[j])]
+    failed = [f"{concepts[j]!r} ({'no evidence' if np.isnan(evidence[j]) else f'{evidence[j]:.2f}'})"
+              for j in np.flatnonzero(links.any(0) & ~passed)]
     if failed:
         log.info("%s: %d concept(s) below the evidence floor %.2f carry no weight: %s", name, len(failed),
                  floor, ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
     empty = np.flatnonzero(~support.any(1))
     if len(empty):
+        shown = [str(classes[i]) for i in empty[:10]] if classes is not None else empty[:10].tolist()
         log.warning("%s: %d class(es) have no linked concept with evidence >= %.2f and are predicted from "
-                    "their intercept alone (the concepts do not describe them on this backbone): class "
-                    "indices %s", name, len(empty), floor, empty[:10].tolist())
+                    "their intercept alone (the concepts do not describe them on this backbone): %s", name,
+                    len(empty), floor, shown)
     return support.astype(np.float64), evidence
 
 
@@ -99,7 +103,7 @@ def fit_support(method, context, held_activations, held_labels, columns=None) ->
     if columns is not None:
         L = L[:, np.asarray(columns, dtype=np.int64)]
     support, evidence = consistent_support(method.name, L, held_activations, held_labels,
-                                           method.evidence_floor, method.concepts_)
+                                           method.evidence_floor, method.concepts_, context.classes)
     method.concept_evidence_ = evidence
     return support
 
@@ -112,5 +116,7 @@ def evidence_state(method) -> dict:
 
 def load_evidence(method, extra: dict) -> None:
     ev = extra.get("concept_evidence")
+    if ev is not None and (not isinstance(ev, list) or len(ev) != len(method.concepts_)):
+        raise ValueError(f"concept_evidence must be a list of one figure per concept ({len(method.concepts_)})")
     method.concept_evidence_ = None if ev is None else np.array(
         [np.nan if v is None else float(v) for v in ev], dtype=np.float64)

@@ -202,6 +202,7 @@ class KnoBo(Method):
 
     name = "knobo"
     needs_concepts = True
+    grounds_from_links = True  # each concept's detector is trained on its class links (the truth check says so)
     refit_at_nec = False  # a dense head by design; NEC protocols refit on transform() instead
     uses_validation = True  # the epoch with the best validation accuracy is kept
     _arrays = ("class_weights_", "intercept_", "grounding_coef_", "grounding_intercept_",
@@ -366,10 +367,10 @@ class KnoBo(Method):
         C_val = y_val = None
         if val is not None:
             C_val, y_val = self._grounded(unit_rows(self._x(val))), np.asarray(val.labels)
-        held = (C, y) if C_val is None else (C_val, y_val)
         all_concepts = self.concepts_
         self.concepts_ = [all_concepts[j] for j in self.kept_]  # fit_support names the kept ones
-        support = fit_support(self, context, held[0], held[1], self.kept_)
+        # on the training images (the run's truth check measures validation ones, unseen here)
+        support = fit_support(self, context, C, y, self.kept_)
         self.concepts_ = all_concepts
         if support is not None:  # evidence over all concepts (NaN for those not in the bottleneck)
             evidence = np.full(k, np.nan)

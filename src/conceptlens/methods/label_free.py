@@ -172,8 +172,8 @@ class LabelFree(Method):
         std = A.std(0, ddof=1) if len(A) > 1 else np.zeros(A.shape[1], A.dtype)
         self.std_ = np.where(std > 0, std, 1.0).astype(np.float32)
         lam = self.lam / max(0.001, self.alpha)  # glm_saga's max_reg / max(0.001, alpha)
-        Ah = (self._x(held) @ self.projection_.T - self.mean_) / self.std_
-        support = fit_support(self, context, Ah, np.asarray(held.labels), kept)
+        # evidence on the training images, so the run's truth check on validation is independent
+        support = fit_support(self, context, (A - self.mean_) / self.std_, np.asarray(train.labels), kept)
         self.class_weights_, self.intercept_, self.lam_ = fit_sparse_layer(
             (A - self.mean_) / self.std_, np.asarray(train.labels), len(self.classes_), lam,
             self.target_nec, self.alpha, positive=self.positive or support is not None, support=support)

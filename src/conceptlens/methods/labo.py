@@ -311,9 +311,8 @@ class LaBo(Method):
         A = torch.from_numpy(self._activations(X)).to(dtype)
         y = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
         V0 = self._prior(context)
-        held = (A, train) if val is None else (None, val)
-        A_held = held[0].numpy() if held[0] is not None else self._activations(self._image(val, "val"))
-        support = fit_support(self, context, A_held, np.asarray(held[1].labels))
+        # evidence on the training images, so the run's truth check on validation is independent
+        support = fit_support(self, context, A.numpy(), np.asarray(train.labels))
         if support is not None:
             # softmax weight exactly 0 off the support (exp underflows), and so is its gradient:
             # Adam's and L-BFGS's steps leave those entries where they are

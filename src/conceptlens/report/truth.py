@@ -25,7 +25,8 @@ def truth_section(model, results: dict, chosen: dict | None = None, warnings: li
     for w in warnings or []:
         parts.append(f"<p class='truth-false' id='concept-warning'>{_esc(w)}</p>")
     if truth is None:
-        parts.append("<p class='small'>No truth check was run for this model (no held-out images).</p>")
+        parts.append("<p class='small'>No truth check is recorded for this model (results from a version "
+                     "before truth checks were recorded).</p>")
     else:
         verdict = "pass" if truth["passed"] else "do not pass"
         cls = "truth-true" if truth["passed"] else "truth-false"
@@ -45,9 +46,12 @@ def truth_section(model, results: dict, chosen: dict | None = None, warnings: li
     if ev is not None:
         floor = getattr(model, "evidence_floor", None)
         concepts = list(model.concepts_)
-        low = [(concepts[j], v) for j, v in enumerate(ev) if not np.isnan(v) and floor is not None and v < floor]
+        weighed = np.asarray(model.class_weights_) != 0
+        low = [(concepts[j], v) for j, v in enumerate(ev)
+               if floor is not None and not weighed[:, j].any() and (np.isnan(v) or v < floor)]
         if low:
-            items = "".join(f"<li>{_esc(c)} ({v:.2f})</li>" for c, v in sorted(low, key=lambda t: t[1]))
+            items = "".join(f"<li>{_esc(c)} ({'no evidence: linked to every class or none' if np.isnan(v) else f'{v:.2f}'})"
+                            "</li>" for c, v in sorted(low, key=lambda t: -1 if np.isnan(t[1]) else t[1]))
             parts.append(f"<details><summary>{len(low)} concept(s) below the evidence floor {floor} carry no "
                          f"weight (AUROC of their activation for their linked classes)</summary>"
                          f"<ul id='below-floor'>{items}</ul></details>")

@@ -205,16 +205,22 @@ def check_truth(results: dict, models: dict, held, context: Context, grounding: 
                 k: int = 5, on: str = "validation") -> None:
     """Each concept model's truth check on the held-out images (grounding/truth.py), into its
     results row: "truth" {passed, by, value, why, on}, "evidence_at_k", "linked_at_k"."""
+    from ..concepts.evidence import EVIDENCE_FLOOR
     from ..grounding.truth import explanation_evidence, truth_check
 
     for name, model in models.items():
         if not has_concepts(model):
             continue
         row = row_fields(grounding.evaluate(model, held)) if grounding is not None else None
-        evidence = explanation_evidence(model, held, context, k)
+        # the floor the head was fitted with, so a report's two sections use one floor
+        evidence = explanation_evidence(model, held, context, k,
+                                        getattr(model, "evidence_floor", None) or EVIDENCE_FLOOR)
+        truth = truth_check(row, evidence)
+        if getattr(model, "grounds_from_links", False) and truth["by"] == "evidence":
+            truth["why"] += (" (its concepts are grounded from these links: the figure shows that its detectors "
+                             "generalise to unseen images, not that each concept is visible)")
         results[name] |= {"evidence_at_k": evidence["evidence_at_k"], "linked_at_k": evidence["linked_at_k"],
-                          "truth": {**truth_check(row, evidence), "on": on,
-                                    "unsupported": evidence["unsupported"][:20]}}
+                          "truth": {**truth, "on": on, "unsupported": evidence["unsupported"][:20]}}
 
 
 def ground_models(results: dict, models: dict, test, grounding: Grounding | None) -> dict:
@@ -273,6 +279,13 @@ def model_concept_warnings(models: dict, classes) -> dict[str, str]:
     out = {}
     for name, model in models.items():
         own = getattr(model, "concept_set_", None)
+        if not isinstance(own, ConceptSet) and getattr(model, "class_consistent", False):
+            # a class-consistent head: the concepts each class may weigh (its non-zero weights)
+            own = ConceptSet(list(classes))
+            W = np.asarray(model.class_weights_)
+            for j, text in enumerate(model.concepts_):
+                if (W[:, j] != 0).any():
+                    own.add(text, [classes[i] for i in np.flatnonzero(W[:, j] != 0)])
         if isinstance(own, ConceptSet):
             warning = separability_warning(own, list(classes))
             if warning:

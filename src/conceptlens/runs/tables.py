@@ -25,10 +25,10 @@ def precision_cell(v, coverage=None, on_covered=None) -> str:
     """'0.80 (cov 0.62)'; 'n/m (0.40 on cov 0.16)' where too few top-k pairs could be scored to
     call it the model's precision (grounding/measures.py MIN_COVERAGE); the bare value where no
     coverage is known (older results)."""
-    if v is None and on_covered is None:
-        return DASH
     if coverage is None:
         return DASH if v is None else f"{v:.2f}"
+    if v is None and on_covered is None:  # none of the top-k pairs could be scored
+        return f"n/m (cov {coverage:.2f})"
     if v is None:
         return f"n/m ({on_covered:.2f} on cov {coverage:.2f})"
     return f"{v:.2f} (cov {coverage:.2f})"

@@ -229,6 +229,7 @@ def fit_elastic_net(X, y, lam: float, alpha: float = 0.99, W0=None, b0=None, n_c
     m = n_classes or int(yt.max()) + 1
     if support is not None:
         _support_solver(solver, streamed)
+        _support(support, m, Xt.shape[1], Xt.dtype)
         solver = "fista"
     present = torch.bincount(yt, minlength=m) > 0
     if not bool(present.all()):  # solved without the empty classes, as solve_path does
@@ -432,6 +433,7 @@ def solve_path(X, y, alpha: float = 0.99, lam: float | None = None, target_nec: 
     m = n_classes or int(yt.max()) + 1
     if support is not None:
         _support_solver(solver, streamed, working_set)
+        _support(support, m, Xt.shape[1], Xt.dtype)  # its shape, before any row is taken from it
         solver = "fista"
     solver = _pick_solver(solver, X if streamed else Xt, m)
     counts = torch.bincount(yt, minlength=m)
