@@ -51,6 +51,8 @@ Deviations from the reference (notes below the table)
 | seeds [4] | 0 grounding, 42 head, DataLoader | `seed` (0) for all, torch.randperm | another draw |
 | device | CUDA when present | CPU, float32, 1 torch thread for the head | none measured |
 | `positive` [5] | absent (dense, either sign) | W >= 0, projected after each step | only when set |
+| `class_consistent` | absent (any class weighs any concept) | a class weighs only concepts linked to it with training-image evidence, W >= 0 (methods/class_consistent.py) | only when set |
+| `on` | the image encoder's embedding | the same (default); "auto"/"features": the backbone's layer features | only when set |
 | `add_prior` [6] | `type=bool`, default False | True by default | none for KnoBo runs |
 | unconverged grounding | sklearn warns | logged, named in `not_converged_` | none |
 | zero-norm image | NaN (0/0) | divided by 1 (stays 0) | only then |

@@ -29,6 +29,7 @@ Deviations from the reference (notes below the table)
 | GLM solver [1] | glm_saga, 1000 SAGA epochs, tol 1e-4 | FISTA or Newton, to convergence | same optimum |
 | `target_nec` | absent | path stopped at a NEC | only when set |
 | `positive` [3] | absent (weights of either sign) | W >= 0 when set | only when set |
+| `class_consistent` | absent (any class weighs any concept) | a class weighs only concepts linked to it with training-image evidence, W >= 0 (methods/class_consistent.py) | only when set |
 | no concept passes the cutoff | a layer on 0 concepts | keep the best 10% (>= 1) | only then |
 | zero training spread | NaN (divide by 0) | divide by 1 | only then |
 | projection batch [2] | `random.sample`, unseeded | `torch.randperm` from `seed` | none if n <= 50000 |

@@ -47,6 +47,7 @@ Deviations from the reference (notes below the table)
 | what | reference | here | effect |
 |---|---|---|---|
 | optimiser [1] | mini-batch Adam | the same (default); full-batch L-BFGS as an option | L-BFGS overfits |
+| `class_consistent` | absent (any class weighs any concept) | a class weighs only concepts linked to it with training-image evidence, association -inf elsewhere (methods/class_consistent.py) | only when set |
 | Adam settings [2] | per dataset config | lr=1e-4, batch_size='auto', epochs=10000 | set per dataset |
 | Adam step | torch.optim.Adam, autograd | the same update with the gradient written out | none (tested) |
 | device / precision | GPU, float32, Lightning | CPU; float32 (Adam), float64 (L-BFGS) | none measured |

@@ -55,6 +55,7 @@ Deviations from the reference (notes below the table)
 | CAV negatives [6] | labelled absent (CUB), a folder (Broden) | folder, else other concepts' | see [6] |
 | options [4] | absent | solver "glm", standardize, "lbfgs" residual | only when set |
 | `positive` [7] | absent (SGDClassifier has no W >= 0) | same OvR objective, our FISTA, W >= 0 | if set |
+| `class_consistent` | absent (any class weighs any concept) | a class weighs only concepts linked to it with training-image evidence, W >= 0 (methods/class_consistent.py) | if set |
 | predict_proba [5] | sklearn's normalised sigmoids | softmax of the logits | same argmax |
 
 [1] Every conceptlens backbone returns unit embeddings, so a lam regularises relatively more
