@@ -231,3 +231,20 @@ def test_labo_class_consistent_refuses_l1_and_a_class_left_without_concepts(toy)
         get_method("labo", class_consistent=True, l1=0.01).fit(train, ctx, val)
     with pytest.raises(DataError, match="no concept to weigh"):
         get_method("labo", **HEADS["labo"], class_consistent=True, evidence_floor=1.0).fit(train, ctx, val)
+
+
+def test_a_class_consistent_head_can_fail_the_truth_floor_on_validation(toy):
+    """The head picks its concepts by their evidence on the training images; the truth check measures
+    them again on validation images: where those do not bear them out (here: labels shuffled, so the
+    linked classes are no longer the ones whose images light the concepts up), it fails."""
+    import dataclasses
+
+    from conceptlens.grounding.truth import explanation_evidence, truth_check
+
+    train, val, _, ctx = toy
+    model = get_method("posthoc", **HEADS["posthoc"], class_consistent=True).fit(train, ctx, val)
+    good = explanation_evidence(model, val, ctx, k=2)
+    assert truth_check(None, good)["passed"] and good["evidence_at_k"] == 1.0
+    shuffled = dataclasses.replace(val, labels=np.random.default_rng(0).permutation(val.labels))
+    bad = explanation_evidence(model, shuffled, ctx, k=2)
+    assert bad["evidence_at_k"] < 0.8 and not truth_check(None, bad)["passed"]
