@@ -100,10 +100,12 @@ def fit_support(method, context, held_activations, held_labels, columns=None) ->
         return None
     m, k = len(context.classes), len(context.concepts)
     L = class_links(method.name, context, method.links, m, k)
+    names = list(context.concepts)
     if columns is not None:
-        L = L[:, np.asarray(columns, dtype=np.int64)]
+        columns = np.asarray(columns, dtype=np.int64)
+        L, names = L[:, columns], [names[j] for j in columns]
     support, evidence = consistent_support(method.name, L, held_activations, held_labels,
-                                           method.evidence_floor, method.concepts_, context.classes)
+                                           method.evidence_floor, names, context.classes)
     method.concept_evidence_ = evidence
     return support
 

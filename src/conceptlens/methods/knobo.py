@@ -369,11 +369,8 @@ class KnoBo(Method):
         C_val = y_val = None
         if val is not None:
             C_val, y_val = self._grounded(unit_rows(self._x(val))), np.asarray(val.labels)
-        all_concepts = self.concepts_
-        self.concepts_ = [all_concepts[j] for j in self.kept_]  # fit_support names the kept ones
         # on the training images (the run's truth check measures validation ones, unseen here)
         support = fit_support(self, context, C, y, self.kept_)
-        self.concepts_ = all_concepts
         if support is not None:  # evidence over all concepts (NaN for those not in the bottleneck)
             evidence = np.full(k, np.nan)
             evidence[self.kept_] = self.concept_evidence_

@@ -214,7 +214,7 @@ def check_truth(results: dict, models: dict, held, context: Context, grounding: 
         row = row_fields(grounding.evaluate(model, held)) if grounding is not None else None
         # the floor the head was fitted with, so a report's two sections use one floor
         evidence = explanation_evidence(model, held, context, k,
-                                        getattr(model, "evidence_floor", None) or EVIDENCE_FLOOR)
+                                        getattr(model, "evidence_floor", EVIDENCE_FLOOR))
         truth = truth_check(row, evidence)
         if getattr(model, "grounds_from_links", False) and truth["by"] == "evidence":
             truth["why"] += (" (its concepts are grounded from these links: the figure shows that its detectors "
