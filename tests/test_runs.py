@@ -314,6 +314,13 @@ def test_grounding_beside_accuracy_in_every_output(tmp_path, monkeypatch):
         assert labo[key] == (None if direct[key] is None else pytest.approx(direct[key])), key
     assert labo["concept_auroc_n"] == direct["concept_auroc_n"] > 0
     assert zero["concept_auroc"] is None and zero["precision_at_k"] is None
+    # the truth check: by annotations where they cover half the top-k pairs (on the run's images
+    # held out for it), else by evidence; a method without concepts has none
+    truth = labo["truth"]
+    assert truth["by"] in ("annotations", "evidence") and "truth" not in zero
+    if truth["by"] == "evidence":
+        assert truth["value"] == labo["evidence_at_k"]
+    assert truth["passed"] == (truth["value"] is not None and truth["value"] >= 0.8)
     assert results["grounding"]["k"] == 2 and results["grounding"]["methods"]["zero_shot"] is None
     assert results["grounding"]["methods"]["labo"]["matches"] == direct["matches"]
 
