@@ -1,0 +1,265 @@
+"""Parameter constraints as data: the one way conceptlens declares and checks parameters.
+
+A port of scikit-learn's `_parameter_constraints` (sklearn/utils/_param_validation.py), kept
+small: an owner (a method, a concept source, a solver, a config section) declares
+
+    _parameter_constraints = {"lam": [Interval(float, 0, None, closed="left")],
+                              "mode": [Options("joint", "sequential")],
+                              "cavs": [None, InstanceOf(str, "a file path")]}
+
+and `validate_params(owner, params, constraints)` raises ConfigError naming the owner, the
+parameter, what it must be and what it got (with "Did you mean ...?" for near-miss options).
+A value is valid when it satisfies any one constraint of its list; `None` in a list allows None.
+
+`invalid_values(constraints)` returns values that satisfy none of them, so the tests of every
+registered owner are generated from its declaration rather than written by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, closest
+
+__all__ = ["Boolean", "Constraint", "InstanceOf", "Interval", "Options", "Predicate", "StrList",
+           "check_value", "describe", "invalid_values", "validate_params"]
+
+
+class Constraint:
+    """One condition a value may satisfy."""
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """What a valid value is, as a phrase that follows "must be"."""
+        raise NotImplementedError
+
+    def invalid_examples(self) -> list:
+        """Values that fail this constraint (candidates for the generated invalid-value tests)."""
+        return []
+
+    def hint(self, value: Any) -> str:
+        """A suffix for the error message (e.g. " Did you mean 'joint'?")."""
+        return ""
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Interval(Constraint):
+    """A finite int (`kind=int`; floats with no fractional part are not ints) or a finite real
+    number (`kind=float`; ints included) in [low, high], each bound optional; `closed` is
+    "both", "left", "right" or "neither"."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+
+    def __post_init__(self):
+        if self.kind not in (int, float):
+            raise TypeError("Interval kind must be int or float")
+        if self.closed not in ("both", "left", "right", "neither"):
+            raise TypeError(f"Interval closed must be both/left/right/neither; got {self.closed!r}")
+
+    def is_satisfied_by(self, v) -> bool:
+        if self.kind is int:
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                return False
+        elif not _is_number(v) or not math.isfinite(float(v)):
+            return False
+        lo_ok = self.low is None or (v >= self.low if self.closed in ("both", "left") else v > self.low)
+        hi_ok = self.high is None or (v <= self.high if self.closed in ("both", "right") else v < self.high)
+        return bool(lo_ok and hi_ok)
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        lo_in, hi_in = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:
+            return f"{what} in {'[' if lo_in else '('}{self.low:g}, {self.high:g}{']' if hi_in else ')'}"
+        if self.low is not None:
+            return f"{what} {'>=' if lo_in else '>'} {self.low:g}"
+        if self.high is not None:
+            return f"{what} {'<=' if hi_in else '<'} {self.high:g}"
+        return what
+
+    def invalid_examples(self) -> list:
+        out: list = ["1", True, float("nan")]
+        if self.kind is int:
+            out.append(1.5)
+        else:
+            out.append(float("inf"))
+        if self.low is not None:
+            out.append(self.low if self.closed in ("right", "neither") else self.low - 1)
+        if self.high is not None:
+            out.append(self.high if self.closed in ("left", "neither") else self.high + 1)
+        return out
+
+
+class Options(Constraint):
+    """One of the given values (strings, usually); a near miss gets "Did you mean ...?"."""
+
+    def __init__(self, *choices):
+        if len(choices) == 1 and isinstance(choices[0], (tuple, list, set, frozenset)):
+            choices = tuple(choices[0])
+        self.choices = tuple(choices)
+
+    def is_satisfied_by(self, v) -> bool:
+        try:
+            return any(v == c and type(v) is type(c) for c in self.choices)
+        except TypeError:
+            return False
+
+    def describe(self) -> str:
+        return f"one of {', '.join(map(repr, self.choices))}"
+
+    def invalid_examples(self) -> list:
+        strings = [c for c in self.choices if isinstance(c, str)]
+        return ([strings[0] + "_typo", strings[0].upper() + "?"] if strings else []) + [object()]
+
+    def hint(self, v) -> str:
+        strings = [c for c in self.choices if isinstance(c, str)]
+        return closest(v, strings) if isinstance(v, str) else ""
+
+    def __repr__(self) -> str:
+        return f"Options{self.choices!r}"
+
+
+class Boolean(Constraint):
+    """True or False (not 0/1, not "true")."""
+
+    def is_satisfied_by(self, v) -> bool:
+        return isinstance(v, bool)
+
+    def describe(self) -> str:
+        return "a boolean (true or false)"
+
+    def invalid_examples(self) -> list:
+        return ["true", 1, None]
+
+
+class InstanceOf(Constraint):
+    """An instance of `types` (bool is refused where int is asked for), described in words."""
+
+    def __init__(self, types: type | tuple[type, ...], description: str):
+        self.types = types if isinstance(types, tuple) else (types,)
+        self.description = description
+
+    def is_satisfied_by(self, v) -> bool:
+        if isinstance(v, bool) and bool not in self.types:
+            return False
+        return isinstance(v, self.types)
+
+    def describe(self) -> str:
+        return self.description
+
+    def invalid_examples(self) -> list:
+        return [c for c in (object(), 1.5, ["x"]) if not self.is_satisfied_by(c)]
+
+
+class StrList(Constraint):
+    """A list or tuple of non-empty strings, at least `min_len` long."""
+
+    def __init__(self, min_len: int = 0, description: str | None = None):
+        self.min_len = min_len
+        self.description = description
+
+    def is_satisfied_by(self, v) -> bool:
+        return (isinstance(v, (list, tuple)) and len(v) >= self.min_len
+                and all(isinstance(s, str) and s.strip() for s in v))
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        return "a list of non-empty strings" + (f" (at least {self.min_len})" if self.min_len else "")
+
+    def invalid_examples(self) -> list:
+        return ["a string", [1], [""]] + ([[]] if self.min_len else [])
+
+
+class Predicate(Constraint):
+    """Any other condition: a function, its description and values that fail it."""
+
+    def __init__(self, test: Callable[[Any], bool], description: str, invalid: Sequence = ()):
+        self.test, self.description, self.invalid = test, description, list(invalid)
+
+    def is_satisfied_by(self, v) -> bool:
+        try:
+            return bool(self.test(v))
+        except (TypeError, ValueError):
+            return False
+
+    def describe(self) -> str:
+        return self.description
+
+    def invalid_examples(self) -> list:
+        return list(self.invalid)
+
+
+def _constraints(spec) -> list:
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def _satisfies(value, c) -> bool:
+    return value is None if c is None else c.is_satisfied_by(value)
+
+
+def describe(spec) -> str:
+    """"an integer >= 1 or None": what a parameter's constraints allow."""
+    parts = [("None" if c is None else c.describe()) for c in _constraints(spec)]
+    return " or ".join(parts)
+
+
+def check_value(value, spec, name: str, owner: str = "", example: str | None = None) -> None:
+    """Raise ConfigError unless `value` satisfies one of the constraints in `spec`."""
+    cs = _constraints(spec)
+    if any(_satisfies(value, c) for c in cs):
+        return
+    hint = "".join(c.hint(value) for c in cs if c is not None)
+    where = f"{owner}: " if owner else ""
+    tip = f" Example: {example}." if example else ""
+    raise ConfigError(f"{where}{name} must be {describe(cs)}; got {value!r}.{hint}{tip}")
+
+
+def validate_params(owner: str, params: dict, constraints: dict[str, Any],
+                    examples: dict[str, str] | None = None) -> None:
+    """Check every parameter that has constraints (parameters without any are not checked)."""
+    for name, spec in constraints.items():
+        if name in params:
+            check_value(params[name], spec, name, owner, (examples or {}).get(name))
+
+
+def invalid_values(spec) -> list:
+    """Values that satisfy none of the constraints in `spec` (for generated tests)."""
+    cs = _constraints(spec)
+    seen: list = []
+    for c in cs:
+        if c is None:
+            continue
+        for v in c.invalid_examples():
+            if not any(_satisfies(v, other) for other in cs) and not any(_same(v, s) for s in seen):
+                seen.append(v)
+    return seen
+
+
+def _same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def iter_constraints(constraints: dict[str, Any]) -> Iterable[tuple[str, list]]:
+    for name, spec in constraints.items():
+        yield name, _constraints(spec)
