@@ -104,14 +104,14 @@ def test_prox_keeps_only_the_positive_part_of_the_soft_threshold():
     # prox would keep the negative soft-thresholded entries
     import torch
 
-    from conceptlens.solvers.glm import _fista, _safe_step
+    from conceptlens.solvers.in_memory import fista, safe_step
 
     X = torch.tensor([[1.0, -2.0], [0.5, 1.0], [-1.0, 0.3]], dtype=torch.float64)
     y = torch.tensor([0, 1, 0])
     W0 = torch.tensor([[0.3, 0.0], [0.1, 0.4]], dtype=torch.float64)
     lam, alpha = 0.1, 0.6
-    W1, *_ = _fista(X, y, lam, alpha, W0, None, 2, 0.0, 1, None, positive=True)
-    t = _safe_step(X)
+    W1, *_ = fista(X, y, lam, alpha, W0, None, 2, 0.0, 1, None, positive=True)
+    t = safe_step(X)
     R = (torch.softmax(X @ W0.T, 1) - torch.nn.functional.one_hot(y, 2)) / 3
     V = (W0 - t * (R.T @ X)).numpy()
     expected = np.maximum(0, V - t * lam * alpha) / (1 + t * lam * (1 - alpha))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
 from conceptlens.solvers import elastic_net_objective, fit_elastic_net, lambda_max, solve_path
+from conceptlens.testing.solver_problems import sklearn_reference
 
 
 def problem(n=300, p=20, m=4, seed=0):
@@ -16,16 +15,6 @@ def problem(n=300, p=20, m=4, seed=0):
     W = rng.normal(size=(m, p)) * (rng.random((m, p)) < 0.3) * 2
     y = (X @ W.T + rng.gumbel(size=(n, m))).argmax(1)
     return X, y
-
-
-def sklearn_reference(X, y, lam, alpha):
-    """scikit-learn's saga on the same objective (C = 1 / (lam n), l1_ratio = alpha), to 1e-12."""
-    from sklearn.linear_model import LogisticRegression
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return LogisticRegression(l1_ratio=alpha, C=1 / (lam * len(X)), solver="saga", tol=1e-12,
-                                  max_iter=200000).fit(X, y)
 
 
 @pytest.mark.parametrize("lam, alpha", [(0.01, 0.99), (0.003, 0.5), (0.05, 1.0)])

@@ -10,13 +10,17 @@ import pytest
 import torch
 
 from conceptlens.errors import ConfigError, DataError
-from conceptlens.solvers import (StreamedFeatures, elastic_net_objective, fit_elastic_net, lambda_max,
-                                 solve_path, write_feature_shards)
-from conceptlens.solvers import glm
-from conceptlens.solvers.newton import NewtonSolver
-
-from test_solver import sklearn_reference
-from test_solver_working_set import EXACT, kkt_gap, problem
+from conceptlens.solvers import (
+    StreamedFeatures,
+    elastic_net_objective,
+    fit_elastic_net,
+    glm,
+    lambda_max,
+    solve_path,
+    write_feature_shards,
+)
+from conceptlens.solvers.in_memory import NewtonSolver
+from conceptlens.testing.solver_problems import EXACT, kkt_gap, problem, sklearn_reference
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,7 +118,7 @@ def test_streamed_newton_reaches_the_in_memory_optimum_under_the_cap(tmp_path, l
     assert kkt_gap(streamed.weights[-1], streamed.biases[-1], X, y, lam, 0.99, loss, positive) < 1e-3
     assert src.stats.planned_bytes <= cap < 4000 * 60 * 4
     assert src.stats.passes > 6  # every step read the shards: the matrix never sat in memory
-    solver = glm._newton(src, torch.as_tensor(y), 6, 0.99, 1e-9, 100, positive, loss, torch.float64)
+    solver = glm.newton_solver(src, torch.as_tensor(y), 6, 0.99, 1e-9, 100, positive, loss, torch.float64)
     assert 64 <= len(solver.sub) < 4000  # the cap chose a subsample
 
 

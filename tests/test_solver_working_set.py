@@ -9,42 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.solvers import elastic_net_objective, lambda_max, solve_path
+from conceptlens.testing.solver_problems import EXACT, kkt_gap, problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-EXACT = dict(dtype=torch.float64, tol=1e-10, max_iter=20000)
-
-
-def problem(n=300, p=40, m=4, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, p))
-    W = rng.normal(size=(m, p)) * (rng.random((m, p)) < 0.1) * 2
-    y = (X @ W.T + rng.gumbel(size=(n, m))).argmax(1)
-    return X, y
-
-
-def kkt_gap(W, b, X, y, lam, alpha, loss, positive):
-    """Largest violation of the optimality conditions, in numpy: for zero weights the loss
-    gradient within the subdifferential, for non-zero ones the gradient equal to -penalty'."""
-    m = W.shape[0]
-    Y = np.eye(m)[y]
-    Z = X @ W.T + b
-    if loss == "ovr":
-        P = 1 / (1 + np.exp(-Z))
-    else:
-        P = np.exp(Z - Z.max(1, keepdims=True))
-        P /= P.sum(1, keepdims=True)
-    G = (P - Y).T @ X / len(X)
-    l1, l2 = lam * alpha, lam * (1 - alpha)
-    nz = W != 0
-    on = np.abs(G[nz] + l1 * np.sign(W[nz]) + l2 * W[nz])
-    off = np.maximum(-G[~nz] - l1, 0) if positive else np.maximum(np.abs(G[~nz]) - l1, 0)
-    return max(on.max(initial=0), off.max(initial=0), np.abs((P - Y).sum(0)).max() / len(X)) / l1
-
 
 @pytest.mark.parametrize("loss", ["multinomial", "ovr"])
 @pytest.mark.parametrize("positive", [False, True])

@@ -71,7 +71,8 @@ import math
 
 import torch
 
-from .glm import SolveInfo, _loss
+from .kernels import SolveInfo, kkt_violation, next_theta, probabilities, soft_threshold
+from .kernels import penalty as elastic_penalty
 
 INNER_ITERATIONS = 200
 INNER_TOL = 1e-3
@@ -99,7 +100,8 @@ def subsample(n: int, rows: int, seed: int = 0) -> torch.Tensor:
 class NewtonSteps:
     """The model and the step (module docstring, steps 2 to 5), for any source of passes:
     `run(lam, W, b, data)` where `data` gives the loss, gradient and the probabilities at the
-    Hessian rows of a point (`start`, `move`) and the losses along a direction (`trials`)."""
+    Hessian rows of a point (`start`, `move`) and the losses along a direction (`trials`):
+    module `in_memory` (`NewtonArrays`) and module `streaming_newton` (`NewtonPasses`)."""
 
     def __init__(self, n: int, m: int, p: int, alpha: float, tol: float, max_iter: int, positive: bool,
                  loss: str, XsT: torch.Tensor, min_set: int = 128, max_set: int | None = None,
@@ -110,20 +112,11 @@ class NewtonSteps:
         self.XsT, self.gather_floats = XsT, gather_floats  # (p + 1, nh): the Hessian rows, and ones
 
     def probabilities(self, Z):
-        return torch.sigmoid(Z) if self.loss == "ovr" else torch.softmax(Z, dim=1)
+        return probabilities(Z, self.loss)
 
     def violation(self, W, G, gb, l1, l2, zeros_exact: bool = False) -> float:
-        """The largest violation of the optimality conditions at W (gradient G, gb), over l1:
-        0 <= -G +- l1 for zero weights (one-sided under W >= 0), G + l1 sign(W) + l2 W = 0 for
-        the others, gb = 0 for the intercepts. `zeros_exact`: inf if any zero weight violates
-        at all (one that should leave zero, however little)."""
-        nz = W != 0
-        on = (G + l1 * torch.sign(W) + l2 * W).abs().masked_fill(~nz, 0)
-        push = -G if self.positive else G.abs()
-        off = (push - l1).clamp(min=0).masked_fill(nz, 0)
-        if zeros_exact and bool((off > 0).any()):
-            return math.inf
-        return max(float(on.max()), float(off.max()), float(gb.abs().max())) / max(l1, 1e-30)
+        """`kernels.kkt_violation` under this problem's constraint (W >= 0 or not)."""
+        return kkt_violation(W, G, gb, l1, l2, self.positive, zeros_exact)
 
     def _working_set(self, W, G, l1):
         nz = W != 0
@@ -171,12 +164,9 @@ class NewtonSteps:
         dy, theta = d, 1.0
         for _ in range(INNER_ITERATIONS):
             V = w0 + dy - (g0 + torch.bmm(H, dy[:, :, None])[:, :, 0]) / L
-            if self.positive:
-                shrunk = torch.clamp(V - l1 / L, min=0) / (1 + l2 / L)
-            else:
-                shrunk = torch.sign(V) * torch.clamp(V.abs() - l1 / L, min=0) / (1 + l2 / L)
+            shrunk = soft_threshold(V, l1 / L, 1 + l2 / L, self.positive)
             dn = (torch.where(penalised, shrunk, V) - w0) * keep
-            theta_n = (1 + math.sqrt(1 + 4 * theta * theta)) / 2
+            theta_n = next_theta(theta)
             change = float((dn - d).abs().max())
             dy = dn + (theta - 1) / theta_n * (dn - d)
             d, theta = dn, theta_n
@@ -193,7 +183,7 @@ class NewtonSteps:
         l1, l2 = lam * self.alpha, lam * (1 - self.alpha)
 
         def penalty(Wx):
-            return float(l1 * Wx.abs().sum() + 0.5 * l2 * (Wx * Wx).sum())
+            return elastic_penalty(Wx, l1, l2)
 
         kkt_tol = min(KKT_TOL, KKT_PER_TOL * self.tol)
         ce, G, gb, Ph, products = data.start(W, b)
@@ -258,77 +248,3 @@ def start_point(W0, b0, freq: torch.Tensor, m: int, p: int, dtype, positive: boo
     if loss == "ovr":
         b = b - torch.log((1 - freq).clamp(min=1e-12))
     return W, b
-
-
-class _InMemory:
-    """Passes over an in-memory X that keep the logits Z = X W^T + b between them."""
-
-    def __init__(self, X, Y, sub, steps: NewtonSteps, loss: str, Z=None):
-        self.X, self.Y, self.sub, self.steps, self.loss = X, Y, sub, steps, loss
-        self.n, self.p = X.shape
-        self.Z, self.XD = Z, None  # Z: the start's logits when known
-
-    def times(self, D: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """X D^T over the features D touches, and its cost in products."""
-        cols = (D != 0).any(0).nonzero().flatten()
-        if len(cols) > self.p // 2:
-            return self.X @ D.T, 1.0
-        if len(cols) == 0:
-            return torch.zeros(self.n, D.shape[0], dtype=self.X.dtype), 0.0
-        return self.X[:, cols] @ D[:, cols].T, len(cols) / self.p
-
-    def _at(self):
-        P = self.steps.probabilities(self.Z)
-        R = (P - self.Y) / self.n
-        return float(_loss(self.Z, self.Y, self.loss)), R.T @ self.X, R.sum(0), P[self.sub]
-
-    def start(self, W, b):
-        cost = 0.0
-        if self.Z is None:
-            Z, cost = self.times(W)
-            self.Z = Z + b
-        return (*self._at(), cost + 1)
-
-    def trials(self, W, b, D, db, halvings):
-        XD, cost = self.times(D)
-        self.XD = XD + db
-        t = 1.0
-        for _ in range(halvings):
-            yield t, float(_loss(self.Z + t * self.XD, self.Y, self.loss)), cost
-            t, cost = t * 0.5, 0.0
-
-    def move(self, W, b, t):
-        self.Z = self.Z + t * self.XD
-        return (*self._at(), 1.0)
-
-
-class NewtonSolver:
-    """Solves one lam at a time on X (n, p), warm-started from a path state
-    (lam_prev, W_prev, b_prev, step, G_prev); the interface of `working_set.WorkingSetSolver`."""
-
-    start_step = None
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, m: int, alpha: float, tol: float, max_iter: int,
-                 positive: bool, loss: str, hessian_rows: int = 4096, min_set: int = 128, seed: int = 0):
-        self.X, self.m = X, m
-        self.n, self.p = X.shape
-        self.Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
-        self.positive, self.loss = positive, loss
-        self.sub = subsample(self.n, hessian_rows_for(m, hessian_rows), seed)
-        # the Hessian rows' features and a row of ones (the intercept), one row per feature
-        XsT = torch.cat([X[self.sub].T, torch.ones(1, len(self.sub), dtype=X.dtype)]).contiguous()
-        self.steps = NewtonSteps(self.n, m, self.p, alpha, tol, max_iter, positive, loss, XsT, min_set)
-        self._last = None  # (W, b, Z) of the last solve: the next lam starts from its logits
-        self.pending = 0.0
-
-    def solve(self, lam: float, state):
-        _, W0, b0, _, _ = state
-        W, b = start_point(W0, b0, self.Y.mean(0), self.m, self.p, self.X.dtype, self.positive, self.loss)
-        last = self._last
-        Z = last[2] if last is not None and last[0] is W0 and last[1] is b0 else None
-        data = _InMemory(self.X, self.Y, self.sub, self.steps, self.loss, Z)
-        W, b, info, G, active = self.steps.run(lam, W, b, data)
-        info.products += self.pending
-        self.pending = 0.0
-        self._last = (W, b, data.Z)
-        return W, b, info, None, G, active, 0

@@ -32,17 +32,19 @@ import math
 import torch
 
 from ..errors import ConfigError
+from .kernels import lambda_max_of
 from .newton import NewtonSteps, hessian_rows_for, start_point, subsample
-from .streaming import _DTYPES, StreamedFeatures, _Stream
+from .shards import StreamedFeatures
+from .streaming import Stream
 
 MIN_HESSIAN_ROWS = 64
 TRIALS_PER_PASS = 3
 
 
-class _Passes:
+class NewtonPasses:
     """`NewtonSteps.run`'s data, from passes over the shards."""
 
-    def __init__(self, stream: _Stream, XsT: torch.Tensor, steps: NewtonSteps):
+    def __init__(self, stream: Stream, XsT: torch.Tensor, steps: NewtonSteps):
         self.stream, self.XsT, self.steps = stream, XsT, steps
         self.p = stream.X.p
         self.ahead = None  # (loss, G, gb) at the full step of the last line search
@@ -83,7 +85,7 @@ class _Passes:
 
 
 class StreamingNewtonSolver:
-    """One lam at a time on a StreamedFeatures, with the interface module glm's path uses."""
+    """One lam at a time on a StreamedFeatures, with the interface module `path` uses."""
 
     start_step = None
 
@@ -102,14 +104,13 @@ class StreamingNewtonSolver:
                               f"Hessian rows alone need a sixth of the cap; give at least {need} bytes, or "
                               "use solver='fista'.")
         gather = max(1, own // 4 // c)
-        max_set = max(1, int(math.isqrt(max(1, own // 4 // (m * c)))) - 1)  # blocks: m (s + 1)^2 numbers
+        max_set = max(1, math.isqrt(max(1, own // 4 // (m * c))) - 1)  # blocks: m (s + 1)^2 numbers
         passes_X = X.with_options(max_memory_bytes=cap - own)
         passes_X.stats = X.stats  # one account of passes and bytes for the caller
-        self.stream = _Stream(passes_X, y, m, loss, dtype)
+        self.stream = Stream(passes_X, y, m, loss, dtype)
         self.H, _, _ = self.stream.scan(bound=False)  # the gradient at W = 0: lambda_max
         self.sub = subsample(n, rows, seed)
-        raw_dtype = _DTYPES[X.storage][1]
-        XsT = torch.empty(p + 1, len(self.sub), dtype=raw_dtype if X.center is None and X.scale is None
+        XsT = torch.empty(p + 1, len(self.sub), dtype=X.storage_dtype if X.center is None and X.scale is None
                           else dtype)
         XsT[p] = 1.0
         for a, Xc in self.stream.chunks(None):  # one pass collects the Hessian rows
@@ -118,15 +119,14 @@ class StreamingNewtonSolver:
         X.stats.planned_bytes = max(X.stats.planned_bytes,
                                     self.stream.fixed + self.stream.rows * self.stream.per_row + own)
         self.steps = NewtonSteps(n, m, p, alpha, tol, max_iter, positive, loss, XsT, min_set, max_set, gather)
-        self.passes = _Passes(self.stream, XsT, self.steps)
+        self.passes = NewtonPasses(self.stream, XsT, self.steps)
         self.freq = torch.bincount(y, minlength=m).to(torch.float64) / n
         self.n, self.p, self.m, self.dtype = n, p, m, dtype
         self.alpha, self.positive, self.loss = alpha, positive, loss
         self.pending = 1.0  # the first pass: X^T (Y - pi), one product (the rows pass only reads)
 
     def lambda_max(self) -> float:
-        top = self.H.max().clamp(min=0) if self.positive else self.H.abs().max()
-        return float(top / max(self.alpha, 1e-3))
+        return lambda_max_of(self.H, self.alpha, self.positive)
 
     def solve(self, lam: float, state):
         _, W0, b0, _, _ = state

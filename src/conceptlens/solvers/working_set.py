@@ -21,6 +21,10 @@ free), plus every feature with a non-zero weight at the previous point. The rule
 heuristic (it assumes the gradient moves by at most alpha per unit of lam) and can discard a
 feature that the optimum needs; the KKT check is what guarantees the optimum.
 
+The loop (`solve_on_working_sets`) is written once: a backend (module `in_memory`, module
+`streaming`) gives it FISTA on a set of columns and the full gradient for the KKT check
+(`WorkingSetData`).
+
 Cost accounting (`ElasticNetPath.full_gradients`): one full gradient is a forward X W^T and a
 gradient R^T X over all p features; a product over the |U| columns of the working set counts
 |U| / p of one, and each KKT check is half of one (R^T X over all features; the logits come
@@ -46,22 +50,27 @@ the multinomial loss, left for later.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
-from .glm import SolveInfo, _fista, _safe_step
+from .kernels import SolveInfo, add_violators, kkt_score
 
 
-def score(G: torch.Tensor, positive: bool) -> torch.Tensor:
-    """Per feature, the largest amount by which a class's gradient pushes W away from 0."""
-    return (-G if positive else G.abs()).max(0).values
+class WorkingSetData(Protocol):
+    """What the working-set loop needs from a backend."""
 
+    p: int  # features
+    m: int  # classes
+    dtype: torch.dtype
 
-def add_violators(keep: torch.Tensor, G: torch.Tensor, l1: float, positive: bool) -> int:
-    """Add to `keep` (in place) the features outside it that violate the KKT conditions at the
-    gradient G; returns how many (0: the point is optimal over all features)."""
-    violators = (score(G, positive) > l1) & ~keep
-    keep |= violators
-    return int(violators.sum())
+    def fista_on(self, cols: torch.Tensor, lam: float, W0, b0, step):
+        """FISTA at lam on columns `cols` from (W0, b0): W, b, info (products over those
+        columns), the last step."""
+
+    def full_gradient(self, cols: torch.Tensor, W, b) -> tuple[torch.Tensor, float]:
+        """The loss gradient over all p features at the point FISTA returned (W over `cols`),
+        and its cost in products."""
 
 
 def initial_set(lam: float, lam_prev: float, W_prev, G_prev, p: int, alpha: float, positive: bool,
@@ -73,60 +82,36 @@ def initial_set(lam: float, lam_prev: float, W_prev, G_prev, p: int, alpha: floa
     elif G_prev is None:
         keep = torch.ones(p, dtype=torch.bool)
     else:
-        keep = score(G_prev, positive) >= alpha * (2 * lam - lam_prev)
+        keep = kkt_score(G_prev, positive) >= alpha * (2 * lam - lam_prev)
     if W_prev is not None:
         keep |= (W_prev != 0).any(0)
     return keep
 
 
-class WorkingSetSolver:
-    """Solves one lam at a time on X (n, p), warm-started from a path state
-    (lam_prev, W_prev, b_prev, step, G_prev); see the module docstring."""
-
-    start_step = None  # the first lam starts from the safe step
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, m: int, alpha: float, tol: float, max_iter: int,
-                 positive: bool, loss: str, screen=None):
-        self.X, self.y, self.m = X, y, m
-        self.n, self.p = X.shape
-        self.Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
-        self.alpha, self.tol, self.max_iter = alpha, tol, max_iter
-        self.positive, self.loss, self.screen = positive, loss, screen
-        self.safe = _safe_step(X)
-        self.pending = 62 / m  # the power iteration's matrix-vector products, charged to the first solve
-
-    def _residuals(self, Z: torch.Tensor) -> torch.Tensor:
-        P = torch.sigmoid(Z) if self.loss == "ovr" else torch.softmax(Z, dim=1)
-        return (P - self.Y) / self.n
-
-    def gradient_at_zero(self, lmax: float) -> torch.Tensor:
-        """G at W = 0 with the optimal intercept (class frequencies, both losses): -H."""
-        self.pending += 1
-        return -(self.X.T @ (self.Y - self.Y.mean(0))).T / self.n
-
-    def solve(self, lam: float, state):
-        lam_prev, W_prev, b, step, G_prev = state
-        X, p, m = self.X, self.p, self.m
-        l1 = lam * self.alpha
-        keep = initial_set(lam, lam_prev, W_prev, G_prev, p, self.alpha, self.positive, self.screen)
-        W_full = torch.zeros(m, p, dtype=X.dtype) if W_prev is None else W_prev.clone()
-        products, iterations, added = self.pending, 0, 0
-        self.pending = 0.0
-        while True:
-            idx = keep.nonzero().flatten()
-            XU = X[:, idx]
-            W, b, info, step, Z = _fista(XU, self.y, lam, self.alpha, W_full[:, idx], b, m, self.tol,
-                                         self.max_iter, step, self.positive, self.loss, safe=self.safe,
-                                         Y=self.Y)
-            products += info.products * len(idx) / p
-            iterations += info.iterations
-            W_full = torch.zeros(m, p, dtype=X.dtype)
-            W_full[:, idx] = W
-            G = self._residuals(Z).T @ X  # the KKT check: one R^T X over all features
-            products += 1
-            new = add_violators(keep, G, l1, self.positive)
-            if not new:
-                break
-            added += new
-        info = SolveInfo(iterations, info.objective, info.converged, products)
-        return W_full, b, info, step, G, int(keep.sum()), added
+def solve_on_working_sets(data: WorkingSetData, lam: float, state, alpha: float, positive: bool,
+                          screen=None, products: float = 0.0):
+    """One lam from the path state (lam_prev, W_prev, b_prev, step, G_prev): FISTA on the
+    working set, the KKT check over all features, again with the violators until there are
+    none. `products`: work already charged to this lam. Returns the path solver's tuple
+    (W, b, info, step, G, features solved on, features the KKT check added)."""
+    lam_prev, W_prev, b, step, G_prev = state
+    p, m, dtype = data.p, data.m, data.dtype
+    l1 = lam * alpha
+    keep = initial_set(lam, lam_prev, W_prev, G_prev, p, alpha, positive, screen)
+    W_full = torch.zeros(m, p, dtype=dtype) if W_prev is None else W_prev.clone()
+    iterations, added = 0, 0
+    while True:
+        idx = keep.nonzero().flatten()
+        W, b, info, step = data.fista_on(idx, lam, W_full[:, idx], b, step)
+        products += info.products * len(idx) / p
+        iterations += info.iterations
+        W_full = torch.zeros(m, p, dtype=dtype)
+        W_full[:, idx] = W
+        G, cost = data.full_gradient(idx, W, b)  # the KKT check over all features
+        products += cost
+        new = add_violators(keep, G, l1, positive)
+        if not new:
+            break
+        added += new
+    info = SolveInfo(iterations, info.objective, info.converged, products)
+    return W_full, b, info, step, G, int(keep.sum()), added

@@ -1,0 +1,1 @@
+"""Helpers for conceptlens's tests (shipped so that no test module imports another)."""
