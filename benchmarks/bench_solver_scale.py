@@ -129,14 +129,14 @@ def pass_timing(src: StreamedFeatures, y: np.ndarray, m: int) -> dict:
     """Issue 15's yardstick: one full gradient pass over the shards (all columns, no column
     cache) against the time to read and convert them plus the time of its matrix products
     (X_c W^T and R_c^T X_c on an in-memory chunk, as many times as there are chunks)."""
-    from conceptlens.solvers.streaming import _Stream  # the solver's own pass
+    from conceptlens.solvers.streaming import Stream  # the solver's own pass
 
-    stream = _Stream(src, torch.as_tensor(y), m, "multinomial", torch.float32)
+    stream = Stream(src, torch.as_tensor(y), m, "multinomial", torch.float32)
     stream.cache_room = 0  # time the disk, not the cache
     W = torch.randn(m, src.p, generator=torch.Generator().manual_seed(0)) * 1e-3
     b = torch.zeros(m)
     t = time.perf_counter()
-    for _, raw in src._raw_chunks(stream.rows):
+    for _, raw in src.raw_chunks(stream.rows):
         raw.float()
     read = time.perf_counter() - t
     x = torch.randn(stream.rows, src.p)
