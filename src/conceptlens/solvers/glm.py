@@ -79,9 +79,9 @@ from .shards import StreamedFeatures
 from .streaming import StreamingSolver
 from .streaming_newton import StreamingNewtonSolver
 
-__all__ = ["AUTO_NEWTON_PRODUCT", "LOSSES", "SOLVERS", "ElasticNetPath", "SolveInfo", "elastic_net_objective",
-           "fit_elastic_net", "is_streamed", "lambda_max", "newton_solver", "pick_solver", "solve_path",
-           "sufficient_decrease"]
+__all__ = ["AUTO_NEWTON_PRODUCT", "LOSSES", "SOLVERS", "SUPPORT_IN_MEMORY", "ElasticNetPath", "SolveInfo",
+           "elastic_net_objective", "fit_elastic_net", "is_streamed", "lambda_max", "newton_solver",
+           "pick_solver", "solve_path", "sufficient_decrease"]
 
 # "auto" takes Newton when one n x p x m product is at least this many multiply-adds (in
 # memory): there a FISTA iteration is slow and Newton's few steps pay for their fixed costs.

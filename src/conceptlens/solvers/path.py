@@ -27,7 +27,8 @@ class PathSolver(Protocol):
     def solve(self, lam: float, state: tuple) -> tuple: ...
 
     def gradient_at_zero(self, lmax: float) -> torch.Tensor:
-        """The loss gradient at W = 0 with the optimal intercepts (working sets screen from it)."""
+        """The loss gradient at W = 0 with the optimal intercepts: working sets screen the first
+        lam from it (only solvers with working sets need it)."""
 
 
 @dataclass

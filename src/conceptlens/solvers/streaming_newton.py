@@ -4,7 +4,9 @@ solver="newton")`).
 The steps of module `newton` (working sets per class, Hessian blocks from a subsample of
 images, FISTA on the blocks, Armijo line search), with the passes of module `streaming`:
 logits are never stored for all n rows, so each quantity over all images is one pass over
-the shards, chunk by chunk, under `max_memory_bytes`.
+the shards, chunk by chunk, under `max_memory_bytes`. `NewtonPasses` is `NewtonSteps.run`'s
+data here (module `in_memory`'s `NewtonArrays` is the in-memory one); `StreamingNewtonSolver`
+plans the memory and is the path's per-lam solver.
 
 - The Hessian rows (a seeded uniform subsample of `hessian_rows` images) are read once,
   when the solver opens, and kept in memory with a row of ones; their probabilities at a
