@@ -333,7 +333,8 @@ class ConceptConfig(Table):
     selection: Annotated[str, Check(Options(SELECTIONS))] = Field(
         "submodular", description="How concepts are selected (concepts/selection.py).")
     lam: Annotated[float, Check(NONNEG)] = Field(
-        0.1, description="The selection's weight of coverage against discriminability.")
+        0.1, description="The submodular selection's weight of class coverage against the concepts' mutual "
+        "information with the class (concepts/selection.py).")
     global_budget: Annotated[int | str, Check(
         NONNEG_INT, Options("auto"), expected='an integer >= 0 or "auto"',
         note="how many concepts tied to no class to keep; 0 = none")] = Field(
