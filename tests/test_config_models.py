@@ -208,6 +208,15 @@ def test_a_run_config_edited_after_loading_is_checked_by_validate_config(tmp_pat
     assert cfg.concepts.lam == 1.0 and isinstance(cfg.concepts.lam, float)
 
 
+def test_integers_stay_integers_where_an_integer_is_allowed():
+    c = config.ConfoundedConfig.from_table({"nuisance": "border", "strength": 2})
+    assert c.strength == 2 and isinstance(c.strength, int)  # the border's width in pixels
+    c = config.ConfoundedConfig.from_table({"nuisance": "brightness", "strength": 1})
+    assert c.strength == 1.0 and isinstance(c.strength, float)
+    c = config.ConceptConfig.from_table({"global_budget": 3, "lam": 2, "sources": []})
+    assert isinstance(c.global_budget, int) and isinstance(c.lam, float)
+
+
 def test_tables_are_built_like_the_dataclasses_they_replace():
     d = config.DataConfig("x", 1, 2, 3, 4)
     assert (d.dataset, d.train_per_class, d.seed, d.on_error) == ("x", 1, 4, "fail")

@@ -129,8 +129,8 @@ class Check:
     def _normalised(value, real: list):
         """An integer where a number goes is stored as a float (1 -> 1.0), as TOML would read 1.0."""
         if isinstance(value, int) and not isinstance(value, bool):
-            ints = [c for c in real if isinstance(c, validation.Interval) and c.kind is int]
-            if not any(c.is_satisfied_by(value) for c in ints):
+            met = [c for c in real if c.is_satisfied_by(value)]
+            if met and all(isinstance(c, validation.Interval) and c.kind is float for c in met):
                 return float(value)
         return value
 
