@@ -162,8 +162,8 @@ def config_error(e: ValidationError, base: tuple[str, ...] = ()) -> ConfigError:
     table, key = ".".join(path[:-1]) or "top level", (path[-1] if path else "")
     if isinstance(exc, _Problem):
         return field_error(table, key, exc.value, exc.expected, exc.hint, exc.choices)
-    if isinstance(exc, ConfigError):
-        return ConfigError(str(exc))
+    if isinstance(exc, ConfigError):  # a check's own, whole message (a UsageError stays one)
+        return exc.with_traceback(None)
     # nothing in conceptlens' tables leaves a check to pydantic; should one, say it in our words
     return ConfigError(f"[{table}] {key} = {first.get('input')!r} is not a value this key takes. "
                        "Correct it in the config.")
