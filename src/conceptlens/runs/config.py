@@ -35,10 +35,14 @@ from pydantic import Field, model_validator
 
 from ..backbones import BACKBONES
 from ..concepts.selection import METHODS as SELECTIONS
+from ..concepts.sources.llm import redact_url
+from ..concepts.sources.options import check_source_options
 from ..data import BUILTIN, COMPOSITE, DIGITS
 from ..data.confounded import DEFAULT_NUISANCE, DEFAULT_PAIRS, NUISANCES, check_nuisance, pair_name
 from ..errors import ConfigError, closest
 from ..grounding.evaluate import ANNOTATION_NAMES, EMBED_CHOICES
+from ..methods.aliases import METHOD_KEY, method_class, method_params, registered_name
+from ..methods.base import check_params
 from ..validation import InstanceOf, Interval, Options, Predicate, StrList
 from .config_model import BOOLEAN, MAX_SEED, NONE, SEED, STRING, Check, Model, Table, field_error
 
@@ -190,8 +194,6 @@ SOURCES_EXPECTED = 'a list of strings (e.g. ["wordnet"]) or one [concepts.source
 def check_sources(sources, file: str | None = None) -> None:
     """[concepts] sources: a list of names, or {name: options}; every source's options are
     checked now (concepts/sources/options.py), so a missing path fails before any work."""
-    from ..concepts.sources.options import check_source_options
-
     if isinstance(sources, dict):
         for name, options in sources.items():
             if not isinstance(options, dict):
@@ -212,9 +214,6 @@ def check_method_params(name: str, params: dict) -> None:
     """Unknown or invalid parameters of the [methods.`name`] table raise ConfigError (no fitting); a
     `method` key names the registered method (methods/aliases.py), an unknown one is refused with
     the known methods listed."""
-    from ..methods.aliases import method_params, registered_name
-    from ..methods.base import check_params
-
     target = registered_name(name, params)
     try:
         check_params(target, method_params(params))
@@ -685,8 +684,6 @@ def _method_params(name: str, params: dict) -> dict:
     """A method's parameters without the Nones that TOML cannot hold; a None whose default
     is not None would reload differently, so it is refused. A `method` key (an alias's registered
     method, methods/aliases.py) is kept, first."""
-    from ..methods.aliases import METHOD_KEY, method_class, method_params
-
     sig = inspect.signature(method_class(name, params).__init__).parameters
     out = {METHOD_KEY: params[METHOD_KEY]} if METHOD_KEY in params else {}
     for k, v in method_params(params).items():
@@ -706,8 +703,6 @@ def _recorded_concepts(c: ConceptConfig) -> dict:
     sources = out["sources"]
     if isinstance(sources, dict) and isinstance(sources.get("llm"), dict) \
             and isinstance(sources["llm"].get("base_url"), str):
-        from ..concepts.sources.llm import redact_url
-
         llm = {**sources["llm"], "base_url": redact_url(sources["llm"]["base_url"])}
         out["sources"] = {**sources, "llm": llm}
     return out
