@@ -46,18 +46,16 @@ from ..methods.base import check_params
 from ..validation import InstanceOf, Interval, Options, Predicate, StrList
 from .config_model import BOOLEAN, MAX_SEED, NONE, SEED, STRING, Check, Model, Table, field_error
 
-__all__ = ["MAX_SEED", "NONE", "ConceptConfig", "ConfigFile", "ConfoundedConfig", "DataConfig",
-           "DiscoveryConfig", "FewShotConfig", "GroundingConfig", "ReportConfig", "RunConfig",
+__all__ = ["DEFAULT_METHODS", "MAX_SEED", "NONE", "TABLES", "BackboneConfig", "ConceptConfig", "ConfigFile",
+           "ConfoundedConfig", "DataConfig", "DiscoveryConfig", "EvaluationConfig", "FewShotConfig",
+           "GroundingConfig", "OutputConfig", "ReportConfig", "RunConfig", "SaeConfig", "V2cConfig",
            "check_method_params", "check_sources", "load_config", "split_pool", "to_toml", "validate_config",
            "validate_discovery"]
 
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
 NEC_PROTOCOLS = ("vlg", "refit", "prune")
 ON_ERROR = ("fail", "skip")
-SAE_PARAMS = ("expansion", "l1", "lr", "epochs", "batch_size", "resample_every", "seed", "precision",
-              "resample_dataset_size")
 SAE_PRECISIONS = ("auto", "float32", "bfloat16")
-V2C_PARAMS = ("max_texts", "templates", "pairs", "relation_texts", "relations")
 DISCOVERY_INPUTS = ("auto", "raw", "normalised")
 V2C_TEMPLATE_SETS = ("full", "plain")
 POOL_SPLITS = ("train", "val", "test")
@@ -496,6 +494,10 @@ class V2cConfig(Table):
     relations: Annotated[list[str] | None, Check(
         None, StrList(description='a list of non-empty strings, e.g. ["has", "made of"]'))] = Field(
         None, description="The relation words of the relation phrases.")
+
+
+SAE_PARAMS = tuple(SaeConfig.model_fields)
+V2C_PARAMS = tuple(V2cConfig.model_fields)
 
 
 class DiscoveryConfig(Table):
