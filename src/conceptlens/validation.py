@@ -25,8 +25,19 @@ from typing import Any
 
 from .errors import ConfigError, closest
 
-__all__ = ["Boolean", "Constraint", "InstanceOf", "Interval", "Options", "Predicate", "StrList",
-           "check_value", "describe", "invalid_values", "validate_params"]
+__all__ = ["Boolean", "Constraint", "InstanceOf", "Interval", "InvalidValue", "Options", "Predicate",
+           "StrList", "check_value", "describe", "invalid_values", "validate_params"]
+
+
+class InvalidValue(ConfigError):
+    """What check_value raises: the message, and its parts for callers that word it their own way
+    (the run config names the [section] and the key): `name`, `value`, `constraints` (the list),
+    `expected` (what `describe` says of them) and `hint` (" Did you mean ...?" or "")."""
+
+    def __init__(self, message: str, name: str, value: Any, constraints: list, hint: str):
+        super().__init__(message)
+        self.name, self.value, self.constraints, self.hint = name, value, constraints, hint
+        self.expected = describe(constraints)
 
 
 class Constraint:
@@ -46,6 +57,11 @@ class Constraint:
     def hint(self, value: Any) -> str:
         """A suffix for the error message (e.g. " Did you mean 'joint'?")."""
         return ""
+
+
+def _bound(x) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29497e+09), others as :g."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 def _is_number(v) -> bool:
@@ -83,11 +99,12 @@ class Interval(Constraint):
         what = "an integer" if self.kind is int else "a finite number"
         lo_in, hi_in = self.closed in ("both", "left"), self.closed in ("both", "right")
         if self.low is not None and self.high is not None:
-            return f"{what} in {'[' if lo_in else '('}{self.low:g}, {self.high:g}{']' if hi_in else ')'}"
+            return (f"{what} in {'[' if lo_in else '('}{_bound(self.low)}, {_bound(self.high)}"
+                    f"{']' if hi_in else ')'}")
         if self.low is not None:
-            return f"{what} {'>=' if lo_in else '>'} {self.low:g}"
+            return f"{what} {'>=' if lo_in else '>'} {_bound(self.low)}"
         if self.high is not None:
-            return f"{what} {'<=' if hi_in else '<'} {self.high:g}"
+            return f"{what} {'<=' if hi_in else '<'} {_bound(self.high)}"
         return what
 
     def invalid_examples(self) -> list:
@@ -225,7 +242,8 @@ def check_value(value, spec, name: str, owner: str = "", example: str | None = N
     hint = "".join(c.hint(value) for c in cs if c is not None)
     where = f"{owner}: " if owner else ""
     tip = f" Example: {example}." if example else ""
-    raise ConfigError(f"{where}{name} must be {describe(cs)}; got {value!r}.{hint}{tip}")
+    raise InvalidValue(f"{where}{name} must be {describe(cs)}; got {value!r}.{hint}{tip}", name, value, cs,
+                       hint)
 
 
 def validate_params(owner: str, params: dict, constraints: dict[str, Any],

@@ -1,423 +1,139 @@
-"""The run config (TOML). Every field has a default, so a config says only what differs.
+"""The run config (TOML): one typed table per section, every key with a default, so a config
+says only what differs. docs/reference/config.md lists every key (scripts/config_reference.py
+writes it from the tables below).
 
-    [data]       dataset, train_per_class, val_per_class, test_per_class (integers >= 0;
-                 0 = every image of that split), seed, data_dir, allow_non_ascii (bool),
-                 on_error ("fail" | "skip": what to do with a corrupt image),
-                 max_pixels (images above it are refused as corrupt; 0 = no cap),
-                 train_fraction, val_fraction, test_fraction (numbers in [0, 1) summing to 1;
-                 0.7/0.1/0.2: how images without a given split are divided, per class),
-                 use_given_split (bool, true: keep the split the data came with, Fashion-MNIST's
-                 official test set or a manifest's `split` column; false: divide every image
-                 by the fractions), ray ("" = encode here | "auto" | "local" | "HOST:PORT": encode
-                 on a Ray cluster, the same cache; pip install 'conceptlens[ray]'), ray_workers,
-                 ray_gpus_per_worker, ray_cpus_per_worker
-    [backbone]   spec
-    [concepts]   sources (a list of source names, or one [concepts.sources.<name>] table per
-                 source holding its options, e.g. [concepts.sources.file] path = "c.txt";
-                 concepts/sources/options.py checks them), file, filter (bool),
-                 activation_quantile (0..1, or "none" for Label-free's fixed 0.25 cutoff),
-                 per_class (>= 1), global_budget ("auto": per_class x classes when there are
-                 global candidates, concepts tied to no class | an integer >= 0: at most that
-                 many global concepts; 0 = none), selection, lam (>= 0), block_words and
-                 allow_words (lists of words added to / exempted from the blocklist of slurs,
-                 obscenities and sensitive words, concepts/blocklist.py)
-    [methods]    one table per method with its parameters, e.g. [methods.label_free]; the table name
-                 is the display name (results, tables, report) and `method = "<registered name>"`
-                 says which method it is (default: the table name), so one run can hold a method
-                 twice, e.g. [methods.cbm_joint] method = "cbm", mode = "joint" (methods/aliases.py)
-    [fewshot]    shots (list of positive integers or "all"), seeds (list of integers),
-                 use_val (bool: every method gets the run's validation split at every k,
-                 or none does)
-    [evaluation] nec (accuracy at this NEC for every concept method; 0 = skip),
-                 nec_protocol ("vlg": VLG-CBM's sparse evaluation, the default | "refit":
-                 refit sparse final layers, prune the others | "prune"; evaluation/nec.py)
-    [grounding]  annotations ("auto": the built-in attributes for fashion-mnist, the composite's
-                 own per-image annotations for fashion-mnist-composite, none otherwise |
-                 "fashion-mnist" | a CSV path | "none"), k (>= 1: top concepts per class for
-                 precision@k), match_threshold (cosine in [-1, 1] for matching a free-text concept
-                 to an annotated one by embedding; 0.7), embed ("sentence": the offline sentence
-                 encoder, the default | "backbone": the backbone's text side, L2-normalised |
-                 "none": normalised text matches only; grounding.matching_embedder)
-    [confounded] optional: the confounded-shift evaluation (runs/confounded.py: pairs, nuisance,
-                 strength, train/val/id/ood/adapt_per_class, seed); absent = not run
-    [discovery]  for methods that find their own concepts (dn_cbm, v2c; runs/discovery.py):
-                 pool ("train": the run's training images, labels unused | "<dataset spec>[:split]",
-                 e.g. "fashion-mnist:train", a folder or a manifest; split one of train, val,
-                 test), pool_size (>= 0; 0 = every image, else that many drawn by `seed`), seed,
-                 input ("auto": raw embeddings when the backbone reports norms, else normalised |
-                 "raw" | "normalised"), vocabulary ("wordfreq" | "wordnet" | a word-list file),
-                 vocabulary_size (>= 1), sae (a table of train_sae parameters: expansion, l1, lr,
-                 epochs, batch_size, resample_every, seed, precision, resample_dataset_size; or
-                 the path of a saved SAE file, checked against the backbone),
-                 v2c (a table: max_texts (>= 0; 0 = no cap; absent = concepts/v2c.py's default),
-                 templates ("full": the reference's 86 prompts | "plain": the text alone), pairs
-                 and relation_texts (booleans), relations (a list of strings)); the section is
-                 written only when it differs from the defaults
-    [report]     method ("auto": the concept bottleneck with the best validation top-1, or the first
-                 one in [methods] order when the run has no validation split | the name of a
-                 concept-bottleneck method in [methods]): the model report.html shows
-    [output]     dir, cache_dir
+    [data] [backbone] [concepts] [methods.<name>] [fewshot] [evaluation] [grounding]
+    [confounded] (optional) [discovery] [report] [output]
+
+Each table is a `Table` (runs/config_model.py): a pydantic model whose fields are its keys,
+each declared once with its constraint (validation.py), its default and its description. A
+method's table ([methods.<name>]) is checked by the method's own parameter constraints
+(methods/base.py check_params), a concept source's ([concepts.sources.<name>]) by the source
+(concepts/sources/options.py).
 
 `load_config` checks the whole file (names, types, ranges and every method's parameters)
-before any work starts, so a typo fails in a second, not after the images are encoded.
-`to_toml` writes a config that `load_config` reads back to the same RunConfig: a field
-whose default is None is omitted when None; `activation_quantile`, whose default is not
-None, is written as "none".
+before any work starts, so a typo fails in a second, not after the images are encoded; a
+RunConfig built or edited in Python is checked by `validate_config`, which run_experiment
+calls first. `to_toml` writes a config that `load_config` reads back to the same RunConfig:
+a key whose default is None is left out when None; `activation_quantile`, whose default is
+not None, is written as "none".
+
+To add a key: add a field to its table below (a Check, a Field with the default and the
+description) and rerun scripts/config_reference.py; the tests generated from the tables
+(tests/test_config_models.py) cover its constraint and its round trip.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Annotated, Any
 
+import tomli_w
 import tomllib
+from pydantic import Field, model_validator
 
+from ..backbones import BACKBONES
+from ..concepts.selection import METHODS as SELECTIONS
+from ..concepts.sources.llm import redact_url
+from ..concepts.sources.options import check_source_options
+from ..data import BUILTIN, COMPOSITE, DIGITS
+from ..data.confounded import DEFAULT_NUISANCE, DEFAULT_PAIRS, NUISANCES, check_nuisance, pair_name
 from ..errors import ConfigError, closest
+from ..grounding.evaluate import ANNOTATION_NAMES, EMBED_CHOICES
+from ..methods.aliases import METHOD_KEY, method_class, method_params, registered_name
+from ..methods.base import check_params
+from ..validation import InstanceOf, Interval, Options, Predicate, StrList
+from .config_model import BOOLEAN, MAX_SEED, NONE, SEED, STRING, Check, Model, Table, field_error
 
-if TYPE_CHECKING:
-    from .confounded import ConfoundedConfig
+__all__ = ["DEFAULT_METHODS", "MAX_SEED", "NONE", "TABLES", "BackboneConfig", "ConceptConfig", "ConfigFile",
+           "ConfoundedConfig", "DataConfig", "DiscoveryConfig", "EvaluationConfig", "FewShotConfig",
+           "GroundingConfig", "OutputConfig", "ReportConfig", "RunConfig", "SaeConfig", "V2cConfig",
+           "check_method_params", "check_sources", "load_config", "split_pool", "to_toml", "validate_config",
+           "validate_discovery"]
 
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
 NEC_PROTOCOLS = ("vlg", "refit", "prune")
 ON_ERROR = ("fail", "skip")
-NONE = "none"  # how a None that is not the default is written (TOML has no null)
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "fashion-mnist"
-    train_per_class: int = 300  # 0 = all
-    val_per_class: int = 50  # 0 = all
-    test_per_class: int = 200  # 0 = all
-    seed: int = 0
-    data_dir: str | None = None
-    allow_non_ascii: bool = False
-    on_error: str = "fail"
-    max_pixels: int = 64_000_000  # larger images are refused as corrupt (decompression bombs); 0 = no cap
-    train_fraction: float = 0.7  # of the images without a given split, per class
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    use_given_split: bool = True  # Fashion-MNIST's official test set, a manifest's split column
-    # encode on a Ray cluster (features/ray_encode.py): "" = locally, "auto" | "local" | "HOST:PORT"
-    ray: str = ""
-    ray_workers: int = 2
-    ray_gpus_per_worker: float = 0.0
-    ray_cpus_per_worker: float = 1.0
-
-
-@dataclass
-class ConceptConfig:
-    sources: list[str] | dict[str, dict] = field(default_factory=lambda: ["wordnet"])
-    file: str | None = None
-    filter: bool = True
-    activation_quantile: float | None = 0.1  # CLIP's 0.25 cutoff does not transfer across backbones
-    per_class: int = 20
-    selection: str = "submodular"
-    lam: float = 0.1
-    global_budget: int | str = "auto"  # global candidates kept: "auto" = per_class x classes
-    # words no concept may hold beyond the default blocklist, and words it must not block
-    # (concepts/blocklist.py)
-    block_words: list[str] = field(default_factory=list)
-    allow_words: list[str] = field(default_factory=list)
-
-    def source_options(self) -> dict[str, dict]:
-        """{source name: its options} in the config's order (a list gives no options)."""
-        if isinstance(self.sources, dict):
-            return {name: dict(opts) for name, opts in self.sources.items()}
-        return {name: {} for name in self.sources}
-
-
-@dataclass
-class FewShotConfig:
-    shots: list = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    use_val: bool = True
-
-
-@dataclass
-class GroundingConfig:
-    annotations: str = "auto"
-    k: int = 5
-    match_threshold: float = 0.7
-    embed: str = "sentence"
-
-
-SAE_PARAMS = ("expansion", "l1", "lr", "epochs", "batch_size", "resample_every", "seed", "precision",
-              "resample_dataset_size")
 SAE_PRECISIONS = ("auto", "float32", "bfloat16")
-V2C_PARAMS = ("max_texts", "templates", "pairs", "relation_texts", "relations")
 DISCOVERY_INPUTS = ("auto", "raw", "normalised")
 V2C_TEMPLATE_SETS = ("full", "plain")
 POOL_SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class DiscoveryConfig:
-    pool: str = "train"
-    pool_size: int = 0  # 0 = every image of the pool
-    seed: int = 0  # draws the pool_size images
-    input: str = "auto"
-    vocabulary: str = "wordfreq"
-    vocabulary_size: int = 20000
-    sae: dict | str = field(default_factory=dict)  # train_sae parameters, or a saved SAE file
-    v2c: dict = field(default_factory=dict)
-
-
 REPORT_AUTO = "auto"
 
-
-@dataclass
-class ReportConfig:
-    method: str = REPORT_AUTO  # or a [methods] name; runs/experiment.choose_report_method
-
-
-@dataclass
-class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    backbone: str = "offline"
-    concepts: ConceptConfig = field(default_factory=ConceptConfig)
-    methods: dict[str, dict] = field(default_factory=lambda: dict(DEFAULT_METHODS))
-    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
-    nec: int = 5
-    nec_protocol: str = "vlg"
-    grounding: GroundingConfig = field(default_factory=GroundingConfig)
-    confounded: ConfoundedConfig | None = None  # runs/confounded.py; None = not run
-    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    output_dir: str = "runs/latest"
-    cache_dir: str | None = None
-    # how to run, not what to compute: never recorded in config.toml
-    progress: bool = True
-    batch_size: int = 64
-    workers: int = 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+NONNEG_INT = Interval(int, 0, None)
+POS_INT = Interval(int, 1, None)
+NONNEG = Interval(float, 0, None)
+POSITIVE = Interval(float, 0, None, closed="neither")
+FRACTION = Interval(float, 0, 1)
 
 
-# -- checking values ------------------------------------------------------------------
-
-def _kind(v) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+def _seed(note: str = "a random seed") -> Check:
+    return Check(SEED, note=note)
 
 
-def _fail(where: str, key: str, value, expected: str) -> ConfigError:
-    return ConfigError(f"[{where}] {key} must be {expected}; got {value!r} ({_kind(value)}). "
-                       "Correct it in the config.")
+# -- checks no constraint can say (each raises ConfigError with the whole message) ------------
 
-
-def _bool(where, key, v) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(where, key, v, "a TOML boolean (true or false, without quotes)")
-    return v
-
-
-def _int(where, key, v, minimum: int | None = None, note: str = "") -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(where, key, v, f"an integer{f' >= {minimum}' if minimum is not None else ''}{note}")
-    if minimum is not None and v < minimum:
-        raise _fail(where, key, v, f"an integer >= {minimum}{note}")
-    return v
-
-
-MAX_SEED = 2**32 - 1  # numpy's and torch's generators all take seeds in [0, 2**32)
-
-
-def _seed(where, key, v) -> int:
-    """A random seed: numpy refuses negative ones (a raw ValueError mid-run), so check it here."""
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
-        raise _fail(where, key, v, f"an integer in [0, {MAX_SEED}] (a random seed)")
-    return v
-
-
-def _number(where, key, v, lo: float | None = None, hi: float | None = None) -> float:
-    # inf as well as NaN: TOML writes both, and e.g. lam = inf made selection return the first k
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        finite = isinstance(v, int | float) and not isinstance(v, bool)
-        raise _fail(where, key, v, ("a finite " if finite else "a ") + _range_text(lo, hi).removeprefix("a "))
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _fail(where, key, v, _range_text(lo, hi))
-    return float(v)
-
-
-def _range_text(lo, hi) -> str:
-    if lo is not None and hi is not None:
-        return f"a number in [{lo:g}, {hi:g}]"
-    return f"a number >= {lo:g}" if lo is not None else "a number"
-
-
-def _str(where, key, v, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(v, str):
-        raise _fail(where, key, v, f"one of {', '.join(map(repr, choices))}" if choices else "a string")
-    if choices and v not in choices:
-        raise ConfigError(f"[{where}] {key} = {v!r} is not one of {', '.join(map(repr, choices))}."
-                          f"{closest(v, choices)}")
-    return v
-
-
-def _opt_str(where, key, v) -> str | None:
-    return None if v is None else _str(where, key, v)
-
-
-def validate_config(cfg: RunConfig) -> RunConfig:
-    """Check every field of `cfg` (types, ranges, names, method parameters); ConfigError names
-    the first bad one. Returns `cfg` with numbers normalised (an integer where a float goes)."""
-    from ..backbones import BACKBONES
-    from ..concepts.selection import METHODS as SELECTIONS
-
-    d = cfg.data
-    _str("data", "dataset", d.dataset)
-    for key in ("train_per_class", "val_per_class", "test_per_class"):
-        _int("data", key, getattr(d, key), 0, " (0 = every image of the split)")
-    _seed("data", "seed", d.seed)
-    _opt_str("data", "data_dir", d.data_dir)
-    _bool("data", "allow_non_ascii", d.allow_non_ascii)
-    _str("data", "on_error", d.on_error, ON_ERROR)
-    _int("data", "max_pixels", d.max_pixels, 0, " (0 = no cap)")
-    _check_fractions(d)
-    _bool("data", "use_given_split", d.use_given_split)
-    _str("data", "ray", d.ray)
-    _int("data", "ray_workers", d.ray_workers, 1)
-    d.ray_gpus_per_worker = _number("data", "ray_gpus_per_worker", d.ray_gpus_per_worker, 0)
-    d.ray_cpus_per_worker = _number("data", "ray_cpus_per_worker", d.ray_cpus_per_worker, 0)
-    if d.ray_cpus_per_worker <= 0:
-        raise _fail("data", "ray_cpus_per_worker", d.ray_cpus_per_worker, "a number > 0")
-
-    name = _str("backbone", "spec", cfg.backbone).partition(":")[0]
-    BACKBONES.get(name)  # an unknown backbone fails here, with the known ones listed
-
-    c = cfg.concepts
-    if _opt_str("concepts", "file", c.file) is not None and not Path(c.file).is_file():
-        raise ConfigError(f"[concepts] file = {c.file!r}: no such file (relative paths are taken "
+def _existing_concepts_file(path):
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"[concepts] file = {path!r}: no such file (relative paths are taken "
                           f"from the current folder, {Path.cwd()}).")
-    check_sources(c.sources, c.file)
-    _bool("concepts", "filter", c.filter)
-    if c.activation_quantile is not None:
-        c.activation_quantile = _number("concepts", "activation_quantile", c.activation_quantile, 0, 1)
-    _int("concepts", "per_class", c.per_class, 1)
-    if c.global_budget != "auto":
-        _int("concepts", "global_budget", c.global_budget, 0,
-             ' or "auto" (how many concepts tied to no class to keep; 0 = none)')
-    _str("concepts", "selection", c.selection, tuple(SELECTIONS))
-    c.lam = _number("concepts", "lam", c.lam, 0)
-    for key in ("block_words", "allow_words"):
-        words = getattr(c, key)
-        if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
-            raise _fail("concepts", key, words, "a list of words")
-
-    if not isinstance(cfg.methods, dict) or not cfg.methods:
-        raise ConfigError("[methods] names no method; add at least one table, e.g. [methods.zero_shot].")
-    for method, params in cfg.methods.items():
-        if not isinstance(params, dict):
-            raise _fail("methods", method, params, "a table of the method's parameters")
-        check_method_params(method, params)
-
-    f = cfg.fewshot
-    if not isinstance(f.shots, list):
-        raise _fail("fewshot", "shots", f.shots, 'a list of positive integers or "all"')
-    for s in f.shots:
-        if s != "all" and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
-            raise _fail("fewshot", "shots", f.shots, 'a list of positive integers or "all"')
-    if len(set(map(str, f.shots))) != len(f.shots):
-        raise ConfigError(f"[fewshot] shots lists a value twice: {f.shots}.")
-    if not isinstance(f.seeds, list):
-        raise _fail("fewshot", "seeds", f.seeds, f"a list of integers in [0, {MAX_SEED}]")
-    for s in f.seeds:
-        _seed("fewshot", "seeds", s)
-    if f.shots and not f.seeds:
-        raise ConfigError("[fewshot] seeds is empty but shots is not; give at least one seed, e.g. [0].")
-    _bool("fewshot", "use_val", f.use_val)
-
-    _int("evaluation", "nec", cfg.nec, 0, " (0 = skip the NEC comparison)")
-    _str("evaluation", "nec_protocol", cfg.nec_protocol, NEC_PROTOCOLS)
-
-    _check_grounding(cfg.grounding)
-    if cfg.confounded is not None:
-        from .confounded import ConfoundedConfig, validate_confounded
-
-        if not isinstance(cfg.confounded, ConfoundedConfig):
-            raise _fail("confounded", "table", cfg.confounded, "a ConfoundedConfig (a [confounded] table)")
-        validate_confounded(cfg.confounded)
-    if not isinstance(cfg.discovery, DiscoveryConfig):
-        raise _fail("discovery", "table", cfg.discovery, "a DiscoveryConfig (a [discovery] table)")
-    validate_discovery(cfg.discovery)
-    _check_report(cfg.report, cfg.methods)
-
-    _str("output", "dir", cfg.output_dir)
-    _opt_str("output", "cache_dir", cfg.cache_dir)
-    return cfg
+    return path
 
 
-def _check_report(r: ReportConfig, methods: dict) -> None:
-    """[report] method: "auto" or a name in [methods]. Whether that method is a concept bottleneck
-    needs the method itself: runs/experiment.check_report_method, also before any image is read."""
-    if not isinstance(r, ReportConfig):
-        raise _fail("report", "table", r, "a ReportConfig (a [report] table)")
-    name = _str("report", "method", r.method)
-    if name != REPORT_AUTO and name not in methods:
-        raise ConfigError(f"[report] method = {name!r} is not a method of this run; give one of "
-                          f"{', '.join(map(repr, methods))} (a [methods.<name>] table), or \"auto\" for the "
-                          f"concept bottleneck with the best validation top-1.{closest(name, list(methods))}")
+def _registered_backbone(spec: str) -> str:
+    BACKBONES.get(spec.partition(":")[0])  # an unknown backbone fails here, with the known ones listed
+    return spec
 
 
-def _check_fractions(d: DataConfig) -> None:
-    keys = ("train_fraction", "val_fraction", "test_fraction")
-    for key in keys:
-        setattr(d, key, _number("data", key, getattr(d, key), 0, 1))
-    if d.train_fraction <= 0 or d.train_fraction >= 1:
-        raise _fail("data", "train_fraction", d.train_fraction, "a number in (0, 1): some images must train")
-    if d.val_fraction >= 1 or d.test_fraction >= 1:
-        key = "val_fraction" if d.val_fraction >= 1 else "test_fraction"
-        raise _fail("data", key, getattr(d, key), "a number in [0, 1)")
-    total = d.train_fraction + d.val_fraction + d.test_fraction
-    if abs(total - 1) > 1e-6:
-        raise ConfigError(f"[data] train_fraction + val_fraction + test_fraction must sum to 1; got "
-                          f"{d.train_fraction:g} + {d.val_fraction:g} + {d.test_fraction:g} = {total:g}. "
-                          "Correct them in the config, e.g. 0.7, 0.1, 0.2.")
+def _copied_tables(value):
+    """TOML tables arrive as dicts; copy them so the caller's stay untouched."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()} if isinstance(value, dict) \
+        else value
 
 
-def check_sources(sources, file: str | None = None) -> None:
-    """[concepts] sources: a list of names, or {name: options}; every source's options are
-    checked now (concepts/sources/options.py), so a missing path fails before any work."""
-    from ..concepts.sources.options import check_source_options
-
-    if isinstance(sources, dict):
-        for name, options in sources.items():
-            if not isinstance(options, dict):
-                raise _fail(f"concepts.sources.{name}", "table", options,
-                            f"a table of the {name!r} source's options ([concepts.sources.{name}] with "
-                            "key = value lines)")
-            check_source_options(name, options, file)
-    elif isinstance(sources, list) and all(isinstance(s, str) for s in sources):
-        if len(set(sources)) != len(sources):
-            raise ConfigError(f"[concepts] sources lists a source twice: {sources}.")
-        for name in sources:
-            check_source_options(name, {}, file)
-    else:
-        raise _fail("concepts", "sources", sources,
-                    'a list of strings (e.g. ["wordnet"]) or one [concepts.sources.<name>] table per source')
+def _is_sources(v) -> bool:
+    return isinstance(v, dict) or (isinstance(v, list) and all(isinstance(s, str) for s in v))
 
 
-def _check_grounding(g: GroundingConfig) -> None:
-    from ..grounding.evaluate import ANNOTATION_NAMES, EMBED_CHOICES
+def _is_shots(v) -> bool:
+    return isinstance(v, list) and all(
+        s == "all" or (isinstance(s, int) and not isinstance(s, bool) and s >= 1) for s in v)
 
-    if not isinstance(g.annotations, str) or not g.annotations:
-        raise _fail("grounding", "annotations", g.annotations,
-                    f"one of {', '.join(map(repr, ANNOTATION_NAMES))} or the path of a CSV file")
-    if g.annotations not in ANNOTATION_NAMES and not Path(g.annotations).is_file():
+
+def _shots_once(shots: list) -> list:
+    if len(set(map(str, shots))) != len(shots):
+        raise ConfigError(f"[fewshot] shots lists a value twice: {shots}.")
+    return shots
+
+
+def _annotations_exist(name: str) -> str:
+    if name not in ANNOTATION_NAMES and not Path(name).is_file():
         names = ", ".join(map(repr, ANNOTATION_NAMES))
-        raise ConfigError(f"[grounding] annotations = {g.annotations!r} is neither one of {names} nor an "
-                          f"existing file (relative paths are taken from the current folder, {Path.cwd()})."
-                          f"{closest(g.annotations, ANNOTATION_NAMES)} Give a class-level "
-                          "(attribute,<class>,...) or per-image (path,<attribute>,...) CSV, or \"none\" to "
-                          "skip the grounding measures.")
-    _int("grounding", "k", g.k, 1, " (top concepts per class for precision@k)")
-    g.match_threshold = _number("grounding", "match_threshold", g.match_threshold, -1, 1)
-    _str("grounding", "embed", g.embed, EMBED_CHOICES)
+        raise ConfigError(f"[grounding] annotations = {name!r} is neither one of {names} nor an existing "
+                          f"file (relative paths are taken from the current folder, {Path.cwd()})."
+                          f"{closest(name, ANNOTATION_NAMES)} Give a class-level (attribute,<class>,...) or "
+                          "per-image (path,<attribute>,...) CSV, or \"none\" to skip the grounding measures.")
+    return name
+
+
+def _is_pairs(p) -> bool:
+    def is_pair(x) -> bool:
+        return isinstance(x, list | tuple) and len(x) == 2 and all(isinstance(n, str) and n for n in x)
+
+    return isinstance(p, list) and bool(p) and all(is_pair(x) for x in p)
+
+
+def _distinct_pairs(p: list) -> list:
+    pairs = [list(x) for x in p]
+    for x in pairs:
+        if x[0] == x[1]:
+            raise ConfigError(f"[confounded] pairs: {x} pairs a class with itself; give two different "
+                              "classes.")
+    names = [pair_name(x) for x in pairs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"[confounded] pairs lists a pair twice: {pairs}.")
+    return pairs
 
 
 def split_pool(spec: str) -> tuple[str, str | None]:
@@ -427,12 +143,10 @@ def split_pool(spec: str) -> tuple[str, str | None]:
     return (head, tail) if sep and head and tail in POOL_SPLITS else (spec, None)
 
 
-def _check_pool(spec: str) -> None:
-    from ..data import BUILTIN, COMPOSITE, DIGITS
-
+def _usable_pool(spec: str) -> str:
     base, _ = split_pool(spec)
     if spec == "train" or base in (*BUILTIN, *DIGITS, COMPOSITE) or base.startswith(COMPOSITE + ":"):
-        return
+        return spec
     path = Path(base)
     if not (path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".jsonl"))):
         raise ConfigError(
@@ -442,77 +156,62 @@ def _check_pool(spec: str) -> None:
             f"{' (no such file or folder)' if not path.exists() else ''}; relative paths are taken from "
             f"the current folder, {Path.cwd()}. Add ':train', ':val' or ':test' to use one split of it, "
             "e.g. \"fashion-mnist:train\".")
+    return spec
 
 
-def _check_table(where: str, table: dict, known: tuple[str, ...]) -> None:
-    unknown = [k for k in table if k not in known]
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {unknown} in [{where}].{closest(unknown[0], known)} "
-                          f"Known: {', '.join(known)}.")
-
-
-def validate_discovery(d: DiscoveryConfig) -> DiscoveryConfig:
-    """Check [discovery] (see the module docstring); numbers are normalised in place."""
-    w = "discovery"
-    _check_pool(_str(w, "pool", d.pool))
-    _int(w, "pool_size", d.pool_size, 0, " (0 = every image of the pool)")
-    _seed(w, "seed", d.seed)
-    _str(w, "input", d.input, DISCOVERY_INPUTS)
-    v = _str(w, "vocabulary", d.vocabulary)
+def _usable_vocabulary(v: str) -> str:
     if v not in ("wordfreq", "wordnet") and not Path(v).expanduser().is_file():
         raise ConfigError(f"[discovery] vocabulary = {v!r} is neither 'wordfreq', 'wordnet' nor an existing "
                           f"word-list file (one word a line; relative paths are taken from {Path.cwd()})."
                           f"{closest(v, ('wordfreq', 'wordnet'))}")
-    _int(w, "vocabulary_size", d.vocabulary_size, 1)
-    if isinstance(d.sae, str):
-        if not Path(d.sae).expanduser().is_file():
-            raise ConfigError(f"[discovery] sae = {d.sae!r}: no such file. Give the path of an SAE saved by "
+    return v
+
+
+def _given(table: Table, raw: dict) -> dict:
+    """The keys a nested table gave, checked (the defaults stay the trainer's)."""
+    return {k: getattr(table, k) for k in raw}
+
+
+def _sae(value):
+    if isinstance(value, str):
+        if not Path(value).expanduser().is_file():
+            raise ConfigError(f"[discovery] sae = {value!r}: no such file. Give the path of an SAE saved by "
                               "`conceptlens discover --out`, or a table of training parameters, e.g. "
                               "sae = {expansion = 8, epochs = 200}.")
-    elif isinstance(d.sae, dict):
-        _check_table("discovery.sae", d.sae, SAE_PARAMS)
-        s, ws = d.sae, "discovery.sae"
-        for key, minimum in (("expansion", 1), ("epochs", 1), ("batch_size", 1), ("resample_every", 0),
-                             ("resample_dataset_size", 1)):
-            if key in s:
-                _int(ws, key, s[key], minimum, " (0 = never resample)" if key == "resample_every" else "")
-        if "seed" in s:
-            _seed(ws, "seed", s["seed"])
-        if "precision" in s:
-            _str(ws, "precision", s["precision"], SAE_PRECISIONS)
-        if "l1" in s:
-            s["l1"] = _number(ws, "l1", s["l1"], 0)
-        if "lr" in s:
-            s["lr"] = _number(ws, "lr", s["lr"], 0)
-            if s["lr"] == 0:
-                raise _fail(ws, "lr", 0, "a number > 0")
+        return value
+    return _given(SaeConfig.from_table(value), value)
+
+
+def _v2c(value: dict) -> dict:
+    return _given(V2cConfig.from_table(value), value)
+
+
+SOURCES_EXPECTED = 'a list of strings (e.g. ["wordnet"]) or one [concepts.sources.<name>] table per source'
+
+
+def check_sources(sources, file: str | None = None) -> None:
+    """[concepts] sources: a list of names, or {name: options}; every source's options are
+    checked now (concepts/sources/options.py), so a missing path fails before any work."""
+    if isinstance(sources, dict):
+        for name, options in sources.items():
+            if not isinstance(options, dict):
+                raise field_error(f"concepts.sources.{name}", "table", options,
+                                  f"a table of the {name!r} source's options ([concepts.sources.{name}] with "
+                                  "key = value lines)")
+            check_source_options(name, options, file)
+    elif isinstance(sources, list) and all(isinstance(s, str) for s in sources):
+        if len(set(sources)) != len(sources):
+            raise ConfigError(f"[concepts] sources lists a source twice: {sources}.")
+        for name in sources:
+            check_source_options(name, {}, file)
     else:
-        raise _fail(w, "sae", d.sae, "a table of SAE training parameters or the path of a saved SAE file")
-    if not isinstance(d.v2c, dict):
-        raise _fail(w, "v2c", d.v2c, f"a table with {', '.join(V2C_PARAMS)}")
-    _check_table("discovery.v2c", d.v2c, V2C_PARAMS)
-    if "max_texts" in d.v2c:
-        _int("discovery.v2c", "max_texts", d.v2c["max_texts"], 0, " (0 = every text)")
-    if "templates" in d.v2c:
-        _str("discovery.v2c", "templates", d.v2c["templates"], V2C_TEMPLATE_SETS)
-    for key in ("pairs", "relation_texts"):
-        if key in d.v2c:
-            _bool("discovery.v2c", key, d.v2c[key])
-    if "relations" in d.v2c:
-        r = d.v2c["relations"]
-        if not isinstance(r, list) or not all(isinstance(x, str) and x.strip() for x in r):
-            raise _fail("discovery.v2c", "relations", r,
-                        'a list of non-empty strings, e.g. ["has", "made of"]')
-    return d
+        raise field_error("concepts", "sources", sources, SOURCES_EXPECTED)
 
 
 def check_method_params(name: str, params: dict) -> None:
     """Unknown or invalid parameters of the [methods.`name`] table raise ConfigError (no fitting); a
     `method` key names the registered method (methods/aliases.py), an unknown one is refused with
     the known methods listed."""
-    from ..methods.aliases import method_params, registered_name
-    from ..methods.base import check_params
-
     target = registered_name(name, params)
     try:
         check_params(target, method_params(params))
@@ -522,153 +221,471 @@ def check_method_params(name: str, params: dict) -> None:
         raise ConfigError(f"[methods.{name}] (method = {target!r}): {e}") from None
 
 
-# -- reading ---------------------------------------------------------------------------
-
-def _section(cls, raw, where: str, nullable: tuple[str, ...] = ()):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[{where}] must be a table (a [{where}] header with key = value lines); "
-                          f"got {raw!r}.")
-    known = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"Unknown key {key!r} in [{where}].{closest(key, known)} "
-                              f"Known: {', '.join(sorted(known))}.")
-    values = dict(raw)
-    for key in nullable:  # the written form of None for a field whose default is not None
-        if values.get(key) == NONE:
-            values[key] = None
-    return cls(**values)
+def _checked_methods(methods):
+    if not isinstance(methods, dict):
+        raise ConfigError(f"[methods] must hold one table per method, e.g. [methods.labo]; got {methods!r}.")
+    if not methods:
+        raise ConfigError("[methods] names no method; add at least one table, e.g. [methods.zero_shot].")
+    for method, params in methods.items():
+        if not isinstance(params, dict):
+            raise field_error("methods", method, params, "a table of the method's parameters")
+        check_method_params(method, params)
+    return _copied_tables(methods)
 
 
-@dataclass
-class _Backbone:
-    spec: str = "offline"
+# -- the tables ---------------------------------------------------------------------------------
+
+class DataConfig(Table):
+    """The images and how they are split."""
+
+    table = "data"
+
+    dataset: Annotated[str, Check(STRING)] = Field(
+        "fashion-mnist", description='The images: "fashion-mnist", "digits", '
+        '"fashion-mnist-composite[:options]", a folder with one subfolder of images per class, or a '
+        ".csv/.jsonl manifest (path,label[,split]).")
+    train_per_class: Annotated[int, Check(NONNEG_INT, note="0 = every image of the split")] = Field(
+        300, description="Training images per class.")
+    val_per_class: Annotated[int, Check(NONNEG_INT, note="0 = every image of the split")] = Field(
+        50, description="Validation images per class (model selection; the truth check of concepts).")
+    test_per_class: Annotated[int, Check(NONNEG_INT, note="0 = every image of the split")] = Field(
+        200, description="Test images per class.")
+    seed: Annotated[int, _seed()] = Field(
+        0, description="Draws the per-class subsets and divides the images without a given split.")
+    data_dir: Annotated[str | None, Check(None, STRING)] = Field(
+        None, description="Fashion-MNIST's root folder (default: the user cache); refused for other "
+        "datasets.")
+    allow_non_ascii: Annotated[bool, Check(BOOLEAN)] = Field(
+        False, description="Accept class names (folder names) that are not ASCII.")
+    on_error: Annotated[str, Check(Options(ON_ERROR))] = Field(
+        "fail", description='What to do with a corrupt image: "fail" the run, or "skip" it.')
+    max_pixels: Annotated[int, Check(NONNEG_INT, note="0 = no cap")] = Field(
+        64_000_000, description="Images with more pixels are refused as corrupt (decompression bombs).")
+    train_fraction: Annotated[float, Check(FRACTION)] = Field(
+        0.7, description="Of the images without a given split, the share (per class) that trains; "
+        "it must be in (0, 1), and the three fractions must sum to 1.")
+    val_fraction: Annotated[float, Check(FRACTION)] = Field(
+        0.1, description="Of the images without a given split, the share that validates; below 1.")
+    test_fraction: Annotated[float, Check(FRACTION)] = Field(
+        0.2, description="Of the images without a given split, the share that tests; below 1.")
+    use_given_split: Annotated[bool, Check(BOOLEAN)] = Field(
+        True, description="Keep the split the data came with (Fashion-MNIST's official test set, a "
+        "manifest's `split` column); false: divide every image by the fractions.")
+    ray: Annotated[str, Check(STRING)] = Field(
+        "", description='Encode on a Ray cluster, with the same cache: "auto", "local" or "HOST:PORT"; '
+        "\"\" encodes here (pip install 'conceptlens[ray]'; features/ray_encode.py).")
+    ray_workers: Annotated[int, Check(POS_INT)] = Field(2, description="Ray encoding workers.")
+    ray_gpus_per_worker: Annotated[float, Check(NONNEG)] = Field(
+        0.0, description="GPUs each Ray worker asks for.")
+    ray_cpus_per_worker: Annotated[float, Check(POSITIVE)] = Field(
+        1.0, description="CPUs each Ray worker asks for.")
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.train_fraction <= 0 or self.train_fraction >= 1:
+            raise field_error("data", "train_fraction", self.train_fraction,
+                              "a number in (0, 1): some images must train")
+        for key in ("val_fraction", "test_fraction"):
+            if getattr(self, key) >= 1:
+                raise field_error("data", key, getattr(self, key), "a number in [0, 1)")
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1) > 1e-6:
+            raise ConfigError(f"[data] train_fraction + val_fraction + test_fraction must sum to 1; got "
+                              f"{self.train_fraction:g} + {self.val_fraction:g} + {self.test_fraction:g} = "
+                              f"{total:g}. Correct them in the config, e.g. 0.7, 0.1, 0.2.")
+        return self
 
 
-@dataclass
-class _Evaluation:
-    nec: int = 5
-    nec_protocol: str = "vlg"
+class BackboneConfig(Table):
+    """The vision-language model."""
+
+    table = "backbone"
+
+    spec: Annotated[str, Check(STRING, then=_registered_backbone)] = Field(
+        "offline", description='The backbone: "offline" (built in), "hf:<model id>", '
+        '"open_clip:<arch>:<tag>" or "precomputed:<file>", options after a colon.')
 
 
-@dataclass
-class _Output:
-    dir: str = "runs/latest"
-    cache_dir: str | None = None
+class ConceptConfig(Table):
+    """Where the candidate concepts come from and how they are filtered and selected."""
+
+    table = "concepts"
+
+    sources: Annotated[list[str] | dict[str, dict], Check(
+        Predicate(_is_sources, "a list of strings", invalid=["wordnet", 3, [1]]),
+        expected=SOURCES_EXPECTED,
+        then=_copied_tables)] = Field(
+        default_factory=lambda: ["wordnet"],
+        description="The concept sources: a list of names, or one [concepts.sources.<name>] table per source "
+        'holding its options, e.g. [concepts.sources.file] path = "c.txt" (concepts/sources/options.py).')
+    file: Annotated[str | None, Check(None, STRING, then=_existing_concepts_file)] = Field(
+        None, description="A concept file added to the sources' concepts (the file source's path when its "
+        "table gives none).")
+    filter: Annotated[bool, Check(BOOLEAN)] = Field(
+        True, description="Apply Label-free CBM's concept filters.")
+    activation_quantile: Annotated[float | None, Check(None, FRACTION)] = Field(
+        0.1, description='The activation filter\'s quantile; "none" for Label-free\'s fixed 0.25 cutoff '
+        "(CLIP's cutoff does not transfer across backbones).")
+    per_class: Annotated[int, Check(POS_INT)] = Field(20, description="Concepts selected per class.")
+    selection: Annotated[str, Check(Options(SELECTIONS))] = Field(
+        "submodular", description="How concepts are selected (concepts/selection.py).")
+    lam: Annotated[float, Check(NONNEG)] = Field(
+        0.1, description="The submodular selection's weight of class coverage against the concepts' mutual "
+        "information with the class (concepts/selection.py).")
+    global_budget: Annotated[int | str, Check(
+        NONNEG_INT, Options("auto"), expected='an integer >= 0 or "auto"',
+        note="how many concepts tied to no class to keep; 0 = none")] = Field(
+        "auto", description='Global candidates (concepts tied to no class) kept: "auto" = per_class x '
+        "classes when there are any, or at most that many.")
+    block_words: Annotated[list[str], Check(StrList(description="a list of words"))] = Field(
+        default_factory=list, description="Words no concept may hold, beyond the default blocklist of slurs, "
+        "obscenities and sensitive words (concepts/blocklist.py).")
+    allow_words: Annotated[list[str], Check(StrList(description="a list of words"))] = Field(
+        default_factory=list, description="Words of the default blocklist that concepts may hold.")
+
+    @model_validator(mode="after")
+    def _sources(self):
+        check_sources(self.sources, self.file)
+        return self
+
+    def source_options(self) -> dict[str, dict]:
+        """{source name: its options} in the config's order (a list gives no options)."""
+        if isinstance(self.sources, dict):
+            return {name: dict(opts) for name, opts in self.sources.items()}
+        return {name: {} for name in self.sources}
+
+
+class FewShotConfig(Table):
+    """Accuracy with k labelled images per class."""
+
+    table = "fewshot"
+
+    shots: Annotated[list[int | str], Check(
+        Predicate(_is_shots, 'a list of positive integers or "all"', invalid=[4, [0], ["few"]]),
+        then=_shots_once)] = Field(default_factory=list, description='The k values, e.g. [1, 4, "all"]; '
+                                   "empty: no few-shot evaluation.")
+    seeds: Annotated[list[int], Check(InstanceOf(list, f"a list of integers in [0, {MAX_SEED}]"),
+                                      each=_seed())] = Field(
+        default_factory=lambda: [0], description="One draw of the k images per seed, at every k.")
+    use_val: Annotated[bool, Check(BOOLEAN)] = Field(
+        True, description="Every method gets the run's validation split at every k (false: none does).")
+
+    @model_validator(mode="after")
+    def _some_seed(self):
+        if self.shots and not self.seeds:
+            raise ConfigError("[fewshot] seeds is empty but shots is not; give at least one seed, e.g. [0].")
+        return self
+
+
+class EvaluationConfig(Table):
+    """The sparse (NEC) comparison."""
+
+    table = "evaluation"
+
+    nec: Annotated[int, Check(NONNEG_INT, note="0 = skip the NEC comparison")] = Field(
+        5, description="Accuracy at this number of effective concepts per class, for every concept method.")
+    nec_protocol: Annotated[str, Check(Options(NEC_PROTOCOLS))] = Field(
+        "vlg", description='"vlg": VLG-CBM\'s sparse evaluation | "refit": refit sparse final layers, '
+        'prune the others | "prune" (evaluation/nec.py).')
+
+
+class GroundingConfig(Table):
+    """Whether the concepts are true of the images: the grounding measures."""
+
+    table = "grounding"
+
+    annotations: Annotated[str, Check(
+        Predicate(lambda v: isinstance(v, str) and v != "", "a non-empty string", invalid=[3, ""]),
+        expected=f"one of {', '.join(map(repr, ANNOTATION_NAMES))} or the path of a CSV file",
+        then=_annotations_exist)] = Field(
+        "auto", description='"auto": the built-in attributes for fashion-mnist, the composite\'s own '
+        'per-image annotations for fashion-mnist-composite, none otherwise | "fashion-mnist" | a CSV path | '
+        '"none".')
+    k: Annotated[int, Check(POS_INT, note="top concepts per class for precision@k")] = Field(
+        5, description="Top concepts per class scored by explanation precision@k.")
+    match_threshold: Annotated[float, Check(Interval(float, -1, 1))] = Field(
+        0.7, description="Cosine at which a free-text concept matches an annotated one by embedding.")
+    embed: Annotated[str, Check(Options(EMBED_CHOICES))] = Field(
+        "sentence", description='"sentence": the offline sentence encoder | "backbone": the backbone\'s '
+        'text side, L2-normalised | "none": normalised text matches only (grounding.matching_embedder).')
+
+
+class ConfoundedConfig(Table):
+    """The confounded-shift evaluation (runs/confounded.py); absent from a config: not run."""
+
+    table = "confounded"
+
+    pairs: Annotated[list[list[str]], Check(
+        Predicate(_is_pairs, 'a non-empty list of class-name pairs, e.g. [["Pullover", "Coat"]]',
+                  invalid=[[], [["cat"]], "cat"]), then=_distinct_pairs)] = Field(
+        default_factory=lambda: [list(p) for p in DEFAULT_PAIRS],
+        description="The class pairs, each a binary task; the nuisance marks the first class in training.")
+    nuisance: Annotated[str, Check(Options(tuple(NUISANCES)))] = Field(
+        DEFAULT_NUISANCE, description="What is painted on the images (data/confounded.py).")
+    strength: Annotated[float | int | None, Check(
+        None, Predicate(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number",
+                        invalid=["1", True]))] = Field(
+        None, description="The nuisance's strength: a number in [0, 1], for border its width in pixels "
+        "(an integer >= 0); absent: the nuisance's default.")
+    train_per_class: Annotated[int, Check(POS_INT)] = Field(200, description="Training images per class.")
+    val_per_class: Annotated[int, Check(NONNEG_INT, note="0 = no validation split")] = Field(
+        50, description="Validation images per class, confounded like train.")
+    id_per_class: Annotated[int, Check(POS_INT)] = Field(
+        100, description="In-distribution test images per class (confounded like train).")
+    ood_per_class: Annotated[int, Check(POS_INT)] = Field(
+        100, description="Out-of-distribution test images per class (the nuisance on the other class).")
+    adapt_per_class: Annotated[int, Check(NONNEG_INT, note="0 = no test-time improvement rows")] = Field(
+        10, description="Labelled OOD-domain images per class for the test-time improvement.")
+    seed: Annotated[int, _seed()] = Field(0, description="Draws the images of every pair.")
+
+    @model_validator(mode="after")
+    def _strength(self):
+        if self.strength is not None:
+            if self.nuisance == "border":
+                Check(NONNEG_INT, note="the border's width in pixels").check(self.strength, "confounded",
+                                                                             "strength")
+            else:
+                self.strength = Check(FRACTION).check(self.strength, "confounded", "strength")
+            try:
+                check_nuisance(self.nuisance, self.strength)
+            except ConfigError as e:
+                raise ConfigError(f"[confounded] strength: {e}") from None
+        return self
+
+
+class SaeConfig(Table):
+    """[discovery] sae as a table: train_sae's parameters (discovery/sae.py); absent keys take its
+    defaults, DN-CBM's released configuration."""
+
+    table = "discovery.sae"
+    listed_unknowns = True
+
+    expansion: Annotated[int | None, Check(None, POS_INT)] = Field(
+        None, description="Latents per embedding dimension (8).")
+    l1: Annotated[float | None, Check(None, NONNEG)] = Field(None, description="The L1 penalty (3e-5).")
+    lr: Annotated[float | None, Check(None, POSITIVE)] = Field(None, description="The learning rate (5e-4).")
+    epochs: Annotated[int | None, Check(None, POS_INT)] = Field(None, description="Training epochs (200).")
+    batch_size: Annotated[int | None, Check(None, POS_INT)] = Field(
+        None, description="The batch size (4096).")
+    resample_every: Annotated[int | None, Check(None, NONNEG_INT, note="0 = never resample")] = Field(
+        None, description="Dead latents are resampled every this many epochs (10).")
+    seed: Annotated[int | None, Check(None, SEED, note="a random seed")] = Field(
+        None, description="The training seed (0).")
+    precision: Annotated[str | None, Check(None, Options(SAE_PRECISIONS))] = Field(
+        None, description='Matmul precision ("auto": bf16 where the CPU has it natively).')
+    resample_dataset_size: Annotated[int | None, Check(None, POS_INT)] = Field(
+        None, description="Images scored when resampling (819200).")
+
+
+class V2cConfig(Table):
+    """[discovery] v2c: V2C-CBM's codebook (concepts/v2c.py); absent keys take its defaults."""
+
+    table = "discovery.v2c"
+    listed_unknowns = True
+
+    max_texts: Annotated[int | None, Check(None, NONNEG_INT, note="0 = every text")] = Field(
+        None, description="At most this many codebook texts, common words first (concepts/v2c.py's default).")
+    templates: Annotated[str | None, Check(None, Options(V2C_TEMPLATE_SETS))] = Field(
+        None, description='"full": the reference\'s 86 prompts | "plain": the text alone.')
+    pairs: Annotated[bool | None, Check(None, BOOLEAN)] = Field(
+        None, description="Add adjective-noun pairs to the codebook.")
+    relation_texts: Annotated[bool | None, Check(None, BOOLEAN)] = Field(
+        None, description="Add relation phrases to the codebook.")
+    relations: Annotated[list[str] | None, Check(
+        None, StrList(description='a list of non-empty strings, e.g. ["has", "made of"]'))] = Field(
+        None, description="The relation words of the relation phrases.")
+
+
+SAE_PARAMS = tuple(SaeConfig.model_fields)
+V2C_PARAMS = tuple(V2cConfig.model_fields)
+
+
+class DiscoveryConfig(Table):
+    """For methods that find their own concepts (dn_cbm, v2c; runs/discovery.py); written only when
+    it differs from the defaults."""
+
+    table = "discovery"
+
+    pool: Annotated[str, Check(STRING, then=_usable_pool)] = Field(
+        "train", description='The unlabelled images: "train" (the run\'s training images, labels unused) | '
+        '"<dataset spec>[:split]", e.g. "fashion-mnist:train", a folder or a manifest.')
+    pool_size: Annotated[int, Check(NONNEG_INT, note="0 = every image of the pool")] = Field(
+        0, description="Images drawn from the pool (by seed).")
+    seed: Annotated[int, _seed()] = Field(0, description="Draws the pool_size images.")
+    input: Annotated[str, Check(Options(DISCOVERY_INPUTS))] = Field(
+        "auto", description='"auto": raw embeddings when the backbone reports norms, else normalised | '
+        '"raw" | "normalised".')
+    vocabulary: Annotated[str, Check(STRING, then=_usable_vocabulary)] = Field(
+        "wordfreq", description='The naming vocabulary: "wordfreq" | "wordnet" | a word-list file.')
+    vocabulary_size: Annotated[int, Check(POS_INT)] = Field(
+        20000, description="Words of the vocabulary used.")
+    sae: Annotated[dict | str, Check(
+        Predicate(lambda v: isinstance(v, dict | str), "a table or a string", invalid=[3, ["x"]]),
+        expected="a table of SAE training parameters or the path of a saved SAE file", then=_sae)] = Field(
+        default_factory=dict, description="A table of train_sae parameters ([discovery.sae]), or the path of "
+        "a saved SAE file, checked against the backbone.")
+    v2c: Annotated[dict, Check(InstanceOf(dict, f"a table with {', '.join(V2C_PARAMS)}"), then=_v2c)] = Field(
+        default_factory=dict, description="V2C-CBM's codebook options ([discovery.v2c]).")
+
+
+class ReportConfig(Table):
+    """What report.html shows."""
+
+    table = "report"
+
+    method: Annotated[str, Check(STRING)] = Field(
+        REPORT_AUTO, description='The model report.html shows: "auto" (the concept bottleneck with the best '
+        "validation top-1, or the first in [methods] order without a validation split) or the name of a "
+        "concept-bottleneck method in [methods].")
+
+
+class OutputConfig(Table):
+    """Where the run writes."""
+
+    table = "output"
+
+    dir: Annotated[str, Check(STRING)] = Field("runs/latest", description="The run folder.")
+    cache_dir: Annotated[str | None, Check(None, STRING)] = Field(
+        None, description="The feature cache (default: the user cache).")
+
+
+class ConfigFile(Table):
+    """A run config file: its sections, as written."""
+
+    table = ""
+
+    data: DataConfig = Field(default_factory=DataConfig, description="The images and how they are split.")
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig, description="The vision-language model.")
+    concepts: ConceptConfig = Field(default_factory=ConceptConfig, description="The candidate concepts.")
+    methods: Annotated[dict[str, dict], Check(then=_checked_methods)] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_METHODS.items()},
+        description="One table per method with its parameters, e.g. [methods.label_free]; the table name is "
+        'the display name (results, tables, report) and `method = "<registered name>"` says which method it '
+        "is (default: the table name), so a run can hold a method twice, e.g. [methods.cbm_joint] "
+        'method = "cbm", mode = "joint" (methods/aliases.py).')
+    fewshot: FewShotConfig = Field(default_factory=FewShotConfig, description="The few-shot evaluation.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="The NEC comparison.")
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig, description="The grounding measures.")
+    confounded: ConfoundedConfig | None = Field(
+        None, description="The confounded-shift evaluation; absent: not run.")
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig,
+                                       description="Concept discovery (dn_cbm, v2c).")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="What report.html shows.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where the run writes.")
+
+    @model_validator(mode="after")
+    def _report_method(self):
+        """[report] method: "auto" or a name in [methods]. Whether that method is a concept bottleneck
+        needs the method itself: runs/experiment.check_report_method, also before any image is read."""
+        name, methods = self.report.method, self.methods
+        if name != REPORT_AUTO and name not in methods:
+            raise ConfigError(f"[report] method = {name!r} is not a method of this run; give one of "
+                              f"{', '.join(map(repr, methods))} (a [methods.<name>] table), or \"auto\" for "
+                              "the concept bottleneck with the best validation top-1."
+                              f"{closest(name, list(methods))}")
+        return self
+
+
+TABLES = (DataConfig, BackboneConfig, ConceptConfig, FewShotConfig, EvaluationConfig, GroundingConfig,
+          ConfoundedConfig, DiscoveryConfig, SaeConfig, V2cConfig, ReportConfig, OutputConfig)
+
+
+def _like(table: type[Table], key: str, **kw):
+    """A RunConfig field that is a key of a section: its default and description."""
+    f = table.model_fields[key]
+    if f.default_factory is not None:
+        return Field(default_factory=f.default_factory, description=f.description, **kw)
+    return Field(f.default, description=f.description, **kw)
+
+
+def _section(name: str):
+    return _like(ConfigFile, name)
+
+
+class RunConfig(Model):
+    """A run: the config file's sections, with [backbone] spec, [evaluation] and [output] as plain
+    keys (cfg.backbone, cfg.nec, cfg.output_dir), and how to run (progress, batch_size, workers:
+    never recorded). Built in Python it is checked by validate_config (run_experiment calls it)."""
+
+    data: DataConfig = _section("data")
+    backbone: str = _like(BackboneConfig, "spec")
+    concepts: ConceptConfig = _section("concepts")
+    methods: dict[str, dict] = _section("methods")
+    fewshot: FewShotConfig = _section("fewshot")
+    nec: int = _like(EvaluationConfig, "nec")
+    nec_protocol: str = _like(EvaluationConfig, "nec_protocol")
+    grounding: GroundingConfig = _section("grounding")
+    confounded: ConfoundedConfig | None = _section("confounded")
+    discovery: DiscoveryConfig = _section("discovery")
+    report: ReportConfig = _section("report")
+    output_dir: str = _like(OutputConfig, "dir")
+    cache_dir: str | None = _like(OutputConfig, "cache_dir")
+    # how to run, not what to compute: never recorded in config.toml
+    progress: bool = Field(True, description="Show progress bars.")
+    batch_size: int = Field(64, description="Images per encoding batch.")
+    workers: int = Field(2, description="Image-decoding workers.")
+
+    def file_tables(self) -> dict:
+        """The config as the file's tables (dicts), for ConfigFile to check."""
+        def raw(v):
+            return v.values() if isinstance(v, Model) else v
+
+        out = {"data": raw(self.data), "backbone": {"spec": self.backbone}, "concepts": raw(self.concepts),
+               "methods": self.methods, "fewshot": raw(self.fewshot),
+               "evaluation": {"nec": self.nec, "nec_protocol": self.nec_protocol},
+               "grounding": raw(self.grounding), "discovery": raw(self.discovery), "report": raw(self.report),
+               "output": {"dir": self.output_dir, "cache_dir": self.cache_dir}}
+        if self.confounded is not None:
+            out["confounded"] = raw(self.confounded)
+        return out
+
+    @classmethod
+    def from_file(cls, f: ConfigFile) -> RunConfig:
+        return cls(data=f.data, backbone=f.backbone.spec, concepts=f.concepts, methods=f.methods,
+                   fewshot=f.fewshot, nec=f.evaluation.nec, nec_protocol=f.evaluation.nec_protocol,
+                   grounding=f.grounding, confounded=f.confounded, discovery=f.discovery, report=f.report,
+                   output_dir=f.output.dir, cache_dir=f.output.cache_dir)
+
+
+# -- checking, reading, writing ------------------------------------------------------------------
+
+def validate_config(cfg: RunConfig) -> RunConfig:
+    """Check every field of `cfg` (types, ranges, names, method parameters) as load_config checks a
+    file; ConfigError names the first bad one. Returns `cfg`, its tables' numbers normalised in
+    place (an integer where a float goes)."""
+    checked = RunConfig.from_file(ConfigFile.from_table(cfg.file_tables()))
+    for name in ("data", "concepts", "fewshot", "grounding", "confounded", "discovery", "report"):
+        mine, new = getattr(cfg, name), getattr(checked, name)
+        if isinstance(mine, Table) and type(mine) is type(new):
+            for key in type(new).model_fields:
+                setattr(mine, key, getattr(new, key))
+        else:
+            setattr(cfg, name, new)
+    cfg.nec, cfg.nec_protocol = checked.nec, checked.nec_protocol
+    return cfg
+
+
+def validate_discovery(d: DiscoveryConfig) -> DiscoveryConfig:
+    """Check [discovery] alone (`conceptlens discover`); numbers are normalised in place."""
+    return d.check()
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and check a run config; see the module docstring for the sections."""
+    """Read and check a run config; see the module docstring."""
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"Cannot read config {path}: {e}.") from e
-    top = ("data", "backbone", "concepts", "methods", "fewshot", "evaluation", "grounding", "confounded",
-           "discovery", "report", "output")
-    for key in raw:
-        if key not in top:
-            raise ConfigError(f"Unknown section [{key}] in {path}.{closest(key, top)} "
-                              f"Known: {', '.join(sorted(top))}.")
     try:
-        _refuse_non_finite(raw, "")
-        return validate_config(_from_raw(raw))
+        return RunConfig.from_file(ConfigFile.from_table(raw, toml=True))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-def _refuse_non_finite(value, where: str) -> None:
-    """TOML has inf and nan; no conceptlens setting means either, and a check that only compares
-    (x >= 0) lets inf through, so every number in the file is checked here, by its key."""
-    if isinstance(value, float) and not math.isfinite(value):
-        section, _, key = where.rpartition(".")
-        raise ConfigError(f"[{section or 'top level'}] {key} = {_value(value)} is not a finite number; "
-                          "give a finite one.")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _refuse_non_finite(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _refuse_non_finite(v, f"{where}[{i}]")
-
-
-def _from_raw(raw: dict) -> RunConfig:
-    methods = raw.get("methods", DEFAULT_METHODS)
-    if not isinstance(methods, dict):
-        raise ConfigError(f"[methods] must hold one table per method, e.g. [methods.labo]; got {methods!r}.")
-    backbone = _section(_Backbone, raw.get("backbone", {}), "backbone")
-    evaluation = _section(_Evaluation, raw.get("evaluation", {}), "evaluation")
-    output = _section(_Output, raw.get("output", {}), "output")
-    return RunConfig(
-        data=_section(DataConfig, raw.get("data", {}), "data"),
-        backbone=backbone.spec,
-        concepts=_concepts(raw.get("concepts", {})),
-        methods={k: dict(v) if isinstance(v, dict) else v for k, v in methods.items()},
-        fewshot=_section(FewShotConfig, raw.get("fewshot", {}), "fewshot"),
-        nec=evaluation.nec, nec_protocol=evaluation.nec_protocol,
-        grounding=_section(GroundingConfig, raw.get("grounding", {}), "grounding"),
-        confounded=_confounded(raw),
-        discovery=_discovery(raw.get("discovery", {})),
-        report=_section(ReportConfig, raw.get("report", {}), "report"),
-        output_dir=output.dir, cache_dir=output.cache_dir,
-    )
-
-
-def _concepts(raw) -> ConceptConfig:
-    c = _section(ConceptConfig, raw, "concepts", nullable=("activation_quantile",))
-    if isinstance(c.sources, dict):  # copy the TOML tables so the caller's stay untouched
-        c.sources = {k: dict(v) if isinstance(v, dict) else v for k, v in c.sources.items()}
-    return c
-
-
-def _discovery(raw) -> DiscoveryConfig:
-    d = _section(DiscoveryConfig, raw, "discovery")
-    for key in ("sae", "v2c"):  # TOML tables arrive as dicts; copy so the caller's stay untouched
-        if isinstance(getattr(d, key), dict):
-            setattr(d, key, dict(getattr(d, key)))
-    return d
-
-
-def _confounded(raw: dict):
-    if "confounded" not in raw:
-        return None
-    from .confounded import parse_confounded
-
-    return parse_confounded(raw["confounded"])
-
-
-# -- writing ---------------------------------------------------------------------------
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, int | float):
-        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-    raise ConfigError(f"Cannot write {v!r} ({type(v).__name__}) to TOML.")
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else _value(k)
-
-
-def _defaults(cls) -> dict:
-    out = {}
-    for f in fields(cls):
-        out[f.name] = f.default if f.default is not MISSING else f.default_factory()
-    return out
 
 
 def _method_params(name: str, params: dict) -> dict:
     """A method's parameters without the Nones that TOML cannot hold; a None whose default
     is not None would reload differently, so it is refused. A `method` key (an alias's registered
     method, methods/aliases.py) is kept, first."""
-    from ..methods.aliases import METHOD_KEY, method_class, method_params
-
     sig = inspect.signature(method_class(name, params).__init__).parameters
     out = {METHOD_KEY: params[METHOD_KEY]} if METHOD_KEY in params else {}
     for k, v in method_params(params).items():
@@ -681,47 +698,52 @@ def _method_params(name: str, params: dict) -> dict:
     return out
 
 
-def _table(name: str, values: dict, defaults: dict | None = None) -> str:
-    rows = []
-    for k, v in values.items():
-        if v is None:
-            if defaults is not None and defaults.get(k) is not None:
-                v = NONE  # the default is not None: say None explicitly
-            else:
-                continue  # omitted reads back as the default, None
-        rows.append(f"{_key(k)} = {_value(v)}")
-    return f"[{name}]\n" + "\n".join(rows) + ("\n" if rows else "")
-
-
 def _recorded_concepts(c: ConceptConfig) -> dict:
     """[concepts] as recorded: an llm base_url loses its credentials (user:password@, query
     values), as everything else the llm source writes does."""
-    out = asdict(c)
-    if isinstance(out["sources"], dict) and isinstance(out["sources"].get("llm", {}).get("base_url"), str):
-        from ..concepts.sources.llm import redact_url
-
-        out["sources"]["llm"]["base_url"] = redact_url(out["sources"]["llm"]["base_url"])
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in c.toml_values().items()}
+    sources = out["sources"]
+    if isinstance(sources, dict) and isinstance(sources.get("llm"), dict) \
+            and isinstance(sources["llm"].get("base_url"), str):
+        llm = {**sources["llm"], "base_url": redact_url(sources["llm"]["base_url"])}
+        out["sources"] = {**sources, "llm": llm}
     return out
+
+
+def _writable(value, where: str) -> None:
+    """ConfigError for what TOML cannot hold (None, other types), named by its key."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _writable(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _writable(v, where)
+    elif value is None or not isinstance(value, bool | int | float | str):
+        raise ConfigError(f"Cannot write {value!r} ({type(value).__name__}) to TOML ({where}).")
+
+
+def toml_text(tables: dict) -> str:
+    """TOML text of {table name: {key: value}} (tomli_w)."""
+    _writable(tables, "")
+    return tomli_w.dumps(tables)
 
 
 def to_toml(cfg: RunConfig) -> str:
     """Write a config back as TOML (what an output folder records); `load_config` reads it
     back to an equal RunConfig (except progress, batch_size and workers, how not what)."""
-    parts = [_table("data", asdict(cfg.data), _defaults(DataConfig)),
-             _table("backbone", {"spec": cfg.backbone}),
-             _table("concepts", _recorded_concepts(cfg.concepts), _defaults(ConceptConfig))]
-    if not cfg.methods:
-        parts.append("[methods]\n")
-    parts += [_table(f"methods.{_key(m)}", _method_params(m, p)) for m, p in cfg.methods.items()]
-    parts += [_table("fewshot", asdict(cfg.fewshot)),
-              _table("evaluation", {"nec": cfg.nec, "nec_protocol": cfg.nec_protocol}),
-              _table("grounding", asdict(cfg.grounding))]
+    doc: dict[str, Any] = {
+        "data": cfg.data.toml_values(),
+        "backbone": BackboneConfig(cfg.backbone).toml_values(),
+        "concepts": _recorded_concepts(cfg.concepts),
+        "methods": {m: _method_params(m, p) for m, p in cfg.methods.items()},
+        "fewshot": cfg.fewshot.toml_values(),
+        "evaluation": EvaluationConfig(cfg.nec, cfg.nec_protocol).toml_values(),
+        "grounding": cfg.grounding.toml_values(),
+    }
     if cfg.confounded is not None:
-        from .confounded import confounded_toml
-
-        parts.append(confounded_toml(cfg.confounded))
+        doc["confounded"] = cfg.confounded.toml_values()
     if cfg.discovery != DiscoveryConfig():
-        parts.append(_table("discovery", asdict(cfg.discovery)))
-    parts.append(_table("report", asdict(cfg.report)))
-    parts.append(_table("output", {"dir": cfg.output_dir, "cache_dir": cfg.cache_dir}))
-    return "\n".join(parts)
+        doc["discovery"] = cfg.discovery.toml_values()
+    doc["report"] = cfg.report.toml_values()
+    doc["output"] = OutputConfig(cfg.output_dir, cfg.cache_dir).toml_values()
+    return toml_text(doc)

@@ -16,12 +16,14 @@ Model selection: every method that selects (uses_validation) selects on a valida
 drawn like train (confounded like train), not on ID as KnoBo does, so our ID numbers are not
 optimistic. The result records this.
 
-Interface (called by runs/config.py and runs/experiment.py):
-    ConfoundedConfig                    the [confounded] table's fields and defaults
+Interface (called by runs/experiment.py):
+    ConfoundedConfig                    the [confounded] table (declared in runs/config.py with
+                                        the other tables; re-exported here)
     parse_confounded(table) -> ConfoundedConfig
         check a [confounded] TOML table (a dict): unknown keys, types, ranges, the nuisance
         and its strength; ConfigError names the bad one. Class names are checked against the
         dataset when run_confounded starts (check_confounded_classes).
+    validate_confounded(cfg) -> cfg     check a ConfoundedConfig built or edited in Python
     confounded_toml(cfg) -> str         the table as TOML, read back by parse_confounded
     run_confounded(cfg, run_cfg, data, backbone, cache, cache_root) -> dict
         cfg: ConfoundedConfig; run_cfg: the RunConfig (methods, concepts, batch_size,
@@ -34,31 +36,19 @@ Interface (called by runs/config.py and runs/experiment.py):
         "sizes", "nuisance_effect", "concepts", "protocol", "seconds" and "table".
     confounded_table(result, per_pair=False) -> str    the Markdown table
 
-Imports of config.py and experiment.py are inside the functions: those modules import this
-one, and a cycle at import time would fail.
+The import of experiment.py is inside run_confounded: experiment.py imports this module.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..data.confounded import (
-    DEFAULT_NUISANCE,
-    DEFAULT_PAIRS,
-    NUISANCES,
-    check_nuisance,
-    check_pair,
-    confounded_task,
-    nuisance_tag,
-    pair_name,
-    with_nuisance,
-)
-from ..errors import ConfigError
+from ..data.confounded import check_pair, confounded_task, nuisance_tag, pair_name, with_nuisance
 from ..evaluation.shift import KEYS, evaluate_shift, evaluate_test_time_shift, mean_shift
+from .config import ConfoundedConfig, toml_text
 from .tables import DASH
 
 log = logging.getLogger("conceptlens")
@@ -67,66 +57,23 @@ SELECTION_NOTE = ("models are selected on a validation split drawn like train (c
 EFFECT_ITEMS = 16  # images per pair encoded twice (with and without the nuisance)
 
 
-@dataclass
-class ConfoundedConfig:
-    pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in DEFAULT_PAIRS])
-    nuisance: str = DEFAULT_NUISANCE
-    strength: float | None = None  # None: the nuisance's default (data/confounded.py)
-    train_per_class: int = 200
-    val_per_class: int = 50
-    id_per_class: int = 100
-    ood_per_class: int = 100
-    adapt_per_class: int = 10  # labelled OOD images per class for test-time improvement; 0 = none
-    seed: int = 0
+__all__ = ["ConfoundedConfig", "check_confounded_classes", "confounded_table", "confounded_toml",
+           "parse_confounded", "run_confounded", "validate_confounded"]
 
 
 def parse_confounded(table: dict) -> ConfoundedConfig:
     """A checked ConfoundedConfig from a [confounded] table (see the module docstring)."""
-    from .config import _section
-
-    return validate_confounded(_section(ConfoundedConfig, table, "confounded"))
+    return ConfoundedConfig.from_table(table)
 
 
 def validate_confounded(cfg: ConfoundedConfig) -> ConfoundedConfig:
-    from .config import _fail, _int, _number, _seed, _str
-
-    where = "confounded"
-    p = cfg.pairs
-    def is_pair(x) -> bool:
-        return isinstance(x, list | tuple) and len(x) == 2 and all(isinstance(n, str) and n for n in x)
-
-    if not isinstance(p, list) or not p or not all(is_pair(x) for x in p):
-        raise _fail(where, "pairs", p, 'a non-empty list of class-name pairs, e.g. [["Pullover", "Coat"]]')
-    cfg.pairs = [list(x) for x in p]
-    for x in cfg.pairs:
-        if x[0] == x[1]:
-            raise ConfigError(f"[{where}] pairs: {x} pairs a class with itself; give two different classes.")
-    names = [pair_name(x) for x in cfg.pairs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"[{where}] pairs lists a pair twice: {cfg.pairs}.")
-    _str(where, "nuisance", cfg.nuisance, tuple(NUISANCES))
-    if cfg.strength is not None:
-        if cfg.nuisance == "border":
-            _int(where, "strength", cfg.strength, 0, " (the border's width in pixels)")
-        else:
-            cfg.strength = _number(where, "strength", cfg.strength, 0, 1)
-        try:
-            check_nuisance(cfg.nuisance, cfg.strength)
-        except ConfigError as e:
-            raise ConfigError(f"[{where}] strength: {e}") from None
-    for key in ("train_per_class", "id_per_class", "ood_per_class"):
-        _int(where, key, getattr(cfg, key), 1)
-    _int(where, "val_per_class", cfg.val_per_class, 0, " (0 = no validation split)")
-    _int(where, "adapt_per_class", cfg.adapt_per_class, 0, " (0 = no test-time improvement rows)")
-    _seed(where, "seed", cfg.seed)
-    return cfg
+    """Check a ConfoundedConfig built in Python; numbers are normalised in place."""
+    return cfg.check()
 
 
 def confounded_toml(cfg: ConfoundedConfig) -> str:
     """The [confounded] table (strength left out when it is the nuisance's default, None)."""
-    from .config import _table
-
-    return _table("confounded", {k: v for k, v in asdict(cfg).items() if v is not None})
+    return toml_text({"confounded": cfg.toml_values()})
 
 
 def check_confounded_classes(cfg: ConfoundedConfig, data) -> None:
@@ -243,7 +190,7 @@ def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_
         # over the pairs where the method was fitted; the table names the pairs it failed on
         rows["mean"] = mean_shift(rows["pairs"].values()) if rows["pairs"] else None
     seconds["total"] = time.perf_counter() - t0
-    out = {"protocol": asdict(cfg) | {"nuisance_tag": nuisance_tag(cfg.nuisance, cfg.strength),
+    out = {"protocol": cfg.to_dict() | {"nuisance_tag": nuisance_tag(cfg.nuisance, cfg.strength),
                                       "selection": SELECTION_NOTE},
            "pairs": [pair_name(x) for x in cfg.pairs], "sizes": sizes, "nuisance_effect": effects,
            "concepts": concepts, "results": results, "test_time": test_time, "seconds": seconds}
