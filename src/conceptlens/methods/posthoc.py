@@ -332,7 +332,7 @@ class PostHoc(Method):
         "max_iter": [Interval(int, 1)], "seed": [Interval(int, 0)],
         "standardize": [Boolean("true or false")],
         # a string, so the model's saved params stay JSON
-        "cavs": [None, InstanceOf(str, "the path (a string) of a CAV file from `conceptlens concepts cav`")],
+        "cavs": [InstanceOf(str, "the path (a string) of a CAV file from `conceptlens concepts cav`"), None],
     }
     _parameter_examples: ClassVar[dict[str, str]] = {
         "lam": "lam = 2e-4", "alpha": "alpha = 0.99", "target_nec": "target_nec = 5"}
