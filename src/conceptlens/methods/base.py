@@ -28,6 +28,7 @@ log = logging.getLogger("conceptlens")
 METHODS: Registry = Registry("method")
 FORMAT = "conceptlens.model"
 VERSION = 1
+FEATURE_KEYS = ("embedding", "features")  # the image inputs a model reads (FeatureBundle attributes)
 # a method's `on` parameter: which image input it reads ("auto": features when the backbone has them)
 INPUTS = ("auto", "features", "embedding")
 
@@ -354,7 +355,7 @@ def _check_meta(meta: dict, where: Path) -> None:
     checks = {
         "method": lambda v: isinstance(v, str), "params": lambda v: isinstance(v, dict),
         "classes": strings, "concepts": strings, "backbone_id": lambda v: isinstance(v, str),
-        "feature_key": lambda v: v in ("embedding", "features"),
+        "feature_key": lambda v: v in FEATURE_KEYS,
         "extra": lambda v: isinstance(v, dict), "edit_log": lambda v: isinstance(v, list),
         "preprocess_id": lambda v: isinstance(v, str),
     }

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from ..discovery.naming import name_latents, unique_names
+from ..discovery.sae import INPUTS as SAE_INPUTS
 from ..errors import ConfigError, DataError
 from ..validation import Interval, Options
 from .base import METHODS, Context, Method
@@ -72,7 +73,6 @@ from .sparse_layer import ALPHA, POSITIVE, TARGET_NEC, fit_sparse_layer
 log = logging.getLogger("conceptlens")
 
 SOLVERS = ("adam", "glm")
-SAE_INPUTS = ("raw", "normalised")
 
 
 def probe_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, lam: float) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..validation import Interval, ListOf, Options
-from .base import INPUTS, METHODS, Context, Method
+from .base import FEATURE_KEYS, INPUTS, METHODS, Context, Method
 
 DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
 
@@ -75,7 +75,7 @@ class LinearProbe(Method):
         return {"input": self.input, "C": self.C_}
 
     def _load_extra(self, extra: dict) -> None:
-        if extra.get("input") not in ("features", "embedding") or extra["input"] != self.feature_key_:
+        if extra.get("input") not in FEATURE_KEYS or extra["input"] != self.feature_key_:
             raise ValueError(f"input must be the feature key {self.feature_key_!r}; got "
                              f"{extra.get('input')!r}")
         self.input, self.C_ = extra["input"], float(extra["C"])

@@ -75,14 +75,16 @@ from typing import TYPE_CHECKING
 
 import tomllib
 
+from ..data.dataset import SPLITS as POOL_SPLITS
+from ..discovery.sae import PRECISIONS as SAE_PRECISIONS
 from ..errors import ConfigError, closest
+from ..evaluation.nec import PROTOCOLS as NEC_PROTOCOLS
+from ..features.encode import ON_ERROR
 
 if TYPE_CHECKING:
     from .confounded import ConfoundedConfig
 
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
-NEC_PROTOCOLS = ("vlg", "refit", "prune")
-ON_ERROR = ("fail", "skip")
 NONE = "none"  # how a None that is not the default is written (TOML has no null)
 
 
@@ -147,11 +149,9 @@ class GroundingConfig:
 
 SAE_PARAMS = ("expansion", "l1", "lr", "epochs", "batch_size", "resample_every", "seed", "precision",
               "resample_dataset_size")
-SAE_PRECISIONS = ("auto", "float32", "bfloat16")
 V2C_PARAMS = ("max_texts", "templates", "pairs", "relation_texts", "relations")
 DISCOVERY_INPUTS = ("auto", "raw", "normalised")
 V2C_TEMPLATE_SETS = ("full", "plain")
-POOL_SPLITS = ("train", "val", "test")
 
 
 @dataclass
