@@ -191,7 +191,8 @@ class LaBo(Method):
         "scale": [Interval(float, 0, None, closed="neither")], "prior_strength": [Interval(float, 0, None)],
         "lr": [Interval(float, 0, None, closed="neither")], "l1": [Interval(float, 0, None)],
         "diversity": [Interval(float, 0, None)], "max_iter": [Interval(int, 1)], "epochs": [Interval(int, 1)],
-        "batch_size": [Options("auto", description="'auto'"), Interval(int, 1)], "val_every": [Interval(int, 1)],
+        "batch_size": [Options("auto", description="'auto'"), Interval(int, 1)],
+        "val_every": [Interval(int, 1)],
         "optimizer": [Options(OPTIMIZERS)], "similarity": [Options(SIMILARITIES)],
         "standardize": [Boolean("True or False")], "random_state": [Interval(int)], **CLASS_CONSISTENT,
     }
