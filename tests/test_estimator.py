@@ -135,7 +135,7 @@ def test_linear_probe_validation(params, message):
 
 @pytest.mark.parametrize("scale", [0, -2.0, float("inf"), float("nan"), "100", True])
 def test_zero_shot_validation(scale):
-    with pytest.raises(ConfigError, match="scale .* must be a positive finite number"):
+    with pytest.raises(ConfigError, match="scale must be a positive finite number"):
         check_params("zero_shot", {"scale": scale})
 
 

@@ -494,5 +494,5 @@ def test_answer_prior_needs_classes_and_questions(tmp_path):
     src = get_source("llm", base_url="http://127.0.0.1:9/v1", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="at least one class and one question"):
         src.answer_prior(["sparrow"], [])
-    with pytest.raises(ConfigError, match="questions_per_request must be >= 1"):
+    with pytest.raises(ConfigError, match="questions_per_request must be an integer >= 1"):
         get_source("llm", questions_per_request=0)

@@ -16,6 +16,7 @@ from conceptlens.methods import METHODS, Context, DiscoveryInputs, Method, get_m
 from conceptlens.methods.base import check_params
 from conceptlens.methods.label_free import cos_cubed
 from conceptlens.methods.labo import labo_objective
+from conceptlens.testing.params import check_invalid_params, invalid_settings
 
 M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
 FAST = {"labo": {"optimizer": "lbfgs", "max_iter": 100}, "label_free": {"steps": 200, "lam": 1e-3},
@@ -161,23 +162,21 @@ def test_contract_set_params(name):
         model.set_params(no_such_param=1)
 
 
-# one out-of-range value per method: _validate must reject it at fit, not in the constructor
-BAD_PARAMS = {"cms": {"variant": "nope"}, "label_free": {"lam": -1.0}, "labo": {"scale": -1.0},
-              "linear_probe": {"Cs": []}, "posthoc": {"alpha": 2.0}, "posthoc_hybrid": {"alpha": 2.0},
-              "sparse_cbm": {"sparsity": "dense"}, "zero_shot": {"scale": -1.0}, "knobo": {"n_concepts": 0},
-              "v2c": {"n_images": 0}, "dn_cbm": {"solver": "nope"}, "cbm": {"mode": "nope"},
-              "ecbm": {"hidden": 0}, "motif": {"select_on": "test"}}
+@pytest.mark.parametrize("name", METHODS.names())
+def test_contract_every_parameter_is_declared_and_its_invalid_values_refused(name):
+    """Generated from the method's _parameter_constraints (conceptlens.testing.params): every
+    constructor parameter has one, and each invalid value they imply is a ConfigError naming it."""
+    check_invalid_params(METHODS.get(name))
 
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_contract_bad_param_raises_at_fit_not_construction(name, problem):
     train, val, _, ctx = problem
-    assert name in BAD_PARAMS, f"add an out-of-range parameter example for {name!r} to BAD_PARAMS"
-    model = get_method(name, **BAD_PARAMS[name])  # constructing never validates
-    with pytest.raises(ConfigError, match=name):
+    param, value = next(invalid_settings(METHODS.get(name)))
+    model = get_method(name, **{param: value})  # constructing never validates
+    assert getattr(model, param) is value
+    with pytest.raises(ConfigError, match=f"{name}: {param} must be"):
         model.fit(train, ctx, val)
-    with pytest.raises(ConfigError):
-        check_params(name, BAD_PARAMS[name])
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -7,12 +7,19 @@ import pytest
 from conceptlens.concepts.sources import SOURCES, get_source
 from conceptlens.concepts.sources.phrases import parse_class, split_phrases
 from conceptlens.errors import ConfigError
+from conceptlens.testing.params import check_invalid_params
 
 
 def test_registry():
     assert SOURCES.names() == ["fashion-mnist-attributes", "file", "imagenet", "llm", "vocabulary", "wordnet"]
     with pytest.raises(ConfigError, match="Did you mean 'wordnet'"):
         get_source("wordnt")
+
+
+@pytest.mark.parametrize("name", SOURCES.names())
+def test_every_option_is_declared_and_its_invalid_values_refused(name):
+    """Generated from the source's _parameter_constraints (conceptlens.testing.params)."""
+    check_invalid_params(SOURCES.get(name))
 
 
 def test_parse_class_and_split_phrases():
@@ -105,7 +112,7 @@ def test_wordnet_phrases_option_and_relations_are_checked():
     assert only_parts.texts == ["paw"]  # WordNet 3.0: cat.n.01's parts (with its hypernyms') are 'paw'
     with pytest.raises(ConfigError, match=r"relations = \['gloss', 'colour'\]: unknown \['colour'\]"):
         get_source("wordnet", relations=("gloss", "colour"))
-    with pytest.raises(ConfigError, match="phrases = 'short' is not one of"):
+    with pytest.raises(ConfigError, match="phrases must be one of 'whole', 'split'; got 'short'"):
         get_source("wordnet", phrases="short")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import ConfigError, closest
 
-__all__ = ["Boolean", "Constraint", "InstanceOf", "Interval", "InvalidValue", "Options", "Predicate",
+__all__ = ["Boolean", "Constraint", "InstanceOf", "Interval", "InvalidValue", "ListOf", "Options", "Predicate",
            "StrList", "check_value", "describe", "invalid_values", "validate_params"]
 
 
@@ -72,12 +72,14 @@ def _is_number(v) -> bool:
 class Interval(Constraint):
     """A finite int (`kind=int`; floats with no fractional part are not ints) or a finite real
     number (`kind=float`; ints included) in [low, high], each bound optional; `closed` is
-    "both", "left", "right" or "neither"."""
+    "both", "left", "right" or "neither". `description` replaces the generated phrase
+    ("a positive finite number" for "a finite number > 0")."""
 
     kind: type
     low: float | None = None
     high: float | None = None
     closed: str = "both"
+    description: str | None = None
 
     def __post_init__(self):
         if self.kind not in (int, float):
@@ -96,6 +98,8 @@ class Interval(Constraint):
         return bool(lo_ok and hi_ok)
 
     def describe(self) -> str:
+        if self.description:
+            return self.description
         what = "an integer" if self.kind is int else "a finite number"
         lo_in, hi_in = self.closed in ("both", "left"), self.closed in ("both", "right")
         if self.low is not None and self.high is not None:
@@ -121,20 +125,25 @@ class Interval(Constraint):
 
 
 class Options(Constraint):
-    """One of the given values (strings, usually); a near miss gets "Did you mean ...?"."""
+    """One of the given values (strings, usually; a str subclass such as numpy.str_ counts as a
+    string); a near miss gets "Did you mean ...?". `description` replaces "one of 'a', 'b'"."""
 
-    def __init__(self, *choices):
+    def __init__(self, *choices, description: str | None = None):
         if len(choices) == 1 and isinstance(choices[0], (tuple, list, set, frozenset)):
             choices = tuple(choices[0])
         self.choices = tuple(choices)
+        self.description = description
 
     def is_satisfied_by(self, v) -> bool:
         try:
-            return any(v == c and type(v) is type(c) for c in self.choices)
-        except TypeError:
+            return any(v == c and (type(v) is type(c) or (isinstance(c, str) and isinstance(v, str)))
+                       for c in self.choices)
+        except (TypeError, ValueError):
             return False
 
     def describe(self) -> str:
+        if self.description:
+            return self.description
         return f"one of {', '.join(map(repr, self.choices))}"
 
     def invalid_examples(self) -> list:
@@ -150,13 +159,16 @@ class Options(Constraint):
 
 
 class Boolean(Constraint):
-    """True or False (not 0/1, not "true")."""
+    """True or False (not 0/1, not "true"); `description` replaces "a boolean (true or false)"."""
+
+    def __init__(self, description: str | None = None):
+        self.description = description
 
     def is_satisfied_by(self, v) -> bool:
         return isinstance(v, bool)
 
     def describe(self) -> str:
-        return "a boolean (true or false)"
+        return self.description or "a boolean (true or false)"
 
     def invalid_examples(self) -> list:
         return ["true", 1, None]
@@ -199,6 +211,48 @@ class StrList(Constraint):
 
     def invalid_examples(self) -> list:
         return ["a string", [1], [""]] + ([[]] if self.min_len else [])
+
+
+class ListOf(Constraint):
+    """A list or tuple (`types`; a string is never one) of min_len to max_len items, each
+    satisfying the constraint `item`: ListOf(Interval(float, 0, None, closed="neither"), 1) is
+    "a non-empty list of positive numbers"."""
+
+    def __init__(self, item: Constraint, min_len: int = 0, max_len: int | None = None,
+                 description: str | None = None, types: type | tuple[type, ...] = (list, tuple)):
+        self.item, self.min_len, self.max_len = item, min_len, max_len
+        self.description, self.types = description, types
+
+    def is_satisfied_by(self, v) -> bool:
+        if isinstance(v, (str, bytes)) or not isinstance(v, self.types):
+            return False
+        n = len(v)
+        return (n >= self.min_len and (self.max_len is None or n <= self.max_len)
+                and all(self.item.is_satisfied_by(x) for x in v))
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        if self.max_len is not None and self.max_len == self.min_len:
+            size = f"{self.min_len} "
+        elif self.min_len:
+            size = (f"at least {self.min_len} " if self.max_len is None
+                    else f"{self.min_len} to {self.max_len} ")
+        else:
+            size = "" if self.max_len is None else f"at most {self.max_len} "
+        return f"a list of {size}items, each {self.item.describe()}"
+
+    def invalid_examples(self) -> list:
+        good = next((x for x in ([0.5, 1, 1.0, "a", True]) if self.item.is_satisfied_by(x)), None)
+        out: list = ["a string", object()]
+        bad_items = [x for x in self.item.invalid_examples() if not self.item.is_satisfied_by(x)]
+        if bad_items:
+            out.append([bad_items[0]] * max(self.min_len, 1))
+        if self.min_len:
+            out.append([] if good is None else [good] * (self.min_len - 1))
+        if self.max_len is not None and good is not None:
+            out.append([good] * (self.max_len + 1))
+        return out
 
 
 class Predicate(Constraint):

@@ -87,8 +87,8 @@ VERSION = 1
 _META_KEY = "conceptlens.sae.meta"
 _META_SHA_KEY = "conceptlens.sae.meta_sha256"
 _ARRAYS = ("b_pre", "W_enc", "b_enc", "W_dec", "fired_")
-_INPUTS = ("raw", "normalised")
-_PRECISIONS = ("auto", "float32", "bfloat16")
+INPUTS = ("raw", "normalised")  # what the SAE was trained on: raw or L2-normalised embeddings
+PRECISIONS = ("auto", "float32", "bfloat16")  # matmul precision
 _SMALL_STEP = 1 << 24  # B * d * h below which a step runs on one thread
 _CHUNK = 8192  # rows per encode/decode/resample chunk: bounds memory at (chunk, h) floats
 
@@ -253,9 +253,9 @@ def _bf16_native() -> bool:
 
 def resolve_precision(precision: str) -> str:
     """'auto' -> 'bfloat16' where the CPU multiplies bf16 natively, else 'float32'."""
-    if precision not in _PRECISIONS:
-        raise ConfigError(f"precision={precision!r} is not one of {_PRECISIONS}."
-                          f"{closest(str(precision), _PRECISIONS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not one of {PRECISIONS}."
+                          f"{closest(str(precision), PRECISIONS)}")
     if precision == "auto":
         return "bfloat16" if _bf16_native() else "float32"
     return precision
@@ -279,9 +279,9 @@ def _check_params(n: int, d: int, expansion, l1, lr, epochs, batch_size, resampl
     pos_int("resample_dataset_size", resample_dataset_size)
     num("l1", l1, positive=False)
     num("lr", lr, positive=True)
-    if input not in _INPUTS:
-        raise ConfigError(f"input={input!r} is not one of {_INPUTS}: say whether the features are the "
-                          f"backbone's raw embeddings or L2-normalised ones.{closest(str(input), _INPUTS)}")
+    if input not in INPUTS:
+        raise ConfigError(f"input={input!r} is not one of {INPUTS}: say whether the features are the "
+                          f"backbone's raw embeddings or L2-normalised ones.{closest(str(input), INPUTS)}")
     resolve_precision(precision)
     h = int(expansion) * d
     if n < h:

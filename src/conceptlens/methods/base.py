@@ -22,11 +22,15 @@ import numpy as np
 from .._io import TENSOR_DIGEST_KEY, load_tensors, save_tensors, write_json
 from ..errors import ConfigError, DataError, NotFittedError, closest
 from ..registry import Registry
+from ..validation import validate_params
 
 log = logging.getLogger("conceptlens")
 METHODS: Registry = Registry("method")
 FORMAT = "conceptlens.model"
 VERSION = 1
+FEATURE_KEYS = ("embedding", "features")  # the image inputs a model reads (FeatureBundle attributes)
+# a method's `on` parameter: which image input it reads ("auto": features when the backbone has them)
+INPUTS = ("auto", "features", "embedding")
 
 
 @dataclass
@@ -79,8 +83,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
 class Method:
     """Base class. Subclasses implement `_fit` and `transform`, declare `_arrays` (the fitted
     array attributes saved to weights.safetensors; optionally `_array_shapes` hints, see
-    `_check_arrays`), override `_validate` to check their parameters and set the capability
-    flags below. Constructors only store their keyword arguments (scikit-learn's rule, so
+    `_check_arrays`), declare `_parameter_constraints` (every constructor parameter; override
+    `_validate` only for checks across parameters) and set the capability flags below.
+    Constructors only store their keyword arguments (scikit-learn's rule, so
     `sklearn.base.clone` works); `fit` validates. The registry sets `name`. Every method's
     logits are `head(transform(x))`, which is what makes explanations exact."""
 
@@ -98,6 +103,12 @@ class Method:
     # shape hints per array name: a tuple whose entries are an int, "m" (classes), "k" (concepts)
     # or None (any); class_weights_ (m, k) and intercept_ (m,) are always checked
     _array_shapes: ClassVar[dict[str, tuple]] = {}
+    # what each constructor parameter may be, as conceptlens.validation constraints (a list: any
+    # one will do; None in it allows None), e.g. {"lam": [Interval(float, 0, None)]}; `_validate`
+    # checks them at fit, and tests/test_methods.py checks that every parameter has one
+    _parameter_constraints: ClassVar[dict[str, list]] = {}
+    # an example setting per parameter, shown after a bad value's message ("lam = 7e-4")
+    _parameter_examples: ClassVar[dict[str, str]] = {}
 
     # -- parameters -------------------------------------------------------------------
     @classmethod
@@ -139,7 +150,11 @@ class Method:
         return self
 
     def _validate(self) -> None:
-        """Check the parameters; raise ConfigError saying what is wrong and how to fix it."""
+        """Check the parameters against `_parameter_constraints`; raise ConfigError naming the
+        method, the parameter, what it must be and what it got. A subclass overrides this (calling
+        super()._validate() first) only for checks across parameters or beyond a constraint."""
+        validate_params(self.name, self.get_params(deep=False), self._parameter_constraints,
+                        self._parameter_examples)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
@@ -340,7 +355,7 @@ def _check_meta(meta: dict, where: Path) -> None:
     checks = {
         "method": lambda v: isinstance(v, str), "params": lambda v: isinstance(v, dict),
         "classes": strings, "concepts": strings, "backbone_id": lambda v: isinstance(v, str),
-        "feature_key": lambda v: v in ("embedding", "features"),
+        "feature_key": lambda v: v in FEATURE_KEYS,
         "extra": lambda v: isinstance(v, dict), "edit_log": lambda v: isinstance(v, list),
         "preprocess_id": lambda v: isinstance(v, str),
     }

@@ -102,7 +102,6 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import math
-import numbers
 from typing import ClassVar
 
 import numpy as np
@@ -110,7 +109,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from .base import METHODS, Context, Method
+from ..validation import Boolean, Interval, Options
+from .base import INPUTS, METHODS, Context, Method
 
 MODES = ("independent", "sequential", "joint")
 HEADS = ("linear", "mlp")
@@ -333,26 +333,6 @@ def _standardise(X: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarr
     return X.mean(0).astype(np.float32), (X.std(0) + 1e-6).astype(np.float32)
 
 
-def check_number(name: str, method: str, value, low, *, integer=False, strict=False, default="") -> None:
-    kind = numbers.Integral if integer else numbers.Real
-    ok = (
-        isinstance(value, kind)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > low if strict else value >= low)
-    )
-    if not ok:
-        raise ConfigError(
-            f"{method}: {name} must be {'an integer' if integer else 'a finite number'} "
-            f"{'>' if strict else '>='} {low}; got {value!r}.{' ' + default if default else ''}"
-        )
-
-
-def check_choice(name: str, method: str, value, choices) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{method}: {name} must be one of {', '.join(choices)}; got {value!r}.")
-
-
 @METHODS.register("cbm")
 class CBM(Method):
     """Concept bottleneck model (Koh et al. 2020) on frozen features: a concept predictor trained on
@@ -384,6 +364,20 @@ class CBM(Method):
         "hidden_coef_": (None, None),
         "hidden_intercept_": (None,),
     }
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "mode": [Options(MODES, description=f"one of {', '.join(MODES)}")],
+        "concept_head": [Options(HEADS)], "bottleneck": [Options(BOTTLENECKS)],
+        "concept_weighting": [Options(WEIGHTINGS)], "optimizer": [Options(OPTIMIZERS)],
+        "on": [Options(INPUTS)], "concept_weight": [Interval(float, 0, None)],
+        "lr": [Interval(float, 0, None, closed="neither")], "weight_decay": [Interval(float, 0, None)],
+        "hidden": [Interval(int, 1)], "epochs": [Interval(int, 1)],
+        "batch_size": [Interval(int, 1)], "max_iter": [Interval(int, 1)], "seed": [Interval(int, 0)],
+        "standardize": [Boolean("true or false")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "concept_weight": "concept_weight = 0.01 (the paper's CUB joint model)",
+        "lr": "lr = 0.01 (the reference's)", "weight_decay": "weight_decay = 4e-5 (the reference's)",
+        "batch_size": "batch_size = 64 (the reference's)"}
 
     def __init__(
         self,
@@ -417,27 +411,6 @@ class CBM(Method):
     def _arrays(self) -> tuple[str, ...]:
         extra = ("hidden_coef_", "hidden_intercept_") if self.concept_head == "mlp" else ()
         return (*self._base_arrays, *extra)
-
-    def _validate(self) -> None:
-        n = "cbm"
-        check_choice("mode", n, self.mode, MODES)
-        check_choice("concept_head", n, self.concept_head, HEADS)
-        check_choice("bottleneck", n, self.bottleneck, BOTTLENECKS)
-        check_choice("concept_weighting", n, self.concept_weighting, WEIGHTINGS)
-        check_choice("optimizer", n, self.optimizer, OPTIMIZERS)
-        check_choice("on", n, self.on, ("auto", "features", "embedding"))
-        check_number(
-            "concept_weight", n, self.concept_weight, 0, default="The paper's CUB joint model uses 0.01."
-        )
-        check_number("lr", n, self.lr, 0, strict=True, default="The reference uses 0.01.")
-        check_number("weight_decay", n, self.weight_decay, 0, default="The reference uses 4e-5.")
-        check_number("hidden", n, self.hidden, 1, integer=True)
-        check_number("epochs", n, self.epochs, 1, integer=True)
-        check_number("batch_size", n, self.batch_size, 1, integer=True, default="The reference uses 64.")
-        check_number("max_iter", n, self.max_iter, 1, integer=True)
-        check_number("seed", n, self.seed, 0, integer=True)
-        if not isinstance(self.standardize, bool):
-            raise ConfigError(f"cbm: standardize must be true or false; got {self.standardize!r}.")
 
     # -- the network ---------------------------------------------------------------------------
     @property

@@ -28,24 +28,23 @@ import logging
 import numpy as np
 
 from ..concepts.evidence import EVIDENCE_FLOOR, concept_evidence
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ..validation import Boolean, Interval, Options
 
 log = logging.getLogger("conceptlens")
 LINKS = ("generated", "truth")
 
 
-def check_class_consistent(name: str, value, links, floor) -> None:
-    """The three parameters of a class-consistent head (plain values: they are saved in model.json)."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}: class_consistent must be true or false (true lets a class weigh only "
-                          f"concepts its source links to it, with weights >= 0); got {value!r}.")
-    if links not in LINKS:
-        raise ConfigError(f"{name}: links must be one of {list(LINKS)} ('generated': the classes each "
-                          "concept was generated for; 'truth': annotations or an LLM's yes/no answers); "
-                          f"got {links!r}.")
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
-        raise ConfigError(f"{name}: evidence_floor must be a number in [0, 1] (an AUROC; 0.5 is chance, "
-                          f"default {EVIDENCE_FLOOR}); got {floor!r}.")
+# the three parameters of a class-consistent head (plain values: they are saved in model.json), for
+# the heads' _parameter_constraints
+CONSTRAINTS = {
+    "class_consistent": [Boolean("true or false (true lets a class weigh only concepts its source links to "
+                                 "it, with weights >= 0)")],
+    "links": [Options(LINKS, description=f"one of {list(LINKS)} ('generated': the classes each concept was "
+                                         "generated for; 'truth': annotations or an LLM's yes/no answers)")],
+    "evidence_floor": [Interval(float, 0, 1, description=f"a number in [0, 1] (an AUROC; 0.5 is chance, "
+                                                         f"default {EVIDENCE_FLOOR})")],
+}
 
 
 def class_links(name: str, context, links: str, m: int, k: int) -> np.ndarray:

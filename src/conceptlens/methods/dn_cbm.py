@@ -64,15 +64,15 @@ import numpy as np
 import torch
 
 from ..discovery.naming import name_latents, unique_names
+from ..discovery.sae import INPUTS as SAE_INPUTS
 from ..errors import ConfigError, DataError
+from ..validation import Interval, Options
 from .base import METHODS, Context, Method
-from .posthoc import _check_int, _check_number
-from .sparse_layer import check_positive, fit_sparse_layer
+from .sparse_layer import ALPHA, POSITIVE, TARGET_NEC, fit_sparse_layer
 
 log = logging.getLogger("conceptlens")
 
 SOLVERS = ("adam", "glm")
-SAE_INPUTS = ("raw", "normalised")
 
 
 def probe_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, lam: float) -> torch.Tensor:
@@ -173,6 +173,18 @@ class DNCBM(Method):
     _array_shapes: ClassVar[dict[str, tuple]] = {
         "encoder_": ("k", None), "b_enc_": ("k",), "b_pre_": (None,), "latent_index_": ("k",),
         "name_similarity_": ("k",)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "solver": [Options(SOLVERS, description="'adam' (the reference's L1-penalised probe) or 'glm' (our "
+                                                "elastic-net path)")],
+        "lam": [Interval(float, 0, None)], "lr": [Interval(float, 0, None, closed="neither")],
+        "epochs": [Interval(int, 1)], "batch_size": [Interval(int, 1)], "seed": [Interval(int, 0)],
+        "target_nec": TARGET_NEC, "glm_lam": [Interval(float, 0, None)], "alpha": ALPHA, "positive": POSITIVE,
+        "min_similarity": [None, Interval(float, -1, 1, description="a finite number in [-1, 1] (a cosine: "
+                                                                    "at most 1)")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "lam": "lam = 1.0", "lr": "lr = 1e-3", "target_nec": "target_nec = 5", "glm_lam": "glm_lam = 7e-4",
+        "alpha": "alpha = 0.99", "min_similarity": "min_similarity = 0.2"}
 
     def __init__(self, solver: str = "adam", lam: float = 1.0, lr: float = 1e-3, epochs: int = 200,
                  batch_size: int = 512, seed: int = 0, target_nec: float | None = None,
@@ -182,28 +194,6 @@ class DNCBM(Method):
         self.batch_size, self.seed, self.target_nec = batch_size, seed, target_nec
         self.glm_lam, self.alpha, self.positive = glm_lam, alpha, positive
         self.min_similarity = min_similarity
-
-    def _validate(self) -> None:
-        n = self.name
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"{n}: solver must be 'adam' (the reference's L1-penalised probe) or 'glm' "
-                              f"(our elastic-net path); got {self.solver!r}.")
-        _check_number(f"{n}: lam", self.lam, 0, True, "lam = 1.0")
-        _check_number(f"{n}: lr", self.lr, 0, False, "lr = 1e-3")
-        _check_int(f"{n}: epochs", self.epochs, 1)
-        _check_int(f"{n}: batch_size", self.batch_size, 1)
-        _check_int(f"{n}: seed", self.seed, 0)
-        if self.target_nec is not None:
-            _check_number(f"{n}: target_nec", self.target_nec, 0, False, "target_nec = 5")
-        _check_number(f"{n}: glm_lam", self.glm_lam, 0, True, "glm_lam = 7e-4")
-        _check_number(f"{n}: alpha", self.alpha, 0, True, "alpha = 0.99")
-        if self.alpha > 1:
-            raise ConfigError(f"{n}: alpha is the L1 share of the elastic net, in [0, 1]; got {self.alpha}.")
-        check_positive(n, self.positive)
-        if self.min_similarity is not None:
-            _check_number(f"{n}: min_similarity", self.min_similarity, -1, True, "min_similarity = 0.2")
-            if self.min_similarity > 1:
-                raise ConfigError(f"{n}: min_similarity is a cosine, at most 1; got {self.min_similarity}.")
 
     # -- fitting ----------------------------------------------------------------------
     def _discovery(self, context: Context):

@@ -140,13 +140,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .base import METHODS, Context, Method
-from .cbm import (
-    check_choice,
-    check_number,
-    concept_truth,
-    start_labelled_fit,
-)
+from ..validation import Boolean, Interval, ListOf, Options
+from .base import INPUTS, METHODS, Context, Method
+from .cbm import concept_truth, start_labelled_fit
 
 MAX_STATES = 4096  # concept vectors enumerated at most (2^12) for the conditional probabilities
 
@@ -223,19 +219,6 @@ def _ce(energies: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return energies.gather(-1, target[..., None]).squeeze(-1) + torch.logsumexp(-energies, dim=-1)
 
 
-def _weights(name, value):
-    ok = (
-        isinstance(value, (list, tuple))
-        and len(value) == 3
-        and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-            for v in value
-        )
-    )
-    if not ok:
-        raise ConfigError(f"ecbm: {name} must be three numbers >= 0 (x->y, x->c, c->y); got {value!r}.")
-
-
 @METHODS.register("ecbm")
 class ECBM(Method):
     """Energy-based concept bottleneck model (see the module docstring).
@@ -279,6 +262,27 @@ class ECBM(Method):
         *(f"net_{a.replace('.', '_')}_" for a in _net_arrays),
     )
     _array_shapes: ClassVar[dict[str, tuple]] = {"mean_": (None,), "scale_": (None,), "readout_r2_": (1,)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **{w: [ListOf(Interval(float, 0, None), 3, 3, description="three numbers >= 0 (x->y, x->c, c->y)")]
+           for w in ("loss_weights", "infer_weights", "intervene_weights")},
+        "global_relaxation": [Options("soft", "hard")], "global_halves": [Options("reference", "consistent")],
+        "on": [Options(INPUTS)], "hidden": [Interval(int, 1)],
+        "perturb_concepts": [Interval(float, 0, 1, description="a fraction in [0, 1]")],
+        "perturb_samples": [Interval(float, 0, 1, description="a fraction in [0, 1]")],
+        "dropout": [Interval(float, 0, 1, closed="left", description="a fraction in [0, 1)")],
+        "lr": [Interval(float, 0, None, closed="neither")],
+        "infer_lr": [Interval(float, 0, None, closed="neither")], "weight_decay": [Interval(float, 0, None)],
+        "batch_size": [Interval(int, 1)], "epochs": [Interval(int, 1)],
+        "patience": [Interval(int, 1)], "infer_steps": [Interval(int, 1)], "seed": [Interval(int, 0)],
+        "standardize": [Boolean("true or false")], "early_stopping": [Boolean("true or false")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "hidden": "hidden = 512 (the reference's)",
+        "perturb_concepts": "perturb_concepts = 0.2 (the reference's)",
+        "perturb_samples": "perturb_samples = 0.2 (the reference's)",
+        "dropout": "dropout = 0.2 (the reference's)",
+        "lr": "lr = 0.01 (the reference's)", "infer_lr": "infer_lr = 0.1 (the reference's)",
+        "early_stopping": "early_stopping = false (the reference never stops early)"}
 
     def __init__(
         self,
@@ -314,30 +318,6 @@ class ECBM(Method):
         self.early_stopping = early_stopping
         self.global_relaxation, self.global_halves = global_relaxation, global_halves
         self.on, self.standardize, self.seed = on, standardize, seed
-
-    def _validate(self) -> None:
-        n = "ecbm"
-        for w in ("loss_weights", "infer_weights", "intervene_weights"):
-            _weights(w, getattr(self, w))
-        check_choice("global_relaxation", n, self.global_relaxation, ("soft", "hard"))
-        check_choice("global_halves", n, self.global_halves, ("reference", "consistent"))
-        check_choice("on", n, self.on, ("auto", "features", "embedding"))
-        check_number("hidden", n, self.hidden, 1, integer=True, default="The reference uses 512.")
-        for p in ("perturb_concepts", "perturb_samples", "dropout"):
-            check_number(p, n, getattr(self, p), 0, default="The reference uses 0.2.")
-            if getattr(self, p) > 1 or (p == "dropout" and self.dropout >= 1):
-                raise ConfigError(f"ecbm: {p} must be a fraction in [0, 1); got {getattr(self, p)!r}.")
-        check_number("lr", n, self.lr, 0, strict=True, default="The reference uses 0.01.")
-        check_number("infer_lr", n, self.infer_lr, 0, strict=True, default="The reference uses 0.1.")
-        check_number("weight_decay", n, self.weight_decay, 0)
-        for p in ("batch_size", "epochs", "patience", "infer_steps"):
-            check_number(p, n, getattr(self, p), 1, integer=True)
-        check_number("seed", n, self.seed, 0, integer=True)
-        if not isinstance(self.standardize, bool):
-            raise ConfigError(f"ecbm: standardize must be true or false; got {self.standardize!r}.")
-        if not isinstance(self.early_stopping, bool):
-            raise ConfigError(f"ecbm: early_stopping must be true or false; got {self.early_stopping!r}. "
-                              "The reference never stops early (false).")
 
     # -- fitting -------------------------------------------------------------------------------
     def _z(self, bundle) -> torch.Tensor:

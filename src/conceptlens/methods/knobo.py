@@ -87,8 +87,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import numbers
 import random
 import warnings
 from typing import ClassVar
@@ -96,10 +94,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
-from .base import METHODS, Context, Method
-from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
-from .sparse_layer import check_positive
+from ..errors import DataError
+from ..validation import Boolean, Interval, Options
+from .base import INPUTS, METHODS, Context, Method
+from .class_consistent import CONSTRAINTS as CLASS_CONSISTENT
+from .class_consistent import evidence_state, fit_support, load_evidence
+from .sparse_layer import POSITIVE
 
 log = logging.getLogger("conceptlens")
 
@@ -213,6 +213,25 @@ class KnoBo(Method):
         "grounding_coef_": ("k", None), "grounding_intercept_": ("k",),
         "concept_val_accuracy_": ("k",), "concept_train_accuracy_": ("k",), "kept_": (None,),
         "prior_": ("m", "k")}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_concepts": [Interval(int, 1), None], "epochs": [Interval(int, 1)],
+        "batch_size": [Interval(int, 1)], "max_examples": [Interval(int, 2)],
+        "train_samples": [Interval(int, 2)], "max_val": [Interval(int, 1)], "min_val": [Interval(int, 1)],
+        "seed": [Interval(int, 0)],
+        "lr": [Interval(float, 0, None, closed="neither")], "prior_weight": [Interval(float, 0, None)],
+        "val_fraction": [Interval(float, 0, 1, closed="neither")],
+        "add_prior": [Boolean("true or false")], "positive": POSITIVE, **CLASS_CONSISTENT,
+        "on": [Options(INPUTS, description="'embedding' (the reference: the image encoder's embedding), "
+                                           "'features' (the backbone's layer features) or 'auto' (features "
+                                           "when the backbone has them)")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "n_concepts": "n_concepts = 150, the reference's (None keeps every grounded concept)",
+        "epochs": "epochs = 200", "batch_size": "batch_size = 64", "max_examples": "max_examples = 10000",
+        "train_samples": "train_samples = 2000", "max_val": "max_val = 50", "min_val": "min_val = 10",
+        "seed": "seed = 0", "lr": "lr = 1e-3", "prior_weight": "prior_weight = 1.0",
+        "val_fraction": "val_fraction = 0.1",
+        "add_prior": "add_prior = true (KnoBo is the model with the prior)"}
 
     def __init__(self, n_concepts: int | None = 150, add_prior: bool = True,
                  prior_weight: float = 1.0, epochs: int = 200, lr: float = 1e-3,
@@ -228,44 +247,6 @@ class KnoBo(Method):
         self.val_fraction, self.max_val, self.min_val, self.seed = val_fraction, max_val, min_val, seed
 
     # -- parameters -------------------------------------------------------------------
-    def _validate(self) -> None:
-        def integer(name, low, default, allow_none=False):
-            v = getattr(self, name)
-            if allow_none and v is None:
-                return
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
-                raise ConfigError(f"knobo: {name} must be an integer >= {low}"
-                                  f"{' or None' if allow_none else ''}; got {v!r}. "
-                                  f"The reference uses {default}.")
-
-        def number(name, low, high, default):
-            v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or not low(v) or not high(v):
-                raise ConfigError(f"knobo: {name} must be a finite number in the allowed range; got "
-                                  f"{v!r}. The reference uses {default}.")
-
-        integer("n_concepts", 1, "150 (None keeps every grounded concept)", allow_none=True)
-        integer("epochs", 1, 200)
-        integer("batch_size", 1, 64)
-        integer("max_examples", 2, 10000)
-        integer("train_samples", 2, 2000)
-        integer("max_val", 1, 50)
-        integer("min_val", 1, 10)
-        integer("seed", 0, 0)
-        number("lr", lambda v: v > 0, lambda v: True, "1e-3 (> 0)")
-        number("prior_weight", lambda v: v >= 0, lambda v: True, "1.0 (>= 0)")
-        number("val_fraction", lambda v: v > 0, lambda v: v < 1, "0.1 (between 0 and 1)")
-        if not isinstance(self.add_prior, bool):
-            raise ConfigError(f"knobo: add_prior must be true or false; got {self.add_prior!r}. "
-                              "KnoBo is the model with the prior (true).")
-        check_positive("knobo", self.positive)
-        check_class_consistent("knobo", self.class_consistent, self.links, self.evidence_floor)
-        if self.on not in ("auto", "features", "embedding"):
-            raise ConfigError(f"knobo: on must be 'embedding' (the reference: the image encoder's "
-                              f"embedding), 'features' (the backbone's layer features) or 'auto' "
-                              f"(features when the backbone has them); got {self.on!r}.")
-
     # -- grounding functions ----------------------------------------------------------
     def _ground(self, X: np.ndarray, y: np.ndarray, P: np.ndarray) -> None:
         """One logistic regression per concept on pseudo-labels from the class-level prior."""

@@ -51,15 +51,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .base import METHODS, Context, Method
-from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
-from .posthoc import _check_int, _check_number
-from .sparse_layer import check_positive, fit_sparse_layer
+from ..validation import Interval, Options
+from .base import INPUTS, METHODS, Context, Method
+from .class_consistent import CONSTRAINTS as CLASS_CONSISTENT
+from .class_consistent import evidence_state, fit_support, load_evidence
+from .sparse_layer import ALPHA, POSITIVE, TARGET_NEC, fit_sparse_layer
 
 log = logging.getLogger("conceptlens")
 
@@ -115,6 +116,17 @@ class LabelFree(Method):
     refit_at_nec = True
     uses_validation = True  # early stopping and the interpretability cutoff use `val`
     _arrays = ("class_weights_", "intercept_", "projection_", "mean_", "std_", "kept_")
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "lam": [Interval(float, 0, None)], "alpha": ALPHA, "target_nec": TARGET_NEC, "positive": POSITIVE,
+        **CLASS_CONSISTENT, "lr": [Interval(float, 0, None, closed="neither")],
+        "interpretability_cutoff": [Interval(float, -1, None)],
+        "steps": [Interval(int, 1)], "batch_size": [Interval(int, 1)], "check_every": [Interval(int, 1)],
+        "seed": [Interval(int, 0)],
+        "on": [Options(INPUTS, description="'auto', 'features' or 'embedding'")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "lam": "lam = 7e-4", "alpha": "alpha = 0.99", "target_nec": "target_nec = 5", "lr": "lr = 1e-3",
+        "interpretability_cutoff": "interpretability_cutoff = 0.45"}
 
     def __init__(self, lam: float = 7e-4, target_nec: float | None = None, alpha: float = 0.99,
                  steps: int = 1000, lr: float = 1e-3, interpretability_cutoff: float = 0.45,
@@ -125,25 +137,6 @@ class LabelFree(Method):
         self.class_consistent, self.links, self.evidence_floor = class_consistent, links, evidence_floor
         self.steps, self.lr, self.interpretability_cutoff = steps, lr, interpretability_cutoff
         self.on, self.seed, self.batch_size, self.check_every = on, seed, batch_size, check_every
-
-    def _validate(self) -> None:
-        n = self.name
-        _check_number(f"{n}: lam", self.lam, 0, True, "lam = 7e-4")
-        _check_number(f"{n}: alpha", self.alpha, 0, True, "alpha = 0.99")
-        if self.alpha > 1:
-            raise ConfigError(f"{n}: alpha is the L1 share of the elastic net, in [0, 1]; got {self.alpha}.")
-        if self.target_nec is not None:
-            _check_number(f"{n}: target_nec", self.target_nec, 0, False, "target_nec = 5")
-        check_positive(n, self.positive)
-        check_class_consistent(n, self.class_consistent, self.links, self.evidence_floor)
-        _check_number(f"{n}: lr", self.lr, 0, False, "lr = 1e-3")
-        _check_number(f"{n}: interpretability_cutoff", self.interpretability_cutoff, -1, True,
-                      "interpretability_cutoff = 0.45")
-        for name in ("steps", "batch_size", "check_every"):
-            _check_int(f"{n}: {name}", getattr(self, name), 1)
-        _check_int(f"{n}: seed", self.seed, 0)
-        if self.on not in ("auto", "features", "embedding"):
-            raise ConfigError(f"{n}: on must be 'auto', 'features' or 'embedding'; got {self.on!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         self.input = self.on if self.on != "auto" else (

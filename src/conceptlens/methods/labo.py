@@ -93,15 +93,16 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import math
-import numbers
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..validation import Boolean, Interval, Options
 from .base import METHODS, Context, Method
-from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
+from .class_consistent import CONSTRAINTS as CLASS_CONSISTENT
+from .class_consistent import evidence_state, fit_support, load_evidence
 
 OPTIMIZERS = ("lbfgs", "adam")
 SIMILARITIES = ("auto", "dot", "cosine")
@@ -186,6 +187,20 @@ class LaBo(Method):
     _array_shapes: ClassVar[dict[str, tuple]] = {
         "association_": ("m", "k"), "concept_embedding_": ("k", None), "activation_mean_": ("k",),
         "activation_std_": ("k",)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "scale": [Interval(float, 0, None, closed="neither")], "prior_strength": [Interval(float, 0, None)],
+        "lr": [Interval(float, 0, None, closed="neither")], "l1": [Interval(float, 0, None)],
+        "diversity": [Interval(float, 0, None)], "max_iter": [Interval(int, 1)], "epochs": [Interval(int, 1)],
+        "batch_size": [Options("auto", description="'auto'"), Interval(int, 1)],
+        "val_every": [Interval(int, 1)],
+        "optimizer": [Options(OPTIMIZERS)], "similarity": [Options(SIMILARITIES)],
+        "standardize": [Boolean("True or False")], "random_state": [Interval(int)], **CLASS_CONSISTENT,
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "scale": "scale = 100.0", "prior_strength": "prior_strength = 1.0", "lr": "lr = 1e-4",
+        "l1": "l1 = 0.0 (the reference's weight when on: 0.01)",
+        "diversity": "diversity = 0.0 (the reference's weight when on: 0.005)", "max_iter": "max_iter = 300",
+        "epochs": "epochs = 10000", "batch_size": "batch_size = 'auto'", "val_every": "val_every = 10"}
 
     def __init__(self, scale: float = 100.0, prior_strength: float = 1.0, optimizer: str = "adam",
                  max_iter: int = 300, lr: float = 1e-4, epochs: int = 10000,
@@ -201,42 +216,7 @@ class LaBo(Method):
 
     # -- parameters -------------------------------------------------------------------
     def _validate(self) -> None:
-        def number(name, low, strict, default):
-            v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or v < low or (strict and v == low):
-                bound = f"> {low}" if strict else f">= {low}"
-                raise ConfigError(f"labo: {name} must be a finite number {bound}; got {v!r}. "
-                                  f"The default is {default}.")
-
-        def integer(name, default):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"labo: {name} must be an integer >= 1; got {v!r}. "
-                                  f"The default is {default}.")
-
-        def choice(name, options):
-            v = getattr(self, name)
-            if v not in options:
-                raise ConfigError(f"labo: {name} must be one of {options}; got {v!r}.")
-
-        number("scale", 0, True, 100.0)
-        number("prior_strength", 0, False, 1.0)
-        number("lr", 0, True, 1e-4)
-        number("l1", 0, False, "0.0 (the reference's weight when on: 0.01)")
-        number("diversity", 0, False, "0.0 (the reference's weight when on: 0.005)")
-        integer("max_iter", 300)
-        integer("epochs", 10000)
-        if self.batch_size != "auto":
-            integer("batch_size", "'auto'")
-        integer("val_every", 10)
-        choice("optimizer", OPTIMIZERS)
-        choice("similarity", SIMILARITIES)
-        if not isinstance(self.standardize, bool):
-            raise ConfigError(f"labo: standardize must be True or False; got {self.standardize!r}.")
-        if not isinstance(self.random_state, numbers.Integral) or isinstance(self.random_state, bool):
-            raise ConfigError(f"labo: random_state must be an integer; got {self.random_state!r}.")
-        check_class_consistent("labo", self.class_consistent, self.links, self.evidence_floor)
+        super()._validate()
         if self.class_consistent and self.l1:
             raise ConfigError("labo: class_consistent fixes the association at -inf off each class's linked "
                               "concepts, which the L1 term on the raw association cannot take; set l1 = 0 "

@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError
-from .base import METHODS, Context, Method
+from ..validation import Interval, ListOf, Options
+from .base import FEATURE_KEYS, INPUTS, METHODS, Context, Method
 
 DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
 
@@ -26,22 +26,17 @@ class LinearProbe(Method):
     uses_validation = True  # C is picked on validation accuracy
     _arrays = ("class_weights_", "intercept_", "mean_", "scale_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"mean_": ("k",), "scale_": ("k",)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "Cs": [ListOf(Interval(float, 0, None, closed="neither"), 1, types=Sequence,
+                      description="a non-empty list of positive finite numbers (inverse regularisation "
+                                  "strengths)")],
+        "on": [Options(INPUTS, description="auto, features or embedding")],
+        "max_iter": [Interval(int, 1, description="a positive integer")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {"Cs": "Cs=[0.01, 0.1, 1]"}
 
     def __init__(self, Cs: Sequence[float] = DEFAULT_CS, on: str = "auto", max_iter: int = 1000):
         self.Cs, self.on, self.max_iter = Cs, on, max_iter
-
-    def _validate(self) -> None:
-        Cs = self.Cs
-        ok = isinstance(Cs, Sequence) and not isinstance(Cs, str) and len(Cs) > 0 and all(
-            isinstance(C, (int, float)) and not isinstance(C, bool) and np.isfinite(C) and C > 0
-            for C in Cs)
-        if not ok:
-            raise ConfigError(f"linear_probe: Cs must be a non-empty list of positive finite numbers "
-                              f"(inverse regularisation strengths); got {Cs!r}. Example: Cs=[0.01, 0.1, 1].")
-        if self.on not in ("auto", "features", "embedding"):
-            raise ConfigError(f"linear_probe: on must be auto, features or embedding; got {self.on!r}.")
-        if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
-            raise ConfigError(f"linear_probe: max_iter must be a positive integer; got {self.max_iter!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         from sklearn.linear_model import LogisticRegression
@@ -80,7 +75,7 @@ class LinearProbe(Method):
         return {"input": self.input, "C": self.C_}
 
     def _load_extra(self, extra: dict) -> None:
-        if extra.get("input") not in ("features", "embedding") or extra["input"] != self.feature_key_:
+        if extra.get("input") not in FEATURE_KEYS or extra["input"] != self.feature_key_:
             raise ValueError(f"input must be the feature key {self.feature_key_!r}; got "
                              f"{extra.get('input')!r}")
         self.input, self.C_ = extra["input"], float(extra["C"])

@@ -65,7 +65,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ..validation import Boolean, Interval, Options
 from .base import METHODS, Context, Method
 
 SELECT_ON = ("val", "train")
@@ -201,6 +202,15 @@ class Motif(Method):
     _array_shapes: ClassVar[dict[str, tuple]] = {
         "concept_mean_": ("k",), "concept_std_": ("k",), "concept_embedding_": ("k", None),
         "net_state_": (None,)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **{k: [Interval(int, 1)] for k in ("epochs", "batch_size", "layers", "d", "patience")},
+        "seed": [Interval(int, 0)],
+        **{k: [Interval(float, 0, None, closed="neither")] for k in ("lr", "lse_tau", "grad_clip")},
+        **{k: [Interval(float, 0, None)] for k in ("weight_decay", "l1_lambda", "lambda_sparse")},
+        "label_smoothing": [Interval(float, 0, 1)], "dropout": [Interval(float, 0, 1)],
+        "class_weighting": [Boolean("true or false")],
+        "select_on": [Options(SELECT_ON, description=f"one of {SELECT_ON} (never test)")],
+    }
 
     def __init__(self, epochs: int = 100, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-2,
                  lse_tau: float = 1.0, l1_lambda: float = 1e-3, lambda_sparse: float = 1e-3,
@@ -212,37 +222,6 @@ class Motif(Method):
         self.label_smoothing, self.layers, self.d, self.dropout = label_smoothing, layers, d, dropout
         self.class_weighting, self.patience, self.grad_clip = class_weighting, patience, grad_clip
         self.select_on, self.seed = select_on, seed
-
-    def _validate(self) -> None:
-        def integer(name, lo):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"motif: {name} must be an integer >= {lo}; got {v!r}.")
-
-        def number(name, lo, hi=math.inf, lo_open=False):
-            v = getattr(self, name)
-            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and (
-                v > lo if lo_open else v >= lo) and v <= hi
-            if not ok:
-                bound = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-                raise ConfigError(f"motif: {name} must be a finite number {bound}; got {v!r}.")
-
-        for name in ("epochs", "batch_size", "layers", "d"):
-            integer(name, 1)
-        integer("patience", 1)
-        integer("seed", 0)
-        number("lr", 0, lo_open=True)
-        number("lse_tau", 0, lo_open=True)
-        number("grad_clip", 0, lo_open=True)
-        for name in ("weight_decay", "l1_lambda", "lambda_sparse"):
-            number(name, 0)
-        number("label_smoothing", 0, 1)
-        number("dropout", 0, 1)
-        if not isinstance(self.class_weighting, bool):
-            raise ConfigError(f"motif: class_weighting must be true or false; got {self.class_weighting!r}.")
-        if self.select_on not in SELECT_ON:
-            raise ConfigError(f"motif: select_on must be one of {SELECT_ON} (never test); got "
-                              f"{self.select_on!r}.")
 
     # -- fitting --------------------------------------------------------------------------------
     def _standardised(self, data) -> list[np.ndarray]:

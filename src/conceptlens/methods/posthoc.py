@@ -84,14 +84,17 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..validation import Boolean, InstanceOf, Interval, Options
 from .base import METHODS, Context, Method
-from .class_consistent import check_class_consistent, evidence_state, fit_support, load_evidence
-from .sparse_layer import check_positive, fit_sparse_layer, standardize
+from .class_consistent import CONSTRAINTS as CLASS_CONSISTENT
+from .class_consistent import evidence_state, fit_support, load_evidence
+from .sparse_layer import ALPHA, POSITIVE, TARGET_NEC, fit_sparse_layer, standardize
 
 CAV_FORMAT = "conceptlens.cavs"
 ABSENT_CLASS_INTERCEPT = -1e3
@@ -307,19 +310,6 @@ def fit_sgd_at_nec(Z: np.ndarray, y: np.ndarray, n_classes: int, target_nec: flo
 
 # -- the methods ----------------------------------------------------------------------------
 
-def _check_number(name: str, value, low: float, inclusive: bool, example: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and (
-        value >= low if inclusive else value > low)
-    if not ok:
-        raise ConfigError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low}; "
-                          f"got {value!r}. Example: {example}.")
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}.")
-
-
 @METHODS.register("posthoc")
 class PostHoc(Method):
     """PCBM: concept margins -> the reference's sparse SGDClassifier (or our GLM path).
@@ -333,6 +323,19 @@ class PostHoc(Method):
     refit_at_nec = True
     _arrays = ("class_weights_", "intercept_", "concept_vectors_", "concept_intercepts_", "mean_",
                "std_")
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "solver": [Options("sgd", "glm", description="'sgd' (the reference's SGDClassifier) or 'glm' "
+                                                     "(our elastic-net path)")],
+        "positive": POSITIVE, **CLASS_CONSISTENT,
+        # SGDClassifier's 'optimal' learning rate divides by alpha, so lam must be > 0 there (_validate)
+        "lam": [Interval(float, 0, None)], "alpha": ALPHA, "target_nec": TARGET_NEC,
+        "max_iter": [Interval(int, 1)], "seed": [Interval(int, 0)],
+        "standardize": [Boolean("true or false")],
+        # a string, so the model's saved params stay JSON
+        "cavs": [InstanceOf(str, "the path (a string) of a CAV file from `conceptlens concepts cav`"), None],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "lam": "lam = 2e-4", "alpha": "alpha = 0.99", "target_nec": "target_nec = 5"}
 
     def __init__(self, lam: float = 2e-4, target_nec: float | None = None, alpha: float = 0.99,
                  solver: str = "sgd", max_iter: int = 10000, seed: int = 42,
@@ -344,31 +347,16 @@ class PostHoc(Method):
         self.standardize, self.cavs, self.positive = standardize, cavs, positive
 
     def _validate(self) -> None:
+        super()._validate()
         n = self.name
-        if self.solver not in ("sgd", "glm"):
-            raise ConfigError(f"{n}: solver must be 'sgd' (the reference's SGDClassifier) or 'glm' "
-                              f"(our elastic-net path); got {self.solver!r}.")
-        check_positive(n, self.positive)
-        check_class_consistent(n, self.class_consistent, self.links, self.evidence_floor)
-        # SGDClassifier's 'optimal' learning rate divides by alpha, so lam must be > 0 there
-        _check_number(f"{n}: lam", self.lam, 0, self.solver == "glm" or self.positive, "lam = 2e-4")
-        _check_number(f"{n}: alpha", self.alpha, 0, True, "alpha = 0.99")
-        if self.alpha > 1:
-            raise ConfigError(f"{n}: alpha is the L1 share of the elastic net, in [0, 1]; got {self.alpha}.")
-        if self.target_nec is not None:
-            _check_number(f"{n}: target_nec", self.target_nec, 0, False, "target_nec = 5")
-        _check_int(f"{n}: max_iter", self.max_iter, 1)
-        _check_int(f"{n}: seed", self.seed, 0)
-        if not isinstance(self.standardize, bool):
-            raise ConfigError(f"{n}: standardize must be true or false; got {self.standardize!r}.")
-        if self.cavs is not None:
-            if not isinstance(self.cavs, str):  # a string, so the model's saved params stay JSON
-                raise ConfigError(f"{n}: cavs must be the path (a string) of a CAV file from "
-                                  f"`conceptlens concepts cav`; got {self.cavs!r}.")
-            if not Path(self.cavs).is_file():
-                raise ConfigError(f"{n}: CAV file {self.cavs} does not exist. Learn one with "
-                                  f"`conceptlens concepts cav --images DIR --backbone SPEC --out "
-                                  f"{Path(self.cavs).name}`.")
+        if self.lam == 0 and self.solver == "sgd" and not self.positive:  # SGDClassifier divides by it
+            raise ConfigError(f"{n}: lam must be a finite number > 0 with solver 'sgd' (the reference's "
+                              "SGDClassifier; 0 is allowed with solver 'glm' or positive); got "
+                              f"{self.lam!r}. Example: lam = 2e-4.")
+        if self.cavs is not None and not Path(self.cavs).is_file():
+            raise ConfigError(f"{n}: CAV file {self.cavs} does not exist. Learn one with "
+                              f"`conceptlens concepts cav --images DIR --backbone SPEC --out "
+                              f"{Path(self.cavs).name}`.")
 
     def fit(self, train, context: Context, val=None) -> Method:
         self._validate()
@@ -477,6 +465,17 @@ class PostHocHybrid(PostHoc):
     `positive` constrains the concept layer only; the residual stays free."""
 
     _arrays = (*PostHoc._arrays, "residual_weights_", "residual_intercept_")
+    # PostHoc's parameters (its class_consistent option is not offered here) and the residual's
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **{k: v for k, v in PostHoc._parameter_constraints.items() if k not in CLASS_CONSISTENT},
+        "residual_l2": [Interval(float, 0, None)], "lr": [Interval(float, 0, None, closed="neither")],
+        "epochs": [Interval(int, 1)], "batch_size": [Interval(int, 1)],
+        "residual_max_iter": [Interval(int, 1)],
+        "residual_solver": [Options("adam", "lbfgs", description="'adam' (the reference) or 'lbfgs' (full "
+                                                                 "batch)")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        **PostHoc._parameter_examples, "residual_l2": "residual_l2 = 1e-3", "lr": "lr = 0.01"}
 
     def __init__(self, lam: float = 2e-4, target_nec: float | None = None, alpha: float = 0.99,
                  solver: str = "sgd", max_iter: int = 10000, seed: int = 42,
@@ -487,18 +486,6 @@ class PostHocHybrid(PostHoc):
                          seed=seed, standardize=standardize, cavs=cavs, positive=positive)
         self.residual_l2, self.epochs, self.lr, self.batch_size = residual_l2, epochs, lr, batch_size
         self.residual_solver, self.residual_max_iter = residual_solver, residual_max_iter
-
-    def _validate(self) -> None:
-        super()._validate()
-        n = self.name
-        _check_number(f"{n}: residual_l2", self.residual_l2, 0, True, "residual_l2 = 1e-3")
-        _check_number(f"{n}: lr", self.lr, 0, False, "lr = 0.01")
-        _check_int(f"{n}: epochs", self.epochs, 1)
-        _check_int(f"{n}: batch_size", self.batch_size, 1)
-        _check_int(f"{n}: residual_max_iter", self.residual_max_iter, 1)
-        if self.residual_solver not in ("adam", "lbfgs"):
-            raise ConfigError(f"{n}: residual_solver must be 'adam' (the reference) or 'lbfgs' (full "
-                              f"batch); got {self.residual_solver!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         super()._fit(train, context, val)  # the interpretable part, then frozen

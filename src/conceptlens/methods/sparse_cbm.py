@@ -82,13 +82,13 @@ Deviations from the reference
 
 from __future__ import annotations
 
-import numbers
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..validation import Boolean, InstanceOf, Interval, Options
 from .base import METHODS, Context, Method
 
 SPARSITY = ("gumbel", "contrastive", "l1")
@@ -132,11 +132,6 @@ def l1_penalty(cbl_weight: torch.Tensor, l1: float, cbl_bias: torch.Tensor | Non
     return l1 * total / cbl_weight.shape[0]
 
 
-def _is_number(v, integer: bool = False) -> bool:
-    kind = numbers.Integral if integer else numbers.Real
-    return isinstance(v, kind) and not isinstance(v, bool) and np.isfinite(v)
-
-
 def _unit_rows(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
@@ -170,6 +165,24 @@ class SparseCBM(Method):
     _array_shapes: ClassVar[dict[str, tuple]] = {
         "cbl_weight_": ("k", "k"), "cbl_bias_": ("k",), "head_weight_": ("m", "k"),
         "head_bias_": ("m",), "concept_embedding_": ("k", None)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "sparsity": [Options(SPARSITY)],
+        **{k: [Interval(float, 0, None, closed="neither", description="a positive finite number")]
+           for k in ("logit_scale", "temperature", "lr", "cbl_lr")},
+        "l1": [Interval(float, 0, None)], "epochs": [Interval(int, 1)],
+        "batch_size": [None, Interval(int, 1, description="an integer >= 1 (None: full batch)")],
+        "optimizer": [Options(OPTIMIZERS)],
+        "bias": [InstanceOf((bool, np.bool_), "True or False")], "seed": [Interval(int)],
+        "positive": [Boolean("true or false")],
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "sparsity": "sparsity = 'gumbel' (the paper's Sparse-CBM)", "logit_scale": "logit_scale = 100 (CLIP's)",
+        "temperature": "temperature = 1.0 (the reference's)", "lr": "lr = 1e-3 (the reference's)",
+        "cbl_lr": "cbl_lr = 1e-3 (the reference's)", "l1": "l1 = 1e-3 (the reference's)",
+        "epochs": "epochs = 1000 (with full batch, the number of Adam steps)",
+        "batch_size": "batch_size = 32 (the reference's)", "optimizer": "optimizer = 'adam' (the reference's)",
+        "bias": "bias = false (the reference has no biases)", "seed": "seed = 0",
+        "positive": "positive = true (keeps class_weights_ = W M >= 0)"}
 
     def __init__(self, sparsity: str = "gumbel", logit_scale: float = 100.0,
                  temperature: float = 1.0, l1: float = 1e-3, epochs: int = 1000,
@@ -178,33 +191,6 @@ class SparseCBM(Method):
         self.sparsity, self.logit_scale, self.temperature, self.l1 = sparsity, logit_scale, temperature, l1
         self.epochs, self.batch_size, self.lr, self.cbl_lr = epochs, batch_size, lr, cbl_lr
         self.optimizer, self.bias, self.seed, self.positive = optimizer, bias, seed, positive
-
-    def _validate(self) -> None:
-        def bad(param, expected, fix):
-            raise ConfigError(f"sparse_cbm: {param} must be {expected}; got "
-                              f"{getattr(self, param)!r}. {fix}")
-
-        if self.sparsity not in SPARSITY:
-            bad("sparsity", f"one of {SPARSITY}", "'gumbel' is the paper's Sparse-CBM.")
-        for p, fix in (("logit_scale", "CLIP's is 100."), ("temperature", "The reference uses 1."),
-                       ("lr", "The reference uses 1e-3."), ("cbl_lr", "The reference uses 1e-3.")):
-            if not _is_number(getattr(self, p)) or getattr(self, p) <= 0:
-                bad(p, "a positive finite number", fix)
-        if not _is_number(self.l1) or self.l1 < 0:
-            bad("l1", "a finite number >= 0", "The reference uses 1e-3.")
-        if not _is_number(self.epochs, integer=True) or self.epochs < 1:
-            bad("epochs", "an integer >= 1", "With full batch it is the number of Adam steps.")
-        if self.batch_size is not None and (
-                not _is_number(self.batch_size, integer=True) or self.batch_size < 1):
-            bad("batch_size", "None (full batch) or an integer >= 1", "The reference uses 32.")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"one of {OPTIMIZERS}", "The reference trains with 'adam'.")
-        if not isinstance(self.bias, (bool, np.bool_)):
-            bad("bias", "True or False", "The reference has no biases (False).")
-        if not _is_number(self.seed, integer=True):
-            bad("seed", "an integer", "Any integer, e.g. 0.")
-        if not isinstance(self.positive, bool):
-            bad("positive", "true or false", "True keeps class_weights_ = W M >= 0.")
 
     # -- the two-layer model -------------------------------------------------------------
     def _activations(self, X: np.ndarray) -> np.ndarray:
@@ -296,14 +282,12 @@ class ConceptMatrixSearch(Method):
     _array_shapes: ClassVar[dict[str, tuple]] = {"concept_embedding_": ("k", None),
                                                   "class_matrix_": ("m", "k")}
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {"variant": [Options(CMS_VARIANTS)]}
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        "variant": "variant = 'similarity' (the paper's CMS; 'max_score': the reference's top-concept variant)"}
+
     def __init__(self, variant: str = "similarity"):
         self.variant = variant
-
-    def _validate(self) -> None:
-        if self.variant not in CMS_VARIANTS:
-            raise ConfigError(f"cms: variant must be one of {CMS_VARIANTS}; got {self.variant!r}. "
-                              "'similarity' is the paper's CMS, 'max_score' the reference's "
-                              "top-concept variant.")
 
     @staticmethod
     def row_normalised_cosine(X: np.ndarray, E: np.ndarray, eps: float = 1e-8) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..solvers import solve_path
+from ..validation import Boolean, Interval
 
 
 def fit_sparse_layer(Z: np.ndarray, y: np.ndarray, n_classes: int, lam: float | None,
@@ -21,11 +21,12 @@ def fit_sparse_layer(Z: np.ndarray, y: np.ndarray, n_classes: int, lam: float | 
             path.lambdas[-1])
 
 
-def check_positive(name: str, value) -> None:
-    """The `positive` option of a sparse head: a plain bool (it is saved in model.json)."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}: positive must be true or false (true constrains the class weights "
-                          f"to be >= 0, so explanations name concepts present); got {value!r}.")
+# the parameters the sparse heads share (a plain bool: `positive` is saved in model.json)
+POSITIVE = [Boolean("true or false (true constrains the class weights to be >= 0, so explanations "
+                    "name concepts present)")]
+ALPHA = [Interval(float, 0, 1, description="a finite number in [0, 1] (alpha is the L1 share of the "
+                                           "elastic net)")]
+TARGET_NEC = [None, Interval(float, 0, None, closed="neither")]
 
 
 def standardize(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

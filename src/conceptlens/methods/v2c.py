@@ -45,11 +45,14 @@ Deviations from the reference (numbers refer to the notes below the table)
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..concepts.conceptset import ConceptSet
 from ..concepts.v2c import v2c_select
 from ..errors import ConfigError, DataError
+from ..validation import Boolean, Interval, Options
 from .base import METHODS, Context
 from .labo import LaBo
 
@@ -68,6 +71,19 @@ class V2C(LaBo):
 
     # LaBo's class_consistent option is not offered: V2C's concepts are its own tokens per class
     class_consistent, links, evidence_floor = False, "generated", 0.6
+    # LaBo's parameters (less similarity and class_consistent's three) and V2C's selection
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_images": [Interval(int, 1)], "top_k": [Interval(int, 1)], "per_class": [Interval(int, 1)],
+        "class_query": [Options(CLASS_QUERIES, description=f"one of {CLASS_QUERIES} ('text': the class "
+                                "prompts (zero-shot, the default); 'images': the mean training embedding of "
+                                "each class (the reference's few-shot setting))")],
+        "pad_unseen": [Boolean("True or False")],
+        **{k: v for k, v in LaBo._parameter_constraints.items()
+           if k not in ("similarity", "class_consistent", "links", "evidence_floor")},
+    }
+    _parameter_examples: ClassVar[dict[str, str]] = {
+        **LaBo._parameter_examples, "n_images": "n_images = 500", "top_k": "top_k = 5",
+        "per_class": "per_class = 50"}
 
     def __init__(self, n_images: int = 500, top_k: int = 5, per_class: int = 50,
                  class_query: str = "text", pad_unseen: bool = False,
@@ -81,23 +97,6 @@ class V2C(LaBo):
         self.max_iter, self.lr, self.epochs, self.batch_size = max_iter, lr, epochs, batch_size
         self.val_every, self.l1, self.diversity = val_every, l1, diversity
         self.standardize, self.random_state = standardize, random_state
-
-    def _validate(self) -> None:
-        try:
-            super()._validate()
-        except ConfigError as e:  # LaBo's checks, named for this method
-            raise ConfigError(str(e).replace("labo:", "v2c:", 1)) from None
-        for name, default in (("n_images", 500), ("top_k", 5), ("per_class", 50)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"v2c: {name} must be an integer >= 1; got {v!r}. The default is "
-                                  f"{default}.")
-        if self.class_query not in CLASS_QUERIES:
-            raise ConfigError(f"v2c: class_query must be one of {CLASS_QUERIES}; got {self.class_query!r}. "
-                              "'text': the class prompts (zero-shot, the default); 'images': the mean "
-                              "training embedding of each class (the reference's few-shot setting).")
-        if not isinstance(self.pad_unseen, bool):
-            raise ConfigError(f"v2c: pad_unseen must be True or False; got {self.pad_unseen!r}.")
 
     # -- fitting ----------------------------------------------------------------------
     def _queries(self, train, context: Context) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ConfigError
+from ..validation import Interval
 from .base import METHODS, Context, Method
 
 
@@ -17,15 +18,12 @@ class ZeroShot(Method):
     needs_concepts = False
     _arrays = ("class_weights_", "prompt_embedding_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"prompt_embedding_": ("m", None)}
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "scale": [Interval(float, 0, None, closed="neither",
+                           description="a positive finite number (the logit temperature, CLIP's is 100)")]}
 
     def __init__(self, scale: float = 100.0):
         self.scale = scale
-
-    def _validate(self) -> None:
-        s = self.scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
-            raise ConfigError(f"zero_shot: scale (the logit temperature, CLIP's is 100) must be a "
-                              f"positive finite number; got {s!r}.")
 
     def _fit(self, train, context: Context, val) -> None:
         if context.class_embedding is None:

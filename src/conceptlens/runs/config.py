@@ -39,7 +39,12 @@ from ..concepts.sources.llm import redact_url
 from ..concepts.sources.options import check_source_options
 from ..data import BUILTIN, COMPOSITE, DIGITS
 from ..data.confounded import DEFAULT_NUISANCE, DEFAULT_PAIRS, NUISANCES, check_nuisance, pair_name
+from ..data.dataset import SPLITS as POOL_SPLITS
+from ..discovery.sae import INPUTS as SAE_INPUTS
+from ..discovery.sae import PRECISIONS as SAE_PRECISIONS
 from ..errors import ConfigError, closest
+from ..evaluation.nec import PROTOCOLS as NEC_PROTOCOLS
+from ..features.encode import ON_ERROR
 from ..grounding.evaluate import ANNOTATION_NAMES, EMBED_CHOICES
 from ..methods.aliases import METHOD_KEY, method_class, method_params, registered_name
 from ..methods.base import check_params
@@ -53,12 +58,8 @@ __all__ = ["DEFAULT_METHODS", "MAX_SEED", "NONE", "TABLES", "BackboneConfig", "C
            "validate_discovery"]
 
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
-NEC_PROTOCOLS = ("vlg", "refit", "prune")
-ON_ERROR = ("fail", "skip")
-SAE_PRECISIONS = ("auto", "float32", "bfloat16")
-DISCOVERY_INPUTS = ("auto", "raw", "normalised")
+DISCOVERY_INPUTS = ("auto", *SAE_INPUTS)
 V2C_TEMPLATE_SETS = ("full", "plain")
-POOL_SPLITS = ("train", "val", "test")
 REPORT_AUTO = "auto"
 
 NONNEG_INT = Interval(int, 0, None)

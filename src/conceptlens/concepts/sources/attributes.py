@@ -16,11 +16,14 @@ concepts that no per-class selection can pick).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import ClassVar
 
 from ...annotations import load_annotations
 from ...annotations.fashion_mnist import BUILTINS, attribute_rules
 from ...errors import ConfigError
+from ...validation import InstanceOf
 from ..normalize import Rejected, collect
 from .base import SOURCES, ConceptSource, SourceResult
 
@@ -32,8 +35,12 @@ def _key(name: str) -> str:
 @SOURCES.register("fashion-mnist-attributes")
 class AttributeSource(ConceptSource):
     name = "fashion-mnist-attributes"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "annotations": [InstanceOf((str, os.PathLike), "the name of built-in class annotations "
+                                   f"({', '.join(map(repr, BUILTINS))}) or the path of an annotation file")]}
 
     def __init__(self, annotations: str = "fashion-mnist"):
+        self.check_options(locals())
         self.annotations = annotations
 
     def generate(self, classes: Sequence[str]) -> SourceResult:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ...registry import Registry
+from ...validation import check_value
 from ..conceptset import ConceptSet
 from ..normalize import Rejected
 
@@ -32,6 +34,18 @@ class SourceResult:
 
 class ConceptSource(ABC):
     name: str
+    # what each constructor option may be, as conceptlens.validation constraints (every option has
+    # one; tests/test_sources.py checks it and that the invalid values they imply are refused)
+    _parameter_constraints: ClassVar[dict[str, list]] = {}
+
+    @classmethod
+    def check_options(cls, options: dict, where: str = "") -> None:
+        """Check the options a source is given (every constructor calls this first, with its
+        `locals()`); ConfigError "<where> <option> must be ...; got ...". Checks that need more
+        than one option or more than a constraint can say stay in the constructor."""
+        for key, spec in cls._parameter_constraints.items():
+            if key in options:
+                check_value(options[key], spec, f"{where} {key}" if where else key)
 
     @abstractmethod
     def generate(self, classes: Sequence[str]) -> SourceResult: ...

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from ...errors import ConfigError
+from ...validation import InstanceOf, Options
 from ..importers import IMPORTERS, import_concepts
 from .base import SOURCES, ConceptSource, SourceResult
 
@@ -15,8 +18,12 @@ KINDS = ("auto", *IMPORTERS, "conceptlens")
 @SOURCES.register("file")
 class FileSource(ConceptSource):
     name = "file"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "path": [InstanceOf((str, os.PathLike), "the path of a concept file"), None],
+        "kind": [Options(KINDS)]}
 
     def __init__(self, path: str | None = None, kind: str = "auto"):
+        self.check_options(locals())
         if not path:
             raise ConfigError(
                 "the file concept source needs the path of a concept file (one concept a line, a "
@@ -26,8 +33,6 @@ class FileSource(ConceptSource):
         if not Path(path).expanduser().is_file():
             raise ConfigError(f"path = {path!r}: no such file (relative paths are taken from the current "
                               f"folder, {Path.cwd()}).")
-        if kind not in KINDS:
-            raise ConfigError(f"kind = {kind!r} is not one of {', '.join(map(repr, KINDS))}.")
         self.path, self.kind = str(Path(path).expanduser()), kind
 
     def generate(self, classes: Sequence[str]) -> SourceResult:

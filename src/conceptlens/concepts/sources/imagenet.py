@@ -16,8 +16,9 @@ import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
-from ...errors import ConfigError
+from ...validation import Boolean, Interval
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
 from .phrases import parse_class, split_phrases
@@ -110,11 +111,14 @@ def related_classes(synset, max_related: int = 5) -> list[tuple[str, str, str]]:
 @SOURCES.register("imagenet")
 class ImageNetSource(ConceptSource):
     name = "imagenet"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "wordnet": [Boolean("true or false (true: match classes that are not ImageNet classes through "
+                            "WordNet)")],
+        "max_related": [Interval(int, 1, description="an integer >= 1 (ImageNet classes used per class "
+                                                     "matched through WordNet)")]}
 
     def __init__(self, wordnet: bool = True, max_related: int = 5):
-        if isinstance(max_related, bool) or not isinstance(max_related, int) or max_related < 1:
-            raise ConfigError(f"max_related must be an integer >= 1 (ImageNet classes used per class "
-                              f"matched through WordNet); got {max_related!r}.")
+        self.check_options(locals())
         self.wordnet, self.max_related = wordnet, max_related
 
     def generate(self, classes: Sequence[str]) -> SourceResult:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import re
@@ -55,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -62,6 +62,7 @@ import numpy as np
 from ..._io import cache_root, write_json
 from ...annotations import ConceptAnnotations
 from ...errors import ConceptLensError, ConfigError
+from ...validation import InstanceOf, Interval, StrList
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
 from .deadline import Overdue, run_by
@@ -267,6 +268,21 @@ class _Cancelled(LLMError):
 @SOURCES.register("llm")
 class LLMSource(ConceptSource):
     name = "llm"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "model": [InstanceOf(str, "a model name (a string)")],
+        "base_url": [InstanceOf(str, "the URL of an OpenAI-compatible API"), None],
+        "api_key_env": [InstanceOf(str, "the name of an environment variable")],
+        "prompts": [StrList(description="a list of strings")],  # which families: checked in __init__
+        "n": [Interval(int, 1)], "temperature": [Interval(float, 0, None)], "samples": [Interval(int, 1)],
+        "max_tokens": [Interval(int, 1)],
+        "timeout": [Interval(float, 0, None, closed="neither", description="a positive number of seconds "
+                             "(the deadline of each whole request)")],
+        "retries": [Interval(int, 0)], "backoff": [Interval(float, 0, None)],
+        "concurrency": [Interval(int, 1)],
+        "cache_dir": [InstanceOf((str, os.PathLike), "a folder path"), None],
+        "max_reply_bytes": [Interval(int, 1)], "max_concepts_per_class": [Interval(int, 1), None],
+        "questions_per_request": [Interval(int, 1)], "answer_temperature": [Interval(float, 0, None)],
+    }
 
     def __init__(self, model: str = "gpt-4o-mini", base_url: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", prompts: Sequence[str] = ("labo",),
@@ -275,20 +291,10 @@ class LLMSource(ConceptSource):
                  concurrency: int = 8, cache_dir: str | Path | None = None,
                  max_reply_bytes: int = 256 * 1024, max_concepts_per_class: int | None = None,
                  questions_per_request: int = 20, answer_temperature: float = 0.0):
+        self.check_options(locals())
         unknown = [p for p in prompts if p not in PROMPTS]
         if unknown:
             raise ConfigError(f"Unknown prompt family {unknown}; known: {sorted(PROMPTS)}.")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) \
-                or timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds (the deadline of each whole "
-                              f"request); got {timeout!r}.")
-        if concurrency < 1 or retries < 0 or samples < 1:
-            raise ConfigError("concurrency and samples must be >= 1 and retries >= 0.")
-        if questions_per_request < 1:
-            raise ConfigError(f"questions_per_request must be >= 1; got {questions_per_request}.")
-        if max_reply_bytes < 1 or (max_concepts_per_class is not None and max_concepts_per_class < 1):
-            raise ConfigError(f"max_reply_bytes and max_concepts_per_class must be >= 1; got "
-                              f"{max_reply_bytes} and {max_concepts_per_class}.")
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.prompts, self.n, self.temperature, self.samples = tuple(prompts), n, temperature, samples
         self.max_tokens, self.timeout, self.retries, self.backoff = max_tokens, timeout, retries, backoff

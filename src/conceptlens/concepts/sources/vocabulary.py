@@ -7,8 +7,9 @@ concepts (no class), as Discover-then-Name and V2C-CBM use a word vocabulary.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
-from ...errors import ConfigError
+from ...validation import Interval
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
 from .wordnet import wordnet
@@ -32,10 +33,11 @@ def common_concrete_nouns(size: int = 20000) -> list[str]:
 @SOURCES.register("vocabulary")
 class VocabularySource(ConceptSource):
     name = "vocabulary"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "size": [Interval(int, 1, description="an integer >= 1 (words in the vocabulary)")]}
 
     def __init__(self, size: int = 20000):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"size must be an integer >= 1 (words in the vocabulary); got {size!r}.")
+        self.check_options(locals())
         self.size = size
 
     def generate(self, classes: Sequence[str]) -> SourceResult:

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import ClassVar
 
 from ...errors import ConfigError
+from ...validation import Boolean, InstanceOf, Interval, ListOf, Options
 from ..normalize import collect
 from .base import SOURCES, ConceptSource, SourceResult
 from .phrases import gloss_phrases, parse_class, split_phrases
@@ -138,26 +140,24 @@ def knowledge(synset, depth: int = 2, phrases: str = "whole", parts: str = "near
 @SOURCES.register("wordnet")
 class WordNetSource(ConceptSource):
     name = "wordnet"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "depth": [Interval(int, 0, description="an integer >= 0 (hypernym levels)")],
+        # which strings, and at least one: checked in the constructor, naming the unknown ones
+        "relations": [ListOf(InstanceOf(str, "a string"), types=(list, tuple, set, frozenset),
+                             description=f"a list of strings from {list(RELATIONS)}")],
+        "phrases": [Options(PHRASES)],
+        "parts": [Options(PARTS, description=f"one of {list(PARTS)} ('nearest': the synset's own parts, "
+                                             "else its nearest hypernym's; 'all': every level's)")],
+        "visual_only": [Boolean("true or false")]}
 
     def __init__(self, depth: int = 2, relations: Sequence[str] = RELATIONS, phrases: str = "whole",
                  parts: str = "nearest", visual_only: bool = True):
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ConfigError(f"depth must be an integer >= 0 (hypernym levels); got {depth!r}.")
-        if isinstance(relations, str) or not all(isinstance(r, str) for r in relations):
-            raise ConfigError(f"relations must be a list of strings from {list(RELATIONS)}; "
-                              f"got {relations!r}.")
+        self.check_options(locals())
         unknown = [r for r in relations if r not in RELATIONS]
         if unknown or not relations:
             what = f"unknown {unknown}" if unknown else "empty"
             raise ConfigError(f"relations = {list(relations)}: {what}; choose one or more of "
                               f"{list(RELATIONS)}.")
-        if phrases not in PHRASES:
-            raise ConfigError(f"phrases = {phrases!r} is not one of {list(PHRASES)}.")
-        if parts not in PARTS:
-            raise ConfigError(f"parts = {parts!r} is not one of {list(PARTS)} ('nearest': the synset's own "
-                              "parts, else its nearest hypernym's; 'all': every level's).")
-        if not isinstance(visual_only, bool):
-            raise ConfigError(f"visual_only must be true or false; got {visual_only!r}.")
         self.depth, self.relations, self.phrases, self.parts = depth, tuple(relations), phrases, parts
         self.visual_only = visual_only
 
