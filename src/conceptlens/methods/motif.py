@@ -217,7 +217,7 @@ class Motif(Method):
     d : int, default 1
         Per-concept attention dimension; >= 1.
     dropout : float, default 0.1
-        Dropout in the temporal blocks, in [0, 1].
+        Dropout rate (on the positionally encoded input and in the temporal blocks), in [0, 1].
     class_weighting : bool, default True
         Weight the loss by class frequency (max count / count, the reference's).
     patience : int, default 50
