@@ -209,7 +209,7 @@ def test_a_really_read_only_folder_is_refused(tmp_path):
 # -- exit codes -------------------------------------------------------------------------------
 
 def test_exit_codes_tell_usage_input_and_internal_errors_apart(tmp_path, monkeypatch, capsys):
-    # every error exited 2 before: usage 2, config/data 3, a bug 1 (README, "Reliability")
+    # every error exited 2 before: usage 2, config/data 3, a bug 1 (docs/guides/reliability.md)
     from conceptlens import cli
 
     with pytest.raises(SystemExit) as e:  # argparse: a malformed command line

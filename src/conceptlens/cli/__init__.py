@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# exit codes (README, "Reliability"): scripts can tell a mistyped command from bad input from a bug
+# exit codes (docs/guides/reliability.md): scripts can tell a mistyped command from bad input from a bug
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 

@@ -29,7 +29,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # decoder are not reused.
 DECODER_VERSION = "pil-decode-v3"
 ORIENTATION = 0x0112  # the EXIF tag
-# The image formats conceptlens decodes (README, Reliability), by Pillow's names, and their file
+# The image formats conceptlens decodes (docs/guides/reliability.md), by Pillow's names, and their file
 # suffixes; the one list every caller uses (dataset folders, uploads, the explorer's examples).
 # Any other content (EPS/PostScript, PDF, ICO, ...) is refused before a decoder sees it.
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")

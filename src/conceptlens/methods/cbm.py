@@ -338,16 +338,50 @@ class CBM(Method):
     """Concept bottleneck model (Koh et al. 2020) on frozen features: a concept predictor trained on
     concept labels, then a linear label layer on its activations (see the module docstring).
 
-    Parameters (reference values in brackets): mode: 'independent', 'sequential' or 'joint'.
-    concept_weight: the joint model's lambda [0.01; 0.001-1 swept]. concept_head: 'linear' or
-    'mlp' (hidden units `hidden`). bottleneck: 'auto' (sigmoid for independent, logits otherwise
-    [as the reference]), 'sigmoid', 'logits'. concept_weighting: 'reference' [weight=n/n_pos-1],
-    'balanced' (pos_weight), 'none'. optimizer: 'lbfgs' (ours), 'sgd' [momentum 0.9], 'adam'.
-    lr [0.01 concept/joint, 1e-3 label layer: the label layer uses lr / 10], weight_decay
-    [4e-5; 4e-4 with lr 1e-3 for the published joint lambda 0.01], epochs [1000, stopped after
-    100 without improvement], batch_size [64] (sgd/adam), max_iter (L-BFGS iterations per stage).
-    on: 'auto', 'features', 'embedding'. standardize: features to zero mean, unit variance.
-    seed: initialisation and batch order.
+    Reference values are in brackets.
+
+    Parameters
+    ----------
+    mode : {'independent', 'sequential', 'joint'}, default 'joint'
+        How the concept predictor g and the label layer f are trained: 'independent' (f on the true
+        concepts), 'sequential' (f on g's activations), 'joint' (g and f together).
+    concept_weight : float, default 0.01
+        The joint model's lambda, the concept loss's weight [0.01; 0.001-1 swept]; >= 0.
+    concept_head : {'linear', 'mlp'}, default 'linear'
+        The concept predictor: linear, or one hidden ReLU layer of `hidden` units.
+    hidden : int, default 256
+        Hidden units of the 'mlp' concept head; >= 1.
+    bottleneck : {'auto', 'sigmoid', 'logits'}, default 'auto'
+        What the label layer reads: 'auto' is sigmoid for 'independent', logits otherwise [as the
+        reference]; 'sigmoid' or 'logits' force one.
+    concept_weighting : {'reference', 'balanced', 'none'}, default 'reference'
+        Concept imbalance weights: 'reference' multiplies concept k's term by n/n_pos - 1
+        [weight=n/n_pos-1]; 'balanced' weights the positives by n_neg/n_pos (pos_weight); 'none'.
+    optimizer : {'lbfgs', 'sgd', 'adam'}, default 'lbfgs'
+        'lbfgs' (ours): full-batch L-BFGS on the same objective; 'sgd' [momentum 0.9] or 'adam':
+        `epochs` epochs of mini-batches, the best validation epoch kept.
+    lr : float, default 0.01
+        Learning rate (sgd/adam) [0.01 concept/joint, 1e-3 label layer: the label layer uses
+        lr / 10]; > 0.
+    weight_decay : float, default 4e-5
+        L2 weight decay [4e-5; 4e-4 with lr 1e-3 for the published joint lambda 0.01]; >= 0.
+    epochs : int, default 100
+        Epochs (sgd/adam) [1000, stopped after 100 without improvement]; >= 1.
+    batch_size : int, default 64
+        Mini-batch size (sgd/adam) [64]; >= 1.
+    max_iter : int, default 500
+        L-BFGS iterations per stage; >= 1.
+    on : {'auto', 'features', 'embedding'}, default 'auto'
+        The input: the backbone's layer features ('auto': when the bundle has them, else the
+        embedding).
+    standardize : bool, default True
+        Standardise the input to zero mean, unit variance (training statistics).
+    seed : int, default 0
+        Seed of the initialisation and the batch order; >= 0.
+
+    References
+    ----------
+    Koh, Nguyen, Tang, Mussmann, Pierson, Kim & Liang, "Concept Bottleneck Models", ICML 2020.
     """
 
     name = "cbm"

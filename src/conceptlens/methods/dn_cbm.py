@@ -162,6 +162,46 @@ def sae_input(bundle, kind: str, name: str = "dn_cbm") -> np.ndarray:
 
 @METHODS.register("dn_cbm")
 class DNCBM(Method):
+    """Discover-then-Name CBM: a sparse autoencoder's named latents as concepts, then a probe.
+
+    Concept strengths are the frozen SAE's latent activations (`context.discovery.sae`); each live
+    latent is named by the nearest word of the vocabulary (`context.discovery.words`); a linear
+    probe maps strengths to classes (see the module docstring).
+
+    Parameters
+    ----------
+    solver : {'adam', 'glm'}, default 'adam'
+        'adam': the reference's bias-free probe, CE + lam * mean|W| by Adam; 'glm' (ours): our
+        elastic-net path on the standardised strengths, with an intercept.
+    lam : float, default 1.0
+        The Adam probe's L1 weight (torch L1Loss over all weights); >= 0.
+    lr : float, default 1e-3
+        The Adam probe's learning rate; > 0.
+    epochs : int, default 200
+        The Adam probe's epochs (final weights, no model selection); >= 1.
+    batch_size : int, default 512
+        The Adam probe's mini-batch size; >= 1.
+    seed : int, default 0
+        Seed of the probe's initialisation and batch order; >= 0.
+    target_nec : float or None, default None
+        Stop the GLM path at this NEC (always the GLM, whatever `solver`: the Adam probe has no
+        exact zeros); > 0. None: no NEC target.
+    glm_lam : float, default 7e-4
+        The GLM's regularisation strength (solver 'glm' without `target_nec`); >= 0.
+    alpha : float, default 0.99
+        The GLM's elastic-net L1 share, in [0, 1].
+    positive : bool, default False
+        Class weights >= 0 (Adam: projected after every step; GLM: exact).
+    min_similarity : float or None, default None
+        Leave out latents whose name's cosine similarity is below it, in [-1, 1]; None: every live
+        latent is named (the reference).
+
+    References
+    ----------
+    Rao, Mahajan, Boehle & Schiele, "Discover-then-Name: Task-Agnostic Concept Bottlenecks via
+    Automated Concept Discovery", ECCV 2024.
+    """
+
     input = "embedding"
     needs_concepts = True  # it has a concept layer; its concepts come from context.discovery
     refit_at_nec = True

@@ -221,15 +221,62 @@ def _ce(energies: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register("ecbm")
 class ECBM(Method):
-    """Energy-based concept bottleneck model (see the module docstring).
+    """Energy-based concept bottleneck model: class, concept and global energy networks, inference
+    by gradient descent on them (see the module docstring).
 
-    Parameters (reference values in brackets): hidden [512]; loss_weights (x->y, x->c, c->y)
-    [(3, 1, 1)]; infer_weights [(1, 1, 0.01)]; intervene_weights [(0, 0, 3); ours (0, 1, 1)];
-    perturb_concepts, perturb_samples [0.2, 0.2]; dropout [0.2]; lr [0.01], weight_decay
-    [4e-5], batch_size [64], epochs [300]; early_stopping [False: never stops early], patience
-    (with early_stopping) [15, unused]; infer_lr [0.1], infer_steps [early stop; ours 20];
-    global_relaxation 'soft' (paper) or 'hard' [reference]; global_halves ['reference'] or
-    'consistent'; on, standardize; seed [42].
+    Reference values are in brackets.
+
+    Parameters
+    ----------
+    hidden : int, default 512
+        Width H of the class and concept embeddings and energy networks [512]; >= 1.
+    loss_weights : tuple of 3 floats, default (3.0, 1.0, 1.0)
+        Training loss weights (x->y, x->c, c->y) [(3, 1, 1)].
+    infer_weights : tuple of 3 floats, default (1.0, 1.0, 0.01)
+        Energy weights (w_xy, w_xc, w_cy) of inference by gradient descent [(1, 1, 0.01)].
+    intervene_weights : tuple of 3 floats, default (0.0, 1.0, 1.0)
+        Energy weights of the descent after a concept intervention [(0, 0, 3); ours (0, 1, 1)];
+        (1, 1, 1) keeps the class energy (the paper's total energy).
+    perturb_concepts : float, default 0.2
+        Share of concepts flipped in the c->y augmentation [0.2]; in [0, 1].
+    perturb_samples : float, default 0.2
+        Share of each batch's images given flipped concepts [0.2]; in [0, 1].
+    dropout : float, default 0.2
+        Dropout on the projected features while training [0.2]; in [0, 1).
+    lr : float, default 0.01
+        SGD learning rate (momentum 0.9) [0.01]; > 0.
+    weight_decay : float, default 4e-5
+        SGD weight decay [4e-5]; >= 0.
+    batch_size : int, default 64
+        Mini-batch size [64]; >= 1.
+    epochs : int, default 300
+        Training epochs [300]; with `val` the epoch with the lowest validation loss is kept; >= 1.
+    patience : int, default 15
+        With `early_stopping`, epochs without a new best before stopping [15, unused]; >= 1.
+    early_stopping : bool, default False
+        Stop after `patience` epochs without a better validation loss [False: never stops early].
+    infer_lr : float, default 0.1
+        Adam learning rate of inference [0.1]; > 0.
+    infer_steps : int, default 20
+        Inference descent steps [early stop; ours 20]; >= 1.
+    global_relaxation : {'soft', 'hard'}, default 'soft'
+        How the global energy reads concept probabilities during inference: 'soft' (the paper's
+        relaxation) or 'hard' [the reference].
+    global_halves : {'reference', 'consistent'}, default 'reference'
+        Which half of the concept embeddings the global energy reads for c = 1 / 0: 'reference'
+        [swapped between the two energies, as the reference] or 'consistent'.
+    on : {'auto', 'features', 'embedding'}, default 'auto'
+        The input: the backbone's layer features ('auto': when the bundle has them, else the
+        embedding).
+    standardize : bool, default True
+        Standardise the input (training mean and standard deviation).
+    seed : int, default 0
+        Seed of the initialisation, dropout, augmentation and batch order [42]; >= 0.
+
+    References
+    ----------
+    Xu, Qin, Mi, Wang & Li, "Energy-Based Concept Bottleneck Models: Unifying Prediction, Concept
+    Intervention, and Probabilistic Interpretations", ICLR 2024.
     """
 
     name = "ecbm"

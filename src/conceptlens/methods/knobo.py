@@ -194,12 +194,62 @@ class KnoBo(Method):
     the top `n_concepts` by validation accuracy, a linear head with KnoBo's prior loss (see the
     module docstring).
 
-    Parameters (reference values in brackets): n_concepts: bottleneck size, None = every
-    grounded concept [150, `--number_of_features`]. add_prior: the prior term [True in the
-    README's KnoBo run]. prior_weight [1.0]. epochs [200], lr [1e-3], batch_size [64].
-    positive: W >= 0 (ours, off). max_examples [10000], train_samples [2000], val_fraction
-    [0.1], max_val [50], min_val [10]: grounding sampling. seed: sampling, initialisation and
-    batch order [0 / 42].
+    Reference values are in brackets.
+
+    Parameters
+    ----------
+    n_concepts : int or None, default 150
+        Bottleneck size: the grounded concepts with the highest validation accuracy; an integer
+        >= 1, or None for every grounded concept [150, `--number_of_features`].
+    add_prior : bool, default True
+        Add the prior term prior_weight * mean |tanh(W) - P| to the head's loss [True in the
+        README's KnoBo run].
+    prior_weight : float, default 1.0
+        Weight of the prior term [1.0]; >= 0.
+    epochs : int, default 200
+        The head's Adam epochs [200]; the epoch with the best validation accuracy is kept; >= 1.
+    lr : float, default 1e-3
+        The head's Adam learning rate [1e-3]; > 0.
+    batch_size : int, default 64
+        The head's mini-batch size [64]; >= 1.
+    positive : bool, default False
+        Ours (off): head weights W >= 0.
+    max_examples : int, default 10000
+        Grounding sampling: positives and negatives per concept, balanced, up to this many
+        [10000]; >= 2.
+    train_samples : int, default 2000
+        Grounding sampling: at most this many training images per concept, half per side [2000];
+        >= 2.
+    val_fraction : float, default 0.1
+        Grounding sampling: the validation split takes int(val_fraction x minority side) images
+        per side [0.1]; in (0, 1).
+    max_val : int, default 50
+        Grounding sampling: at most this many validation images per side [50]; >= 1.
+    min_val : int, default 10
+        Grounding sampling: a concept with fewer validation images per side is skipped (reason in
+        `skipped_`) [10; few-shot sets need lower]; >= 1.
+    seed : int, default 0
+        Seed of the sampling, the initialisation and the batch order [0 / 42]; >= 0.
+    class_consistent : bool, default False
+        Ours (absent from the reference): a class may weigh only concepts that a source links to it
+        (`links`) and whose activation is evidence of their classes on the training images (AUROC
+        >= `evidence_floor`), with weights >= 0 (methods/class_consistent.py). Off: any class weighs
+        any concept, as the reference.
+    links : {'generated', 'truth'}, default 'generated'
+        With `class_consistent`, which links count: 'generated' (the classes each concept was
+        generated for, `Context.class_prior`) or 'truth' (annotations or an LLM's yes/no answers,
+        `Context.class_truth`; 1 links, 0 or unknown do not).
+    evidence_floor : float, default 0.6
+        With `class_consistent`, the least training-image AUROC of "the image's class is linked to
+        the concept" for a concept to carry weight; in [0, 1] (0.5 is chance).
+    on : {'embedding', 'features', 'auto'}, default 'embedding'
+        What the grounding functions read: the L2-normalised image embedding (the reference), the
+        backbone's layer features, or 'auto' (features when the bundle has them).
+
+    References
+    ----------
+    Yang et al., "A Textbook Remedy for Domain Shifts: Knowledge Priors for Medical Image
+    Analysis", NeurIPS 2024.
     """
 
     name = "knobo"

@@ -112,6 +112,60 @@ def train_projection(F: torch.Tensor, S: torch.Tensor, Fv: torch.Tensor, Sv: tor
 
 @METHODS.register("label_free")
 class LabelFree(Method):
+    """Label-free CBM: a projection from backbone features to concepts, then a sparse GLM.
+
+    The projection is trained to match the image-concept similarities under cos^3; concepts whose
+    validation similarity is not above `interpretability_cutoff` are dropped; the standardised
+    activations feed an elastic-net multinomial GLM (see the module docstring).
+
+    Parameters
+    ----------
+    lam : float, default 7e-4
+        The reference's `--lam`, used as glm_saga's `max_reg`: the GLM runs at lam / max(0.001,
+        alpha); >= 0. Ignored when `target_nec` is set.
+    target_nec : float or None, default None
+        Ours: stop the GLM's regularisation path at this NEC (effective concepts per class); > 0.
+        None: the single `lam`, as the reference.
+    alpha : float, default 0.99
+        The elastic net's L1 share, in [0, 1].
+    steps : int, default 1000
+        Most Adam steps of the projection; >= 1.
+    lr : float, default 1e-3
+        The projection's Adam learning rate; > 0.
+    interpretability_cutoff : float, default 0.45
+        A concept is kept only when its validation cos^3 similarity is above it; >= -1. When no
+        concept passes, the best tenth are kept (with a warning).
+    on : {'auto', 'features', 'embedding'}, default 'auto'
+        The projection's input: the backbone's layer features ('auto': when the bundle has them,
+        else the embedding).
+    seed : int, default 0
+        Seed of the projection's initialisation and batch; >= 0.
+    batch_size : int, default 50000
+        Images per projection step (a random batch of min(batch_size, n)); >= 1.
+    check_every : int, default 50
+        Validate the projection every `check_every` steps; training stops at the first check that
+        does not improve and the best weights are kept; >= 1.
+    positive : bool, default False
+        Ours: class weights constrained to >= 0 (the exact constrained prox), so each class is
+        explained by concepts present.
+    class_consistent : bool, default False
+        Ours (absent from the reference): a class may weigh only concepts that a source links to it
+        (`links`) and whose activation is evidence of their classes on the training images (AUROC
+        >= `evidence_floor`), with weights >= 0 (methods/class_consistent.py). Off: any class weighs
+        any concept, as the reference.
+    links : {'generated', 'truth'}, default 'generated'
+        With `class_consistent`, which links count: 'generated' (the classes each concept was
+        generated for, `Context.class_prior`) or 'truth' (annotations or an LLM's yes/no answers,
+        `Context.class_truth`; 1 links, 0 or unknown do not).
+    evidence_floor : float, default 0.6
+        With `class_consistent`, the least training-image AUROC of "the image's class is linked to
+        the concept" for a concept to carry weight; in [0, 1] (0.5 is chance).
+
+    References
+    ----------
+    Oikarinen et al., "Label-Free Concept Bottleneck Models", ICLR 2023.
+    """
+
     input = "features"
     refit_at_nec = True
     uses_validation = True  # early stopping and the interpretability cutoff use `val`

@@ -176,7 +176,73 @@ def _norms(obj, attr: str, n: int, what: str) -> np.ndarray | None:
 
 @METHODS.register("labo")
 class LaBo(Method):
-    """LaBo's class-concept association head; see the module docstring for the reference."""
+    """LaBo's class-concept association head (softmax over concepts, initialised from the
+    language prior); see the module docstring for the reference.
+
+    Concept activations A = image embedding x concept embedding^T (fixed); the association V
+    (classes x concepts) starts from the language prior; W = softmax(V) over concepts; logits =
+    scale * A W^T; trained with cross-entropy, the checkpoint with the best validation accuracy kept.
+
+    Parameters
+    ----------
+    scale : float, default 100.0
+        Logit scale: logits = scale * A W^T ("scaling as standard CLIP does"); > 0. With
+        `standardize` the scale applies per standard deviation (scale / 100).
+    prior_strength : float, default 1.0
+        Initial association V where the concept was generated for the class (0 elsewhere; LaBo's
+        `init_val`); >= 0. A concept set with no class prior starts from a uniform V = 1.
+    optimizer : {'adam', 'lbfgs'}, default 'adam'
+        'adam': the reference's loop (shuffled mini-batches of `batch_size`, Adam at `lr` for
+        `epochs`, validation every `val_every` epochs). 'lbfgs' (ours): full-batch L-BFGS for
+        `max_iter` iterations, seconds instead of minutes, but a weaker regulariser.
+    max_iter : int, default 300
+        L-BFGS iterations (`optimizer='lbfgs'` only); >= 1.
+    lr : float, default 1e-4
+        Adam's learning rate; > 0 (the reference sets 5e-6 to 1e-3 per dataset; 1e-4 is its
+        10-class configs').
+    epochs : int, default 10000
+        Adam epochs (the reference's median max_epochs); >= 1. The checkpoint with the best
+        validation accuracy is kept, not the last.
+    batch_size : int or 'auto', default 'auto'
+        Adam's mini-batch size; 'auto' is n // 5 clipped to [2, 512] (the pattern of the
+        reference's per-shot configs), else an integer >= 1.
+    val_every : int, default 10
+        Validate (and maybe checkpoint) every `val_every` epochs (Adam) or iterations (L-BFGS), and
+        at the final iterate; >= 1 (the reference's `check_interval = 10`).
+    l1 : float, default 0.0
+        Weight of the reference's L1 term, max over classes of the row L1 norm of the raw
+        association V; >= 0 (the reference's weight when switched on: 0.01). Not with
+        `class_consistent`, which fixes the association at -inf off each class's linked concepts.
+    diversity : float, default 0.0
+        Weight of the reference's diversity term, minus the mean variance over images of the class
+        scores; >= 0 (the reference's weight when switched on: 0.005).
+    similarity : {'auto', 'dot', 'cosine'}, default 'auto'
+        'dot': raw (unnormalised) dot products, as the reference, from the norms the encode stage
+        keeps (`bundle.embedding_norm`, `context.concept_norm`); 'cosine': the L2-normalised
+        embeddings; 'auto': 'dot' when the training bundle and the context carry the norms, else
+        'cosine' (the offline backbone). `similarity_` records the choice.
+    standardize : bool, default False
+        Ours: standardise the activations with the training mean and standard deviation.
+    random_state : int, default 0
+        Seed of the Adam batch order (any integer).
+    class_consistent : bool, default False
+        Ours (absent from the reference): a class may weigh only concepts that a source links to it
+        (`links`) and whose activation is evidence of their classes on the training images (AUROC
+        >= `evidence_floor`), with weights >= 0 (methods/class_consistent.py). Off: any class weighs
+        any concept, as the reference.
+    links : {'generated', 'truth'}, default 'generated'
+        With `class_consistent`, which links count: 'generated' (the classes each concept was
+        generated for, `Context.class_prior`) or 'truth' (annotations or an LLM's yes/no answers,
+        `Context.class_truth`; 1 links, 0 or unknown do not).
+    evidence_floor : float, default 0.6
+        With `class_consistent`, the least training-image AUROC of "the image's class is linked to
+        the concept" for a concept to carry weight; in [0, 1] (0.5 is chance).
+
+    References
+    ----------
+    Yang et al., "Language in a Bottleneck: Language Model Guided Concept Bottlenecks for
+    Interpretable Image Classification", CVPR 2023.
+    """
 
     name = "labo"
     needs_concepts = True

@@ -20,6 +20,16 @@ class LinearProbe(Method):
     With validation data C is the value of `Cs` with the best validation accuracy (ties go
     to stronger regularisation); without, the middle of the grid. `on='auto'` uses the
     backbone's features when it has them, else the embedding.
+
+    Parameters
+    ----------
+    Cs : sequence of float, default (0.001, 0.01, 0.1, 1.0)
+        The inverse regularisation strengths tried; positive numbers.
+    on : {'auto', 'features', 'embedding'}, default 'auto'
+        The input: the backbone's layer features ('auto': when the bundle has them, else the
+        embedding).
+    max_iter : int, default 1000
+        LogisticRegression's `max_iter`; a positive integer.
     """
 
     needs_concepts = False

@@ -192,7 +192,50 @@ def concept_activations(seqs: list[np.ndarray], concept_embedding: np.ndarray) -
 
 @METHODS.register("motif")
 class Motif(Method):
-    """MoTIF (see the module docstring). Parameters are the reference's defaults."""
+    """MoTIF: concepts per video window, per-concept attention over time, log-sum-exp pooling
+    (see the module docstring). Parameters are the reference's defaults.
+
+    Parameters
+    ----------
+    epochs : int, default 100
+        Training epochs; >= 1.
+    batch_size : int, default 32
+        Videos per mini-batch; >= 1.
+    lr : float, default 1e-3
+        AdamW learning rate; > 0.
+    weight_decay : float, default 0.01
+        AdamW weight decay; >= 0.
+    lse_tau : float, default 1.0
+        Temperature tau of the log-sum-exp pooling over windows; > 0.
+    l1_lambda : float, default 1e-3
+        Weight of the L1 term on the class weights; >= 0.
+    lambda_sparse : float, default 1e-3
+        Weight of the sparsity term on the per-window concepts (their mean absolute value); >= 0.
+    label_smoothing : float, default 0.1
+        Cross-entropy label smoothing, in [0, 1].
+    layers : int, default 1
+        Temporal blocks (per-concept attention over windows, then a per-concept feed-forward); >= 1.
+    d : int, default 1
+        Per-concept attention dimension; >= 1.
+    dropout : float, default 0.1
+        Dropout rate (on the positionally encoded input and in the temporal blocks), in [0, 1].
+    class_weighting : bool, default True
+        Weight the loss by class frequency (max count / count, the reference's).
+    patience : int, default 50
+        Early stopping: epochs without a better validation accuracy before stopping (only with a
+        validation set); >= 1.
+    grad_clip : float, default 1.0
+        Gradient norm clipping; > 0.
+    select_on : {'val', 'train'}, default 'val'
+        Which accuracy picks the restored epoch: validation (when `val` is given) or training (then
+        all `epochs` run).
+    seed : int, default 0
+        Seed of the initialisation, dropout and batch order; >= 0.
+
+    References
+    ----------
+    Knab et al., "Concepts in Motion", 2025.
+    """
 
     needs_concepts = True
     uses_validation = True  # early stopping and the restored weights use validation accuracy

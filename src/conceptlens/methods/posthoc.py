@@ -318,6 +318,51 @@ class PostHoc(Method):
     image key, `embedding` or `features`) replace the context's text concept embeddings, and
     its concept names become `concepts_`. In a run config: `[methods.posthoc]` then
     `cavs = "cavs.safetensors"` (likewise `[methods.posthoc_hybrid]`).
+
+    Parameters
+    ----------
+    lam : float, default 2e-4
+        The elastic-net strength (SGDClassifier's `alpha`; the reference's README trains with
+        2e-4); >= 0. Searched rather than set when `target_nec` is given.
+    target_nec : float or None, default None
+        Stop at this NEC (effective concepts per class); > 0: solver 'sgd' searches lam on a grid
+        with bisection, 'glm' stops our path there. None: the single `lam`.
+    alpha : float, default 0.99
+        The elastic net's L1 share (SGDClassifier's `l1_ratio`), in [0, 1].
+    solver : {'sgd', 'glm'}, default 'sgd'
+        'sgd': the reference's one-vs-rest `SGDClassifier(log_loss, elasticnet)`; 'glm' (ours): our
+        softmax elastic-net GLM path.
+    max_iter : int, default 10000
+        SGDClassifier's `max_iter` (solver 'sgd'); >= 1.
+    seed : int, default 42
+        SGDClassifier's `random_state` (and, for PCBM-h, the residual's initialisation and batch
+        order); >= 0.
+    standardize : bool, default False
+        Ours: z-score the concept margins with the training mean and standard deviation (the
+        reference uses raw margins).
+    cavs : str or None, default None
+        Path of a CAV file from `conceptlens concepts cav`: its vectors (and their image key,
+        `embedding` or `features`) replace the context's text concept embeddings, and its concept
+        names become `concepts_`. None: text concept vectors.
+    positive : bool, default False
+        Ours: concept weights constrained to >= 0 (with solver 'sgd', SGDClassifier's objective
+        solved by our constrained solver), so each class is explained by concepts present.
+    class_consistent : bool, default False
+        Ours (absent from the reference): a class may weigh only concepts that a source links to it
+        (`links`) and whose activation is evidence of their classes on the training images (AUROC
+        >= `evidence_floor`), with weights >= 0 (methods/class_consistent.py). Off: any class weighs
+        any concept, as the reference.
+    links : {'generated', 'truth'}, default 'generated'
+        With `class_consistent`, which links count: 'generated' (the classes each concept was
+        generated for, `Context.class_prior`) or 'truth' (annotations or an LLM's yes/no answers,
+        `Context.class_truth`; 1 links, 0 or unknown do not).
+    evidence_floor : float, default 0.6
+        With `class_consistent`, the least training-image AUROC of "the image's class is linked to
+        the concept" for a concept to carry weight; in [0, 1] (0.5 is chance).
+
+    References
+    ----------
+    Yuksekgonul, Wang & Zou, "Post-hoc Concept Bottleneck Models", ICLR 2023.
     """
 
     refit_at_nec = True
@@ -462,7 +507,54 @@ def init_residual(d: int, m: int, generator: torch.Generator) -> tuple[torch.Ten
 @METHODS.register("posthoc_hybrid")
 class PostHocHybrid(PostHoc):
     """PCBM-h: the PCBM layer, frozen, plus a residual linear layer on the embedding.
-    `positive` constrains the concept layer only; the residual stays free."""
+    `positive` constrains the concept layer only; the residual stays free.
+
+    Parameters
+    ----------
+    lam : float, default 2e-4
+        The elastic-net strength (SGDClassifier's `alpha`; the reference's README trains with
+        2e-4); >= 0. Searched rather than set when `target_nec` is given.
+    target_nec : float or None, default None
+        Stop at this NEC (effective concepts per class); > 0: solver 'sgd' searches lam on a grid
+        with bisection, 'glm' stops our path there. None: the single `lam`.
+    alpha : float, default 0.99
+        The elastic net's L1 share (SGDClassifier's `l1_ratio`), in [0, 1].
+    solver : {'sgd', 'glm'}, default 'sgd'
+        'sgd': the reference's one-vs-rest `SGDClassifier(log_loss, elasticnet)`; 'glm' (ours): our
+        softmax elastic-net GLM path.
+    max_iter : int, default 10000
+        SGDClassifier's `max_iter` (solver 'sgd'); >= 1.
+    seed : int, default 42
+        SGDClassifier's `random_state` (and, for PCBM-h, the residual's initialisation and batch
+        order); >= 0.
+    standardize : bool, default False
+        Ours: z-score the concept margins with the training mean and standard deviation (the
+        reference uses raw margins).
+    cavs : str or None, default None
+        Path of a CAV file from `conceptlens concepts cav`: its vectors (and their image key,
+        `embedding` or `features`) replace the context's text concept embeddings, and its concept
+        names become `concepts_`. None: text concept vectors.
+    residual_l2 : float, default 1e-3
+        Weight of the residual's L2 term, residual_l2 * mean(W_residual ** 2) (bias not
+        penalised); >= 0.
+    epochs : int, default 20
+        Adam epochs of the residual (`residual_solver='adam'`); >= 1.
+    lr : float, default 0.01
+        Adam's learning rate for the residual; > 0.
+    batch_size : int, default 64
+        The residual's Adam mini-batch size; >= 1.
+    residual_solver : {'adam', 'lbfgs'}, default 'adam'
+        'adam': the reference's shuffled mini-batch Adam; 'lbfgs' (ours): full-batch L-BFGS.
+    residual_max_iter : int, default 200
+        L-BFGS iterations for the residual (`residual_solver='lbfgs'`); >= 1.
+    positive : bool, default False
+        Ours: concept weights constrained to >= 0 (with solver 'sgd', SGDClassifier's objective
+        solved by our constrained solver), so each class is explained by concepts present.
+
+    References
+    ----------
+    Yuksekgonul, Wang & Zou, "Post-hoc Concept Bottleneck Models", ICLR 2023.
+    """
 
     _arrays = (*PostHoc._arrays, "residual_weights_", "residual_intercept_")
     # PostHoc's parameters (its class_consistent option is not offered here) and the residual's

@@ -147,17 +147,38 @@ class SparseCBM(Method):
     """Sparse-CBM: linear k x k concept bottleneck layer + linear head on CLIP logits, trained
     with cross-entropy plus a Gumbel / contrastive / L1 term (see the module docstring).
 
-    Parameters (reference names and defaults in brackets):
-    sparsity: 'gumbel' | 'contrastive' | 'l1' [`training_methods`].
-    logit_scale: 100 [CLIP's exp(logit_scale); `logits_per_image` = 100 * cosine].
-    temperature: Gumbel-softmax tau, 1.0 [`gumbel_tau=1.0`].
-    l1: 1e-3 [`l1_lambda=1e-3`], times ||M||_1 / k.
-    epochs: 1000 full-batch steps [10 epochs of batches of 32; see the deviations].
-    batch_size: None = full batch [32]. lr / cbl_lr: head / CBL learning rates, 1e-3 each
-    [`Constants.lr`, `training_examples.ipynb`]. optimizer: 'adam' ['Adam'; also 'AdamW', 'SGD'].
-    bias: False [`bias=False`]. seed: initialisation, Gumbel noise and batch order.
-    positive: False [absent]; True keeps the CBL and head weights >= 0 (projected gradient), so
-    class_weights_ = W M >= 0 (module docstring).
+    Parameters
+    ----------
+    sparsity : {'gumbel', 'contrastive', 'l1'}, default 'gumbel'
+        The sparsity term added to cross-entropy [`training_methods`].
+    logit_scale : float, default 100.0
+        CLIP's exp(logit_scale): `logits_per_image` = 100 * cosine [100]; > 0.
+    temperature : float, default 1.0
+        Gumbel-softmax tau [`gumbel_tau=1.0`]; > 0.
+    l1 : float, default 1e-3
+        Weight of the L1 term, times ||M||_1 / k [`l1_lambda=1e-3`]; >= 0.
+    epochs : int, default 1000
+        Full-batch steps [10 epochs of batches of 32; see the deviations]; >= 1.
+    batch_size : int or None, default None
+        None: full batch [32]; else an integer >= 1.
+    lr : float, default 1e-3
+        Learning rate of the head [`Constants.lr`, `training_examples.ipynb`]; > 0.
+    cbl_lr : float, default 1e-3
+        Learning rate of the concept bottleneck layer (CBL) [1e-3]; > 0.
+    optimizer : {'adam', 'adamw', 'sgd'}, default 'adam'
+        The optimiser ['Adam'; the reference also offers 'AdamW' and 'SGD'].
+    bias : bool, default False
+        Biases in the CBL and the head [`bias=False`].
+    seed : int, default 0
+        Seed of the initialisation, the Gumbel noise and the batch order (any integer).
+    positive : bool, default False
+        [absent] True keeps the CBL and head weights >= 0 (projected gradient), so
+        class_weights_ = W M >= 0 (module docstring).
+
+    References
+    ----------
+    Semenov et al., "Sparse Concept Bottleneck Models: Gumbel Tricks in Contrastive Learning",
+    arXiv 2404.03323, 2024.
     """
 
     _arrays = ("class_weights_", "intercept_", "cbl_weight_", "cbl_bias_", "head_weight_",
@@ -276,7 +297,20 @@ class SparseCBM(Method):
 @METHODS.register("cms")
 class ConceptMatrixSearch(Method):
     """Concept Matrix Search: training-free, compares an image's row-normalised concept
-    similarities with each class name's (see the module docstring)."""
+    similarities with each class name's (see the module docstring).
+
+    Parameters
+    ----------
+    variant : {'similarity', 'max_score'}, default 'similarity'
+        'similarity' (the paper's CMS): predict the class whose concept-similarity row is nearest
+        (cosine) the image's; 'max_score': take the image's top concept and predict the class that
+        scores it highest.
+
+    References
+    ----------
+    Semenov et al., "Sparse Concept Bottleneck Models: Gumbel Tricks in Contrastive Learning",
+    arXiv 2404.03323, 2024.
+    """
 
     _arrays = ("class_weights_", "concept_embedding_", "class_matrix_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"concept_embedding_": ("k", None),

@@ -61,7 +61,67 @@ CLASS_QUERIES = ("text", "images")
 
 @METHODS.register("v2c")
 class V2C(LaBo):
-    """V2C-CBM: V2C tokens as concepts, LaBo's head; see the module docstring."""
+    """V2C-CBM: V2C tokens as concepts, LaBo's head; see the module docstring.
+
+    Concepts come from an unlabelled image pool and a codebook (`context.discovery`): per class
+    the pool images nearest its query, each image's top codebook tokens, the class's most frequent
+    tokens; then LaBo's head on them (cosine activations; LaBo's `class_consistent` is not offered).
+
+    Parameters
+    ----------
+    n_images : int, default 500
+        Pool images nearest each class's query (its quantisation set); >= 1 and below the pool
+        size (the reference takes 500 of 1,000).
+    top_k : int, default 5
+        Codebook tokens taken per pool image; >= 1, at most the codebook size.
+    per_class : int, default 50
+        Concepts per class: its most frequent tokens; >= 1.
+    class_query : {'text', 'images'}, default 'text'
+        What ranks the pool images for a class: 'text', its prompt embedding
+        (`context.class_embedding`, zero-shot); 'images', the mean training embedding of the class
+        (the reference's few-shot setting).
+    pad_unseen : bool, default False
+        Pad a class with fewer than `per_class` seen tokens with never-chosen ones, as the
+        reference does; off: the class keeps only the tokens it saw.
+    scale : float, default 100.0
+        Logit scale: logits = scale * A W^T ("scaling as standard CLIP does"); > 0. With
+        `standardize` the scale applies per standard deviation (scale / 100).
+    prior_strength : float, default 1.0
+        Initial association V where the concept was generated for the class (0 elsewhere; LaBo's
+        `init_val`); >= 0. A concept set with no class prior starts from a uniform V = 1.
+    optimizer : {'adam', 'lbfgs'}, default 'adam'
+        'adam': the reference's loop (shuffled mini-batches of `batch_size`, Adam at `lr` for
+        `epochs`, validation every `val_every` epochs). 'lbfgs' (ours): full-batch L-BFGS for
+        `max_iter` iterations, seconds instead of minutes, but a weaker regulariser.
+    max_iter : int, default 300
+        L-BFGS iterations (`optimizer='lbfgs'` only); >= 1.
+    lr : float, default 1e-4
+        Adam's learning rate; > 0 (the reference sets 5e-6 to 1e-3 per dataset; 1e-4 is its
+        10-class configs').
+    epochs : int, default 10000
+        Adam epochs (the reference's median max_epochs); >= 1. The checkpoint with the best
+        validation accuracy is kept, not the last.
+    batch_size : int or 'auto', default 'auto'
+        Adam's mini-batch size; 'auto' is n // 5 clipped to [2, 512] (the pattern of the
+        reference's per-shot configs), else an integer >= 1.
+    val_every : int, default 10
+        Validate (and maybe checkpoint) every `val_every` epochs (Adam) or iterations (L-BFGS), and
+        at the final iterate; >= 1 (the reference's `check_interval = 10`).
+    l1 : float, default 0.0
+        Weight of the reference's L1 term, max over classes of the row L1 norm of the raw
+        association V; >= 0 (the reference's weight when switched on: 0.01).
+    diversity : float, default 0.0
+        Weight of the reference's diversity term, minus the mean variance over images of the class
+        scores; >= 0 (the reference's weight when switched on: 0.005).
+    standardize : bool, default False
+        Ours: standardise the activations with the training mean and standard deviation.
+    random_state : int, default 0
+        Seed of the Adam batch order (any integer).
+
+    References
+    ----------
+    He et al., "V2C-CBM: Building Concept Bottlenecks with Vision-to-Concept Tokenizer", AAAI 2025.
+    """
 
     name = "v2c"
     needs_concepts = True  # it has a concept layer (its own concepts; Method.fit skips the context check)

@@ -13,7 +13,13 @@ from .base import METHODS, Context, Method
 
 @METHODS.register("zero_shot")
 class ZeroShot(Method):
-    """Logits = scale * cos(image, class prompt); the 'concepts' are the class prompts."""
+    """Logits = scale * cos(image, class prompt); the 'concepts' are the class prompts.
+
+    Parameters
+    ----------
+    scale : float, default 100.0
+        The logit temperature (CLIP's is 100); a positive finite number.
+    """
 
     needs_concepts = False
     _arrays = ("class_weights_", "prompt_embedding_")
