@@ -102,7 +102,7 @@ class OfflineBackbone(Backbone):
         if self._class_text is None:
             # 1,000 paragraph-long texts take seconds to embed: keep them in the user cache,
             # keyed by the sentence encoder's fingerprint and each text
-            from ..features.cache import FeatureCache, cached_texts
+            from ..cache import FeatureCache, cached_texts
 
             encoder = f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}"
             cache = FeatureCache(self.feature_cache, encoder=encoder, kind="sentence")

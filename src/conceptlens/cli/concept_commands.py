@@ -238,8 +238,8 @@ def _encode_folder(args, backbone, folder: str, what: str):
 
 def cav_examples(args, backbone) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{concept: (positives, negatives)} from --images and --negatives (see `cmd_cav`)."""
+    from ..cache import content_key
     from ..errors import DataError
-    from ..features.cache import content_key
 
     data, bundle, X = _encode_folder(args, backbone, args.images, "--images")
     labels = np.asarray(bundle.labels)

@@ -223,7 +223,7 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
     from tqdm.auto import tqdm
 
     from ..backbones.base import l2_normalize
-    from ..features.cache import FeatureCache, cached_texts
+    from ..cache import FeatureCache, cached_texts
 
     templates = _check_templates(templates)
     texts = list(texts)
@@ -258,7 +258,7 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
 
 
 def _key(text: str) -> str:
-    from ..features.cache import content_key
+    from ..cache import content_key
 
     return content_key(text.encode("utf-8"))
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ..backbones import Backbone
+from ..cache import FeatureCache, cached_texts_with_norms, content_key
 from ..data import ImageDataset
 from ..errors import ConfigError, DataError
 from .bundle import FeatureBundle
-from .cache import FeatureCache, cached_texts_with_norms, content_key
 
 log = logging.getLogger("conceptlens")
 

@@ -6,7 +6,7 @@ embedding is the mean of its frames' embeddings, L2-normalised (the reference's
 by the normalisation). Encoding is per window, not per frame: with the default one frame per
 window of 8, a video costs an eighth of its frames.
 
-Cache: the existing content-addressed FeatureCache (features/cache.py). The namespace holds the
+Cache: the existing content-addressed FeatureCache (conceptlens/cache.py). The namespace holds the
 backbone id, its preprocessing and the sampling parameters (`VideoSampling.id`, which includes
 the decoder version); an entry's key is the sha256 of the video file's bytes plus the window
 number. A second namespace ("video-meta") records each finished video's window count, frame
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from ..backbones import Backbone
+from ..cache import FeatureCache, content_key
 from ..errors import ConfigError, DataError
-from .cache import FeatureCache, content_key
 from .encode import ON_ERROR
 
 log = logging.getLogger("conceptlens")

@@ -20,7 +20,9 @@ from typing import ClassVar
 import numpy as np
 
 from .._io import TENSOR_DIGEST_KEY, load_tensors, save_tensors, write_json
+from .._version import __version__
 from ..errors import ConfigError, DataError, NotFittedError, closest
+from ..ranking import predict_from_scores
 from ..registry import Registry
 
 log = logging.getLogger("conceptlens")
@@ -203,8 +205,6 @@ class Method:
         return softmax(self.decision_function(bundle).astype(np.float64))
 
     def predict(self, bundle) -> np.ndarray:
-        from ..evaluation.metrics import predict_from_scores
-
         # scikit-learn's tie rule, the one every metric uses, so predictions and accuracy agree
         return predict_from_scores(self.decision_function(bundle))
 
@@ -233,9 +233,6 @@ class Method:
     def save(self, folder: str | Path) -> Path:
         """Write `model.json` and `weights.safetensors` (with a sha256 of the tensor data in its
         metadata, checked by `load`) into `folder`."""
-        from .. import __version__
-        from ..intervene.edits import check_edit_destination
-
         self.check_fitted()
         folder = Path(folder)
         # an edited model never overwrites the model it was edited from
@@ -354,6 +351,20 @@ def _check_meta(meta: dict, where: Path) -> None:
                             "by conceptlens.")
     if not meta["classes"]:
         raise DataError(f"{where}: a model needs at least one class; got none.")
+
+
+def check_edit_destination(out: str | Path, source: str | Path | None) -> None:
+    """ConfigError when `out` is the `source` model folder or inside it: an edit must not
+    overwrite its source."""
+    if source is None:
+        return
+    out, source = Path(out), Path(source)
+    same = out.resolve() == source.resolve() or source.resolve() in out.resolve().parents or (
+        out.exists() and source.exists() and out.samefile(source))
+    if same:
+        raise ConfigError(f"--out {out} is the folder of the model being edited, or inside it; "
+                          "an edit never overwrites its source. Choose another output folder, e.g. "
+                          f"{source.name}-edited.")
 
 
 def _method_class(method: str | type) -> type:
