@@ -39,7 +39,9 @@ import torch
 
 from ..backbones import Backbone
 from ..cache import FeatureCache, content_key
+from ..data.video import VideoSampling
 from ..errors import ConfigError, DataError
+from .bundle import FeatureBundle
 from .encode import ON_ERROR
 
 log = logging.getLogger("conceptlens")
@@ -81,8 +83,6 @@ class VideoFeatures:
     def mean_bundle(self, normalize: bool = True):
         """A FeatureBundle of each video's mean window embedding (and mean features): what a
         frame-averaged image method or a linear probe on mean embeddings reads."""
-        from .bundle import FeatureBundle
-
         emb = np.stack([w.mean(0) for w in self.windows]) if self.windows else np.zeros((0, 0), np.float32)
         if normalize and len(emb):
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -111,8 +111,6 @@ def encode_videos(backbone: Backbone, dataset, sampling=None, cache: str | Path 
     video (naming it); 'skip' leaves such videos out and lists them in `.skipped`. Videos are
     decoded in `workers` threads while the backbone runs.
     """
-    from ..data.video import VideoSampling
-
     sampling = (sampling or VideoSampling()).validate()
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {ON_ERROR}; got {on_error!r}.")

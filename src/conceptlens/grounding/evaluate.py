@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..annotations import ConceptAnnotations, class_level
+from ..annotations import ConceptAnnotations, class_level, load_annotations
+from ..data import BUILTIN
+from ..data.composite import composite_annotations
 from ..errors import DataError
 from .measures import MIN_COVERAGE, concept_auroc, explanation_precision, match_concepts
 
@@ -42,7 +44,7 @@ def _num(x) -> float | None:
 
 def text_embedder(backbone, cache=None) -> Callable[[list[str]], np.ndarray]:
     """texts -> L2-normalised rows from the backbone's text side (cached like concept texts)."""
-    from ..features import encode_texts
+    from ..features import encode_texts  # deferred: torch (grounding imports without it)
 
     def embed(texts: list[str]) -> np.ndarray:
         v = np.asarray(encode_texts(backbone, list(texts), cache), dtype=np.float64)
@@ -68,7 +70,7 @@ def matching_embedder(kind: str, backbone=None, cache=None) -> Callable[[list[st
     if kind == "backbone":
         return text_embedder(backbone, cache)
     if kind == "sentence":
-        from ..backbones.text_encoder import encode_sentences
+        from ..backbones.text_encoder import encode_sentences  # deferred: torch
 
         return lambda texts: encode_sentences(list(texts)).astype(np.float64)
     raise DataError(f"unknown matching embedder {kind!r}; choose one of {', '.join(EMBEDDERS)}.")
@@ -84,12 +86,8 @@ def resolve_annotations(spec: str, dataset_spec: str, data=None) -> ConceptAnnot
     if spec == "none":
         return None
     if spec == "auto":
-        from ..data import BUILTIN
-
         name = str(dataset_spec).strip()
         if name.casefold() == COMPOSITE or name.casefold().startswith(COMPOSITE + ":"):
-            from ..data.composite import composite_annotations
-
             if data is None:
                 raise DataError(f"the {COMPOSITE} annotations need the loaded dataset; got none.")
             return composite_annotations(data)
@@ -97,7 +95,6 @@ def resolve_annotations(spec: str, dataset_spec: str, data=None) -> ConceptAnnot
             spec = "fashion-mnist"
         else:
             return None
-    from ..annotations import load_annotations
 
     return load_annotations(spec)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import check_edit_destination
 from ..errors import ConfigError
-from ..methods.base import check_edit_destination
 
 # changes in one edit: far more than a model has weights worth changing one at a time (the
 # service's 10 MiB body cap alone would allow about 300,000)

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._io import TENSOR_DIGEST_KEY, load_tensors, save_tensors, write_json
+from .._io import TENSOR_DIGEST_KEY, check_edit_destination, load_tensors, save_tensors, write_json
 from .._version import __version__
 from ..errors import ConfigError, DataError, NotFittedError, closest
 from ..ranking import predict_from_scores
@@ -351,20 +351,6 @@ def _check_meta(meta: dict, where: Path) -> None:
                             "by conceptlens.")
     if not meta["classes"]:
         raise DataError(f"{where}: a model needs at least one class; got none.")
-
-
-def check_edit_destination(out: str | Path, source: str | Path | None) -> None:
-    """ConfigError when `out` is the `source` model folder or inside it: an edit must not
-    overwrite its source."""
-    if source is None:
-        return
-    out, source = Path(out), Path(source)
-    same = out.resolve() == source.resolve() or source.resolve() in out.resolve().parents or (
-        out.exists() and source.exists() and out.samefile(source))
-    if same:
-        raise ConfigError(f"--out {out} is the folder of the model being edited, or inside it; "
-                          "an edit never overwrites its source. Choose another output folder, e.g. "
-                          f"{source.name}-edited.")
 
 
 def _method_class(method: str | type) -> type:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from ...errors import ConfigError
 from ..normalize import collect
+from ..wordnet_db import wordnet
 from .base import SOURCES, ConceptSource, SourceResult
-from .wordnet import wordnet
 
 
 def common_concrete_nouns(size: int = 20000) -> list[str]:
