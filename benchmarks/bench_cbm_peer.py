@@ -53,11 +53,11 @@ DATASETS = {"fashion-mnist": {"train": 300, "val": 50, "test": 200},
 
 def encode(dataset: str, sizes: dict, seed: int = 0):
     """(train, val, test) FeatureBundles and the annotations of `dataset` (offline backbone)."""
+    from conceptlens.backbones import open_backbone
     from conceptlens.data import few_shot, load_dataset, split_indices
     from conceptlens.features import encode_dataset
     from conceptlens.features.encode import image_cache
     from conceptlens.grounding.evaluate import resolve_annotations
-    from conceptlens.runs.experiment import open_backbone
 
     data = load_dataset(dataset)
     splits = split_indices(data, seed=seed)
@@ -140,9 +140,9 @@ def run_ours(npz: Path, epochs: int, lr: float, batch: int) -> dict:
     import torch
 
     from conceptlens.features import FeatureBundle
+    from conceptlens.intervene import labelled_intervention_curve
     from conceptlens.intervene.interventions import Reference
     from conceptlens.methods import Context, get_method
-    from conceptlens.methods.cbm import labelled_intervention_curve
 
     torch.set_num_threads(1)
     warm_up()

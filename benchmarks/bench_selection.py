@@ -24,6 +24,7 @@ import numpy as np
 
 from conceptlens._io import write_json
 from conceptlens.backbones.text_encoder import encode_sentences, sentence_encoder_fingerprint
+from conceptlens.cache import FeatureCache, cached_texts
 from conceptlens.concepts.importers import import_labo
 from conceptlens.concepts.selection import (
     class_similarity,
@@ -32,7 +33,6 @@ from conceptlens.concepts.selection import (
     greedy_submodular,
     mi_score,
 )
-from conceptlens.features.cache import FeatureCache, cached_texts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "concepts" / "labo"
 

@@ -15,7 +15,7 @@ are masked in training and never counted in the measures.
 
 Measured on the test images: task accuracy; concept accuracy (mean over concepts of the accuracy
 over known labels; whole vector: every concept right, over the images with all labels known);
-the intervention curve (cbm.labelled_intervention_curve: accuracy after correcting 0..k concepts
+the intervention curve (intervene.labelled_intervention_curve: accuracy after correcting 0..k concepts
 per image with true labels, 'uncertain' order, known labels only; ECBM through its own
 intervene_concepts, the others through the linear head), summarised as the gain after 1, 3 and
 all corrections.
@@ -64,7 +64,8 @@ def bundles(npz: Path):
 
 
 def measure(model, parts, truth, steps=None) -> dict:
-    from conceptlens.methods.cbm import concept_accuracy, labelled_intervention_curve
+    from conceptlens.intervene import labelled_intervention_curve
+    from conceptlens.methods.cbm import concept_accuracy
 
     test, t = parts["test"], truth["test"]
     acc = concept_accuracy(model.predict_concepts(test), t)

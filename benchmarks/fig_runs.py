@@ -110,12 +110,13 @@ def judged_table(run: Path) -> dict:
 def embedding_probe(config: str, cache_dir: str | None) -> dict:
     """Top-1 of the linear probe on the embedding (`on = "embedding"`) with the run's splits,
     sizes and backbone, read from the feature cache the run just filled."""
+    from conceptlens.backbones import open_backbone
     from conceptlens.data import load_dataset, split_indices
     from conceptlens.features import encode_dataset
     from conceptlens.features.encode import image_cache
     from conceptlens.methods import Context, get_method
     from conceptlens.runs.config import load_config
-    from conceptlens.runs.experiment import _take, dataset_options, open_backbone
+    from conceptlens.runs.experiment import _take, dataset_options
 
     cfg = load_config(ROOT / "configs" / config)
     data = load_dataset(cfg.data.dataset, **dataset_options(cfg.data))

@@ -170,8 +170,7 @@ def _fitted_cbm(seed=0):
 
 @pytest.mark.parametrize("policy", ["uncertain", "random", "contribution"])
 def test_curve_equals_the_intervention_api_when_every_label_is_known(policy):
-    from conceptlens.intervene import intervention_curve
-    from conceptlens.methods.cbm import labelled_intervention_curve
+    from conceptlens.intervene import intervention_curve, labelled_intervention_curve
 
     model, train, test, class_truth = _fitted_cbm()
     truth = class_truth[np.asarray(test.labels)]
@@ -185,9 +184,8 @@ def test_curve_equals_the_intervention_api_when_every_label_is_known(policy):
 def test_curve_never_corrects_an_unknown_label():
     """Brute force through the public API, image by image: at step n an image gets its first n
     KNOWN concepts in the policy's order (intervene(concepts=...)), unknown ones never."""
-    from conceptlens.intervene import intervene
+    from conceptlens.intervene import intervene, labelled_intervention_curve
     from conceptlens.intervene.interventions import Reference, rank_concepts
-    from conceptlens.methods.cbm import labelled_intervention_curve
 
     model, train, test, class_truth = _fitted_cbm(seed=1)
     truth = class_truth[np.asarray(test.labels)]
@@ -211,7 +209,7 @@ def test_curve_never_corrects_an_unknown_label():
 
 def test_curve_errors_say_what_is_wrong():
     from conceptlens.errors import DataError
-    from conceptlens.methods.cbm import labelled_intervention_curve
+    from conceptlens.intervene import labelled_intervention_curve
 
     model, _, test, class_truth = _fitted_cbm()
     truth = class_truth[np.asarray(test.labels)]
@@ -229,9 +227,9 @@ def test_ecbm_curve_goes_through_its_own_intervention():
     call with the mask built by hand."""
     from test_runs import _bundles
 
+    from conceptlens.intervene import labelled_intervention_curve
     from conceptlens.intervene.interventions import Reference, rank_concepts
     from conceptlens.methods import Context, get_method
-    from conceptlens.methods.cbm import labelled_intervention_curve
 
     train, test = _bundles(seed=2, n=60)
     class_truth = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 0]], float)

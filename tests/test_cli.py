@@ -282,7 +282,7 @@ def test_cache_dir_reaches_the_offline_text_cache(tmp_path, monkeypatch):
     """The offline backbone's ImageNet class-text embeddings go under --cache-dir/features,
     not into the user cache (a few stand-in class texts keep this fast)."""
     import conceptlens.backbones.offline as offline
-    from conceptlens.runs.experiment import open_backbone
+    from conceptlens.backbones import open_backbone
 
     monkeypatch.setattr(offline, "imagenet_class_texts", lambda: ("a shoe", "a shirt", "a bag"))
     backbone = open_backbone("offline:top_t=2", tmp_path / "cache")

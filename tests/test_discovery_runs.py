@@ -396,12 +396,12 @@ def test_discover_command(tmp_path, monkeypatch, capsys, words_file):
     from conftest import write_png
     from tiny_backbone import TinyBackbone
 
+    import conceptlens.backbones
     import conceptlens.discovery.sae as sae_module
-    import conceptlens.runs.experiment as experiment
     from conceptlens.cli import main
     from conceptlens.discovery.sae import SparseAutoencoder
 
-    monkeypatch.setattr(experiment, "get_backbone", lambda spec: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     pool = tmp_path / "pool"
     rng = np.random.default_rng(0)
     for i in range(30):

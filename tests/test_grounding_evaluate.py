@@ -192,7 +192,7 @@ def test_bad_inputs_are_named():
 
 
 def test_resolve_annotations(tmp_path, monkeypatch, grey_dataset):
-    import conceptlens.data.composite as composite
+    import conceptlens.grounding.evaluate as grounding_evaluate
     from conceptlens.annotations import fashion_mnist_attributes
     from conceptlens.grounding import resolve_annotations
 
@@ -204,7 +204,9 @@ def test_resolve_annotations(tmp_path, monkeypatch, grey_dataset):
     loaded = resolve_annotations(str(path), "anything")
     assert loaded.concepts == ATTRS and np.array_equal(loaded.values, CLASS_ANN.values)
     seen = []
-    monkeypatch.setattr(composite, "composite_annotations", lambda data: seen.append(data) or "per-image")
+    # where resolve_annotations looks it up
+    monkeypatch.setattr(grounding_evaluate, "composite_annotations",
+                        lambda data: seen.append(data) or "per-image")
     assert resolve_annotations("auto", "fashion-mnist-composite:n=40", grey_dataset) == "per-image"
     assert seen == [grey_dataset]
 

@@ -10,11 +10,11 @@ from conftest import write_png
 from PIL import Image
 from tiny_backbone import TinyBackbone
 
+from conceptlens.cache import content_key
 from conceptlens.data import load_dataset, load_image_folder
 from conceptlens.data.images import FileImages
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.features import FeatureCache, encode_dataset
-from conceptlens.features.cache import content_key
 
 
 def decode(path, **kw) -> np.ndarray:

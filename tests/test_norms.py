@@ -13,9 +13,9 @@ import torch
 from tiny_backbone import TinyBackbone
 
 from conceptlens.backbones import get_backbone
+from conceptlens.cache import cached_texts
 from conceptlens.errors import DataError
 from conceptlens.features import FeatureCache, encode_dataset, encode_texts_with_norms
-from conceptlens.features.cache import cached_texts
 from conceptlens.methods import Context, get_method
 
 
@@ -117,11 +117,11 @@ def test_precomputed_file_norms(tmp_path, grey_dataset):
 
 
 def test_encode_command_writes_norms_read_back_by_precomputed(image_folder, tmp_path, monkeypatch):
+    import conceptlens.backbones
     from conceptlens.cli import main
     from conceptlens.data import load_image_folder
-    from conceptlens.runs import experiment
 
-    monkeypatch.setattr(experiment, "open_backbone", lambda spec, cache_dir=None: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     out = tmp_path / "f.safetensors"
     assert main(["encode", str(image_folder), "--out", str(out), "--cache-dir", str(tmp_path / "c"),
                  "--no-progress"]) == 0

@@ -206,13 +206,13 @@ def test_resume_mixes_local_and_ray_either_way(cluster, grey_dataset, tmp_path):
 
 def test_encode_command_hands_its_ray_options_to_encode_dataset_ray(monkeypatch, image_folder, tmp_path):
     """The CLI's wiring only (no cluster): what `conceptlens encode --ray ...` asks for."""
+    import conceptlens.backbones
     import conceptlens.features.ray_encode as ray_encode
-    import conceptlens.runs.experiment as experiment
     from conceptlens._io import load_tensors
     from conceptlens.cli import main
 
     calls = []
-    monkeypatch.setattr(experiment, "open_backbone", lambda spec, cache_dir=None: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
 
     def fake(spec, data, cache, **options):
         calls.append((spec, cache, {k: v for k, v in options.items() if k != "backbone"}))

@@ -43,11 +43,11 @@ def report(tmp_path, monkeypatch):
     test ids it encoded last, the evaluation rows it computed)."""
     from tiny_backbone import TinyBackbone
 
+    import conceptlens.backbones
     import conceptlens.evaluation as evaluation
     import conceptlens.features as features
-    import conceptlens.runs.experiment as experiment
 
-    monkeypatch.setattr(experiment, "get_backbone", lambda spec: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     encoded, rows = [], []
     real_encode, real_evaluate = features.encode_dataset, evaluation.evaluate
 

@@ -87,6 +87,7 @@ def tiny_setup(tmp_path, monkeypatch, classes=("cat", "dog", "fox"), per_class=1
     from conftest import write_png
     from tiny_backbone import TinyBackbone
 
+    import conceptlens.backbones
     import conceptlens.runs.experiment as experiment
     from conceptlens.concepts.pipeline import FilterResult
     from conceptlens.runs.config import ConceptConfig, DataConfig, FewShotConfig, RunConfig
@@ -99,7 +100,7 @@ def tiny_setup(tmp_path, monkeypatch, classes=("cat", "dog", "fox"), per_class=1
     words = ["fur", "tail", "whiskers", "paws", "snout", "ears", "stripes", "spots", "claws"]
     concepts.write_text(json.dumps({name: [*words[3 * c: 3 * c + 3], words[(3 * c + 4) % 9]]
                                     for c, name in enumerate(classes)}))
-    monkeypatch.setattr(experiment, "get_backbone", lambda spec: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     monkeypatch.setattr(experiment, "run_filters", lambda c, *a, **k: FilterResult(c))
 
     def make(methods=None, **changes):

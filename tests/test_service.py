@@ -541,13 +541,13 @@ def test_serve_command_binds_loopback_and_serves(served, monkeypatch, capsys):
     import httpx
     import uvicorn
 
-    import conceptlens.runs.experiment
+    import conceptlens.backbones
     import conceptlens.service.app as service_app
 
     _, _, images, model_dir = served
     monkeypatch.delenv("CONCEPTLENS_TOKEN", raising=False)
-    monkeypatch.setattr(conceptlens.runs.experiment, "open_backbone",
-                        lambda spec, cache_dir=None: TinyBackbone() if spec == "tiny" else None)
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone",
+                        lambda spec: TinyBackbone() if spec == "tiny" else None)
     seen = {}
 
     def run_briefly(app, sock, log_level="info"):

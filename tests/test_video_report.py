@@ -74,10 +74,10 @@ def test_a_bad_saved_sampling_is_refused_at_load(fitted, tmp_path):
 
 
 def test_explain_a_video_prints_top_concepts_per_window(fitted, monkeypatch, capsys):
-    import conceptlens.runs.experiment
+    import conceptlens.backbones
 
     model, _, paths, root = fitted
-    monkeypatch.setattr(conceptlens.runs.experiment, "open_backbone", lambda spec, cache=None: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     video = paths[4]  # 16 frames: windows 0-3, 4-7, 8-11, 12-15
     assert main(["explain", str(root / "model"), str(video), "--backbone", "tiny", "--no-progress",
                  "--top", "2"]) == 0
@@ -102,7 +102,7 @@ def test_explain_a_video_prints_top_concepts_per_window(fitted, monkeypatch, cap
 
 
 def test_explain_a_video_with_an_image_model_says_which_method_to_use(tmp_path, monkeypatch, capsys):
-    import conceptlens.runs.experiment
+    import conceptlens.backbones
     from conceptlens.features import FeatureBundle
     from conceptlens.methods import get_method
 
@@ -110,7 +110,7 @@ def test_explain_a_video_with_an_image_model_says_which_method_to_use(tmp_path, 
     b = FeatureBundle(["a", "b"], np.array([0, 1]), CLASSES, np.eye(2, 6, dtype=np.float32), None, bb.id)
     ctx = Context(CLASSES, CONCEPTS, bb.encode_texts(CONCEPTS), backbone_id=bb.id)
     get_method("posthoc").fit(b, ctx).save(tmp_path / "m")
-    monkeypatch.setattr(conceptlens.runs.experiment, "open_backbone", lambda spec, cache=None: TinyBackbone())
+    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     video = write_mp4(tmp_path / "x.webm", clip(0, 8, 0), codec="libvpx-vp9")
     assert main(["explain", str(tmp_path / "m"), str(video), "--backbone", "tiny", "--no-progress"]) == 3
     err = capsys.readouterr().err

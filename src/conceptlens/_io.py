@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError, IntegrityError, MissingChecksumError
+
 
 def _read_umask() -> int:
     mask = os.umask(0)  # the only way to read it; done once, at import, before any threads
@@ -106,8 +108,6 @@ def load_tensors(path: str | os.PathLike, require_digest: bool = True):
     `require_digest`) when there is none; the message names the file."""
     from safetensors import safe_open
 
-    from .errors import IntegrityError, MissingChecksumError
-
     try:
         with safe_open(str(path), framework="np") as f:
             meta = dict(f.metadata() or {})
@@ -123,3 +123,17 @@ def load_tensors(path: str | os.PathLike, require_digest: bool = True):
         raise IntegrityError(f"{path}: its tensor data does not match the sha256 stored in its "
                              "metadata (the file is corrupt or was modified).")
     return arrays, meta
+
+
+def check_edit_destination(out: str | Path, source: str | Path | None) -> None:
+    """ConfigError when `out` is the `source` model folder or inside it: an edit must not
+    overwrite its source."""
+    if source is None:
+        return
+    out, source = Path(out), Path(source)
+    same = out.resolve() == source.resolve() or source.resolve() in out.resolve().parents or (
+        out.exists() and source.exists() and out.samefile(source))
+    if same:
+        raise ConfigError(f"--out {out} is the folder of the model being edited, or inside it; "
+                          "an edit never overwrites its source. Choose another output folder, e.g. "
+                          f"{source.name}-edited.")

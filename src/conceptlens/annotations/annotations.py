@@ -145,6 +145,41 @@ class ConceptAnnotations:
         return write_text(path, buf.getvalue())
 
 
+def class_level(annotations: ConceptAnnotations, classes: Sequence[str], ids: Sequence[str] | None = None,
+                labels: Sequence[int] | None = None) -> ConceptAnnotations:
+    """Class-level annotations with rows = `classes` in that order.
+
+    Class-level input: `for_classes`. Image-level input: `ids`/`labels` (indices into `classes`)
+    say each image's class; an attribute is 1 for a class when all its annotated images have it,
+    0 when none has it, NaN when they disagree or none is annotated. Annotated items not among
+    `ids` are ignored (a file may cover more images than a dataset); none at all is an error.
+    """
+    classes = tuple(str(c) for c in classes)
+    if annotations.level == "class":
+        return annotations.for_classes(classes)
+    if ids is None or labels is None:
+        raise DataError("per-image annotations need the images' ids and labels to say what is true of a "
+                        "class.")
+    labels = np.asarray(labels)
+    label_of = dict(zip(map(str, ids), labels.tolist(), strict=True))
+    rows = [(i, label_of[item]) for i, item in enumerate(annotations.items) if item in label_of]
+    if not rows:
+        raise DataError(f"none of the {len(annotations.items)} annotated images (e.g. "
+                        f"{list(annotations.items[:3])}) is among the {len(label_of)} images given (e.g. "
+                        f"{list(label_of)[:3]}); the annotation file's paths must be the dataset's ids.")
+    idx = np.array([r for r, _ in rows])
+    lab = np.array([c for _, c in rows])
+    values = np.asarray(annotations.values, dtype=np.float64)[idx]
+    out = np.full((len(classes), len(annotations.concepts)), np.nan)
+    for c in range(len(classes)):
+        v = values[lab == c]
+        known = (~np.isnan(v)).sum(0)
+        pos = np.nansum(v, axis=0)
+        out[c] = np.where(known == 0, np.nan, np.where(pos == known, 1.0, np.where(pos == 0, 0.0, np.nan)))
+    return ConceptAnnotations("class", annotations.concepts, out, classes=classes,
+                              provenance=f"{annotations.provenance} (class level by unanimity)")
+
+
 def _read_csv(path: Path, level: str) -> tuple[list[str], list[tuple[int, str, list[float]]]]:
     """Header names (after the first cell) and (line, name, values) rows, every fault with its line."""
     try:

@@ -50,9 +50,14 @@ from conceptlens.annotations.annotations import (
     load_class_csv,
     load_image_csv,
 )
-from conceptlens.data.fashion_mnist import FASHION_MNIST_CLASSES
 from conceptlens.errors import DataError
 
+# Fashion-MNIST's classes in label order. Defined here, below the data layer (conceptlens.data
+# re-exports it), so that the built-in table can check its rows without importing the datasets.
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
 PROVENANCE = (
     "conceptlens built-in Fashion-MNIST attributes: rules written for conceptlens from the "
     "Fashion-MNIST class definitions and checked against test images; not crowd-sourced"

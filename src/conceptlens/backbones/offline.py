@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .._io import fingerprint_file
+from ..cache import FeatureCache, cached_texts
 from ..errors import ConfigError
 from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
 from .onnx_tower import RUNTIMES, image_tower
@@ -102,7 +103,6 @@ class OfflineBackbone(Backbone):
         if self._class_text is None:
             # 1,000 paragraph-long texts take seconds to embed: keep them in the user cache,
             # keyed by the sentence encoder's fingerprint and each text
-            from ..features.cache import FeatureCache, cached_texts
 
             encoder = f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}"
             cache = FeatureCache(self.feature_cache, encoder=encoder, kind="sentence")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write, cache_root
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,6 @@ def image_tower(model, weights_fp: str, size: int, runtime: str = "auto",
             why = f"{type(e).__name__}: {e}"
             log.warning("Encoding with the PyTorch image tower: ONNX Runtime failed (%s).", why)
     if runtime == "onnx":
-        from ..errors import ConfigError
-
         raise ConfigError(f"runtime=onnx was asked for but cannot be used: {why}. Use runtime=auto "
                           "or runtime=torch.")
     log.info("Encoding with the PyTorch image tower (%s).", why)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import fingerprint_file
+from .._io import fingerprint_file, load_tensors
 from ..errors import ConfigError, DataError
 from .base import BACKBONES, Backbone, l2_normalize
 
@@ -68,8 +68,6 @@ def _matrix(arrays: dict, path: Path, key: str, rows: int, what: str, cols: int 
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     if path.suffix == ".safetensors":
-        from .._io import load_tensors
-
         # `conceptlens encode` stores a checksum, verified here; files from other tools have none
         arrays, meta = load_tensors(path, require_digest=False)
         ids = _names(meta.get("ids"), path, "ids")

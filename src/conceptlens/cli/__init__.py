@@ -17,6 +17,10 @@ from . import (
     serve_commands,
 )
 
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptlens", description=__doc__)

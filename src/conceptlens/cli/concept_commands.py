@@ -13,9 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from .._io import write_json, write_text
+from ..cache import content_key
+from ..concepts import ConceptSet, import_concepts
+from ..concepts.importers import empty_classes
+from ..concepts.sources import get_source
+from ..data import load_dataset
+from ..errors import ConfigError, DataError, UsageError
 from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
+from .model_commands import _dataset, _load, _split
+
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
 
 
 def _classes(args) -> list[str]:
@@ -24,18 +35,13 @@ def _classes(args) -> list[str]:
     if args.classes_file:
         return [ln.strip() for ln in Path(args.classes_file).read_text().splitlines() if ln.strip()]
     if args.dataset:
-        from ..data import load_dataset
-
         return list(load_dataset(args.dataset).classes)
-    from ..errors import ConfigError
 
     raise ConfigError("Give the classes: --classes 'a,b,c', --classes-file FILE or --dataset SPEC.")
 
 
 def _refuse_overwrite(args, *paths) -> None:
     """Stop before any work when an output exists and --overwrite was not given."""
-    from ..errors import ConfigError
-
     if getattr(args, "overwrite", False):
         return
     for p in paths:
@@ -60,7 +66,6 @@ def _per_class(value: str) -> int | str:
 
 
 def _train(args, backbone):
-    from ..data import load_dataset
     from ..features import encode_split
 
     data = load_dataset(args.dataset)
@@ -70,9 +75,6 @@ def _train(args, backbone):
 
 
 def cmd_generate(args) -> int:
-    from ..concepts import ConceptSet
-    from ..concepts.sources import get_source
-
     _refuse_overwrite(args, args.out)
     classes = _classes(args)
     merged = ConceptSet(classes)
@@ -100,9 +102,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..concepts import import_concepts
-    from ..concepts.importers import empty_classes
-
     _refuse_overwrite(args, args.out)
     concepts, rejected = import_concepts(args.file, args.kind)
     for r in rejected[:20]:
@@ -120,7 +119,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_filter(args) -> int:
-    from ..concepts import ConceptSet
     from ..concepts.pipeline import run_filters
     from ..runs.experiment import open_backbone
 
@@ -134,8 +132,6 @@ def cmd_filter(args) -> int:
                          source_max_chars={} if args.one_length_cap else None)
     print(result.report())
     if args.dropped:
-        from .._io import write_json
-
         write_json(args.dropped, [d.__dict__ for d in result.dropped])
     result.concepts.save(args.out)
     print(f"-> {args.out}")
@@ -150,7 +146,6 @@ def _print_warning(text: str | None) -> None:
 
 
 def cmd_select(args) -> int:
-    from ..concepts import ConceptSet
     from ..concepts.pipeline import run_selection, separability_warning
     from ..runs.experiment import open_backbone
 
@@ -183,8 +178,6 @@ def cmd_show(args) -> int:
     ends it quietly."""
     import os
     import sys
-
-    from ..concepts import ConceptSet
 
     concepts = ConceptSet.load(args.concepts)
     try:
@@ -220,8 +213,6 @@ def _show_list(concepts, title: str, idx: list[int], limit: int) -> None:
 
 def _encode_folder(args, backbone, folder: str, what: str):
     """Encode an image folder (one subfolder per concept): (dataset, bundle, X (n, d))."""
-    from ..data import load_dataset
-    from ..errors import ConfigError
     from ..features import encode_dataset
 
     if not Path(folder).is_dir():
@@ -238,9 +229,6 @@ def _encode_folder(args, backbone, folder: str, what: str):
 
 def cav_examples(args, backbone) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{concept: (positives, negatives)} from --images and --negatives (see `cmd_cav`)."""
-    from ..errors import DataError
-    from ..features.cache import content_key
-
     data, bundle, X = _encode_folder(args, backbone, args.images, "--images")
     labels = np.asarray(bundle.labels)
     examples = {}
@@ -305,14 +293,10 @@ def _raw_activations(backbone, bundle, concepts: list[str], cache) -> np.ndarray
 
 def grounding_inputs(args):
     """(model or None, backbone, dataset, bundle of the --split images) for `concepts evaluate`."""
-    from ..errors import ConfigError
-    from .model_commands import _dataset, _load, _split
-
     if args.model is None:
         if not args.raw:
             raise UsageError("concepts evaluate needs a saved model folder (MODEL), or --raw to score the "
                              "backbone's raw concept similarities for the annotated attributes.")
-        from ..data import load_dataset
         from ..runs.experiment import open_backbone
 
         model, backbone = None, open_backbone(args.backbone, args.cache_dir)
@@ -328,7 +312,6 @@ def grounding_inputs(args):
 
 def judged_models(path: str) -> dict:
     """{name: model} of a saved model folder, or of every concept model in a run folder's models/."""
-    from ..errors import ConfigError
     from ..methods import Method
 
     folder = Path(path)
@@ -349,7 +332,6 @@ def judged_models(path: str) -> dict:
 
 def cmd_judge(args) -> int:
     """The sheet a person marks: each class's top-k concepts of a model or of a run's models."""
-    from .._io import write_text
     from ..grounding.judgements import judgement_sheet, read_judgements
 
     if args.k < 1:
@@ -368,7 +350,6 @@ def cmd_judge(args) -> int:
 
 def evaluate_judgements(args) -> int:
     """`concepts evaluate MODEL_OR_RUN --judgements FILE`: precision@k against a person's marks."""
-    from .._io import write_json
     from ..grounding.judgements import MIN_COVERAGE, judged_precision, read_judgements
 
     judgements = read_judgements(args.judgements)
@@ -394,7 +375,6 @@ def evaluate_judgements(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Concept AUROC (and, for a model, explanation precision@k) against annotations."""
-    from ..errors import ConfigError
     from ..grounding import class_level, grounding_measures, matching_embedder, resolve_annotations
     from ..runs.tables import DASH
 
@@ -468,8 +448,6 @@ def cmd_evaluate(args) -> int:
             if wrong:
                 print(f"  {c['class']}: top concepts annotated false: {', '.join(wrong)}")
     if args.json:
-        from .._io import write_json
-
         write_json(args.json, g)
         print(f"-> {args.json}")
     return 0

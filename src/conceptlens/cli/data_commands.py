@@ -6,8 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from .._io import save_tensors
+from ..data import load_dataset, load_fashion_mnist, split_indices
 from ..data.images import DEFAULT_MAX_PIXELS
 from . import arg_types
+
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
 
 OVERWRITE_HELP = ("replace an existing run folder at --output-dir (refused otherwise, so two runs "
                   "never mix); the old one is removed only once the new one is complete")
@@ -50,8 +56,6 @@ def cmd_demo(args) -> int:
 
     check_output_dir(args.output_dir, args.overwrite, args.cache_dir)  # before any download
     if args.download:
-        from ..data import load_fashion_mnist
-
         load_fashion_mnist(args.data_dir, download=True)
     cfg = demo_config(args.train_per_class, args.val_per_class, args.test_per_class, args.seed,
                       args.backbone, args.cache_dir, args.data_dir, args.output_dir,
@@ -111,8 +115,6 @@ def print_run(out: dict) -> None:
 def cmd_encode(args) -> int:
     import numpy as np
 
-    from .._io import save_tensors
-    from ..data import load_dataset
     from ..features import encode_dataset
     from ..runs.experiment import open_backbone
 
@@ -120,8 +122,6 @@ def cmd_encode(args) -> int:
                         max_pixels=args.max_pixels or None)
     if args.split:
         if data.split is None:
-            from ..data import split_indices
-
             data = data.subset(split_indices(data, seed=args.seed)[args.split])
         else:
             data = data.subset([i for i, s in enumerate(data.split) if s == args.split])
@@ -164,8 +164,6 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_dataset(args) -> int:
-    from ..data import load_dataset, split_indices
-
     data = load_dataset(args.dataset)
     print(f"{data.name}: {len(data)} images, {len(data.classes)} classes")
     for name, count in data.class_counts().items():

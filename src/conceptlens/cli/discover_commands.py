@@ -14,9 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import write_text
+from ..discovery.naming import name_latents
 from ..errors import ConfigError, UsageError
 from . import arg_types
 from .data_commands import add_encode_options
+
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
 
 SORTS = ("fired", "similarity", "index")
 # argparse destination -> train_sae parameter
@@ -109,7 +115,6 @@ def summary(names: list[dict], sae) -> str:
 
 
 def cmd_discover(args) -> int:
-    from .._io import write_text
     from ..features.encode import image_cache
     from ..runs.config import DataConfig
     from ..runs.discovery import get_sae, load_pool, load_words, word_embeddings
@@ -126,7 +131,6 @@ def cmd_discover(args) -> int:
     sae, sae_id = get_sae(d, pool, backbone.id, args.cache_dir, not args.no_progress)
     words = load_words(d)
     emb = word_embeddings(backbone, words, cache_root)
-    from ..discovery.naming import name_latents
 
     names = name_latents(sae.decoder_directions(), words, emb, fired=sae.fired_)
     print(name_table(names, args.sort, args.show, sae.fired_))

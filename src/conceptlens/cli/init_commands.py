@@ -15,6 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import write_text
+from ..concepts.sources import get_source
+from ..data import load_dataset, split_indices
+from ..errors import ConfigError, DataError
+
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
+
 # a run's defaults ([data] in runs/config.py): the starter config never asks for more
 DEFAULT_SIZES = {"train": 300, "val": 50, "test": 200}
 
@@ -22,8 +31,6 @@ DEFAULT_SIZES = {"train": 300, "val": 50, "test": 200}
 def fitting_sizes(dataset, seed: int = 0) -> tuple[dict[str, int], dict[str, int]]:
     """({split: per-class size}, {split: smallest class count}) that the default split of
     `dataset` can give: the run default, or the smallest class's count when that is less."""
-    from ..data import split_indices
-
     splits = split_indices(dataset, seed=seed)
     sizes, smallest = {}, {}
     for name, idx in splits.items():
@@ -37,7 +44,6 @@ def suggest_sources(classes: list[str]) -> tuple[list[str], str]:
     """(sources, why): wordnet when it resolves at least half the class names and its concepts
     separate the classes, else the vocabulary source."""
     from ..concepts.pipeline import separability_warning
-    from ..concepts.sources import get_source
 
     result = get_source("wordnet").generate(classes)
     resolved = len(classes) - len(result.unresolved)
@@ -129,9 +135,6 @@ dir = {q(output_dir)}
 
 
 def cmd_init(args) -> int:
-    from .._io import write_text
-    from ..data import load_dataset
-    from ..errors import ConfigError, DataError
     from ..runs.config import load_config
 
     out = Path(args.out)

@@ -13,9 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, UsageError, closest
+from .._io import write_text
+from ..concepts import ConceptSet
+from ..data import ImageDataset, load_dataset
+from ..data.images import FileImages
+from ..data.splits import take_splits
+from ..data.video import VideoDataset, VideoSampling
+from ..errors import ConfigError, DataError, UsageError, closest
+from ..intervene import edit_model, intervention_curve
+from ..intervene.edits import check_edit_destination
+from ..intervene.interventions import class_level_truth
 from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
+
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
 
 
 def _load(args):
@@ -41,8 +54,6 @@ def _split(args, backbone, data, split, per_class):
 
 
 def _dataset(args, model):
-    from ..data import load_dataset
-
     data = load_dataset(args.dataset)
     if tuple(data.classes) != tuple(model.classes_):
         raise ConfigError(f"The dataset's classes {list(data.classes)[:5]} differ from the "
@@ -76,7 +87,6 @@ def _explain_videos(args, model, backbone, paths: list[Path], target) -> list[st
     window sampling the model was fitted with."""
     import sys
 
-    from ..data.video import VideoDataset, VideoSampling
     from ..features.video_encode import encode_videos
     from ..methods.motif import explain_video, video_as_text
 
@@ -100,7 +110,6 @@ def _explain_videos(args, model, backbone, paths: list[Path], target) -> list[st
 def _write_heatmaps(args, model, backbone, data, bundle, explained) -> None:
     """--heatmap: integrated-gradient heat maps of each image's top concepts (the union over the
     images, at most --top) through the backbone and the model, as one HTML page."""
-    from .._io import write_text
     from ..explain.attribution import attribute
     from ..report.heatmaps import heatmap_section
 
@@ -117,8 +126,6 @@ def _write_heatmaps(args, model, backbone, data, bundle, explained) -> None:
 
 
 def cmd_explain(args) -> int:
-    from ..data import ImageDataset
-    from ..data.images import FileImages
     from ..explain.contributions import as_text, explain_image
     from ..features import encode_dataset
 
@@ -146,10 +153,6 @@ def cmd_explain(args) -> int:
 
 
 def cmd_intervene(args) -> int:
-    from ..concepts import ConceptSet
-    from ..intervene import intervention_curve
-    from ..intervene.interventions import class_level_truth
-
     model, backbone = _load(args)
     data = _dataset(args, model)
     concepts = ConceptSet.load(args.concepts)
@@ -166,8 +169,6 @@ def cmd_intervene(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    from ..intervene import edit_model
-    from ..intervene.edits import check_edit_destination
     from ..methods import Method
 
     check_edit_destination(args.out, args.model)
@@ -296,8 +297,6 @@ def _recorded_run(folder: Path) -> tuple[dict, dict]:
 
     import tomllib
 
-    from ..errors import DataError
-
     try:
         raw = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
         results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
@@ -312,7 +311,6 @@ def _recorded_run(folder: Path) -> tuple[dict, dict]:
 def _run_data_config(raw: dict, folder: Path):
     """The run's [data] as a DataConfig (only where its images are and how they are read and
     split; the rest of config.toml, e.g. concept files, need not exist any more)."""
-    from ..errors import DataError
     from ..runs.config import DataConfig
 
     try:
@@ -364,7 +362,6 @@ def _pick_run_method(args, results: dict, models: dict, recorded: dict | None, v
 def _report_run(args, folder: Path) -> int:
     """A run's model (--method, or the one its report shows) on the run's own test split, with the
     run's other methods as baselines (their numbers from results.json)."""
-    from ..data import load_dataset
     from ..evaluation import evaluate
     from ..features import encode_dataset
     from ..features.encode import image_cache
@@ -434,8 +431,6 @@ def _run_split(folder: Path, data, data_cfg) -> tuple[dict, str]:
     """The run's train and test indices into `data`: from splits.json's ids (every one must still
     be there; encoded with on_error "fail", as the run read them all), or, for a run folder
     written before splits.json, recomputed from [data] (its seed, fractions and sizes)."""
-    from ..data.splits import take_splits
-    from ..errors import DataError
     from ..runs.record import read_split_ids
 
     ids = read_split_ids(folder)

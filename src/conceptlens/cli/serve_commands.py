@@ -7,6 +7,10 @@ from pathlib import Path
 from ..errors import ConfigError
 from . import arg_types
 
+# Imports of the packages that load torch or scikit-learn (backbones, features, methods, runs,
+# evaluation, grounding, explain, report, demo) stay inside the commands that need them, so
+# that `conceptlens --help` and argument errors answer at once.
+
 
 def cmd_serve(args) -> int:
     try:

@@ -20,6 +20,7 @@ import re
 from functools import lru_cache
 
 from ..errors import ConfigError
+from .wordnet_db import wordnet
 
 NEGATIONS = frozenset({"no", "not", "without", "non", "never", "none", "lacks", "lacking", "nor"})
 OPPOSITES = frozenset(frozenset(p) for p in (
@@ -39,8 +40,6 @@ def _words(text: str) -> list[str]:
 
 @lru_cache(maxsize=20000)
 def _antonyms(word: str) -> frozenset[str]:
-    from .sources.wordnet import wordnet
-
     out = set()
     for synset in wordnet().synsets(word):
         for lemma in synset.lemmas():

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from itertools import pairwise
 from functools import lru_cache
+from itertools import pairwise
 
 from ..errors import ConfigError
+from .wordnet_db import wordnet
 
 ALLOWED = frozenset({"cock", "tit", "tits", "knob", "screw", "strip", "weed", "shag", "muff", "nude",
                      "kill", "hell", "balls", "bloody", "crack", "bang", "hump", "ass", "fat", "crotch",
@@ -66,8 +67,6 @@ def profanity_list() -> frozenset[str]:
 def wordnet_disparaging(word: str) -> bool:
     """Most of the word's noun/adjective weight (tagged count + 1 per sense) lies in senses WordNet
     marks obscene, vulgar, disparaging or an ethnic slur."""
-    from .sources.wordnet import wordnet
-
     wn = wordnet()
     bad = total = 0
     key = word.replace(" ", "_")

@@ -15,6 +15,7 @@ A concept generated for several classes belongs to all of them; concepts with no
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,27 @@ class Concept:
 
     def to_dict(self) -> dict:
         return {"text": self.text, "classes": list(self.classes), "provenance": list(self.provenance)}
+
+
+def read_text(path: Path) -> str:
+    """A concept file's text; unreadable, binary or non-UTF-8 (e.g. UTF-16) content is a DataError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"Cannot read {path}: {e}.") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): a "
+                        "concept file is UTF-8 JSON, CSV or text. Save it as UTF-8.") from None
+
+
+def parse_json(text: str, path: Path):
+    """JSON, with a DataError for malformed or absurdly nested content (json recurses per level)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"Cannot read {path}: {e}.") from e
+    except RecursionError:
+        raise DataError(f"Cannot read {path}: its JSON is nested too deeply to be a concept file.") from None
 
 
 class ConceptSet:
@@ -179,6 +201,4 @@ class ConceptSet:
 
     @classmethod
     def load(cls, path: str | Path) -> ConceptSet:
-        from .importers import parse_json, read_text
-
         return cls.from_dict(parse_json(read_text(Path(path)), Path(path)), str(path))

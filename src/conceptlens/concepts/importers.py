@@ -13,37 +13,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from pathlib import Path
 
 from ..errors import DataError
-from .conceptset import FORMAT, ConceptSet
+from .conceptset import FORMAT, ConceptSet, parse_json, read_text
 from .normalize import Rejected, collect
 
 log = logging.getLogger("conceptlens")
-
-
-def read_text(path: Path) -> str:
-    """A concept file's text; unreadable, binary or non-UTF-8 (e.g. UTF-16) content is a DataError."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"Cannot read {path}: {e}.") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): a "
-                        "concept file is UTF-8 JSON, CSV or text. Save it as UTF-8.") from None
-
-
-def parse_json(text: str, path: Path):
-    """JSON, with a DataError for malformed or absurdly nested content (json recurses per level)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"Cannot read {path}: {e}.") from e
-    except RecursionError:
-        raise DataError(f"Cannot read {path}: its JSON is nested too deeply to be a concept file.") from None
 
 
 def _json(path: Path):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backbones import Backbone
+from ..backbones.text_encoder import encode_sentences
 from ..errors import DataError
 from ..features import FeatureBundle, encode_texts
 from .blocklist import Blocklist, blocked
@@ -22,7 +23,9 @@ from .filters import (
     filter_duplicates,
     filter_length,
 )
+from .importers import import_concepts
 from .selection import Selection, select_concepts
+from .sources.options import make_source
 
 log = logging.getLogger("conceptlens")
 
@@ -30,8 +33,6 @@ log = logging.getLogger("conceptlens")
 def label_free_similarity(backbone: Backbone, cache=None, sentence_weight: float = 1.0,
                           backbone_weight: float = 3.0) -> TextSimilarity:
     """Label-free CBM's text similarity: sentence encoder and backbone text tower, 1:3."""
-    from ..backbones.text_encoder import encode_sentences
-
     return TextSimilarity([(encode_sentences, sentence_weight),
                            (lambda t: encode_texts(backbone, t, cache), backbone_weight)])
 
@@ -113,9 +114,6 @@ def build_candidates(concepts_cfg, classes: Sequence[str]) -> ConceptSet:
     """The run's candidate concepts from [concepts] (`runs.config.ConceptConfig`): every source
     with its options ([concepts.sources.<name>] tables), then [concepts] file when no `file`
     source already reads it. A class a source could not resolve is logged."""
-    from .importers import import_concepts
-    from .sources.options import make_source
-
     out = ConceptSet(list(classes))
     options = concepts_cfg.source_options()
     for name, opts in options.items():

@@ -7,7 +7,7 @@ question by a few fixed rules (deterministic, no model), and `questions_from_ann
 class-level ConceptAnnotations whose concepts are those questions (in the attributes' order) and
 whose values are the prior (1 yes, 0 no, NaN unknown) — what fills `Context.class_truth` for the
 `knobo` method. Per-image annotations become class-level by the unanimity rule the grounding
-measures use (`grounding.evaluate.class_level`).
+measures use (`annotations.class_level`).
 
 Rules, first match wins (the text is cleaned and its first letter lowered):
 | attribute | question |
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..annotations import ConceptAnnotations
+from ..annotations import ConceptAnnotations, class_level
 from ..errors import DataError
 from .conceptset import clean_text
 
@@ -96,8 +96,6 @@ def questions_from_annotations(annotations: ConceptAnnotations, classes: Sequenc
     annotations, with the images' `ids` and `labels` indexing `classes`). overrides: attribute
     text -> question, for phrasings the rules get wrong.
     """
-    from ..grounding.evaluate import class_level
-
     overrides = dict(overrides or {})
     unknown = [a for a in overrides if a not in annotations.concepts]
     if unknown:

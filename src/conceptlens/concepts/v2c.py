@@ -84,6 +84,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..cache import FeatureCache, cached_texts, content_key
 from ..errors import ConfigError, DataError
 from .conceptset import ConceptSet, concept_key
 
@@ -222,8 +223,7 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
     argument `features.encode_texts` takes), one shard per batch: resumable and reused."""
     from tqdm.auto import tqdm
 
-    from ..backbones.base import l2_normalize
-    from ..features.cache import FeatureCache, cached_texts
+    from ..backbones.base import l2_normalize  # deferred: torch (concepts imports without it)
 
     templates = _check_templates(templates)
     texts = list(texts)
@@ -258,8 +258,6 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
 
 
 def _key(text: str) -> str:
-    from ..features.cache import content_key
-
     return content_key(text.encode("utf-8"))
 
 

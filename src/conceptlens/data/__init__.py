@@ -1,10 +1,14 @@
 """Datasets: where images and labels come from, and how they are split."""
 
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from .composite import load_composite
 from .dataset import ImageDataset, normalize_class_names
 from .digits import DIGIT_CLASSES, load_digits
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .folder import load_image_folder
-from .images import DEFAULT_MAX_PIXELS
+from .images import DEFAULT_MAX_PIXELS, check_max_pixels
 from .manifest import load_manifest
 from .splits import few_shot, split_indices
 
@@ -47,17 +51,10 @@ def load_dataset(
     `download` and `split` apply to Fashion-MNIST and its composite only, and are an error for
     anything else.
     """
-    from pathlib import Path
-
-    from ..errors import ConfigError, DataError
-    from .images import check_max_pixels
-
     check_max_pixels(max_pixels)
     if spec in BUILTIN:
         return load_fashion_mnist(root, download=download, split=split)
     if spec == COMPOSITE or spec.startswith(COMPOSITE + ":"):
-        from .composite import load_composite
-
         return load_composite(spec, root=root, download=download, split=split)
     if spec in DIGITS:
         if root or download or split:

@@ -87,9 +87,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..annotations.annotations import ConceptAnnotations
+from ..annotations.fashion_mnist import fashion_mnist_attributes
 from ..errors import ConfigError, DataError, closest
 from .dataset import SPLITS, ImageDataset, normalize_class_names
+from .fashion_mnist import load_fashion_mnist
 from .images import ArrayImages
+from .splits import split_indices
 
 NAME = "fashion-mnist-composite"
 REGIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -153,8 +156,6 @@ class Composite:
 
 
 def _default_annotations() -> ConceptAnnotations:
-    from ..annotations.fashion_mnist import fashion_mnist_attributes
-
     return fashion_mnist_attributes()
 
 
@@ -432,8 +433,6 @@ def make_composite(
     companions = _companions(values, defining)
     plans = [_Plan(name, r, values, col, companions) for name, r in rule_defs.items()]
 
-    from .splits import split_indices
-
     pools = split_indices(source, seed=seed)
     n_cls = len(source.classes)
     name = NAME if source.name == "fashion-mnist" else f"{source.name}-composite"
@@ -564,8 +563,6 @@ def load_composite(
 ) -> ImageDataset:
     """`load_dataset`'s entry: 'fashion-mnist-composite[:n=3000,seed=0,cooccurrence=0.5]' drawn from
     Fashion-MNIST (found under `root` as `load_fashion_mnist` finds it), or one `split` of it."""
-    from .fashion_mnist import load_fashion_mnist
-
     _, _, opts = spec.partition(":")
     kwargs: dict = {}
     for part in filter(None, (p.strip() for p in opts.split(","))):

@@ -62,6 +62,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, closest
 from .dataset import ImageDataset
 from .images import ArrayImages
+from .splits import split_indices
 
 PARTS = ("train", "val", "id", "ood", "adapt")
 # Fashion-MNIST pairs of similar items (a nuisance has the most room to become the shortcut
@@ -240,8 +241,6 @@ def _pools(data: ImageDataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices the training parts (train, val) and the test parts (id, ood, adapt) draw from:
     the source's train+val split and its test split (a dataset without a given split gets one
     carved by split_indices, the same carving a run uses)."""
-    from .splits import split_indices
-
     s = split_indices(data, seed=seed, val_fraction=0.0)
     return np.sort(np.concatenate([s["train"], s["val"]])), s["test"]
 

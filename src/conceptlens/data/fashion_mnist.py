@@ -12,16 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write, cache_root
+from ..annotations.fashion_mnist import FASHION_MNIST_CLASSES
 from ..errors import DataError
 from .dataset import ImageDataset
 from .images import ArrayImages
 
 log = logging.getLogger("conceptlens")
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
 # sha256 of the *uncompressed* IDX files: independent of how a mirror or distro gzipped them
 FILES = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",

@@ -32,6 +32,7 @@ import numpy as np
 
 from .._io import atomic_write, cache_root, write_json
 from ..errors import ConfigError
+from .fashion_mnist import load_fashion_mnist
 from .video import VideoDataset, load_video_manifest
 
 log = logging.getLogger("conceptlens")
@@ -152,8 +153,6 @@ def generate_moving_fashion(root: str | Path | None = None, per_class: tuple[int
     `per_class`: clips per class in (train, val, test); the default makes 6 x 70 = 420 clips
     (a few seconds). Returns the dataset (its manifest has a split column) and `class_kinds()`.
     """
-    from .fashion_mnist import load_fashion_mnist
-
     if (not isinstance(per_class, tuple | list) or len(per_class) != 3
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in per_class)):
         raise ConfigError(f"moving-fashion: per_class must be three positive integers (train, val, test); "

@@ -42,6 +42,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .dataset import SPLITS, normalize_class_names, require_classes
+from .folder import _files, _refuse_same_file_twice, class_folders
+from .manifest import load_manifest
 
 log = logging.getLogger("conceptlens")
 
@@ -309,8 +311,6 @@ def load_video_folder(root: str | Path, allow_non_ascii: bool = False) -> VideoD
     """Read `root/<class>/<video>`; classes are the subfolders in sorted order. Files with
     other suffixes, or at the top of `root`, are listed in a warning; a class folder with no
     video, or a dangling link, is an error; links are followed as for image folders (data/folder.py)."""
-    from .folder import _files, _refuse_same_file_twice, class_folders
-
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"Video folder {root} does not exist or is not a folder.")
@@ -344,8 +344,6 @@ def load_video_folder(root: str | Path, allow_non_ascii: bool = False) -> VideoD
 def load_video_manifest(path: str | Path, allow_non_ascii: bool = False) -> VideoDataset:
     """A manifest (CSV `path,label[,split]` or JSONL) of video files, checked exactly as image
     manifests are (data/manifest.py): missing files, empty labels, repeated files are errors."""
-    from .manifest import load_manifest
-
     ds = load_manifest(path, allow_non_ascii=allow_non_ascii, max_pixels=None)
     paths = tuple(ds.images.paths)
     odd = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]

@@ -48,6 +48,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..concepts.blocklist import blocked
+from ..concepts.wordnet_db import wordnet
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("conceptlens")
@@ -59,8 +60,6 @@ _POS_NAMES = {"n": "noun", "a": "adjective", "v": "verb", "r": "adverb"}
 
 
 def _wordnet():
-    from ..concepts.sources.wordnet import wordnet
-
     return wordnet()
 
 

@@ -82,6 +82,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..methods.aliases import make_method
+from ..solvers.glm import fit_elastic_net
 from .metrics import evaluate, prune_to_nec
 
 PROTOCOLS = ("vlg", "refit", "prune")
@@ -147,8 +149,6 @@ def vlg_path(Z: np.ndarray, y: np.ndarray, n_classes: int, target_density: float
     """The elastic-net path on Z from a zero layer, warm-started, stopped at the first point
     whose density reaches `target_density` (everything `first_at_density` can pick);
     `positive`: every point under W >= 0."""
-    from ..solvers.glm import fit_elastic_net
-
     lambdas = vlg_lambdas(alpha=alpha) if lambdas is None else np.asarray(lambdas, dtype=float)
     path = VLGPath()
     W = b = None
@@ -262,8 +262,6 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
         at, details = vlg_at_nec(model, train, nec, **vlg_options)
         how = "vlg"
     elif protocol == "refit" and getattr(model, "refit_at_nec", False):
-        from ..methods.aliases import make_method
-
         params = {**model.get_params(deep=False), "target_nec": nec}
         # the class's registered name: an instance may carry a run's display name (an alias)
         at = make_method(type(model).name, params).fit(train, context, val)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from ..intervene.test_time import improve_at_test_time
 from .metrics import evaluate
 
 KEYS = ("id", "ood", "gap", "average")
@@ -57,8 +58,6 @@ def evaluate_test_time_shift(model, train, adapt, id_bundle, ood_bundle, **optio
     the four numbers for the improved model on `id_bundle` and `ood_bundle`, plus "changes"
     (edits made) and "adapt_images". None for a model without a concept layer. `adapt` must
     not overlap `ood_bundle`, or OOD accuracy is measured on images the edit has seen."""
-    from ..intervene.test_time import improve_at_test_time
-
     if not supports_test_time(model):
         return None
     if not len(adapt):

@@ -65,8 +65,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones.base import resize_center_crop_t
+from ..backbones.base import resize_center_crop_t, to_rgb_uint8
+from ..backbones.hf import HFBackbone
+from ..backbones.offline import OfflineBackbone
 from ..errors import ConfigError, DataError, closest
+from ..features.bundle import FeatureBundle
 
 ATTRIBUTION_METHODS = ("ig", "grad_x_input")
 KINDS = ("concept", "class")
@@ -78,8 +81,6 @@ PixelEncoder = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 def image_tensor(image: np.ndarray) -> torch.Tensor:
     """A decoded image (H, W) or (H, W, 1|3|4) uint8 -> (1, 3, H, W) float32 in 0..255."""
-    from ..backbones.base import to_rgb_uint8
-
     a = np.asarray(image)
     if a.ndim not in (2, 3) or a.shape[0] < 1 or a.shape[1] < 1:
         raise DataError(f"an image must be (H, W) or (H, W, channels) pixels; got shape {a.shape}.")
@@ -125,8 +126,6 @@ def pixel_encoder(backbone, image: np.ndarray, keys: Sequence[str] = ("embedding
     own = getattr(backbone, "pixel_encoder", None)
     if callable(own):
         return own(image, keys)
-    from ..backbones.hf import HFBackbone
-    from ..backbones.offline import OfflineBackbone
 
     if isinstance(backbone, OfflineBackbone):
         return _offline_encoder(backbone, image, keys)
@@ -230,7 +229,6 @@ def predictor_for(model, input_dim: int | None = None) -> TorchPredictor:
         return _cbm_predictor(model)
     if registered == "ecbm" and hasattr(model, "net_xc_weight_"):
         return _ecbm_predictor(model)
-    from ..features.bundle import FeatureBundle
 
     key = getattr(model, "feature_key_", model.input)
     d = int(input_dim) if input_dim else _input_dim(model)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ..backbones import Backbone
-from ..data import ImageDataset
+from ..cache import FeatureCache, cached_texts_with_norms, content_key
+from ..data import ImageDataset, few_shot, split_indices
 from ..errors import ConfigError, DataError
 from .bundle import FeatureBundle
-from .cache import FeatureCache, cached_texts_with_norms, content_key
 
 log = logging.getLogger("conceptlens")
 
@@ -165,8 +165,6 @@ def encode_split(backbone: Backbone, dataset: ImageDataset, split: str = "train"
                  per_class: int | str = "all", seed: int = 0, val_fraction: float = 0.1,
                  cache: FeatureCache | str | Path | None = None, **options) -> FeatureBundle:
     """Encode one split of `dataset` (optionally `per_class` images per class of it)."""
-    from ..data import few_shot, split_indices
-
     idx = split_indices(dataset, seed=seed, val_fraction=val_fraction)[split]
     idx = few_shot(dataset, idx, "all" if per_class in ("all", 0) else int(per_class), seed)
     return encode_dataset(backbone, dataset.subset(idx), cache, **options)

@@ -52,10 +52,11 @@ import numpy as np
 
 from .._io import cache_root as default_cache_root
 from ..backbones import Backbone
+from ..backbones import open_backbone as open_spec
+from ..cache import FeatureCache, content_key
 from ..data import ImageDataset
 from ..errors import ConfigError, DataError
 from .bundle import FeatureBundle
-from .cache import FeatureCache, content_key
 from .encode import ON_ERROR, _progress, bundle_from_cache, encode_dataset, image_cache
 
 log = logging.getLogger("conceptlens")
@@ -122,8 +123,6 @@ def open_backbone(spec: BackboneSpec, text_cache_dir: str | Path | None = None) 
         return backbone
     if not isinstance(spec, str):
         raise ConfigError(f"backbone must be a spec string (e.g. 'offline') or a factory; got {spec!r}.")
-    from ..runs.experiment import open_backbone as open_spec
-
     return open_spec(spec, text_cache_dir)
 
 

@@ -6,7 +6,7 @@ embedding is the mean of its frames' embeddings, L2-normalised (the reference's
 by the normalisation). Encoding is per window, not per frame: with the default one frame per
 window of 8, a video costs an eighth of its frames.
 
-Cache: the existing content-addressed FeatureCache (features/cache.py). The namespace holds the
+Cache: the existing content-addressed FeatureCache (conceptlens/cache.py). The namespace holds the
 backbone id, its preprocessing and the sampling parameters (`VideoSampling.id`, which includes
 the decoder version); an entry's key is the sha256 of the video file's bytes plus the window
 number. A second namespace ("video-meta") records each finished video's window count, frame
@@ -38,8 +38,10 @@ import numpy as np
 import torch
 
 from ..backbones import Backbone
+from ..cache import FeatureCache, content_key
+from ..data.video import VideoSampling
 from ..errors import ConfigError, DataError
-from .cache import FeatureCache, content_key
+from .bundle import FeatureBundle
 from .encode import ON_ERROR
 
 log = logging.getLogger("conceptlens")
@@ -81,8 +83,6 @@ class VideoFeatures:
     def mean_bundle(self, normalize: bool = True):
         """A FeatureBundle of each video's mean window embedding (and mean features): what a
         frame-averaged image method or a linear probe on mean embeddings reads."""
-        from .bundle import FeatureBundle
-
         emb = np.stack([w.mean(0) for w in self.windows]) if self.windows else np.zeros((0, 0), np.float32)
         if normalize and len(emb):
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -111,8 +111,6 @@ def encode_videos(backbone: Backbone, dataset, sampling=None, cache: str | Path 
     video (naming it); 'skip' leaves such videos out and lists them in `.skipped`. Videos are
     decoded in `workers` threads while the backbone runs.
     """
-    from ..data.video import VideoSampling
-
     sampling = (sampling or VideoSampling()).validate()
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {ON_ERROR}; got {on_error!r}.")

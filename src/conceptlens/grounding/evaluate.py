@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..annotations import ConceptAnnotations
+from ..annotations import ConceptAnnotations, class_level, load_annotations
+from ..data import BUILTIN
+from ..data.composite import composite_annotations
 from ..errors import DataError
 from .measures import MIN_COVERAGE, concept_auroc, explanation_precision, match_concepts
 
@@ -42,7 +44,7 @@ def _num(x) -> float | None:
 
 def text_embedder(backbone, cache=None) -> Callable[[list[str]], np.ndarray]:
     """texts -> L2-normalised rows from the backbone's text side (cached like concept texts)."""
-    from ..features import encode_texts
+    from ..features import encode_texts  # deferred: torch (grounding imports without it)
 
     def embed(texts: list[str]) -> np.ndarray:
         v = np.asarray(encode_texts(backbone, list(texts), cache), dtype=np.float64)
@@ -68,7 +70,7 @@ def matching_embedder(kind: str, backbone=None, cache=None) -> Callable[[list[st
     if kind == "backbone":
         return text_embedder(backbone, cache)
     if kind == "sentence":
-        from ..backbones.text_encoder import encode_sentences
+        from ..backbones.text_encoder import encode_sentences  # deferred: torch
 
         return lambda texts: encode_sentences(list(texts)).astype(np.float64)
     raise DataError(f"unknown matching embedder {kind!r}; choose one of {', '.join(EMBEDDERS)}.")
@@ -84,12 +86,8 @@ def resolve_annotations(spec: str, dataset_spec: str, data=None) -> ConceptAnnot
     if spec == "none":
         return None
     if spec == "auto":
-        from ..data import BUILTIN
-
         name = str(dataset_spec).strip()
         if name.casefold() == COMPOSITE or name.casefold().startswith(COMPOSITE + ":"):
-            from ..data.composite import composite_annotations
-
             if data is None:
                 raise DataError(f"the {COMPOSITE} annotations need the loaded dataset; got none.")
             return composite_annotations(data)
@@ -97,44 +95,8 @@ def resolve_annotations(spec: str, dataset_spec: str, data=None) -> ConceptAnnot
             spec = "fashion-mnist"
         else:
             return None
-    from ..annotations import load_annotations
 
     return load_annotations(spec)
-
-
-def class_level(annotations: ConceptAnnotations, classes: Sequence[str], ids: Sequence[str] | None = None,
-                labels: Sequence[int] | None = None) -> ConceptAnnotations:
-    """Class-level annotations with rows = `classes` in that order.
-
-    Class-level input: `for_classes`. Image-level input: `ids`/`labels` (indices into `classes`)
-    say each image's class; an attribute is 1 for a class when all its annotated images have it,
-    0 when none has it, NaN when they disagree or none is annotated. Annotated items not among
-    `ids` are ignored (a file may cover more images than a dataset); none at all is an error.
-    """
-    classes = tuple(str(c) for c in classes)
-    if annotations.level == "class":
-        return annotations.for_classes(classes)
-    if ids is None or labels is None:
-        raise DataError("per-image annotations need the images' ids and labels to say what is true of a "
-                        "class.")
-    labels = np.asarray(labels)
-    label_of = dict(zip(map(str, ids), labels.tolist(), strict=True))
-    rows = [(i, label_of[item]) for i, item in enumerate(annotations.items) if item in label_of]
-    if not rows:
-        raise DataError(f"none of the {len(annotations.items)} annotated images (e.g. "
-                        f"{list(annotations.items[:3])}) is among the {len(label_of)} images given (e.g. "
-                        f"{list(label_of)[:3]}); the annotation file's paths must be the dataset's ids.")
-    idx = np.array([r for r, _ in rows])
-    lab = np.array([c for _, c in rows])
-    values = np.asarray(annotations.values, dtype=np.float64)[idx]
-    out = np.full((len(classes), len(annotations.concepts)), np.nan)
-    for c in range(len(classes)):
-        v = values[lab == c]
-        known = (~np.isnan(v)).sum(0)
-        pos = np.nansum(v, axis=0)
-        out[c] = np.where(known == 0, np.nan, np.where(pos == known, 1.0, np.where(pos == 0, 0.0, np.nan)))
-    return ConceptAnnotations("class", annotations.concepts, out, classes=classes,
-                              provenance=f"{annotations.provenance} (class level by unanimity)")
 
 
 def image_truth(annotations: ConceptAnnotations, columns: Sequence[int], ids: Sequence[str] | None,

@@ -1,7 +1,7 @@
 """Fixing a model: test-time interventions, global edits, training-free test-time improvement."""
 
 from .edits import MAX_CHANGES, apply_edits, edit_model
-from .interventions import POLICIES, STRATEGIES, intervene, intervention_curve
+from .interventions import POLICIES, STRATEGIES, intervene, intervention_curve, labelled_intervention_curve
 from .test_time import evaluate_test_time_improvement, improve_at_test_time
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
            "improve_at_test_time",
            "intervene",
            "intervention_curve",
+           "labelled_intervention_curve",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import check_edit_destination
 from ..errors import ConfigError
 
 # changes in one edit: far more than a model has weights worth changing one at a time (the
@@ -84,20 +85,6 @@ def apply_edits(model, changes: list[dict]):
     # the folder this model came from (or the one its own source came from): never saved over
     edited.derived_from_ = getattr(model, "loaded_from_", None) or getattr(model, "derived_from_", None)
     return edited
-
-
-def check_edit_destination(out: str | Path, source: str | Path | None) -> None:
-    """ConfigError when `out` is the `source` model folder or inside it: an edit must not
-    overwrite its source."""
-    if source is None:
-        return
-    out, source = Path(out), Path(source)
-    same = out.resolve() == source.resolve() or source.resolve() in out.resolve().parents or (
-        out.exists() and source.exists() and out.samefile(source))
-    if same:
-        raise ConfigError(f"--out {out} is the folder of the model being edited, or inside it; "
-                          "an edit never overwrites its source. Choose another output folder, e.g. "
-                          f"{source.name}-edited.")
 
 
 def save_edited(edited, out: str | Path, source: str | Path | None = None) -> Path:

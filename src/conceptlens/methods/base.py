@@ -19,8 +19,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._io import TENSOR_DIGEST_KEY, load_tensors, save_tensors, write_json
+from .._io import TENSOR_DIGEST_KEY, check_edit_destination, load_tensors, save_tensors, write_json
+from .._version import __version__
 from ..errors import ConfigError, DataError, NotFittedError, closest
+from ..ranking import predict_from_scores
 from ..registry import Registry
 from ..validation import validate_params
 
@@ -218,8 +220,6 @@ class Method:
         return softmax(self.decision_function(bundle).astype(np.float64))
 
     def predict(self, bundle) -> np.ndarray:
-        from ..evaluation.metrics import predict_from_scores
-
         # scikit-learn's tie rule, the one every metric uses, so predictions and accuracy agree
         return predict_from_scores(self.decision_function(bundle))
 
@@ -248,9 +248,6 @@ class Method:
     def save(self, folder: str | Path) -> Path:
         """Write `model.json` and `weights.safetensors` (with a sha256 of the tensor data in its
         metadata, checked by `load`) into `folder`."""
-        from .. import __version__
-        from ..intervene.edits import check_edit_destination
-
         self.check_fitted()
         folder = Path(folder)
         # an edited model never overwrites the model it was edited from

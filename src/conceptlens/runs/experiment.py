@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import get_backbone
+from ..backbones import open_backbone
 from ..concepts import ConceptSet
 from ..concepts.filters import filter_activation
 from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_selection
@@ -62,15 +62,6 @@ from .tables import concept_label_table, few_shot_table, results_table
 
 log = logging.getLogger("conceptlens")
 TEMPLATES = ("a photo of a {}.",)
-
-
-def open_backbone(spec: str, cache_dir: str | Path | None = None):
-    """get_backbone, with --cache-dir also reaching caches the backbone keeps itself (the
-    offline backbone's ImageNet class-text embeddings); None keeps the user cache."""
-    backbone = get_backbone(spec)
-    if cache_dir is not None and hasattr(backbone, "feature_cache"):
-        backbone.feature_cache = Path(cache_dir) / "features"
-    return backbone
 
 
 def dataset_options(data: DataConfig) -> dict:
@@ -153,11 +144,12 @@ def score_concept_labels(results: dict, models: dict, train, test, context: Cont
     labels (per concept, mean over concepts, whole vector over the images with every label known;
     unknown labels never counted) and the intervention curve (accuracy after correcting 0..k
     concepts per image with their true labels, `policy` order, training activations as the
-    reference; cbm.labelled_intervention_curve; `steps` None: every concept, except for a model
+    reference; intervene.labelled_intervention_curve; `steps` None: every concept, except for a model
     with its own intervention (ECBM), which re-runs its inference at every step: REINFER_STEPS). Adds
     concept_accuracy, concept_accuracy_whole and intervention_gain (accuracy at the last step minus
     at 0) to each row; returns the details."""
-    from ..methods.cbm import concept_accuracy, concept_truth, labelled_intervention_curve
+    from ..intervene.interventions import labelled_intervention_curve
+    from ..methods.cbm import concept_accuracy, concept_truth
 
     details = {}
     for name, model in models.items():

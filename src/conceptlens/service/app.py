@@ -41,8 +41,12 @@ from typing import Annotated
 
 import numpy as np
 
+from .._version import __version__
+from ..data.images import FORMATS_SHOWN, _TooLarge, check_max_pixels, decode_file_bytes
 from ..errors import ConfigError, DataError, ImageFormatError, closest
+from ..intervene import apply_edits
 from . import origin
+from .explorer import add_explorer, find_images
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # below the library's 64 Mpx: a service decodes several uploads at once, each up to 3 bytes/pixel
@@ -170,14 +174,12 @@ class ModelService:
     def __init__(self, model_dir: str | Path, backbone=None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  images: str | Path | None = None, cache_dir: str | Path | None = None,
                  image_cache: int = IMAGE_CACHE_SIZE):
-        from ..data.images import check_max_pixels
-        from ..methods import Method
-        from .explorer import find_images
+        from ..methods import Method  # deferred: torch, which this module's import leaves out
 
         self.model_dir = Path(model_dir)
         self.model = Method.load(self.model_dir)
         if backbone is None or isinstance(backbone, str):
-            from ..runs.experiment import open_backbone
+            from ..backbones import open_backbone  # deferred: torch
 
             backbone = open_backbone(backbone or "offline", cache_dir)
         if hasattr(backbone, "lookup_ids"):
@@ -203,8 +205,6 @@ class ModelService:
 
     # -- encoding ----------------------------------------------------------------------
     def decode(self, data: bytes) -> np.ndarray:
-        from ..data.images import FORMATS_SHOWN, _TooLarge, decode_file_bytes
-
         if not data:
             raise DataError("No image: send the image file's bytes as the request body, or as the "
                             "multipart field 'image'.")
@@ -225,7 +225,7 @@ class ModelService:
         """(image_id, a one-row FeatureBundle); the bundle is kept for /intervene."""
         import torch
 
-        from ..features import FeatureBundle
+        from ..features import FeatureBundle  # deferred with torch
 
         image_id = hashlib.sha256(data).hexdigest()
         with self._lock:
@@ -268,7 +268,7 @@ class ModelService:
         return self.answer(image_id, self.bundle(image_id), model, values, classes, top, concepts_top)
 
     def answer(self, image_id, bundle, model, values, classes, top, concepts_top) -> dict:
-        from ..methods.base import softmax
+        from ..methods.base import softmax  # deferred: torch
 
         if classes:
             _check_names("class", classes, model.classes_)
@@ -329,8 +329,6 @@ class ModelService:
     def edited(self, changes: list[dict], note: str = ""):
         """The model after `changes` [{concept, factor, classes}] in order (intervene/edits.py:
         at most MAX_CHANGES, applied in linear time); every name is checked before any change."""
-        from ..intervene import apply_edits
-
         if not changes:
             raise ConfigError("An edit needs at least one change: {'concept': NAME, 'factor': 0 to remove "
                               "or e.g. 2 to double its weight, 'classes': [...] or null for all}.")
@@ -404,9 +402,6 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
     from pydantic import BaseModel, ConfigDict, Field
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
-
-    from .. import __version__
-    from .explorer import add_explorer
 
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise ConfigError(f"max_upload_bytes must be a positive integer; got {max_upload_bytes!r}.")

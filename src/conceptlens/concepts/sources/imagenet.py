@@ -20,8 +20,10 @@ from typing import ClassVar
 
 from ...validation import Boolean, Interval
 from ..normalize import collect
+from ..wordnet_db import wordnet
 from .base import SOURCES, ConceptSource, SourceResult
 from .phrases import parse_class, split_phrases
+from .wordnet import resolve
 
 
 @lru_cache(maxsize=1)
@@ -64,8 +66,6 @@ def _offset(synset) -> int:
 def _ancestors(depth: int = 8) -> dict[int, dict[int, int]]:
     """ImageNet synset offset -> {ancestor offset: distance}, itself at 0 (one pass over the
     975 described classes: far cheaper than walking a class's whole subtree)."""
-    from .wordnet import wordnet
-
     wn = wordnet()
     out = {}
     for off in _by_offset():
@@ -134,7 +134,6 @@ class ImageNetSource(ConceptSource):
             if not self.wordnet:
                 unresolved[cls] = "not an ImageNet-1k class name with a shipped description"
                 continue
-            from .wordnet import resolve
 
             synset, how = resolve(cls)
             related = related_classes(synset, self.max_related) if synset is not None else []

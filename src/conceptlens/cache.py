@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import cache_root, load_tensors, save_tensors, write_json
-from ..errors import DataError, IntegrityError, MissingChecksumError
+from ._io import cache_root, load_tensors, save_tensors, write_json
+from .errors import DataError, IntegrityError, MissingChecksumError
 
 log = logging.getLogger("conceptlens")
 
