@@ -44,7 +44,7 @@ def test_cifar10_images_labels_split(cifar10):
     assert data.classes == tuple(C10)
     assert len(data) == 17 and data.split == ("train",) * 15 + ("test",) * 2
     x = np.concatenate([truth[f"train{i}"][0] for i in range(1, 6)] + [truth["test"][0]])
-    y = sum((truth[f"train{i}"][1] for i in range(1, 6)), []) + truth["test"][1]
+    y = [label for i in range(1, 6) for label in truth[f"train{i}"][1]] + truth["test"][1]
     assert np.array_equal(data.images.array, x)
     assert data.labels.tolist() == y
     assert data.ids[0] == "cifar10/train/0" and data.ids[-1] == "cifar10/test/1"
@@ -157,5 +157,6 @@ def test_cifar100_bad_option_and_truncated(cifar100):
 def test_cifar100_truncated_exact(cifar100):
     root, *_ = cifar100
     (root / "train.bin").write_bytes((root / "train.bin").read_bytes()[:-1])
-    with pytest.raises(DataError, match=r"train\.bin is 12295 bytes, not a whole number of 3074-byte records"):
+    with pytest.raises(DataError, match=r"train\.bin is 12295 bytes, not a whole number of 3074-byte "
+                                        r"records"):
         load_cifar100(root)

@@ -76,11 +76,13 @@ def test_image_id_not_in_split_file(cub):
 
 
 def test_bad_lines(cub):
-    (cub / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, t in IMAGES).replace("6 0", "6 2"))
+    split = "".join(f"{i} {t}\n" for i, _, t in IMAGES)
+    (cub / "train_test_split.txt").write_text(split.replace("6 0", "6 2"))
     with pytest.raises(DataError, match="image 6 has '2'; expected 1 \\(train\\) or 0 \\(test\\)"):
         load_cub(cub)
     (cub / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, t in IMAGES))
-    (cub / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, c, _ in IMAGES).replace("6 3", "6 4"))
+    labels = "".join(f"{i} {c}\n" for i, c, _ in IMAGES)
+    (cub / "image_class_labels.txt").write_text(labels.replace("6 3", "6 4"))
     with pytest.raises(DataError, match="image 6 has class '4', not a class id"):
         load_cub(cub)
     (cub / "images.txt").write_text("1\n")
@@ -90,7 +92,8 @@ def test_bad_lines(cub):
 
 def test_missing_image(cub):
     (cub / "images" / _path(3, 2)).unlink()
-    with pytest.raises(DataError, match=r"1 image\(s\) listed in .*images\.txt are missing: .*Laysan_Albatross_0003"):
+    with pytest.raises(DataError, match=r"1 image\(s\) listed in .*images\.txt are missing: "
+                                        r".*Laysan_Albatross_0003"):
         load_cub(cub)
 
 

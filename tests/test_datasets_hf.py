@@ -86,10 +86,10 @@ def test_unknown_split_and_missing_label(dsdict):
 
 
 def test_only_documented_formats_are_decoded():
-    ds = datasets.Dataset.from_dict({"img": [{"bytes": b"%!PS-Adobe-3.0 EPSF-3.0\n", "path": None}] * 2,
-                                     "label": [0, 1]},
-                                    features=datasets.Features({"img": datasets.Image(decode=False),
-                                                                "label": datasets.ClassLabel(names=["a", "b"])}))
+    features = datasets.Features({"img": datasets.Image(decode=False),
+                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    eps = {"bytes": b"%!PS-Adobe-3.0 EPSF-3.0\n", "path": None}
+    ds = datasets.Dataset.from_dict({"img": [eps] * 2, "label": [0, 1]}, features=features)
     data = from_hf(ds)
     with pytest.raises(DataError, match="row 0"):
         data.images.decode(0, data.images.read(0))

@@ -88,7 +88,8 @@ def test_flat_val_without_solution_or_row(tmp_path):
     (root / "LOC_synset_mapping.txt").write_text(MAP)
     with pytest.raises(DataError, match=r"without class folders, and no LOC_val_solution\.csv"):
         load_imagenet(root)
-    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000009,n01440764 1\n")
+    (root / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000009,n01440764 1\n")
     with pytest.raises(DataError, match=r"1 image\(s\) in .*val have no row in .*LOC_val_solution\.csv"):
         load_imagenet(root)
     (root / "LOC_val_solution.csv").write_text("id,label\n")
@@ -128,3 +129,10 @@ def test_imagefolder_plain_and_with_split_folders(tmp_path):
     _jpeg(split / "test" / "bird" / "0.jpg", 1)
     with pytest.raises(DataError, match=r"class folder\(s\) \['bird'\] that .*train lacks"):
         load_imagefolder(split)
+
+
+def test_a_folder_named_like_a_kind_is_that_folder(tmp_path, monkeypatch):
+    for c in ("a", "b"):
+        _jpeg(tmp_path / "imagenet" / c / "1.jpg", 1)
+    monkeypatch.chdir(tmp_path)
+    assert load_dataset("imagenet").classes == ("a", "b")

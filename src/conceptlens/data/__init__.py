@@ -56,7 +56,8 @@ def load_dataset(
     from .catalog import load_named, parse_spec  # cifar10:, cifar100:, cub:, imagenet:, imagefolder:, hf:
 
     if (named := parse_spec(spec)) is not None:
-        return load_named(named, root=root, split=split, allow_non_ascii=allow_non_ascii, max_pixels=max_pixels)
+        return load_named(named, root=root, split=split, allow_non_ascii=allow_non_ascii,
+                          max_pixels=max_pixels)
     if spec in BUILTIN:
         return load_fashion_mnist(root, download=download, split=split)
     if spec == COMPOSITE or spec.startswith(COMPOSITE + ":"):

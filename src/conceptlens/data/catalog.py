@@ -3,7 +3,7 @@
     cifar10:/data/cifar-10-batches-bin          CIFAR-10, binary version (data/cifar.py)
     cifar100:/data/cifar-100-binary[,labels=coarse]
     cub:/data/CUB_200_2011                      CUB-200-2011 images, classes, official split (data/cub.py)
-    imagenet:/data/imagenet                     train/<wnid>/, val/ as class folders or flat (data/imagenet.py)
+    imagenet:/data/imagenet                     train/<wnid>/, val/ (data/imagenet.py)
     imagefolder:/data/pets                      torchvision's ImageFolder layout (data/folder.py)
     hf:/data/saved_dataset[,image=img,label=label]   a Hugging Face dataset (data/hf.py): a
                                                 save_to_disk folder, an imagefolder, or a hub name
@@ -81,6 +81,8 @@ def parse_spec(spec: str) -> NamedSpec | None:
     head, sep, rest = spec.partition(":")
     _ensure_loaded()
     if head not in _KINDS or (sep and len(head) == 1):  # "C:\\data" is a Windows path, not a kind
+        return None
+    if not sep and Path(spec).exists():  # a folder or file named like a kind ("cub") is that folder
         return None
     kind = _KINDS[head]
     parts = rest.split(",") if rest else []

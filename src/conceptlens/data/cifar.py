@@ -35,7 +35,8 @@ PICKLED_FILES = ("data_batch_1", "test_batch", "batches.meta", "train", "test", 
 def _refuse_pickled(folder: Path, which: str) -> None:
     """The python (pickled) version, recognised by its folder or file names; never opened."""
     binary = "cifar-10-binary.tar.gz" if which == "cifar10" else "cifar-100-binary.tar.gz"
-    found = ([folder] if folder.name in PICKLED else []) + [folder / n for n in PICKLED if (folder / n).is_dir()]
+    found = [folder] if folder.name in PICKLED else []
+    found += [folder / n for n in PICKLED if (folder / n).is_dir()]
     found += [folder / n for n in PICKLED_FILES if (folder / n).is_file()]
     if found:
         raise DataError(

@@ -59,7 +59,8 @@ def _root(location: Path) -> Path:
         raise DataError(f"CUB folder {location} does not exist; give the unpacked CUB_200_2011/ ({URL}).")
     missing = [f for f in FILES if not (location / f).is_file()]
     if missing:
-        raise DataError(f"{location} lacks {', '.join(missing)}: a CUB-200-2011 folder holds {', '.join(FILES)} "
+        raise DataError(f"{location} lacks {', '.join(missing)}: a CUB-200-2011 folder holds "
+                        f"{', '.join(FILES)} "
                         f"and images/. Give the CUB_200_2011/ folder of the official archive ({URL}).")
     return location
 
@@ -76,7 +77,8 @@ def load_cub(location, allow_non_ascii: bool = False,
         absent = sorted(set(images) - set(table))
         extra = sorted(set(table) - set(images))
         if absent:
-            raise DataError(f"{root / name} gives no entry for image id(s) {absent[:10]} of images.txt; every "
+            raise DataError(f"{root / name} gives no entry for image id(s) {absent[:10]} of images.txt; "
+                            f"every "
                             "image needs one. Restore the file from the official archive.")
         if extra:
             raise DataError(f"{root / name} names image id(s) {extra[:10]} that images.txt does not list; "
@@ -87,10 +89,12 @@ def load_cub(location, allow_non_ascii: bool = False,
                         "expected 1 (train) or 0 (test).")
     class_ids = sorted(classes)
     if class_ids != list(range(1, len(class_ids) + 1)):
-        raise DataError(f"{root / 'classes.txt'}: class ids must be 1..{len(class_ids)}; got {class_ids[:10]}.")
+        raise DataError(f"{root / 'classes.txt'}: class ids must be 1..{len(class_ids)}; got "
+                        f"{class_ids[:10]}.")
     unknown = [(i, v) for i, v in labels.items() if not v.isdigit() or int(v) not in classes]
     if unknown:
-        raise DataError(f"{root / 'image_class_labels.txt'}: image {unknown[0][0]} has class {unknown[0][1]!r}, "
+        raise DataError(f"{root / 'image_class_labels.txt'}: image {unknown[0][0]} has class "
+                        f"{unknown[0][1]!r}, "
                         f"not a class id of classes.txt (1..{len(classes)}).")
     order = sorted(images)
     paths = [root / "images" / images[i] for i in order]

@@ -83,7 +83,8 @@ def _column(features, kind, given: str | None, what: str, where: str) -> str:
         raise DataError(f"{where} has {len(found)} {kind.__name__} column(s) {found} (columns: "
                         f"{dict((k, type(v).__name__) for k, v in features.items())}); expected one. Name "
                         f"the {what} column: hf:<location>,{what}=<column>"
-                        + (" (a label column must be a ClassLabel: ds.cast_column(name, ClassLabel(names=...)))"
+                        + (" (a label column must be a ClassLabel: ds.cast_column(name, "
+                           "ClassLabel(names=...)))"
                            if what == "label" else "") + ".")
     return found[0]
 
@@ -143,15 +144,18 @@ def load_hf(location: str, image: str | None = None, label: str | None = None, c
             ds = datasets.load_dataset("imagefolder", data_dir=str(path))
             name = path.name
         elif path.exists():
-            raise DataError(f"{path} is a file; hf: takes a save_to_disk folder, an imagefolder or a hub name.")
+            raise DataError(f"{path} is a file; hf: takes a save_to_disk folder, an imagefolder or a "
+                            f"hub name.")
         else:  # a hub name: the real download, for users (tests never get here)
             ds = datasets.load_dataset(str(location), config)
             name = str(location).replace("/", "-")
     except DataError:
         raise
     except (FileNotFoundError, ValueError, OSError) as e:
-        raise DataError(f"Cannot load Hugging Face dataset {str(location)!r}: {type(e).__name__}: {e}. Give a "
-                        "folder written by save_to_disk, an imagefolder (<root>/<split>/<class>/<image>), or a "
+        raise DataError(f"Cannot load Hugging Face dataset {str(location)!r}: {type(e).__name__}: {e}. "
+                        f"Give a "
+                        "folder written by save_to_disk, an imagefolder "
+                        "(<root>/<split>/<class>/<image>), or a "
                         "hub name.") from e
     return from_hf(ds, image, label, name, allow_non_ascii, max_pixels)
 
@@ -162,6 +166,7 @@ def _hf_load(location, **kw):
 
 register(DatasetKind(
     "hf", _hf_load, example='"hf:/data/my_saved_dataset,image=img,label=label"', location_is_path=False,
-    layout="a datasets save_to_disk folder, an imagefolder, or a hub name; one Image and one ClassLabel column",
+    layout="a datasets save_to_disk folder, an imagefolder, or a hub name; one Image and one ClassLabel "
+           "column",
     constraints={"image": [InstanceOf(str, "a column name")], "label": [InstanceOf(str, "a column name")],
                  "config": [InstanceOf(str, "a dataset config name")]}))

@@ -80,7 +80,8 @@ def _unknown(where: Path, wnids, synsets, map_path: Path) -> None:
     unknown = sorted(set(wnids) - set(synsets))
     if unknown:
         raise DataError(f"{where}: wnid(s) {unknown[:10]} are not in {map_path} ({len(synsets)} wnids); the "
-                        "folder and the synset map come from different releases, or a folder is misnamed. Use "
+                        "folder and the synset map come from different releases, or a folder is "
+                        "misnamed. Use "
                         "the map that ships with these images.")
 
 
@@ -90,8 +91,10 @@ def _flat_val(val: Path, root: Path, max_pixels) -> tuple[list[Path], list[str]]
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
     if solution is None:
         raise DataError(f"{val} holds images without class folders, and no {SOLUTION} was found in {root} or "
-                        f"{root.parent} to label them. Put Kaggle's {SOLUTION} there, or sort the images into "
-                        f"{val}/<wnid>/ folders (e.g. with the valprep.sh script torchvision's docs point to).")
+                        f"{root.parent} to label them. Put Kaggle's {SOLUTION} there, or sort the "
+                        f"images into "
+                        f"{val}/<wnid>/ folders (e.g. with the valprep.sh script torchvision's docs "
+                        f"point to).")
     labels: dict[str, str] = {}
     try:
         with open(solution, newline="", encoding="utf-8-sig") as f:
@@ -146,7 +149,8 @@ def load_imagenet(location, allow_non_ascii: bool = False,
         _unknown(val, vwnids, synsets, map_path)
         untrained = sorted(set(vwnids) - set(index))
         if untrained:
-            raise DataError(f"{val}: wnid(s) {untrained[:10]} have validation images but no folder in {train}; "
+            raise DataError(f"{val}: wnid(s) {untrained[:10]} have validation images but no folder in "
+                            f"{train}; "
                             "add their training images or remove them.")
         paths += vpaths
         labels += [index[w] for w in vwnids]
@@ -179,7 +183,8 @@ def load_imagefolder(location, allow_non_ascii: bool = False,
     for s, part in parts.items():
         extra = sorted(set(part.classes) - set(classes))
         if extra:
-            raise DataError(f"{root / s} has class folder(s) {extra[:10]} that {root / 'train'} lacks; every class "
+            raise DataError(f"{root / s} has class folder(s) {extra[:10]} that {root / 'train'} lacks; "
+                            f"every class "
                             "needs training images. Add them to train/ or remove the folders.")
     index = {c: i for i, c in enumerate(classes)}
     paths, labels, ids, split = [], [], [], []
