@@ -160,3 +160,29 @@ def test_cifar100_truncated_exact(cifar100):
     with pytest.raises(DataError, match=r"train\.bin is 12295 bytes, not a whole number of 3074-byte "
                                         r"records"):
         load_cifar100(root)
+
+
+def test_run_config_names_cifar(cifar10, tmp_path):
+    from conceptlens.runs.config import load_config
+
+    root, _ = cifar10
+    good = tmp_path / "good.toml"
+    good.write_text(f'[data]\ndataset = "cifar10:{root}"\n[discovery]\npool = "cifar10:{root}:train"\n')
+    assert load_config(good).data.dataset == f"cifar10:{root}"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[data]\ndataset = "cifar100:{root},labels=fne"\n')
+    with pytest.raises(ConfigError, match="labels must be one of 'fine', 'coarse'.*Did you mean 'fine'"):
+        load_config(bad)  # before any file is read
+
+
+def test_init_writes_a_config_for_a_named_dataset(cifar10, tmp_path, capsys):
+    from conceptlens.cli import main
+    from conceptlens.runs.config import load_config
+
+    root, _ = cifar10
+    for i in range(1, 6):  # every class in every file, so each split has each class
+        (root / f"data_batch_{i}.bin").write_bytes(_records(list(range(10)) * 2, _images(20, i)))
+    (root / "test_batch.bin").write_bytes(_records(list(range(10)), _images(10, 0)))
+    out = tmp_path / "c.toml"
+    main(["init", f"cifar10:{root}", "--out", str(out)])
+    assert load_config(out).data.dataset == f"cifar10:{root}"

@@ -271,6 +271,9 @@ def validate_config(cfg: RunConfig) -> RunConfig:
 
     d = cfg.data
     _str("data", "dataset", d.dataset)
+    from ..data.catalog import check_spec  # a named dataset's kind and options, no file read (#25)
+
+    check_spec(d.dataset)
     for key in ("train_per_class", "val_per_class", "test_per_class"):
         _int("data", key, getattr(d, key), 0, " (0 = every image of the split)")
     _seed("data", "seed", d.seed)
@@ -431,7 +434,11 @@ def _check_pool(spec: str) -> None:
     from ..data import BUILTIN, COMPOSITE, DIGITS
 
     base, _ = split_pool(spec)
+    from ..data.catalog import parse_spec
+
     if spec == "train" or base in (*BUILTIN, *DIGITS, COMPOSITE) or base.startswith(COMPOSITE + ":"):
+        return
+    if parse_spec(base) is not None:  # cifar10:DIR, cub:DIR, ... (data/catalog.py, #25)
         return
     path = Path(base)
     if not (path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".jsonl"))):
