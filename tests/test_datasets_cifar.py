@@ -186,3 +186,11 @@ def test_init_writes_a_config_for_a_named_dataset(cifar10, tmp_path, capsys):
     out = tmp_path / "c.toml"
     main(["init", f"cifar10:{root}", "--out", str(out)])
     assert load_config(out).data.dataset == f"cifar10:{root}"
+
+
+def test_download_and_unknown_kind(cifar10):
+    root, _ = cifar10
+    with pytest.raises(ConfigError, match="download only applies to the built-in fashion-mnist"):
+        load_dataset(f"cifar10:{root}", download=True)
+    with pytest.raises(DataError, match="named dataset .*kinds cifar10, cifar100, cub, hf, imagefolder, imagenet"):
+        load_dataset("cifar11:/nowhere")
