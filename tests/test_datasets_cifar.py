@@ -192,5 +192,6 @@ def test_download_and_unknown_kind(cifar10):
     root, _ = cifar10
     with pytest.raises(ConfigError, match="download only applies to the built-in fashion-mnist"):
         load_dataset(f"cifar10:{root}", download=True)
-    with pytest.raises(DataError, match="named dataset .*kinds cifar10, cifar100, cub, hf, imagefolder, imagenet"):
+    kinds = "kinds cifar10, cifar100, cub, hf, imagefolder, imagenet"
+    with pytest.raises(DataError, match=f"named dataset .*{kinds}"):
         load_dataset("cifar11:/nowhere")
