@@ -136,3 +136,28 @@ def test_a_folder_named_like_a_kind_is_that_folder(tmp_path, monkeypatch):
         _jpeg(tmp_path / "imagenet" / c / "1.jpg", 1)
     monkeypatch.chdir(tmp_path)
     assert load_dataset("imagenet").classes == ("a", "b")
+
+
+def test_flat_val_with_the_official_devkit(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    root = tmp_path / "imagenet"
+    for w in WNIDS[:2]:
+        _jpeg(root / "train" / w / "a.JPEG", 1)
+    for k in (1, 2, 3):
+        _jpeg(root / "val" / f"ILSVRC2012_val_{k:08d}.JPEG", k)
+    (root / "synset_words.txt").write_text(MAP)
+    devkit = tmp_path / "ILSVRC2012_devkit_t12" / "data"  # beside the image folder
+    devkit.mkdir(parents=True)
+    # the devkit's ids are not sorted-wnid order: id 1 = n02012849, id 2 = n01440764
+    synsets = np.array([(1, "n02012849"), (2, "n01440764")], dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
+    scipy_io.savemat(devkit / "meta.mat", {"synsets": synsets})
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("2\n1\n2\n")
+    data = load_imagenet(root)
+    assert data.classes == ("tench", "crane")
+    assert data.labels.tolist() == [0, 1, 0, 1, 0]
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("2\n7\n2\n")
+    with pytest.raises(DataError, match="line 2: class id 7 is not in"):
+        load_imagenet(root)
+    (devkit / "meta.mat").unlink()
+    with pytest.raises(DataError, match=r"meta\.mat.*is missing"):
+        load_imagenet(root)

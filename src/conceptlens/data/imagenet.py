@@ -6,6 +6,8 @@
     <root>/val/<wnid>/*.JPEG             the validation images in class folders, or
     <root>/val/*.JPEG + LOC_val_solution.csv   flat, labelled by Kaggle's solution file
                                          (ImageId,PredictionString; the first wnid is the label)
+                    or + ILSVRC2012_devkit_t12/data/{ILSVRC2012_validation_ground_truth.txt, meta.mat}
+                                         (the official devkit, in <root> or beside it)
     LOC_synset_mapping.txt | synset_words.txt | words.txt   wnid -> readable names
                                          ("n01440764 tench, Tinca tinca"; words.txt is tab-separated)
 
@@ -35,6 +37,8 @@ from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, FileImages
 MAPS = ("LOC_synset_mapping.txt", "synset_words.txt", "words.txt")
 SOLUTION = "LOC_val_solution.csv"
 KAGGLE = Path("ILSVRC") / "Data" / "CLS-LOC"
+DEVKIT = Path("ILSVRC2012_devkit_t12") / "data"
+GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 
 
 def _search(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -85,10 +89,45 @@ def _unknown(where: Path, wnids, synsets, map_path: Path) -> None:
                         "the map that ships with these images.")
 
 
+def _devkit_labels(root: Path, files: list[Path]) -> list[str] | None:
+    """The devkit's labels of the flat val images (ILSVRC2012_validation_ground_truth.txt holds one
+    ILSVRC2012_ID per image, in file-number order; data/meta.mat maps the ids to wnids), or None."""
+    folders = [root / DEVKIT, root.parent / DEVKIT, root / "data", root]
+    base = next((d for d in folders if (d / GROUND_TRUTH).is_file()), None)
+    if base is None:
+        return None
+    meta = base / "meta.mat"
+    if not meta.is_file():
+        raise DataError(f"{base / GROUND_TRUTH} gives ILSVRC2012 class ids, and {meta}, which maps them to "
+                        "wnids, is missing. Unpack the whole devkit (ILSVRC2012_devkit_t12.tar.gz).")
+    import scipy.io
+
+    try:
+        synsets = scipy.io.loadmat(str(meta), squeeze_me=True)["synsets"]
+        wnid_of = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"], strict=True)}
+    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as e:
+        raise DataError(f"{meta} is not the devkit's meta.mat (a 'synsets' struct with ILSVRC2012_ID and "
+                        f"WNID): {type(e).__name__}: {e}.") from e
+    truth = [int(x) for x in (base / GROUND_TRUTH).read_text().split()]
+    labels = []
+    for p in files:
+        digits = p.stem.rpartition("_")[2]
+        if not digits.isdigit() or not 1 <= int(digits) <= len(truth):
+            raise DataError(f"{p}: the devkit labels images ILSVRC2012_val_00000001 .. {len(truth):08d} by "
+                            "number; this name has no number in that range.")
+        cid = truth[int(digits) - 1]
+        if cid not in wnid_of:
+            raise DataError(f"{base / GROUND_TRUTH} line {int(digits)}: class id {cid} is not in {meta}.")
+        labels.append(wnid_of[cid])
+    return labels
+
+
 def _flat_val(val: Path, root: Path, max_pixels) -> tuple[list[Path], list[str]]:
     solution = _search(root, (SOLUTION,))
     files = sorted(p for p in val.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if solution is None and (devkit := _devkit_labels(root, files)) is not None:
+        return files, devkit
     if solution is None:
         raise DataError(f"{val} holds images without class folders, and no {SOLUTION} was found in {root} or "
                         f"{root.parent} to label them. Put Kaggle's {SOLUTION} there, or sort the "
