@@ -86,7 +86,7 @@ def test_flat_val_without_solution_or_row(tmp_path):
         _jpeg(root / "train" / w / "a.JPEG", 1)
     _jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG", 1)
     (root / "LOC_synset_mapping.txt").write_text(MAP)
-    with pytest.raises(DataError, match=r"without class folders, and no LOC_val_solution\.csv"):
+    with pytest.raises(DataError, match=r"without class folders, and neither LOC_val_solution\.csv nor"):
         load_imagenet(root)
     (root / "LOC_val_solution.csv").write_text(
         "ImageId,PredictionString\nILSVRC2012_val_00000009,n01440764 1\n")

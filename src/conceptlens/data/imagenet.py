@@ -129,11 +129,10 @@ def _flat_val(val: Path, root: Path, max_pixels) -> tuple[list[Path], list[str]]
     if solution is None and (devkit := _devkit_labels(root, files)) is not None:
         return files, devkit
     if solution is None:
-        raise DataError(f"{val} holds images without class folders, and no {SOLUTION} was found in {root} or "
-                        f"{root.parent} to label them. Put Kaggle's {SOLUTION} there, or sort the "
-                        f"images into "
-                        f"{val}/<wnid>/ folders (e.g. with the valprep.sh script torchvision's docs "
-                        f"point to).")
+        raise DataError(f"{val} holds images without class folders, and neither {SOLUTION} nor the devkit's "
+                        f"{GROUND_TRUTH} (+ meta.mat) was found in {root} or {root.parent} to label them. "
+                        f"Put Kaggle's {SOLUTION} or the devkit there, or sort the images into {val}/<wnid>/ "
+                        "folders (e.g. with the valprep.sh script torchvision's docs point to).")
     labels: dict[str, str] = {}
     try:
         with open(solution, newline="", encoding="utf-8-sig") as f:
