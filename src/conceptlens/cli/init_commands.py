@@ -141,7 +141,9 @@ def cmd_init(args) -> int:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it, or choose another --out.")
     path = Path(args.folder)
-    if not path.exists():
+    from ..data.catalog import parse_spec  # cifar10:DIR, cub:DIR, imagenet:DIR, hf:... (#25)
+
+    if not path.exists() and parse_spec(args.folder) is None:
         raise DataError(f"{args.folder}: no such folder or manifest. Give a folder with one subfolder of "
                         "images per class, or a .csv/.jsonl manifest (path,label[,split]).")
     data = load_dataset(args.folder)

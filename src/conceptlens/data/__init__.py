@@ -44,14 +44,25 @@ def load_dataset(
     """Resolve a dataset spec: 'fashion-mnist', 'digits' (scikit-learn's handwritten digits),
     'fashion-mnist-composite[:n=..,seed=..,cooccurrence=..]'
     (2 x 2 grids of Fashion-MNIST items with known concepts; see data/composite.py), a folder of
-    class subfolders, or a manifest.
+    class subfolders, a manifest, or a named dataset in its published format, e.g.
+    'cifar10:/data/cifar-10-batches-bin', 'cub:/data/CUB_200_2011', 'imagenet:/data/imagenet',
+    'hf:/data/saved' (data/catalog.py; `root` is its folder when the spec gives none).
 
     `allow_non_ascii` and `max_pixels` apply to folders and manifests (Fashion-MNIST's class
     names are ASCII and its images are arrays, so there they have nothing to do); `root`,
-    `download` and `split` apply to Fashion-MNIST and its composite only, and are an error for
-    anything else.
+    `download` and `split` apply to Fashion-MNIST and its composite (`root` and `split` to named
+    datasets too), and are an error for anything else.
     """
     check_max_pixels(max_pixels)
+    from .catalog import load_named, parse_spec  # cifar10:, cifar100:, cub:, imagenet:, imagefolder:, hf:
+    from .catalog import names as catalog_names
+
+    if (named := parse_spec(spec)) is not None:
+        if download:
+            raise ConfigError(f"download only applies to the built-in fashion-mnist, not to {spec!r}; fetch "
+                              f"the files yourself (layout: {named.kind.layout}).")
+        return load_named(named, root=root, split=split, allow_non_ascii=allow_non_ascii,
+                          max_pixels=max_pixels)
     if spec in BUILTIN:
         return load_fashion_mnist(root, download=download, split=split)
     if spec == COMPOSITE or spec.startswith(COMPOSITE + ":"):
@@ -74,6 +85,7 @@ def load_dataset(
         return load_manifest(path, allow_non_ascii=allow_non_ascii, max_pixels=max_pixels)
     raise DataError(
         f"Cannot read dataset {spec!r}: expected 'fashion-mnist', 'digits', '{COMPOSITE}', a folder with "
-        "one subfolder per class, or a manifest file ending in .csv or .jsonl"
+        "one subfolder per class, a manifest file ending in .csv or .jsonl, or a named dataset "
+        f"(<kind>:<folder>, kinds {', '.join(catalog_names())}; data/catalog.py)"
         + (" (no such file or folder)." if not path.exists() else ".")
     )

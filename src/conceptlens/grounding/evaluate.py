@@ -91,6 +91,12 @@ def resolve_annotations(spec: str, dataset_spec: str, data=None) -> ConceptAnnot
             if data is None:
                 raise DataError(f"the {COMPOSITE} annotations need the loaded dataset; got none.")
             return composite_annotations(data)
+        from ..data.cub import cub_root  # a cub: dataset: its own per-image attributes (#25)
+
+        if data is not None and (root := cub_root(data)) is not None:
+            from ..annotations import load_cub
+
+            return load_cub(root)
         if name in BUILTIN:
             spec = "fashion-mnist"
         else:

@@ -38,6 +38,7 @@ from ..concepts.selection import METHODS as SELECTIONS
 from ..concepts.sources.llm import redact_url
 from ..concepts.sources.options import check_source_options
 from ..data import BUILTIN, COMPOSITE, DIGITS
+from ..data.catalog import check_spec, parse_spec
 from ..data.confounded import DEFAULT_NUISANCE, DEFAULT_PAIRS, NUISANCES, check_nuisance, pair_name
 from ..data.dataset import SPLITS as POOL_SPLITS
 from ..discovery.sae import INPUTS as SAE_INPUTS
@@ -144,8 +145,15 @@ def split_pool(spec: str) -> tuple[str, str | None]:
     return (head, tail) if sep and head and tail in POOL_SPLITS else (spec, None)
 
 
+def _named_spec(spec: str) -> str:
+    check_spec(spec)  # a named dataset's kind and options (cifar10:DIR, ...), no file read
+    return spec
+
+
 def _usable_pool(spec: str) -> str:
     base, _ = split_pool(spec)
+    if parse_spec(base) is not None:  # cifar10:DIR, cub:DIR, ... (data/catalog.py)
+        return spec
     if spec == "train" or base in (*BUILTIN, *DIGITS, COMPOSITE) or base.startswith(COMPOSITE + ":"):
         return spec
     path = Path(base)
@@ -241,7 +249,7 @@ class DataConfig(Table):
 
     table = "data"
 
-    dataset: Annotated[str, Check(STRING)] = Field(
+    dataset: Annotated[str, Check(STRING, then=_named_spec)] = Field(
         "fashion-mnist", description='The images: "fashion-mnist", "digits", '
         '"fashion-mnist-composite[:options]", a folder with one subfolder of images per class, or a '
         ".csv/.jsonl manifest (path,label[,split]).")
