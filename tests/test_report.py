@@ -196,8 +196,15 @@ def _discovering(model, needs):
     """A copy of `model` that says it found its own concepts (as dn_cbm / v2c do)."""
     import copy
 
+    from conceptlens.methods.dn_cbm import latent_naming
+    from conceptlens.methods.protocols import DiscoveryRecord
+    from conceptlens.methods.v2c import class_tokens
+
     model = copy.deepcopy(model)
     model.discovers_concepts, model.discovery_needs = True, needs
+    # what dn_cbm and v2c tell the report (methods/protocols.py: Discovering), read when the report is built
+    model.discovery_record = ((lambda: DiscoveryRecord("latents", latents=latent_naming(model))) if "sae" in needs
+                              else (lambda: DiscoveryRecord("tokens", class_tokens=class_tokens(model))))
     return model
 
 

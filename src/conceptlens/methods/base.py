@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,6 +22,7 @@ import numpy as np
 from .._io import TENSOR_DIGEST_KEY, load_tensors, save_tensors, write_json
 from ..errors import ConfigError, DataError, NotFittedError, closest
 from ..registry import Registry
+from .tags import TAG_NAMES, MethodTags, get_tags, missing_context
 
 log = logging.getLogger("conceptlens")
 METHODS: Registry = Registry("method")
@@ -76,28 +77,62 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+class _TagAlias:
+    """`model.needs_concepts` and the like: a read of the method's tags (methods/tags.py), on the
+    class or an instance, kept so that code written against the old class flags still reads them.
+    Setting one on an instance replaces that instance's tags."""
+
+    def __set_name__(self, owner, name):
+        self.field = name
+
+    def __get__(self, obj, owner=None):
+        return getattr(get_tags(owner if obj is None else obj), self.field)
+
+    def __set__(self, obj, value):
+        obj.tags = replace(get_tags(obj), **{self.field: value})
+
+
 class Method:
     """Base class. Subclasses implement `_fit` and `transform`, declare `_arrays` (the fitted
     array attributes saved to weights.safetensors; optionally `_array_shapes` hints, see
-    `_check_arrays`), override `_validate` to check their parameters and set the capability
-    flags below. Constructors only store their keyword arguments (scikit-learn's rule, so
-    `sklearn.base.clone` works); `fit` validates. The registry sets `name`. Every method's
-    logits are `head(transform(x))`, which is what makes explanations exact."""
+    `_check_arrays`), override `_validate` to check their parameters and declare their `tags`
+    (methods/tags.py: which Context fields fit requires, whether it uses `val`, ...). Optional
+    abilities are public methods typed by methods/protocols.py. Constructors only store their
+    keyword arguments (scikit-learn's rule, so `sklearn.base.clone` works); `fit` validates. The
+    registry sets `name`. Every method's logits are `head(transform(x))`, which is what makes
+    explanations exact."""
 
     name = "base"
+    # what the run, the evaluation, the report and the benchmarks may ask of a method
+    tags: ClassVar[MethodTags] = MethodTags()
+    # the instance's image input ("embedding" / "features"); a method with an `on` parameter sets
+    # it in fit; the class default is tags.input
     input = "embedding"
-    # capability flags: what the run and the benchmarks may ask of a method
-    needs_concepts = True  # fit needs context.concepts and their embeddings
-    refit_at_nec = False  # sparse final layer refittable at a `target_nec` constructor parameter
-    uses_validation = False  # fit uses `val` (e.g. for model selection)
-    # finds its own concepts in fit (context.discovery) instead of taking context.concepts;
-    # discovery_needs names the DiscoveryInputs it reads: "pool", "words", "sae", "codebook"
-    discovers_concepts = False
-    discovery_needs: tuple[str, ...] = ()
+    # read-only views of the tags under their old flag names
+    needs_concepts = _TagAlias()
+    refit_at_nec = _TagAlias()
+    uses_validation = _TagAlias()
+    discovers_concepts = _TagAlias()
+    discovery_needs = _TagAlias()
+    concept_labelled = _TagAlias()
     _arrays: tuple[str, ...] = ()
     # shape hints per array name: a tuple whose entries are an int, "m" (classes), "k" (concepts)
     # or None (any); class_weights_ (m, k) and intercept_ (m,) are always checked
     _array_shapes: ClassVar[dict[str, tuple]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # a subclass that still sets the old flags (needs_concepts = False, ...) declares those tags
+        legacy = {n: cls.__dict__[n] for n in TAG_NAMES if n in cls.__dict__
+                  and not isinstance(cls.__dict__[n], _TagAlias) and n != "input"}
+        if legacy:
+            for n in legacy:
+                delattr(cls, n)
+            cls.tags = replace(cls.tags, **legacy)
+        if isinstance(cls.__dict__.get("input"), str) and cls.__dict__["input"] != cls.tags.input:
+            cls.tags = replace(cls.tags, input=cls.__dict__["input"])  # the old spelling of tags.input
+        if "input" not in cls.__dict__:
+            cls.input = cls.tags.input
 
     # -- parameters -------------------------------------------------------------------
     @classmethod
@@ -148,12 +183,7 @@ class Method:
     # -- fitting ----------------------------------------------------------------------
     def fit(self, train, context: Context, val=None) -> Method:
         self._validate()
-        if self.discovers_concepts:
-            if context.discovery is None:
-                raise ConfigError(f"{self.name} finds its own concepts and needs context.discovery "
-                                  f"({', '.join(self.discovery_needs)}); a run fills it from [discovery].")
-        elif self.needs_concepts and (context.concept_embedding is None or not len(context.concepts)):
-            raise ConfigError(f"{self.name} needs concepts and their embeddings in the context.")
+        self._check_context(context)
         if len(train) == 0:
             raise DataError(f"{self.name}: no training images.")
         self.classes_ = tuple(context.classes)
@@ -162,6 +192,23 @@ class Method:
         self.feature_key_ = self.input
         self._fit(train, context, val)
         return self
+
+    def _check_context(self, context: Context) -> None:
+        """Every Context field the tags' `requires` names must be given (ConfigError otherwise)."""
+        from .tags import CONTEXT_FIELD_HINTS
+
+        tags = get_tags(self)
+        missing = missing_context(tags, context)
+        if not missing:
+            return
+        if "discovery" in missing:
+            raise ConfigError(f"{self.name} finds its own concepts and needs context.discovery "
+                              f"({', '.join(tags.discovery_needs)}); a run fills it from [discovery].")
+        if {"concepts", "concept_embedding"} & set(missing):
+            raise ConfigError(f"{self.name} needs concepts and their embeddings in the context (missing: "
+                              f"{', '.join('context.' + f for f in missing)}).")
+        f = missing[0]
+        raise ConfigError(f"{self.name} needs context.{f} ({CONTEXT_FIELD_HINTS[f]}).")
 
     def _fit(self, train, context: Context, val) -> None:
         raise NotImplementedError

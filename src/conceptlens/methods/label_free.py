@@ -50,7 +50,7 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -111,9 +111,8 @@ def train_projection(F: torch.Tensor, S: torch.Tensor, Fv: torch.Tensor, Sv: tor
 
 @METHODS.register("label_free")
 class LabelFree(Method):
-    input = "features"
-    refit_at_nec = True
-    uses_validation = True  # early stopping and the interpretability cutoff use `val`
+    # early stopping and the interpretability cutoff use `val`
+    tags = replace(Method.tags, input="features", refit_at_nec=True, uses_validation=True)
     _arrays = ("class_weights_", "intercept_", "projection_", "mean_", "std_", "kept_")
 
     def __init__(self, lam: float = 7e-4, target_nec: float | None = None, alpha: float = 0.99,

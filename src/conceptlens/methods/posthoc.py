@@ -330,7 +330,7 @@ class PostHoc(Method):
     `cavs = "cavs.safetensors"` (likewise `[methods.posthoc_hybrid]`).
     """
 
-    refit_at_nec = True
+    tags = replace(Method.tags, refit_at_nec=True)
     _arrays = ("class_weights_", "intercept_", "concept_vectors_", "concept_intercepts_", "mean_",
                "std_")
 

@@ -83,6 +83,7 @@ Deviations from the reference
 from __future__ import annotations
 
 import numbers
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -292,6 +293,8 @@ class ConceptMatrixSearch(Method):
     """Concept Matrix Search: training-free, compares an image's row-normalised concept
     similarities with each class name's (see the module docstring)."""
 
+    # training-free: it compares concept similarities with the class names' (class_embedding)
+    tags = replace(Method.tags, requires=("concepts", "concept_embedding", "class_embedding"))
     _arrays = ("class_weights_", "concept_embedding_", "class_matrix_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"concept_embedding_": ("k", None),
                                                   "class_matrix_": ("m", "k")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -14,7 +15,8 @@ from .base import METHODS, Context, Method
 class ZeroShot(Method):
     """Logits = scale * cos(image, class prompt); the 'concepts' are the class prompts."""
 
-    needs_concepts = False
+    # no concept layer: class prompts are its "concepts"
+    tags = replace(Method.tags, requires=("class_embedding",), needs_concepts=False)
     _arrays = ("class_weights_", "prompt_embedding_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"prompt_embedding_": ("m", None)}
 
