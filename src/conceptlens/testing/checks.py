@@ -159,13 +159,26 @@ def check_method(method, params: dict | None = None, problem=None, *, min_accura
 
     # -- the tags match the behaviour ------------------------------------------------------------
     for field in tags.requires:
+        without = replace(ctx, **{field: None})
         try:
-            cls(**params).fit(train, replace(ctx, **{field: None}), val)
+            cls(**params).fit(train, without, val)
         except ConfigError as e:
             if name not in str(e):
                 _fail(who, f"the error for a missing context.{field} must name the method", str(e))
         else:
             _fail(who, f"tags.requires names context.{field}, but fit succeeds without it")
+        # and the method really needs a field it adds to the base's (concepts and their embeddings,
+        # which every concept model is given): with Method.fit's check lifted for it, fit fails
+        if field in MethodTags().requires:
+            continue
+        probe = cls(**params)
+        probe.tags = replace(tags, requires=tuple(f for f in tags.requires if f != field))
+        try:
+            probe.fit(train, without, val)
+        except Exception:  # noqa: BLE001 - any failure shows the field is needed
+            pass
+        else:
+            _fail(who, f"tags.requires names context.{field}, but fit works without it: drop it")
     if tags.concept_labelled:
         try:
             cls(**params).fit(train, replace(ctx, class_truth=None, concept_truth_by_id=None), val)
@@ -221,7 +234,8 @@ def check_backbone(backbone, images=None, texts=("a red crest", "striped fur", "
         if f.shape != (len(images), backbone.feature_dim):
             _fail(who, "encode_images()['features'] must be (images, feature_dim)", str(f.shape))
     if set(backbone.outputs()) - set(out):
-        _fail(who, "encode_images must give every output it declares", f"{backbone.outputs()} vs {sorted(out)}")
+        _fail(who, "encode_images must give every output it declares",
+              f"{backbone.outputs()} vs {sorted(out)}")
     if "embedding_norm" in out:
         norm = np.asarray(out["embedding_norm"])
         if norm.shape != (len(images),) or not (norm > 0).all():
@@ -253,10 +267,12 @@ def check_backbone(backbone, images=None, texts=("a red crest", "striped fur", "
 def check_source(source, classes=("cat", "dog")) -> None:
     """Run the concept-source contract on an instance: `generate(classes)` returns a SourceResult
     holding a ConceptSet, whose concepts name only the given classes, whose unresolved classes are
-    given ones; the default blocklist is applied (no blocked text comes back); and it is
+    given ones; the default blocklist applies to its concepts as a run applies it (the pipeline's
+    drop_blocked leaves no blocked text: sources need not filter themselves); and it is
     deterministic (the same concepts, with the same classes, twice)."""
     from ..concepts.blocklist import blocked
     from ..concepts.conceptset import ConceptSet
+    from ..concepts.pipeline import drop_blocked
     from ..concepts.sources import SourceResult
 
     who = f"concept source {getattr(source, 'name', type(source).__name__)!r}"
@@ -269,9 +285,12 @@ def check_source(source, classes=("cat", "dog")) -> None:
         _fail(who, "concepts may name only the given classes", str(sorted(foreign)[:5]))
     if set(result.unresolved) - set(classes):
         _fail(who, "unresolved may name only the given classes", str(sorted(result.unresolved)[:5]))
-    bad = [t for t in result.concepts.texts if blocked(t)]
-    if bad:
-        _fail(who, "the blocklist must be applied (concepts.blocklist.blocked)", str(bad[:5]))
+    # a run takes a source's concepts through the pipeline's blocklist (concepts/pipeline.py): what
+    # comes out of it is a ConceptSet of the source's concepts without one blocked text
+    kept = drop_blocked(result.concepts)
+    if not isinstance(kept, ConceptSet) or any(blocked(t) for t in kept.texts) \
+            or not set(kept.texts) <= set(result.concepts.texts):
+        _fail(who, "the blocklist must apply to its concepts (concepts.pipeline.drop_blocked)")
     again = source.generate(classes)
     first = [(c.text, sorted(c.classes)) for c in result.concepts]
     second = [(c.text, sorted(c.classes)) for c in again.concepts]
