@@ -128,7 +128,15 @@ class Method:
         if legacy:
             for n in legacy:
                 delattr(cls, n)
-            cls.tags = replace(cls.tags, **legacy)
+            tags = replace(cls.tags, **legacy)
+            if "requires" not in legacy:  # the old flags implied what fit checked
+                base = ("concepts", "concept_embedding")
+                kept = tuple(f for f in tags.requires if f not in base)
+                if tags.discovers_concepts:
+                    tags = replace(tags, requires=tuple(dict.fromkeys((*kept, "discovery"))))
+                elif not tags.needs_concepts:
+                    tags = replace(tags, requires=kept)
+            cls.tags = tags
         if isinstance(cls.__dict__.get("input"), str) and cls.__dict__["input"] != cls.tags.input:
             cls.tags = replace(cls.tags, input=cls.__dict__["input"])  # the old spelling of tags.input
         if "input" not in cls.__dict__:
