@@ -79,6 +79,9 @@ class MethodTags:
 
 
 TAG_NAMES = tuple(f.name for f in fields(MethodTags))
+# the class flags the tags replace (Method keeps read-only views of them under these names)
+LEGACY_FLAGS = ("needs_concepts", "refit_at_nec", "uses_validation", "discovers_concepts", "discovery_needs",
+                "concept_labelled")
 
 
 def get_tags(obj) -> MethodTags:
@@ -86,7 +89,14 @@ def get_tags(obj) -> MethodTags:
     an old subclass) is read from attributes of the tag names, defaults for the rest."""
     tags = getattr(obj, "tags", None)
     if isinstance(tags, MethodTags):
-        return tags
+        # an old flag set on the class after it was made (a test's monkeypatch) still counts
+        cls = obj if isinstance(obj, type) else type(obj)
+        late = {}
+        for n in LEGACY_FLAGS:
+            v = next((k.__dict__[n] for k in cls.__mro__ if n in k.__dict__), None)
+            if isinstance(v, bool | tuple):
+                late[n] = v
+        return replace(tags, **late) if late else tags
     return MethodTags(**{n: getattr(obj, n) for n in TAG_NAMES if hasattr(obj, n)})
 
 
