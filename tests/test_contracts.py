@@ -24,6 +24,7 @@ from conceptlens.testing import (
     check_method,
     check_source,
     make_problem,
+    save_tiny_hf,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -174,7 +175,7 @@ def _precomputed(tmp_path: Path):
 BACKBONE_EXAMPLES = {
     "offline": lambda tmp_path: get_backbone("offline"),
     "precomputed": _precomputed,
-    "hf": None,  # needs a saved model folder: tests/test_backbones.py builds tiny CLIP / SigLIP ones
+    "hf": lambda tmp_path: get_backbone(f"hf:{save_tiny_hf(tmp_path / 'clip', 'clip')}"),
     "open_clip": None,  # downloads weights: nothing can be fetched in the tests
 }
 

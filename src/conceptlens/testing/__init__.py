@@ -8,24 +8,57 @@ way (docs/contributing.md).
 
 from __future__ import annotations
 
-from .backbones import QUADRANT_SIZE, QuadrantBackbone, TinyBackbone, patch_image
+from .backbones import QUADRANT_SIZE, QuadrantBackbone, TinyBackbone, patch_image, save_tiny_hf
+from .browser import CHROMIUM, CHROMIUM_FLAGS
 from .checks import check_backbone, check_method, check_source
 from .toy import (
     ATTRIBUTES,
     CLASSES,
+    CONCEPT_LABELS,
     FAST_PARAMS,
+    SERVICE_CLASSES,
+    SERVICE_CONCEPTS,
     D,
     F,
     K,
     M,
     attribute_csv,
+    decode_png,
     make_problem,
+    service_model,
     spy_run,
     tiny_run_setup,
     toy_bundles,
     write_png,
 )
 
-__all__ = ["ATTRIBUTES", "CLASSES", "FAST_PARAMS", "QUADRANT_SIZE", "D", "F", "K", "M", "QuadrantBackbone",
-           "TinyBackbone", "attribute_csv", "check_backbone", "check_method", "check_source", "make_problem",
-           "patch_image", "spy_run", "tiny_run_setup", "toy_bundles", "write_png"]
+__all__ = [
+    "ATTRIBUTES",
+    "CHROMIUM",
+    "CHROMIUM_FLAGS",
+    "CLASSES",
+    "CONCEPT_LABELS",
+    "FAST_PARAMS",
+    "QUADRANT_SIZE",
+    "SERVICE_CLASSES",
+    "SERVICE_CONCEPTS",
+    "D",
+    "F",
+    "K",
+    "M",
+    "QuadrantBackbone",
+    "TinyBackbone",
+    "attribute_csv",
+    "check_backbone",
+    "check_method",
+    "check_source",
+    "decode_png",
+    "make_problem",
+    "patch_image",
+    "save_tiny_hf",
+    "service_model",
+    "spy_run",
+    "tiny_run_setup",
+    "toy_bundles",
+    "write_png",
+]

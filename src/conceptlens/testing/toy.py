@@ -14,8 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ATTRIBUTES", "CLASSES", "FAST_PARAMS", "D", "F", "K", "M", "attribute_csv", "make_problem",
-           "spy_run", "tiny_run_setup", "toy_bundles", "write_png"]
+__all__ = [
+    "ATTRIBUTES",
+    "CLASSES",
+    "FAST_PARAMS",
+    "SERVICE_CLASSES",
+    "SERVICE_CONCEPTS",
+    "D",
+    "F",
+    "K",
+    "M",
+    "attribute_csv",
+    "decode_png",
+    "make_problem",
+    "service_model",
+    "spy_run",
+    "tiny_run_setup",
+    "toy_bundles",
+    "write_png",
+]
 
 M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
 CLASSES = tuple("abcd")
@@ -163,3 +180,52 @@ def spy_run(monkeypatch) -> dict:
 
     monkeypatch.setattr(experiment, "fit_and_evaluate", spy)
     return seen
+
+
+SERVICE_CLASSES = ("cat", "dog", "red fox")
+SERVICE_CONCEPTS = ["reddish fur", "green grass", "blue sky", "stripes", "pointed ears"]
+
+
+def decode_png(path: Path) -> np.ndarray:
+    """The reference decode: plain PIL, independent of the service's decoder."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def service_model(root: Path) -> tuple[Path, Path]:
+    """(model folder, images folder) under `root`: 3 classes (SERVICE_CLASSES) x 5 noisy 16x16
+    colour squares, a PCBM-h over SERVICE_CONCEPTS (it has a residual, so the contributions alone
+    do not make the logit) fitted on TinyBackbone and saved."""
+    from PIL import Image
+
+    from ..features import FeatureBundle
+    from ..methods import Context, get_method
+    from .backbones import TinyBackbone
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for c, name in enumerate(SERVICE_CLASSES):
+        for i in range(5):
+            base = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][c])
+            pixels = np.clip(base + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+            path = root / "images" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+            labels.append(c)
+    backbone = TinyBackbone()
+    out = backbone.encode_images([decode_png(p) for p in paths])
+    train = FeatureBundle([str(p) for p in paths], np.array(labels), SERVICE_CLASSES, out["embedding"],
+                          out["features"], backbone.id, embedding_norm=out["embedding_norm"])
+    ctx = Context(SERVICE_CLASSES, SERVICE_CONCEPTS, backbone.encode_texts(SERVICE_CONCEPTS),
+                  class_embedding=backbone.encode_texts(list(SERVICE_CLASSES)), backbone_id=backbone.id,
+                  preprocess_id=backbone.preprocess_id)
+    get_method("posthoc_hybrid", lam=1e-3).fit(train, ctx).save(root / "model")
+    return root / "model", root / "images"
+
+# ATTRIBUTES and 'ears', for methods trained on concept labels (cbm refuses a concept without any
+# known label)
+CONCEPT_LABELS = ATTRIBUTES | {"ears": [0, 1, None]}
