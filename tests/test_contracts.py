@@ -233,3 +233,17 @@ def test_the_context_has_the_fields_tags_may_require():
 
     assert set(CONTEXT_FIELD_HINTS) <= set(Context.__dataclass_fields__)
     assert re.fullmatch(r"[a-z_]+", "".join(CONTEXT_FIELD_HINTS))
+
+
+def test_the_worked_example_in_the_contributing_guide_meets_the_contract(problem):
+    """docs/contributing.md's example method, as written there (its imports made absolute)."""
+    text = (SRC.parent.parent / "docs" / "contributing.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    code = code.replace("from ..errors", "from conceptlens.errors")
+    code = code.replace("from .base", "from conceptlens.methods.base")
+    try:
+        exec(compile(code, "docs/contributing.md", "exec"), {"__name__": "contributing_example"})
+        check_method("nearest", problem=problem)
+    finally:
+        if "nearest" in METHODS:
+            METHODS.unregister("nearest")
