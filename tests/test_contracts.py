@@ -247,3 +247,15 @@ def test_the_worked_example_in_the_contributing_guide_meets_the_contract(problem
     finally:
         if "nearest" in METHODS:
             METHODS.unregister("nearest")
+
+
+def test_every_module_of_the_methods_package_is_imported():
+    """methods/__init__.py imports each module itself: a new method file needs no edit there."""
+    import pkgutil
+    import sys
+
+    import conceptlens.methods as package
+
+    modules = {f"conceptlens.methods.{m.name}" for m in pkgutil.iter_modules(package.__path__)}
+    assert modules <= set(sys.modules)
+    assert {METHODS.get(n).__module__ for n in METHODS.names()} <= modules

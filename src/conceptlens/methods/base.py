@@ -115,6 +115,7 @@ class Method:
     discovers_concepts = _TagAlias()
     discovery_needs = _TagAlias()
     concept_labelled = _TagAlias()
+    grounds_from_links = _TagAlias()
     _arrays: tuple[str, ...] = ()
     # shape hints per array name: a tuple whose entries are an int, "m" (classes), "k" (concepts)
     # or None (any); class_weights_ (m, k) and intercept_ (m,) are always checked

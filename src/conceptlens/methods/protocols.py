@@ -51,13 +51,15 @@ class DiscoveryRecord:
     """What a method that discovers its concepts tells the report about them.
 
     kind: "latents" (each concept is an SAE latent with a naming record) or "tokens" (each class
-    drew tokens from a codebook). latents: per concept (aligned with concepts_), a naming record
+    drew tokens from a codebook). concept_set: its concepts with the classes that found them,
+    where it has one (v2c). latents: per concept (aligned with concepts_), a naming record
     ("latent", "name", "nearest", "similarity", "second", "second_similarity", "dead"); None when
     the model cannot say. class_tokens: class -> its tokens (kind "tokens")."""
 
     kind: str
     latents: list[dict] | None = None
     class_tokens: dict[str, list[str]] = field(default_factory=dict)
+    concept_set: object | None = None  # a concepts.ConceptSet: each concept with the classes that found it
 
 
 @runtime_checkable

@@ -59,6 +59,9 @@ class MethodTags:
     refit_at_nec: bool = False
     # fit reads `val` (model selection, early stopping)
     uses_validation: bool = False
+    # each concept's detector is trained on the concept's class links, so evidence on held-out images
+    # shows that the detectors generalise, not that each concept is visible (the truth check says so)
+    grounds_from_links: bool = False
     # has its own concept intervention (methods.protocols.Intervenable: `intervene_concepts`)
     intervenable: bool = False
     # has an exact torch forward for input attributions (methods.protocols.TorchForward:
@@ -81,7 +84,7 @@ class MethodTags:
 TAG_NAMES = tuple(f.name for f in fields(MethodTags))
 # the class flags the tags replace (Method keeps read-only views of them under these names)
 LEGACY_FLAGS = ("needs_concepts", "refit_at_nec", "uses_validation", "discovers_concepts", "discovery_needs",
-                "concept_labelled")
+                "concept_labelled", "grounds_from_links")
 
 
 def get_tags(obj) -> MethodTags:

@@ -157,7 +157,8 @@ class V2C(LaBo):
     def discovery_record(self) -> DiscoveryRecord:
         """The tokens each class drew from the codebook (methods/protocols.py: Discovering)."""
         self.check_fitted()
-        return DiscoveryRecord("tokens", class_tokens=class_tokens(self))
+        return DiscoveryRecord("tokens", class_tokens=class_tokens(self),
+                               concept_set=getattr(self, "concept_set_", None))
 
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "concept_set": self.concept_set_.to_dict(),

@@ -56,7 +56,7 @@ from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
 from ..grounding.evaluate import Grounding, matching_embedder, resolve_annotations, row_fields
 from ..methods import Context, make_method
-from ..methods.protocols import Intervenable
+from ..methods.protocols import Discovering, Intervenable
 from ..methods.tags import get_tags
 from .config import REPORT_AUTO, DataConfig, RunConfig, validate_config
 from .record import check_output_dir, record_run
@@ -218,7 +218,7 @@ def check_truth(results: dict, models: dict, held, context: Context, grounding: 
         evidence = explanation_evidence(model, held, context, k,
                                         getattr(model, "evidence_floor", EVIDENCE_FLOOR))
         truth = truth_check(row, evidence)
-        if getattr(model, "grounds_from_links", False) and truth["by"] == "evidence":
+        if get_tags(model).grounds_from_links and truth["by"] == "evidence":
             truth["why"] += (" (its concepts are grounded from these links: the figure shows that its detectors "
                              "generalise to unseen images, not that each concept is visible)")
         results[name] |= {"evidence_at_k": evidence["evidence_at_k"], "linked_at_k": evidence["linked_at_k"],
@@ -275,12 +275,12 @@ def warn_if_inseparable(selected: ConceptSet, classes) -> str | None:
 
 def model_concept_warnings(models: dict, classes) -> dict[str, str]:
     """The shared-concept warning for each model that chose its own per-class concepts (V2C's
-    `concept_set_`): {name: warning}, logged."""
+    discovery record's concept_set): {name: warning}, logged."""
     from ..concepts.pipeline import separability_warning
 
     out = {}
     for name, model in models.items():
-        own = getattr(model, "concept_set_", None)
+        own = model.discovery_record().concept_set if isinstance(model, Discovering) else None
         if not isinstance(own, ConceptSet) and getattr(model, "class_consistent", False):
             # a class-consistent head: the concepts each class may weigh (its non-zero weights)
             own = ConceptSet(list(classes))
