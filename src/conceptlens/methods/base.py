@@ -79,8 +79,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 class _TagAlias:
     """`model.needs_concepts` and the like: a read of the method's tags (methods/tags.py), on the
-    class or an instance, kept so that code written against the old class flags still reads them.
-    Setting one on an instance replaces that instance's tags."""
+    class or an instance, kept so that code written against the old class flags still works.
+    Setting one on an instance replaces that instance's tags; a subclass that sets one as a class
+    attribute declares that tag (Method.__init_subclass__)."""
 
     def __set_name__(self, owner, name):
         self.field = name
@@ -108,7 +109,7 @@ class Method:
     # the instance's image input ("embedding" / "features"); a method with an `on` parameter sets
     # it in fit; the class default is tags.input
     input = "embedding"
-    # read-only views of the tags under their old flag names
+    # the tags under their old flag names (setting one on an instance changes that instance's tags)
     needs_concepts = _TagAlias()
     refit_at_nec = _TagAlias()
     uses_validation = _TagAlias()
