@@ -134,9 +134,8 @@ def test_a_concept_labelled_method_without_annotations_fails_before_encoding(tmp
 # -- the curve itself --------------------------------------------------------------------------
 
 def _fitted_cbm(seed=0):
-    from conceptlens.testing import toy_bundles as _bundles
-
     from conceptlens.methods import Context, get_method
+    from conceptlens.testing import toy_bundles as _bundles
 
     train, test = _bundles(seed=seed, n=90)
     concepts = ["c0", "c1", "c2", "c3"]
@@ -205,11 +204,10 @@ def test_ecbm_curve_goes_through_its_own_intervention():
     """ECBM's curve: at step n each image's first n known concepts (policy order) are held at
     their true labels by ecbm.intervene_concepts and the rest re-inferred; checked against that
     call with the mask built by hand."""
-    from conceptlens.testing import toy_bundles as _bundles
-
     from conceptlens.intervene.interventions import Reference, rank_concepts
     from conceptlens.methods import Context, get_method
     from conceptlens.methods.cbm import labelled_intervention_curve
+    from conceptlens.testing import toy_bundles as _bundles
 
     train, test = _bundles(seed=2, n=60)
     class_truth = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 0]], float)

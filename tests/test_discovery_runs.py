@@ -393,13 +393,13 @@ def test_a_run_with_discovering_methods(fakes, tmp_path, monkeypatch, words_file
 def test_discover_command(tmp_path, monkeypatch, capsys, words_file):
     """`conceptlens discover` on a tiny folder pool: the table, the summary, the saved SAE (for
     this backbone) and the names CSV; a second call trains nothing; bad input is a message."""
-    from conceptlens.testing import write_png
     from tiny_backbone import TinyBackbone
 
     import conceptlens.discovery.sae as sae_module
     import conceptlens.runs.experiment as experiment
     from conceptlens.cli import main
     from conceptlens.discovery.sae import SparseAutoencoder
+    from conceptlens.testing import write_png
 
     monkeypatch.setattr(experiment, "get_backbone", lambda spec: TinyBackbone())
     pool = tmp_path / "pool"

@@ -139,11 +139,10 @@ def test_one_run_holds_two_cbm_modes_each_its_own_row(tmp_path, monkeypatch):
 def test_an_aliased_model_refits_at_nec_as_its_registered_method():
     """protocol 'refit' refits with the registered method even when the table (and the fitted
     instance) carry a display name; the reference is a direct posthoc fit with target_nec."""
-    from conceptlens.testing import make_problem
-
     from conceptlens.evaluation import evaluate
     from conceptlens.evaluation.nec import accuracy_at_nec
     from conceptlens.runs.experiment import fit_and_evaluate
+    from conceptlens.testing import make_problem
 
     train, val, test, ctx = make_problem()
     methods = {"sparse_strong": {"method": "posthoc", "lam": 2e-3}}

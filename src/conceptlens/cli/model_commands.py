@@ -80,6 +80,7 @@ def _explain_videos(args, model, backbone, paths: list[Path], target) -> list[st
     from ..features.video_encode import encode_videos
     from ..methods.motif import explain_video, video_as_text
     from ..methods.protocols import VideoModel
+
     if not isinstance(model, VideoModel):
         raise ConfigError(f"{paths[0]} is a video, but the model in {args.model} is a {model.name!r} "
                           "model, which explains images only; explain videos with a model fitted by "

@@ -102,7 +102,7 @@ class StreamingNewtonSolver:
                               f"Hessian rows alone need a sixth of the cap; give at least {need} bytes, or "
                               "use solver='fista'.")
         gather = max(1, own // 4 // c)
-        max_set = max(1, math.isqrt(max(1, own // 4 // (m * c))) - 1)  # blocks: m (s + 1)^2 numbers
+        max_set = max(1, int(math.isqrt(max(1, own // 4 // (m * c)))) - 1)  # blocks: m (s + 1)^2 numbers
         passes_X = X.with_options(max_memory_bytes=cap - own)
         passes_X.stats = X.stats  # one account of passes and bytes for the caller
         self.stream = _Stream(passes_X, y, m, loss, dtype)
