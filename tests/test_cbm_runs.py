@@ -8,42 +8,20 @@ import json
 
 import numpy as np
 import pytest
-from test_runs import ATTRIBUTES, tiny_setup
 
 from conceptlens.errors import ConfigError
 from conceptlens.runs import run_experiment
 from conceptlens.runs.config import GroundingConfig
+from conceptlens.testing import CONCEPT_LABELS as LABELS
+from conceptlens.testing import attribute_csv
+from conceptlens.testing import spy_run as _spy
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _spy(monkeypatch):
-    """Capture the run's context and test bundle (fit_and_evaluate's arguments)."""
-    import conceptlens.runs.experiment as experiment
-
-    seen = {}
-    real = experiment.fit_and_evaluate
-
-    def spy(methods, train, val, test, context, *a, **k):
-        seen.setdefault("context", context)
-        seen.setdefault("test", test)
-        seen.setdefault("train", train)
-        return real(methods, train, val, test, context, *a, **k)
-
-    monkeypatch.setattr(experiment, "fit_and_evaluate", spy)
-    return seen
-
-
-# test_runs' attributes and 'ears' (which cbm needs: a concept without any known label is refused)
-LABELS = ATTRIBUTES | {"ears": [0, 1, None]}
-
-
 def _class_csv(tmp_path):
-    from conceptlens.annotations import ConceptAnnotations
-
-    values = np.array([[np.nan if v is None else v for v in row] for row in LABELS.values()]).T
-    return ConceptAnnotations("class", tuple(LABELS), values, classes=("cat", "dog", "fox")).to_csv(
-        tmp_path / "attributes.csv")
+    return attribute_csv(tmp_path, LABELS)
 
 
 def _by_hand(pred: np.ndarray, truth: np.ndarray) -> tuple[list, float, float]:
@@ -156,9 +134,8 @@ def test_a_concept_labelled_method_without_annotations_fails_before_encoding(tmp
 # -- the curve itself --------------------------------------------------------------------------
 
 def _fitted_cbm(seed=0):
-    from test_runs import _bundles
-
     from conceptlens.methods import Context, get_method
+    from conceptlens.testing import toy_bundles as _bundles
 
     train, test = _bundles(seed=seed, n=90)
     concepts = ["c0", "c1", "c2", "c3"]
@@ -225,11 +202,10 @@ def test_ecbm_curve_goes_through_its_own_intervention():
     """ECBM's curve: at step n each image's first n known concepts (policy order) are held at
     their true labels by ecbm.intervene_concepts and the rest re-inferred; checked against that
     call with the mask built by hand."""
-    from test_runs import _bundles
-
     from conceptlens.intervene import labelled_intervention_curve
     from conceptlens.intervene.interventions import Reference, rank_concepts
     from conceptlens.methods import Context, get_method
+    from conceptlens.testing import toy_bundles as _bundles
 
     train, test = _bundles(seed=2, n=60)
     class_truth = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 0]], float)

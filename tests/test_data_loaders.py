@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 import pytest
-from conftest import write_png
 
 from conceptlens.data import load_dataset, load_image_folder, load_manifest, normalize_class_names
 from conceptlens.errors import ConfigError, DataError
+from conceptlens.testing import write_png
 
 
 def test_folder_reads_classes_in_sorted_order(image_folder):

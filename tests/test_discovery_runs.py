@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_runs import tiny_setup
 
 import conceptlens.runs.discovery as discovery_run
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.methods import METHODS, Method
 from conceptlens.runs.config import DiscoveryConfig
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 WORDS = ["shoe", "boot", "red", "blue", "striped", "soft", "leather", "sleeve", "collar", "heel",
          "strap", "wool", "dark", "bright", "round", "long"]
@@ -393,13 +393,13 @@ def test_a_run_with_discovering_methods(fakes, tmp_path, monkeypatch, words_file
 def test_discover_command(tmp_path, monkeypatch, capsys, words_file):
     """`conceptlens discover` on a tiny folder pool: the table, the summary, the saved SAE (for
     this backbone) and the names CSV; a second call trains nothing; bad input is a message."""
-    from conftest import write_png
     from tiny_backbone import TinyBackbone
 
     import conceptlens.backbones
     import conceptlens.discovery.sae as sae_module
     from conceptlens.cli import main
     from conceptlens.discovery.sae import SparseAutoencoder
+    from conceptlens.testing import write_png
 
     monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
     pool = tmp_path / "pool"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_methods import FAST, M, make_problem
 
 from conceptlens.errors import ConfigError
 from conceptlens.explain import contributions, deletion_curves, explain_image, top_images
@@ -19,6 +18,8 @@ from conceptlens.intervene import (
 )
 from conceptlens.intervene.interventions import POLICIES, class_level_truth
 from conceptlens.methods import METHODS, Method, get_method
+from conceptlens.testing import FAST_PARAMS as FAST
+from conceptlens.testing import M, make_problem
 
 
 @pytest.fixture(scope="module")

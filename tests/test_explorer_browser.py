@@ -12,10 +12,11 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'conceptlens[serve]')")
 pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
 
-from test_service import CONCEPTS, make_model
-from tiny_backbone import TinyBackbone
 
 from conceptlens.service import ServerThread, create_app
+from conceptlens.testing import SERVICE_CONCEPTS as CONCEPTS
+from conceptlens.testing import TinyBackbone
+from conceptlens.testing import service_model as make_model
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import write_png
 from PIL import Image
 from tiny_backbone import TinyBackbone
 
@@ -15,6 +14,7 @@ from conceptlens.data import load_dataset, load_image_folder
 from conceptlens.data.images import FileImages
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.features import FeatureCache, encode_dataset
+from conceptlens.testing import write_png
 
 
 def decode(path, **kw) -> np.ndarray:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
-from test_methods import make_problem
 
 from conceptlens._io import save_tensors
 from conceptlens.errors import DataError
 from conceptlens.methods import Method, get_method
+from conceptlens.testing import make_problem
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,15 @@ import json
 
 import numpy as np
 import pytest
-from test_cbm_runs import _class_csv, _spy
-from test_runs import tiny_setup
 
 from conceptlens.errors import ConfigError
 from conceptlens.methods import METHODS, get_method, make_method
 from conceptlens.methods.aliases import METHOD_KEY
 from conceptlens.runs import run_experiment
 from conceptlens.runs.config import GroundingConfig, RunConfig, load_config, to_toml, validate_config
+from conceptlens.testing import CONCEPT_LABELS, attribute_csv
+from conceptlens.testing import spy_run as _spy
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,7 +104,7 @@ def test_one_run_holds_two_cbm_modes_each_its_own_row(tmp_path, monkeypatch):
     make = tiny_setup(tmp_path, monkeypatch)
     seen = _spy(monkeypatch)
     cfg = make({k: dict(v) for k, v in TWO_MODES.items()}, nec=0,
-               grounding=GroundingConfig(str(_class_csv(tmp_path)), 2, 0.8, "none"))
+               grounding=GroundingConfig(str(attribute_csv(tmp_path, CONCEPT_LABELS)), 2, 0.8, "none"))
     cfg.concepts.per_class, cfg.concepts.filter = 4, False
     out = run_experiment(cfg)
     folder = tmp_path / "out"
@@ -138,11 +139,10 @@ def test_one_run_holds_two_cbm_modes_each_its_own_row(tmp_path, monkeypatch):
 def test_an_aliased_model_refits_at_nec_as_its_registered_method():
     """protocol 'refit' refits with the registered method even when the table (and the fitted
     instance) carry a display name; the reference is a direct posthoc fit with target_nec."""
-    from test_methods import make_problem
-
     from conceptlens.evaluation import evaluate
     from conceptlens.evaluation.nec import accuracy_at_nec
     from conceptlens.runs.experiment import fit_and_evaluate
+    from conceptlens.testing import make_problem
 
     train, val, test, ctx = make_problem()
     methods = {"sparse_strong": {"method": "posthoc", "lam": 2e-3}}

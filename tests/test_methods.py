@@ -9,60 +9,14 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from conceptlens.discovery import SparseAutoencoder
 from conceptlens.errors import ConfigError, NotFittedError
-from conceptlens.features import FeatureBundle
-from conceptlens.methods import METHODS, Context, DiscoveryInputs, Method, get_method, learn_cavs
+from conceptlens.methods import METHODS, Context, Method, get_method, learn_cavs
 from conceptlens.methods.base import check_params
 from conceptlens.methods.label_free import cos_cubed
 from conceptlens.methods.labo import labo_objective
+from conceptlens.testing import FAST_PARAMS as FAST
+from conceptlens.testing import K, M, make_problem
 from conceptlens.testing.params import check_invalid_params, invalid_settings
-
-M, K, D, F = 4, 12, 16, 24  # classes, concepts, embedding dim, feature dim
-FAST = {"labo": {"optimizer": "lbfgs", "max_iter": 100}, "label_free": {"steps": 200, "lam": 1e-3},
-        "sparse_cbm": {"epochs": 150}, "posthoc": {"lam": 1e-3}, "posthoc_hybrid": {"lam": 1e-3},
-        "knobo": {"min_val": 2, "lr": 1e-2, "epochs": 100},
-        "v2c": {"optimizer": "lbfgs", "max_iter": 100, "n_images": 40, "top_k": 3, "per_class": 6},
-        "dn_cbm": {"epochs": 100, "lr": 1e-2, "lam": 0.1}, "cbm": {}, "ecbm": {"hidden": 32, "epochs": 60},
-        "motif": {"epochs": 30}}
-
-
-def make_problem(n_per_class=30, seed=0, noise=0.6):
-    """Concepts 3c..3c+2 belong to class c; an image mixes its class's concept vectors.
-    The concepts are the same for every seed; `seed` draws the images."""
-    fixed = np.random.default_rng(1234)
-    rng = np.random.default_rng(seed)
-    concepts = fixed.normal(size=(K, D))
-    concepts /= np.linalg.norm(concepts, axis=1, keepdims=True)
-    prior = np.zeros((M, K), np.float32)
-    for c in range(M):
-        prior[c, 3 * c : 3 * c + 3] = 1
-    proj = fixed.normal(size=(D, F))
-
-    def bundle(n):
-        labels = np.repeat(np.arange(M), n)
-        emb = prior[labels] @ concepts + noise * rng.normal(size=(len(labels), D))
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        return FeatureBundle([str(i) for i in range(len(labels))], labels, tuple("abcd"),
-                             emb.astype(np.float32), (emb @ proj).astype(np.float32), "toy")
-
-    class_emb = prior @ concepts
-    class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
-    train, val, test = bundle(n_per_class), bundle(10), bundle(25)
-    # drawn after the splits, so they are unchanged: what methods that discover their concepts read:
-    # an unlabelled pool, a codebook and an SAE whose latents are the concept vectors (named by a
-    # word list of the concept texts)
-    sae = SparseAutoencoder(np.zeros(D), concepts, np.zeros(K), concepts.T, np.ones(K),
-                            {"backbone_id": "toy", "input": "normalised"})
-    discovery = DiscoveryInputs(pool_embedding=bundle(50).embedding,
-                                codebook_texts=tuple(f"word {i}" for i in range(K)),
-                                codebook_embedding=concepts.astype(np.float32),
-                                words=tuple(f"concept {i}" for i in range(K)),
-                                word_embedding=concepts.astype(np.float32), sae=sae)
-    ctx = Context(tuple("abcd"), [f"concept {i}" for i in range(K)], concepts.astype(np.float32),
-                  prior, class_emb.astype(np.float32), "toy", discovery=discovery,
-                  class_truth=prior.astype(np.float64))  # annotated truth = the prior (cbm, ecbm)
-    return train, val, test, ctx
 
 
 @pytest.fixture(scope="module")

@@ -132,8 +132,9 @@ def test_encode_command_writes_norms_read_back_by_precomputed(image_folder, tmp_
 
 
 def test_hf_clip_norms_are_the_projection_outputs(tmp_path):
-    from test_backbones import _save_tiny
     from transformers import AutoModel, AutoTokenizer
+
+    from conceptlens.testing import save_tiny_hf as _save_tiny
 
     folder = _save_tiny(tmp_path / "clip", "clip")
     bb = get_backbone(f"hf:{folder}")

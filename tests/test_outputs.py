@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from test_runs import tiny_setup
 
 import conceptlens.runs.experiment as experiment
 from conceptlens.cli import main
 from conceptlens.errors import ConfigError
 from conceptlens.runs import load_config, run_experiment
 from conceptlens.runs.record import check_output_dir
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 
 def _siblings(folder):

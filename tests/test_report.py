@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
-from test_methods import make_problem
 
 from conceptlens.intervene import edit_model
 from conceptlens.methods import get_method
 from conceptlens.report import build_report, write_report
+from conceptlens.testing import make_problem
 
 SECTIONS = ("summary", "class-weights", "grounding", "examples", "gallery", "confusion-matrix",
             "faithfulness", "edit-log")
@@ -100,9 +99,8 @@ def test_report_is_self_contained(report_inputs):
     assert "spurious background" in page  # the edit log
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from conceptlens.testing import CHROMIUM  # noqa: E402
+from conceptlens.testing import CHROMIUM_FLAGS as FLAGS  # noqa: E402
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
@@ -196,8 +194,17 @@ def _discovering(model, needs):
     """A copy of `model` that says it found its own concepts (as dn_cbm / v2c do)."""
     import copy
 
+    from conceptlens.methods.dn_cbm import latent_naming
+    from conceptlens.methods.protocols import DiscoveryRecord
+    from conceptlens.methods.v2c import class_tokens
+
     model = copy.deepcopy(model)
     model.discovers_concepts, model.discovery_needs = True, needs
+    # what dn_cbm and v2c tell the report (methods/protocols.py: Discovering), read when the report is built
+    if "sae" in needs:
+        model.discovery_record = lambda: DiscoveryRecord("latents", latents=latent_naming(model))
+    else:
+        model.discovery_record = lambda: DiscoveryRecord("tokens", class_tokens=class_tokens(model))
     return model
 
 

@@ -12,8 +12,6 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from test_attribution import QuadrantBackbone, _patch_image
-from test_report import CHROMIUM, FLAGS
 
 from conceptlens.explain import explain_image
 from conceptlens.explain.attribution import attribute, predictor_for
@@ -22,6 +20,9 @@ from conceptlens.methods import Context, get_method
 from conceptlens.report import build_report, write_report
 from conceptlens.report.heatmaps import overlay, png_uri
 from conceptlens.runs.experiment import score_concept_labels
+from conceptlens.testing import CHROMIUM, QuadrantBackbone
+from conceptlens.testing import CHROMIUM_FLAGS as FLAGS
+from conceptlens.testing import patch_image as _patch_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONCEPTS = ["bright patch", "dim patch", "<b>left</b> & half"]  # a concept name that is markup
@@ -168,7 +169,7 @@ def test_heat_maps_say_why_they_are_missing(labelled_run):
 
 
 def test_a_model_without_concept_labels_gets_neither_section():
-    from test_methods import make_problem
+    from conceptlens.testing import make_problem
 
     train, val, test, ctx = make_problem()
     model = get_method("posthoc", lam=1e-3).fit(train, ctx, val)

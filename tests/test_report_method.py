@@ -9,12 +9,12 @@ import re
 
 import numpy as np
 import pytest
-from test_runs import tiny_setup
 
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.runs import load_config, run_experiment
 from conceptlens.runs.config import to_toml
 from conceptlens.runs.experiment import NO_VALIDATION, choose_report_method
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {"epochs": 20}, "label_free": {}}

@@ -8,9 +8,9 @@ import re
 import shutil
 
 import pytest
-from test_runs import tiny_setup
 
 from conceptlens.cli import main
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {"epochs": 20}, "label_free": {}}

@@ -9,6 +9,8 @@ import pytest
 from conceptlens.errors import ConfigError
 from conceptlens.runs import load_config, run_experiment
 from conceptlens.runs.config import to_toml
+from conceptlens.testing import ATTRIBUTES, attribute_csv, toy_bundles
+from conceptlens.testing import tiny_run_setup as tiny_setup
 
 
 def test_config_defaults_and_round_trip(tmp_path):
@@ -40,10 +42,10 @@ def test_recorded_run_on_an_image_folder(tmp_path):
     """End to end on a real (tiny) dataset with a precomputed backbone: the output folder
     holds everything needed to reproduce the result, and saved models reload."""
     import numpy as np
-    from conftest import write_png
     from safetensors.numpy import save_file
 
     from conceptlens.methods import Method
+    from conceptlens.testing import write_png
 
     root = tmp_path / "images"
     rng = np.random.default_rng(0)
@@ -80,56 +82,6 @@ def test_recorded_run_on_an_image_folder(tmp_path):
 
 # -- small in-process runs on the TinyBackbone ------------------------------------------
 
-def tiny_setup(tmp_path, monkeypatch, classes=("cat", "dog", "fox"), per_class=12):
-    """An image folder, a concept file and the TinyBackbone standing in for the offline one;
-    returns a function making a RunConfig for it (text-only filters stubbed: they load the
-    sentence encoder, which these tests do not need)."""
-    from conftest import write_png
-    from tiny_backbone import TinyBackbone
-
-    import conceptlens.backbones
-    import conceptlens.runs.experiment as experiment
-    from conceptlens.concepts.pipeline import FilterResult
-    from conceptlens.runs.config import ConceptConfig, DataConfig, FewShotConfig, RunConfig
-
-    root = tmp_path / "images"
-    for c, name in enumerate(classes):
-        for i in range(per_class):
-            write_png(root / name / f"{i}.png", (80 * c + 3 * i, 200 - 60 * c, 7 * i))
-    concepts = tmp_path / "class2concepts.json"
-    words = ["fur", "tail", "whiskers", "paws", "snout", "ears", "stripes", "spots", "claws"]
-    concepts.write_text(json.dumps({name: [*words[3 * c: 3 * c + 3], words[(3 * c + 4) % 9]]
-                                    for c, name in enumerate(classes)}))
-    monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
-    monkeypatch.setattr(experiment, "run_filters", lambda c, *a, **k: FilterResult(c))
-
-    def make(methods=None, **changes):
-        cfg = RunConfig(data=DataConfig(str(root), 6, 0, 0, 0),
-                        concepts=ConceptConfig([], str(concepts), True, 0.2, 2, "submodular", 0.1),
-                        methods=methods or {"zero_shot": {}, "linear_probe": {}},
-                        fewshot=FewShotConfig(), nec=2, output_dir=str(tmp_path / "out"),
-                        cache_dir=str(tmp_path / "cache"), progress=False)
-        for k, v in changes.items():
-            setattr(cfg, k, v)
-        return cfg
-
-    return make
-
-
-def _bundles(seed=0, n=60, k=3, d=6):
-    import numpy as np
-
-    from conceptlens.features import FeatureBundle
-
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % k
-    centres = rng.normal(size=(k, d))
-    x = centres[labels] + 0.7 * rng.normal(size=(n, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    b = FeatureBundle([f"i{i}" for i in range(n)], labels, ("a", "b", "c"), x.astype("float32"), None, "t")
-    return b.rows(range(0, n, 2)), b.rows(range(1, n, 2))
-
-
 def test_evaluate_at_nec_protocols():
     """"refit" refits a method with a sparse final layer and prunes a dense one; "prune" never
     refits; "vlg" fits a new layer (evaluation/nec.py). References: a fresh fit with
@@ -140,7 +92,7 @@ def test_evaluate_at_nec_protocols():
     from conceptlens.methods import Context, get_method
     from conceptlens.runs.experiment import evaluate_at_nec
 
-    train, test = _bundles()
+    train, test = toy_bundles()
     rng = np.random.default_rng(1)
     C = rng.normal(size=(8, 6))
     C /= np.linalg.norm(C, axis=1, keepdims=True)
@@ -246,21 +198,9 @@ def test_run_records_nec_protocol_and_data_options(tmp_path, monkeypatch):
     assert results["nec_protocol"] == "prune"
 
 
-ATTRIBUTES = {"Fur": [1, 1, 0], "tail": [1, 0, 1], "whiskers": [1, 0, None], "paws": [0, 1, 1],
-              "snout": [0, 1, 1], "stripes": [0, 0, 1], "spots": [1, 0, 1], "claws": [0, 1, 0],
-              "wings": [0, 0, 0]}  # (cat, dog, fox); 'ears' is not annotated
-
-
 def _attribute_csv(tmp_path):
-    """Class-level annotations for tiny_setup's classes and concept words (matched by normalised
-    text: 'Fur' matches 'fur'); 'wings' matches no concept and the concept 'ears' no attribute."""
-    import numpy as np
-
-    from conceptlens.annotations import ConceptAnnotations
-
-    values = np.array([[np.nan if v is None else v for v in row] for row in ATTRIBUTES.values()]).T
-    ann = ConceptAnnotations("class", tuple(ATTRIBUTES), values, classes=("cat", "dog", "fox"))
-    return ann.to_csv(tmp_path / "attributes.csv")
+    """Class-level annotations for tiny_setup's classes and concept words (testing.ATTRIBUTES)."""
+    return attribute_csv(tmp_path)
 
 
 def test_grounding_beside_accuracy_in_every_output(tmp_path, monkeypatch):

@@ -19,54 +19,21 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'conceptlens[serve]')")
 
 from fastapi.testclient import TestClient
-from tiny_backbone import TinyBackbone
 
 from conceptlens.errors import ConfigError
 from conceptlens.explain.contributions import contributions
 from conceptlens.features import FeatureBundle
 from conceptlens.intervene import edit_model, intervene
-from conceptlens.methods import Context, Method, get_method
+from conceptlens.methods import Method
 from conceptlens.methods.base import softmax
 from conceptlens.service import ServerThread, create_app, token_for_host
+from conceptlens.testing import SERVICE_CLASSES as CLASSES
+from conceptlens.testing import SERVICE_CONCEPTS as CONCEPTS
+from conceptlens.testing import TinyBackbone
+from conceptlens.testing import decode_png as _pixels
+from conceptlens.testing import service_model as make_model
 
-CLASSES = ("cat", "dog", "red fox")
-CONCEPTS = ["reddish fur", "green grass", "blue sky", "stripes", "pointed ears"]
 TOKEN = "a-test-token-of-24-chars"
-
-
-def _pixels(path: Path) -> np.ndarray:
-    """The reference decode: plain PIL, independent of the service's decoder."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def make_model(root: Path) -> tuple[Path, Path]:
-    """(model folder, images folder): 3 classes x 5 noisy 16x16 colour squares, a PCBM-h (it has
-    a residual, so the contributions alone do not make the logit) fitted on TinyBackbone."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    paths, labels = [], []
-    for c, name in enumerate(CLASSES):
-        for i in range(5):
-            base = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][c])
-            pixels = np.clip(base + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
-            path = root / "images" / name / f"{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-            paths.append(path)
-            labels.append(c)
-    backbone = TinyBackbone()
-    out = backbone.encode_images([_pixels(p) for p in paths])
-    train = FeatureBundle([str(p) for p in paths], np.array(labels), CLASSES, out["embedding"],
-                          out["features"], backbone.id, embedding_norm=out["embedding_norm"])
-    ctx = Context(CLASSES, CONCEPTS, backbone.encode_texts(CONCEPTS),
-                  class_embedding=backbone.encode_texts(list(CLASSES)), backbone_id=backbone.id,
-                  preprocess_id=backbone.preprocess_id)
-    get_method("posthoc_hybrid", lam=1e-3).fit(train, ctx).save(root / "model")
-    return root / "model", root / "images"
 
 
 @pytest.fixture(scope="module")

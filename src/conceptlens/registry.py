@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from .errors import ConfigError, closest
@@ -25,6 +26,25 @@ class Registry(Generic[T]):
             return factory
 
         return decorate
+
+    def unregister(self, name: str) -> Callable[..., T]:
+        """Remove `name` (ConfigError when it is not registered); returns its factory."""
+        self.get(name)  # the usual error, with the known names
+        return self._factories.pop(name)
+
+    @contextmanager
+    def registered(self, name: str, factory: Callable[..., T]) -> Iterator[Callable[..., T]]:
+        """`factory` registered as `name` for the block only (a throwaway entry in a test):
+
+            with METHODS.registered("my_method", MyMethod):
+                check_method("my_method")
+        """
+        self.register(name)(factory)
+        try:
+            yield factory
+        finally:
+            if self._factories.get(name) is factory:
+                del self._factories[name]
 
     def names(self) -> list[str]:
         return sorted(self._factories)

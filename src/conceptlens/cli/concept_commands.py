@@ -303,7 +303,8 @@ def grounding_inputs(args):
         data = load_dataset(args.dataset)
     else:
         model, backbone = _load(args)
-        if not model.needs_concepts and not args.raw:
+        from ..methods.tags import get_tags
+        if not get_tags(model).needs_concepts and not args.raw:
             raise ConfigError(f"{args.model} is a {model.name!r} model, which has no concepts to ground; "
                               "give a concept model, or --raw to score the backbone's raw similarities.")
         data = _dataset(args, model)
@@ -322,7 +323,8 @@ def judged_models(path: str) -> dict:
         models = {}
         for sub in sorted(p for p in (folder / "models").iterdir() if (p / "model.json").is_file()):
             model = Method.load(sub)
-            if getattr(model, "needs_concepts", False) or getattr(model, "discovers_concepts", False):
+            from ..methods.tags import get_tags
+            if get_tags(model).needs_concepts or get_tags(model).discovers_concepts:
                 models[sub.name] = model
         if models:
             return models
@@ -413,7 +415,9 @@ def cmd_evaluate(args) -> int:
         what = f"{model.name} ({args.model})"
     activations = (_raw_activations(backbone, bundle, concepts, cache) if args.raw
                    else model.transform(bundle))
-    kept = None if model is None or args.raw else getattr(model, "bottleneck_", None)
+    from ..methods.protocols import HasBottleneck
+    kept = (None if model is None or args.raw or not isinstance(model, HasBottleneck)
+            else model.bottleneck_)
     if kept is not None:  # a bottleneck that dropped concepts (KnoBo): score what it kept, as runs do
         kept = np.asarray(kept, dtype=np.int64)
         activations, concepts = activations[:, kept], [concepts[j] for j in kept]

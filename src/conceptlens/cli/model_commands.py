@@ -89,8 +89,9 @@ def _explain_videos(args, model, backbone, paths: list[Path], target) -> list[st
 
     from ..features.video_encode import encode_videos
     from ..methods.motif import explain_video, video_as_text
+    from ..methods.protocols import VideoModel
 
-    if not hasattr(model, "video_sampling"):
+    if not isinstance(model, VideoModel):
         raise ConfigError(f"{paths[0]} is a video, but the model in {args.model} is a {model.name!r} "
                           "model, which explains images only; explain videos with a model fitted by "
                           "the 'motif' method.")
@@ -417,7 +418,8 @@ def _report_run(args, folder: Path) -> int:
     r = results[name]
     faithfulness = ({"area_top": r["deletion_area_top"], "area_random": r["deletion_area_random"]}
                     if r.get("deletion_area_top") is not None else None)
-    discovered = {n: m for n, m in models.items() if m.discovers_concepts}
+    from ..methods.tags import get_tags
+    discovered = {n: m for n, m in models.items() if get_tags(m).discovers_concepts}
     write_report(args.out, model, shown, test, train, _image_reader(data),
                  title=report_title(name, data.name, chosen) + f", run {folder.resolve().name}",
                  faithfulness=faithfulness, grounding=grounding, discovered=discovered,

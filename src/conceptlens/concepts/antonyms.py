@@ -29,8 +29,7 @@ OPPOSITES = frozenset(frozenset(p) for p in (
     ("single", "double"), ("one", "two"), ("striped", "plain"), ("spotted", "plain"), ("upper", "lower"),
     ("inside", "outside"), ("open", "closed"), ("light", "dark"), ("high", "low")))
 # two different colours are contrasting modifiers too: "red wing" is no duplicate of "blue wing"
-COLOURS = frozenset("""red orange yellow green blue purple violet pink brown black white grey gray
-beige tan cream buff olive maroon crimson scarlet ivory gold golden silver chestnut rufous""".split())
+COLOURS = frozenset(["red", "orange", "yellow", "green", "blue", "purple", "violet", "pink", "brown", "black", "white", "grey", "gray", "beige", "tan", "cream", "buff", "olive", "maroon", "crimson", "scarlet", "ivory", "gold", "golden", "silver", "chestnut", "rufous"])
 _WORDS = re.compile(r"[a-z0-9]+")
 
 

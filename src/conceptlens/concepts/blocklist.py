@@ -35,16 +35,7 @@ ALLOWED = frozenset({"cock", "tit", "tits", "knob", "screw", "strip", "weed", "s
                      "kill", "hell", "balls", "bloody", "crack", "bang", "hump", "ass", "fat", "crotch",
                      "nipple", "nipples", "panties", "tramp", "seaman", "bra", "thong", "booby", "boobies",
                      "pecker", "woodpecker", "beaver", "bone", "butt", "rump", "breast", "breasts"})
-SENSITIVE = frozenset("""
-negro negroes negress mulatto mulattos octoroon quadroon half-breed halfbreed
-interracial miscegenation slave slaves slavery enslaved
-autism autistic asperger aspergers retard retarded retardation imbecile idiot moron cretin lunatic
-sociopath sociopathic psychopath psychopathic psycho schizophrenic schizophrenia insane insanity
-crippled cripple midget dwarfism handicapped spastic mongoloid
-homosexual homosexuality transsexual transvestite tranny hermaphrodite
-rape raped rapist genocide holocaust lynching lynch suicide suicidal massacre terrorist
-nazi nazis swastika
-""".split())
+SENSITIVE = frozenset(["negro", "negroes", "negress", "mulatto", "mulattos", "octoroon", "quadroon", "half-breed", "halfbreed", "interracial", "miscegenation", "slave", "slaves", "slavery", "enslaved", "autism", "autistic", "asperger", "aspergers", "retard", "retarded", "retardation", "imbecile", "idiot", "moron", "cretin", "lunatic", "sociopath", "sociopathic", "psychopath", "psychopathic", "psycho", "schizophrenic", "schizophrenia", "insane", "insanity", "crippled", "cripple", "midget", "dwarfism", "handicapped", "spastic", "mongoloid", "homosexual", "homosexuality", "transsexual", "transvestite", "tranny", "hermaphrodite", "rape", "raped", "rapist", "genocide", "holocaust", "lynching", "lynch", "suicide", "suicidal", "massacre", "terrorist", "nazi", "nazis", "swastika"])
 # WordNet 3.0 usage domains of senses no concept may carry
 BAD_DOMAINS = frozenset({"obscenity.n.02", "vulgarism.n.01", "ethnic_slur.n.01", "disparagement.n.01"})
 _WORDS = re.compile(r"[a-z]+(?:[-'][a-z]+)*")

@@ -82,7 +82,6 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..methods.aliases import make_method
 from ..solvers.glm import fit_elastic_net
 from .metrics import evaluate, prune_to_nec
 
@@ -228,7 +227,8 @@ def vlg_at_nec(model, train, nec: float, lam: float = VLG_LAM, alpha: float = VL
 def _check(model, nec, protocol, context) -> None:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"accuracy_at_nec: unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
-    if not getattr(model, "needs_concepts", True) or not hasattr(model, "class_weights_"):
+    from ..methods.tags import get_tags
+    if not get_tags(model).needs_concepts or not hasattr(model, "class_weights_"):
         raise ConfigError(f"accuracy_at_nec: {getattr(model, 'name', model)!r} has no concept layer, "
                           "so NEC is not defined for it; leave it out of the NEC comparison.")
     k = np.asarray(model.class_weights_).shape[1]
@@ -238,7 +238,7 @@ def _check(model, nec, protocol, context) -> None:
     if protocol == "prune" and int(nec) != nec:
         raise ConfigError(f"accuracy_at_nec(protocol='prune') keeps a whole number of weights per class; "
                           f"got nec={nec!r}.")
-    if protocol == "refit" and getattr(model, "refit_at_nec", False) and context is None:
+    if protocol == "refit" and get_tags(model).refit_at_nec and context is None:
         raise ConfigError(f"accuracy_at_nec(protocol='refit'): refitting {model.name} needs the Context "
                           "it was fitted with; pass context=.")
 
@@ -253,6 +253,8 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
     "positive". `vlg_options`: lam, alpha, n_lambdas, epsilon, tol, max_iter (the reference's
     defaults), positive (None: the model's own).
     """
+    from ..methods.tags import get_tags
+
     _check(model, nec, protocol, context)
     if vlg_options and protocol != "vlg":
         raise ConfigError(f"accuracy_at_nec: {sorted(vlg_options)} apply to protocol='vlg' only; "
@@ -261,7 +263,9 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
     if protocol == "vlg":
         at, details = vlg_at_nec(model, train, nec, **vlg_options)
         how = "vlg"
-    elif protocol == "refit" and getattr(model, "refit_at_nec", False):
+    elif protocol == "refit" and get_tags(model).refit_at_nec:
+        from ..methods.aliases import make_method
+
         params = {**model.get_params(deep=False), "target_nec": nec}
         # the class's registered name: an instance may carry a run's display name (an alias)
         at = make_method(type(model).name, params).fit(train, context, val)

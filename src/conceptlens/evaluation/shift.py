@@ -48,7 +48,8 @@ def mean_shift(rows) -> dict:
 
 def supports_test_time(model) -> bool:
     """Test-time improvement edits a concept layer's weights: methods with one only."""
-    return bool(getattr(model, "needs_concepts", False)) and hasattr(model, "class_weights_") \
+    from ..methods.tags import get_tags
+    return get_tags(model).needs_concepts and hasattr(model, "class_weights_") \
         and hasattr(model, "concepts_")
 
 

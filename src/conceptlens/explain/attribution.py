@@ -70,6 +70,7 @@ from ..backbones.hf import HFBackbone
 from ..backbones.offline import OfflineBackbone
 from ..errors import ConfigError, DataError, closest
 from ..features.bundle import FeatureBundle
+from ..methods.protocols import TorchForward
 
 ATTRIBUTION_METHODS = ("ig", "grad_x_input")
 KINDS = ("concept", "class")
@@ -164,39 +165,6 @@ def _t(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float32))
 
 
-def _cbm_predictor(model) -> TorchPredictor:
-    mean, scale = _t(model.mean_), _t(model.scale_)
-    coef, bias = _t(model.concept_coef_), _t(model.concept_intercept_)
-    hidden = (_t(model.hidden_coef_), _t(model.hidden_intercept_)) if model.concept_head == "mlp" else None
-    W, b = _t(model.class_weights_), _t(model.intercept())
-    sigmoid = model.sigmoid_
-
-    def concepts(x):
-        z = (x - mean) / scale
-        if hidden is not None:
-            z = torch.relu(z @ hidden[0].T + hidden[1])
-        return z @ coef.T + bias
-
-    def classes(x):
-        logits = concepts(x)
-        return (torch.sigmoid(logits) if sigmoid else logits) @ W.T * model.head_scale + b
-
-    return TorchPredictor(tuple(model.concepts_), tuple(model.classes_), model.input, concepts, classes,
-                          "cbm")
-
-
-def _ecbm_predictor(model) -> TorchPredictor:
-    net = model.net_  # eval mode: no dropout
-    mean, scale = _t(model.mean_), _t(model.scale_)
-
-    def concepts(x):
-        energies = net.concept_energies(net.xc((x - mean) / scale))  # (b, k, 2): c_k = 0, c_k = 1
-        return energies[..., 0] - energies[..., 1]  # lower energy = more likely, so a logit of c_k = 1
-
-    return TorchPredictor(tuple(model.concepts_), tuple(model.classes_), model.feature_key_, concepts, None,
-                          "ecbm")
-
-
 def _affine_probe(fn: Callable[[np.ndarray], np.ndarray], d: int, seed: int = 0,
                   rtol: float = 1e-3) -> tuple[np.ndarray, np.ndarray] | None:
     """(M (out, d), c (out,)) with fn(X) = X @ M.T + c, or None where fn is not affine: read at 0 and
@@ -224,11 +192,11 @@ def predictor_for(model, input_dim: int | None = None) -> TorchPredictor:
     if check is None:
         raise ConfigError(f"expected a fitted conceptlens model or a TorchPredictor; got {type(model)}.")
     check()
-    registered = getattr(type(model), "name", "")  # the class's: a run may label an instance otherwise
-    if registered == "cbm" and hasattr(model, "concept_coef_"):
-        return _cbm_predictor(model)
-    if registered == "ecbm" and hasattr(model, "net_xc_weight_"):
-        return _ecbm_predictor(model)
+    forward = model.torch_forward() if isinstance(model, TorchForward) else None
+    if forward is not None:  # an exact torch forward (methods/protocols.py)
+        concept_fn, class_fn, key = forward
+        return TorchPredictor(tuple(model.concepts_), tuple(model.classes_), key, concept_fn, class_fn,
+                              getattr(type(model), "name", ""))
 
     key = getattr(model, "feature_key_", model.input)
     d = int(input_dim) if input_dim else _input_dim(model)
@@ -248,7 +216,8 @@ def predictor_for(model, input_dim: int | None = None) -> TorchPredictor:
         raise ConfigError(
             f"method {model.name!r}: its concept activations are not an affine function of its input, and "
             "no differentiable concept predictor is known for it, so input attributions cannot be "
-            "computed. Supported: cbm, ecbm, and methods whose transform is affine in the embedding "
+            "computed. Supported: methods with an exact torch forward (tags.differentiable: cbm, ecbm), and "
+            "methods whose transform is affine in the embedding "
             "(label_free, linear_probe, zero_shot, ...); or score concepts by similarity "
             "(similarity_predictor)."
         )
@@ -260,8 +229,9 @@ def predictor_for(model, input_dim: int | None = None) -> TorchPredictor:
 
 
 def _input_dim(model) -> int:
-    if model.name == "linear_probe":  # its concepts are the standardised input dimensions
-        return len(model.mean_)
+    n = getattr(model, "n_features_in_", None)  # scikit-learn's name, where a method declares it
+    if isinstance(n, int | np.integer):
+        return int(n)
     for name in ("projection_", "prompt_embedding_", "concept_embedding_", "encoder_"):
         a = getattr(model, name, None)
         if a is not None and np.ndim(a) == 2:

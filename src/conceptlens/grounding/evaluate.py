@@ -267,14 +267,16 @@ class Grounding:
 
     def evaluate(self, model, bundle) -> dict | None:
         """The measures of a fitted model on `bundle`; None for a method without concepts."""
-        if not getattr(model, "needs_concepts", True):
+        from ..methods.tags import get_tags
+        if not get_tags(model).needs_concepts:
             return None
         model.check_fitted()
         if tuple(model.classes_) != self.classes:
             raise DataError(f"the model's classes {list(model.classes_)[:5]} differ from the annotated "
                             f"run's {list(self.classes)[:5]}.")
         A, concepts, W = model.transform(bundle), list(model.concepts_), np.asarray(model.class_weights_)
-        kept = getattr(model, "bottleneck_", None)
+        from ..methods.protocols import HasBottleneck
+        kept = model.bottleneck_ if isinstance(model, HasBottleneck) else None
         if kept is not None:  # a bottleneck that dropped concepts (KnoBo): score only what it kept
             kept = np.asarray(kept, dtype=np.int64)
             A, concepts, W = A[:, kept], [concepts[j] for j in kept], W[:, kept]
@@ -292,7 +294,8 @@ def evaluate_grounding(model, bundle, annotations: ConceptAnnotations, embed=Non
     Image-level annotations become class-level (for precision@k) from `class_ids`/`class_labels`
     when given (e.g. the whole dataset), else from the bundle's own images. None for a method
     without concepts."""
-    if not getattr(model, "needs_concepts", True):
+    from ..methods.tags import get_tags
+    if not get_tags(model).needs_concepts:
         return None
     ids, labels = (bundle.ids, bundle.labels) if class_ids is None else (class_ids, class_labels)
     grounding = Grounding.build(annotations, model.classes_, ids, labels, embed, k, threshold)

@@ -39,7 +39,8 @@ def top_pairs(model, k: int = 5) -> list[tuple[str, int, str, float]]:
         raise DataError(f"k must be a positive integer; got {k!r}.")
     W = np.asarray(model.class_weights_, dtype=np.float64)
     concepts = list(model.concepts_)
-    kept = getattr(model, "bottleneck_", None)
+    from ..methods.protocols import HasBottleneck
+    kept = model.bottleneck_ if isinstance(model, HasBottleneck) else None
     columns = np.arange(W.shape[1]) if kept is None else np.asarray(kept, dtype=np.int64)
     out = []
     for i, cls in enumerate(model.classes_):

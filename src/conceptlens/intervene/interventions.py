@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..methods.protocols import Intervenable
 
 STRATEGIES = ("truth", "mean", "value", "clamp")
 POLICIES = ("random", "uncertain", "contribution")
@@ -162,7 +163,7 @@ def labelled_intervention_curve(model, bundle, truth, steps: int | None = None, 
     # known concepts first, each group in the policy's order (a stable sort on "unknown")
     order = np.take_along_axis(order, np.argsort(~known[rows, order], axis=1, kind="stable"), axis=1)
     labels = np.asarray(bundle.labels)
-    own = hasattr(model, "intervene_concepts")
+    own = isinstance(model, Intervenable)
     if own:
         hard = np.where(known, truth, 0).astype(np.int64)
     else:

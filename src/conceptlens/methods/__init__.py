@@ -1,20 +1,8 @@
 """Bottleneck methods and baselines behind one estimator contract (see base.py)."""
 
-# each module registers its methods on import
-from . import (  # noqa: F401
-           cbm,
-           dn_cbm,
-           ecbm,
-           knobo,
-           label_free,
-           labo,
-           linear_probe,
-           motif,
-           posthoc,
-           sparse_cbm,
-           v2c,
-           zero_shot,
-)
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from .aliases import make_method
 from .base import METHODS, Context, DiscoveryInputs, Method, get_method
 from .cbm import CBM
@@ -32,3 +20,9 @@ __all__ = ["CBM", "ECBM", "METHODS", "CAVBank", "ConceptMatrixSearch", "Context"
            "LaBo", "LabelFree", "LinearProbe", "Method", "Motif", "PostHoc", "PostHocHybrid", "SparseCBM",
            "ZeroShot", "explain_video", "get_method", "learn_cav_bank", "learn_cavs", "make_method",
            "video_as_text"]
+
+# every module of the package is imported, so each registers its methods: adding a method is one
+# new file here, no other edit
+for _info in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    _importlib.import_module(f"{__name__}.{_info.name}")
+del _info

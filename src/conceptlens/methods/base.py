@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,6 +25,7 @@ from ..errors import ConfigError, DataError, NotFittedError, closest
 from ..ranking import predict_from_scores
 from ..registry import Registry
 from ..validation import validate_params
+from .tags import TAG_NAMES, MethodTags, get_tags, missing_context
 
 log = logging.getLogger("conceptlens")
 METHODS: Registry = Registry("method")
@@ -82,25 +83,47 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+class _TagAlias:
+    """`model.needs_concepts` and the like: a read of the method's tags (methods/tags.py), on the
+    class or an instance, kept so that code written against the old class flags still works.
+    Setting one on an instance replaces that instance's tags; a subclass that sets one as a class
+    attribute declares that tag (Method.__init_subclass__)."""
+
+    def __set_name__(self, owner, name):
+        self.field = name
+
+    def __get__(self, obj, owner=None):
+        return getattr(get_tags(owner if obj is None else obj), self.field)
+
+    def __set__(self, obj, value):
+        obj.tags = replace(get_tags(obj), **{self.field: value})
+
+
 class Method:
     """Base class. Subclasses implement `_fit` and `transform`, declare `_arrays` (the fitted
     array attributes saved to weights.safetensors; optionally `_array_shapes` hints, see
     `_check_arrays`), declare `_parameter_constraints` (every constructor parameter; override
-    `_validate` only for checks across parameters) and set the capability flags below.
-    Constructors only store their keyword arguments (scikit-learn's rule, so
-    `sklearn.base.clone` works); `fit` validates. The registry sets `name`. Every method's
-    logits are `head(transform(x))`, which is what makes explanations exact."""
+    `_validate` only for checks across parameters) and declare their `tags` (methods/tags.py:
+    which Context fields fit requires, whether it uses `val`, ...). Optional abilities are public
+    methods typed by methods/protocols.py. Constructors only store their keyword arguments
+    (scikit-learn's rule, so `sklearn.base.clone` works); `fit` validates. The registry sets
+    `name`. Every method's logits are `head(transform(x))`, which is what makes explanations
+    exact."""
 
     name = "base"
+    # what the run, the evaluation, the report and the benchmarks may ask of a method
+    tags: ClassVar[MethodTags] = MethodTags()
+    # the instance's image input ("embedding" / "features"); a method with an `on` parameter sets
+    # it in fit; the class default is tags.input
     input = "embedding"
-    # capability flags: what the run and the benchmarks may ask of a method
-    needs_concepts = True  # fit needs context.concepts and their embeddings
-    refit_at_nec = False  # sparse final layer refittable at a `target_nec` constructor parameter
-    uses_validation = False  # fit uses `val` (e.g. for model selection)
-    # finds its own concepts in fit (context.discovery) instead of taking context.concepts;
-    # discovery_needs names the DiscoveryInputs it reads: "pool", "words", "sae", "codebook"
-    discovers_concepts = False
-    discovery_needs: tuple[str, ...] = ()
+    # the tags under their old flag names (setting one on an instance changes that instance's tags)
+    needs_concepts = _TagAlias()
+    refit_at_nec = _TagAlias()
+    uses_validation = _TagAlias()
+    discovers_concepts = _TagAlias()
+    discovery_needs = _TagAlias()
+    concept_labelled = _TagAlias()
+    grounds_from_links = _TagAlias()
     _arrays: tuple[str, ...] = ()
     # shape hints per array name: a tuple whose entries are an int, "m" (classes), "k" (concepts)
     # or None (any); class_weights_ (m, k) and intercept_ (m,) are always checked
@@ -111,6 +134,28 @@ class Method:
     _parameter_constraints: ClassVar[dict[str, list]] = {}
     # an example setting per parameter, shown after a bad value's message ("lam = 7e-4")
     _parameter_examples: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # a subclass that still sets the old flags (needs_concepts = False, ...) declares those tags
+        legacy = {n: cls.__dict__[n] for n in TAG_NAMES if n in cls.__dict__
+                  and not isinstance(cls.__dict__[n], _TagAlias) and n != "input"}
+        if legacy:
+            for n in legacy:
+                delattr(cls, n)
+            tags = replace(cls.tags, **legacy)
+            if "requires" not in legacy:  # the old flags implied what fit checked
+                base = ("concepts", "concept_embedding")
+                kept = tuple(f for f in tags.requires if f not in base)
+                if tags.discovers_concepts:
+                    tags = replace(tags, requires=tuple(dict.fromkeys((*kept, "discovery"))))
+                elif not tags.needs_concepts:
+                    tags = replace(tags, requires=kept)
+            cls.tags = tags
+        if isinstance(cls.__dict__.get("input"), str) and cls.__dict__["input"] != cls.tags.input:
+            cls.tags = replace(cls.tags, input=cls.__dict__["input"])  # the old spelling of tags.input
+        if "input" not in cls.__dict__:
+            cls.input = cls.tags.input
 
     # -- parameters -------------------------------------------------------------------
     @classmethod
@@ -165,12 +210,7 @@ class Method:
     # -- fitting ----------------------------------------------------------------------
     def fit(self, train, context: Context, val=None) -> Method:
         self._validate()
-        if self.discovers_concepts:
-            if context.discovery is None:
-                raise ConfigError(f"{self.name} finds its own concepts and needs context.discovery "
-                                  f"({', '.join(self.discovery_needs)}); a run fills it from [discovery].")
-        elif self.needs_concepts and (context.concept_embedding is None or not len(context.concepts)):
-            raise ConfigError(f"{self.name} needs concepts and their embeddings in the context.")
+        self._check_context(context)
         if len(train) == 0:
             raise DataError(f"{self.name}: no training images.")
         self.classes_ = tuple(context.classes)
@@ -179,6 +219,23 @@ class Method:
         self.feature_key_ = self.input
         self._fit(train, context, val)
         return self
+
+    def _check_context(self, context: Context) -> None:
+        """Every Context field the tags' `requires` names must be given (ConfigError otherwise)."""
+        from .tags import CONTEXT_FIELD_HINTS
+
+        tags = get_tags(self)
+        missing = missing_context(tags, context)
+        if not missing:
+            return
+        if "discovery" in missing:
+            raise ConfigError(f"{self.name} finds its own concepts and needs context.discovery "
+                              f"({', '.join(tags.discovery_needs)}); a run fills it from [discovery].")
+        if {"concepts", "concept_embedding"} & set(missing):
+            raise ConfigError(f"{self.name} needs concepts and their embeddings in the context (missing: "
+                              f"{', '.join('context.' + f for f in missing)}).")
+        f = missing[0]
+        raise ConfigError(f"{self.name} needs context.{f} ({CONTEXT_FIELD_HINTS[f]}).")
 
     def _fit(self, train, context: Context, val) -> None:
         raise NotImplementedError

@@ -102,13 +102,14 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..validation import Boolean, Interval, Options
 from .base import INPUTS, METHODS, Context, Method
 
@@ -385,10 +386,10 @@ class CBM(Method):
     """
 
     name = "cbm"
-    needs_concepts = True
-    concept_labelled = True  # trains on concept labels: a run gives it annotations (runs/experiment.py)
-    refit_at_nec = False  # a dense label layer; NEC protocols refit on transform() instead
-    uses_validation = True  # sgd/adam keep the epoch with the best validation accuracy (module docstring, 7)
+    # trains on concept labels (a run gives it annotations, runs/experiment.py); a dense label layer
+    # (NEC protocols refit on transform() instead); sgd/adam keep the epoch with the best validation
+    # accuracy (module docstring, 7); an exact torch forward (torch_forward) for attributions
+    tags = replace(Method.tags, concept_labelled=True, uses_validation=True, differentiable=True)
     _base_arrays = ("class_weights_", "intercept_", "concept_coef_", "concept_intercept_", "mean_", "scale_")
     _array_shapes: ClassVar[dict[str, tuple]] = {
         "concept_coef_": ("k", None),
@@ -605,6 +606,35 @@ class CBM(Method):
         self.class_weights_ = W.detach().numpy().astype(np.float32)
         self.intercept_ = b.detach().numpy().astype(np.float32)
 
+    def torch_forward(self):
+        """(concept_fn, class_fn, input key): the concept logits and the class logits as exact torch
+        functions of the input (methods/protocols.py: TorchForward; explain/attribution.py reads it);
+        None for a model without its concept layer's arrays."""
+        self.check_fitted()
+        if not hasattr(self, "concept_coef_"):
+            return None
+
+        def t(a):
+            return torch.as_tensor(np.asarray(a, dtype=np.float32))
+
+        mean, scale = t(self.mean_), t(self.scale_)
+        coef, bias = t(self.concept_coef_), t(self.concept_intercept_)
+        hidden = (t(self.hidden_coef_), t(self.hidden_intercept_)) if self.concept_head == "mlp" else None
+        W, b = t(self.class_weights_), t(self.intercept())
+        sigmoid, head_scale = self.sigmoid_, self.head_scale
+
+        def concepts(x):
+            z = (x - mean) / scale
+            if hidden is not None:
+                z = torch.relu(z @ hidden[0].T + hidden[1])
+            return z @ coef.T + bias
+
+        def classes(x):
+            logits = concepts(x)
+            return (torch.sigmoid(logits) if sigmoid else logits) @ W.T * head_scale + b
+
+        return concepts, classes, self.input
+
     def _extra_state(self) -> dict:
         return {"input": self.input}
 
@@ -648,4 +678,3 @@ def concept_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
     full = known.all(1)
     whole = float(hit[full].all(1).mean()) if full.any() else float("nan")
     return {"per_concept": per.tolist(), "mean": float(per[known.any(0)].mean()), "whole_vector": whole}
-

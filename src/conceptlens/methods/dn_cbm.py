@@ -58,6 +58,7 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -68,6 +69,7 @@ from ..discovery.sae import INPUTS as SAE_INPUTS
 from ..errors import ConfigError, DataError
 from ..validation import Interval, Options
 from .base import METHODS, Context, Method
+from .protocols import DiscoveryRecord
 from .sparse_layer import ALPHA, POSITIVE, TARGET_NEC, fit_sparse_layer
 
 log = logging.getLogger("conceptlens")
@@ -145,6 +147,29 @@ def encode(x: np.ndarray, W: np.ndarray, b_enc: np.ndarray, b_pre: np.ndarray) -
     return np.maximum((x - b_pre) @ W.T + b_enc, 0).astype(np.float32)
 
 
+def latent_naming(model) -> list[dict] | None:
+    """Per concept of a Discover-then-Name model, its naming record (discovery/naming.py's
+    name_latents: "latent", "name", "nearest", "similarity", "second", "second_similarity",
+    "dead"), aligned with `concepts_`: from the fitted model's `naming_` (every latent) picked
+    by `latent_index_` (the SAE latent each concept is), or, for a reloaded model, from what it
+    saves (`latent_index_`, `name_similarity_`, `second_names_`); None when it has neither."""
+    k = len(model.concepts_)
+    index = getattr(model, "latent_index_", None)
+    records = getattr(model, "naming_", None)
+    if records is not None:
+        records = list(records)
+        if index is not None and len(index) == k:
+            by_latent = {r.get("latent"): r for r in records}
+            return [by_latent.get(int(j), {"latent": int(j)}) for j in index]
+        return records if len(records) == k else None
+    sims, seconds = getattr(model, "name_similarity_", None), getattr(model, "second_names_", None)
+    if index is None or sims is None or len(index) != k or len(sims) != k:
+        return None
+    seconds = list(seconds) if seconds is not None and len(seconds) == k else [None] * k
+    return [{"latent": int(j), "similarity": float(s), "second": s2}
+            for j, s, s2 in zip(index, sims, seconds, strict=True)]
+
+
 def sae_input(bundle, kind: str, name: str = "dn_cbm") -> np.ndarray:
     """The embedding in the kind the SAE was trained on: "raw" = embedding * embedding_norm,
     "normalised" = the L2-normalised embedding."""
@@ -202,12 +227,9 @@ class DNCBM(Method):
     Automated Concept Discovery", ECCV 2024.
     """
 
-    input = "embedding"
-    needs_concepts = True  # it has a concept layer; its concepts come from context.discovery
-    refit_at_nec = True
-    uses_validation = False
-    discovers_concepts = True
-    discovery_needs = ("sae", "words")
+    # a concept layer whose concepts come from context.discovery (an SAE and words to name it)
+    tags = replace(Method.tags, requires=("discovery",), refit_at_nec=True, discovers_concepts=True,
+                   discovery_needs=("sae", "words"))
     _arrays = ("class_weights_", "intercept_", "encoder_", "b_enc_", "b_pre_", "latent_index_",
                "name_similarity_")
     _array_shapes: ClassVar[dict[str, tuple]] = {
@@ -317,6 +339,11 @@ class DNCBM(Method):
             raise DataError(f"{self.name}: the SAE's encode() does not equal ReLU(W_enc (x - b_pre) + "
                             f"b_enc) from its arrays (largest difference {np.abs(mine - theirs).max():.3g}); "
                             "expected a conceptlens.discovery.sae.SparseAutoencoder.")
+
+    def discovery_record(self) -> DiscoveryRecord:
+        """Each concept an SAE latent, with its naming record (methods/protocols.py: Discovering)."""
+        self.check_fitted()
+        return DiscoveryRecord("latents", latents=latent_naming(self))
 
     def _extra_state(self) -> dict:
         return {"sae_input": self.sae_input_, "sae_backbone_id": self.sae_backbone_id_,

@@ -132,6 +132,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -280,10 +281,10 @@ class ECBM(Method):
     """
 
     name = "ecbm"
-    needs_concepts = True
-    concept_labelled = True  # trains on concept labels: a run gives it annotations (runs/experiment.py)
-    refit_at_nec = False
-    uses_validation = True  # the epoch with the lowest validation loss is kept
+    # trains on concept labels (a run gives it annotations, runs/experiment.py); the epoch with the
+    # lowest validation loss is kept; its own intervention (intervene_concepts); an exact torch forward
+    tags = replace(Method.tags, concept_labelled=True, uses_validation=True, intervenable=True,
+                   differentiable=True)
     _net_arrays = (
         "U",
         "V",
@@ -493,6 +494,23 @@ class ECBM(Method):
             net.eval()
             self._net = net
         return net
+
+    def torch_forward(self):
+        """(concept_fn, None, input key): each concept's logit of c_k = 1 (the energy of c_k = 0 minus
+        that of c_k = 1) as an exact torch function of the input (methods/protocols.py:
+        TorchForward); class logits come from inference, not one forward, so None."""
+        self.check_fitted()
+        if not hasattr(self, "net_xc_weight_"):
+            return None
+        net = self.net_  # eval mode: no dropout
+        mean = torch.as_tensor(np.asarray(self.mean_, dtype=np.float32))
+        scale = torch.as_tensor(np.asarray(self.scale_, dtype=np.float32))
+
+        def concepts(x):
+            energies = net.concept_energies(net.xc((x - mean) / scale))  # (b, k, 2): c_k = 0, c_k = 1
+            return energies[..., 0] - energies[..., 1]  # lower energy = more likely: a logit of c_k = 1
+
+        return concepts, None, self.feature_key_
 
     def _extra_state(self) -> dict:
         return {"input": self.input}

@@ -89,6 +89,7 @@ import copy
 import logging
 import random
 import warnings
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -253,10 +254,10 @@ class KnoBo(Method):
     """
 
     name = "knobo"
-    needs_concepts = True
-    grounds_from_links = True  # each concept's detector is trained on its class links (the truth check says so)
-    refit_at_nec = False  # a dense head by design; NEC protocols refit on transform() instead
-    uses_validation = True  # the epoch with the best validation accuracy is kept
+    # each concept's detector is trained on its class links (the truth check says so); a dense head by
+    # design (NEC protocols refit on transform() instead); the epoch with the best validation accuracy
+    # is kept
+    tags = replace(Method.tags, uses_validation=True, grounds_from_links=True)
     _arrays = ("class_weights_", "intercept_", "grounding_coef_", "grounding_intercept_",
                "concept_val_accuracy_", "concept_train_accuracy_", "kept_", "prior_")
     _array_shapes: ClassVar[dict[str, tuple]] = {

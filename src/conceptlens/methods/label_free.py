@@ -50,7 +50,7 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -166,9 +166,8 @@ class LabelFree(Method):
     Oikarinen et al., "Label-Free Concept Bottleneck Models", ICLR 2023.
     """
 
-    input = "features"
-    refit_at_nec = True
-    uses_validation = True  # early stopping and the interpretability cutoff use `val`
+    # early stopping and the interpretability cutoff use `val`
+    tags = replace(Method.tags, input="features", refit_at_nec=True, uses_validation=True)
     _arrays = ("class_weights_", "intercept_", "projection_", "mean_", "std_", "kept_")
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "lam": [Interval(float, 0, None)], "alpha": ALPHA, "target_nec": TARGET_NEC, "positive": POSITIVE,

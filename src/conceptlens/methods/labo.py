@@ -93,6 +93,7 @@ Deviations from the reference (notes below the table)
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -245,9 +246,9 @@ class LaBo(Method):
     """
 
     name = "labo"
-    needs_concepts = True
-    refit_at_nec = False  # softmax weights are dense by design; no sparse final layer
-    uses_validation = True  # checkpoint selection on validation accuracy
+    # softmax weights are dense by design (no sparse final layer); checkpoint selection on validation
+    # accuracy
+    tags = replace(Method.tags, uses_validation=True)
     _arrays = ("class_weights_", "association_", "concept_embedding_", "activation_mean_",
                "activation_std_")
     _array_shapes: ClassVar[dict[str, tuple]] = {

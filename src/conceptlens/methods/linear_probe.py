@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -32,8 +33,8 @@ class LinearProbe(Method):
         LogisticRegression's `max_iter`; a positive integer.
     """
 
-    needs_concepts = False
-    uses_validation = True  # C is picked on validation accuracy
+    # no concept layer (its "concepts" are the input dimensions); C is picked on validation accuracy
+    tags = replace(Method.tags, requires=(), needs_concepts=False, uses_validation=True)
     _arrays = ("class_weights_", "intercept_", "mean_", "scale_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"mean_": ("k",), "scale_": ("k",)}
     _parameter_constraints: ClassVar[dict[str, list]] = {
@@ -80,6 +81,13 @@ class LinearProbe(Method):
         W[model.classes_], b[model.classes_] = coef, icpt
         self.class_weights_, self.intercept_ = W, b
         self.concepts_ = [f"{self.input}[{i}]" for i in range(X.shape[1])]
+
+    @property
+    def n_features_in_(self) -> int:
+        """The size of its input (scikit-learn's name): its concepts are the standardised input dimensions."""
+        if not hasattr(self, "mean_"):
+            raise AttributeError("n_features_in_: the model is not fitted")
+        return len(self.mean_)
 
     def _extra_state(self) -> dict:
         return {"input": self.input, "C": self.C_}

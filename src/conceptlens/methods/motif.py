@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -237,8 +238,8 @@ class Motif(Method):
     Knab et al., "Concepts in Motion", 2025.
     """
 
-    needs_concepts = True
-    uses_validation = True  # early stopping and the restored weights use validation accuracy
+    # early stopping and the restored weights use validation accuracy; videos (video_sampling)
+    tags = replace(Method.tags, uses_validation=True, takes_video=True)
     # (without val: the best training-accuracy epoch, no early stop)
     _arrays = ("class_weights_", "intercept_", "concept_mean_", "concept_std_", "concept_embedding_",
                "net_state_")

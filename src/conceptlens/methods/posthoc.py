@@ -365,7 +365,7 @@ class PostHoc(Method):
     Yuksekgonul, Wang & Zou, "Post-hoc Concept Bottleneck Models", ICLR 2023.
     """
 
-    refit_at_nec = True
+    tags = replace(Method.tags, refit_at_nec=True)
     _arrays = ("class_weights_", "intercept_", "concept_vectors_", "concept_intercepts_", "mean_",
                "std_")
     _parameter_constraints: ClassVar[dict[str, list]] = {

@@ -82,6 +82,7 @@ Deviations from the reference
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -312,6 +313,8 @@ class ConceptMatrixSearch(Method):
     arXiv 2404.03323, 2024.
     """
 
+    # training-free: it compares concept similarities with the class names' (class_embedding)
+    tags = replace(Method.tags, requires=("concepts", "concept_embedding", "class_embedding"))
     _arrays = ("class_weights_", "concept_embedding_", "class_matrix_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"concept_embedding_": ("k", None),
                                                   "class_matrix_": ("m", "k")}

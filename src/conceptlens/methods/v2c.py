@@ -45,6 +45,7 @@ Deviations from the reference (numbers refer to the notes below the table)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -55,8 +56,24 @@ from ..errors import ConfigError, DataError
 from ..validation import Boolean, Interval, Options
 from .base import METHODS, Context
 from .labo import LaBo
+from .protocols import DiscoveryRecord
 
 CLASS_QUERIES = ("text", "images")
+
+
+def class_tokens(model, top: int = 10) -> dict[str, list[str]]:
+    """Concepts per class: the tokens each class drew, from a V2C model's `concept_set_` (each
+    concept with the classes that found it, in rank order) or `class_tokens_`; else each class's
+    `top` concepts by weight (what any concept model can say)."""
+    kept = getattr(model, "class_tokens_", None)
+    if isinstance(kept, dict):
+        return {str(c): list(v) for c, v in kept.items()}
+    concept_set = getattr(model, "concept_set_", None)
+    if concept_set is not None:
+        return {c: [x.text for x in concept_set if c in x.classes] for c in model.classes_}
+    W = np.asarray(model.class_weights_)
+    return {c: [model.concepts_[j] for j in np.argsort(-W[i], kind="stable")[:top] if W[i, j] > 0]
+            for i, c in enumerate(model.classes_)}
 
 
 @METHODS.register("v2c")
@@ -124,9 +141,9 @@ class V2C(LaBo):
     """
 
     name = "v2c"
-    needs_concepts = True  # it has a concept layer (its own concepts; Method.fit skips the context check)
-    discovers_concepts = True
-    discovery_needs = ("pool", "codebook")
+    # a concept layer of its own concepts, found in context.discovery's pool and codebook
+    tags = replace(LaBo.tags, requires=("discovery",), discovers_concepts=True,
+                   discovery_needs=("pool", "codebook"))
     similarity = "cosine"  # not a parameter: the poster's cosine (read by LaBo's code)
 
     # LaBo's class_consistent option is not offered: V2C's concepts are its own tokens per class
@@ -195,6 +212,12 @@ class V2C(LaBo):
         self.codebook_rows_ = rows
 
     # -- files ------------------------------------------------------------------------
+    def discovery_record(self) -> DiscoveryRecord:
+        """The tokens each class drew from the codebook (methods/protocols.py: Discovering)."""
+        self.check_fitted()
+        return DiscoveryRecord("tokens", class_tokens=class_tokens(self),
+                               concept_set=getattr(self, "concept_set_", None))
+
     def _extra_state(self) -> dict:
         return {**super()._extra_state(), "concept_set": self.concept_set_.to_dict(),
                 "codebook_rows": [int(r) for r in self.codebook_rows_]}

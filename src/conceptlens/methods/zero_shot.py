@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -21,7 +22,8 @@ class ZeroShot(Method):
         The logit temperature (CLIP's is 100); a positive finite number.
     """
 
-    needs_concepts = False
+    # no concept layer: class prompts are its "concepts"
+    tags = replace(Method.tags, requires=("class_embedding",), needs_concepts=False)
     _arrays = ("class_weights_", "prompt_embedding_")
     _array_shapes: ClassVar[dict[str, tuple]] = {"prompt_embedding_": ("m", None)}
     _parameter_constraints: ClassVar[dict[str, list]] = {

@@ -23,6 +23,8 @@ import numpy as np
 from .._io import write_text
 from ..errors import ConfigError
 from ..explain import class_weights, deletion_curves, explain_image, top_images
+from ..methods.protocols import Discovering
+from ..methods.tags import get_tags
 from .concept_labels import concept_label_section
 from .truth import truth_section
 
@@ -221,26 +223,12 @@ def _gallery_row(label: str, items, image) -> str:
 
 
 def latent_naming(model) -> list[dict] | None:
-    """Per concept of a Discover-then-Name model, its naming record (discovery/naming.py's
-    name_latents: "latent", "name", "nearest", "similarity", "second", "second_similarity",
-    "dead"), aligned with `concepts_`: from the fitted model's `naming_` (every latent) picked
-    by `latent_index_` (the SAE latent each concept is), or, for a reloaded model, from what it
-    saves (`latent_index_`, `name_similarity_`, `second_names_`); None when it has neither."""
-    k = len(model.concepts_)
-    index = getattr(model, "latent_index_", None)
-    records = getattr(model, "naming_", None)
-    if records is not None:
-        records = list(records)
-        if index is not None and len(index) == k:
-            by_latent = {r.get("latent"): r for r in records}
-            return [by_latent.get(int(j), {"latent": int(j)}) for j in index]
-        return records if len(records) == k else None
-    sims, seconds = getattr(model, "name_similarity_", None), getattr(model, "second_names_", None)
-    if index is None or sims is None or len(index) != k or len(sims) != k:
+    """Per concept of a model that discovers SAE latents (methods/protocols.py: Discovering, kind
+    "latents"), its naming record aligned with `concepts_`; None when the model cannot say."""
+    if not isinstance(model, Discovering):
         return None
-    seconds = list(seconds) if seconds is not None and len(seconds) == k else [None] * k
-    return [{"latent": int(j), "similarity": float(s), "second": s2}
-            for j, s, s2 in zip(index, sims, seconds, strict=True)]
+    record = model.discovery_record()
+    return record.latents if record.kind == "latents" else None
 
 
 def _num_cell(v, digits: int = 3) -> str:
@@ -285,15 +273,12 @@ def _latent_table(model, test, image, weak: float, limit: int) -> str:
 
 
 def class_tokens(model, top: int = 10) -> dict[str, list[str]]:
-    """V2C's concepts per class: the tokens each class drew, from the model's `concept_set_`
-    (each concept with the classes that found it, in rank order) or `class_tokens_`; else each
-    class's `top` concepts by weight."""
-    kept = getattr(model, "class_tokens_", None)
-    if isinstance(kept, dict):
-        return {str(c): list(v) for c, v in kept.items()}
-    concept_set = getattr(model, "concept_set_", None)
-    if concept_set is not None:
-        return {c: [x.text for x in concept_set if c in x.classes] for c in model.classes_}
+    """Concepts per class: the tokens each class drew, from the model's discovery record
+    (methods/protocols.py: Discovering, kind "tokens"); else each class's `top` concepts by weight."""
+    if isinstance(model, Discovering):
+        record = model.discovery_record()
+        if record.kind == "tokens" and record.class_tokens:
+            return {str(c): list(v) for c, v in record.class_tokens.items()}
     W = np.asarray(model.class_weights_)
     return {c: [model.concepts_[j] for j in np.argsort(-W[i], kind="stable")[:top] if W[i, j] > 0]
             for i, c in enumerate(model.classes_)}
@@ -312,7 +297,7 @@ def _discovered_section(models: dict, test, image, weak: float, gallery: int) ->
              "list.</p>"]
     for name, model in models.items():
         parts.append(f"<div class='discovered-model' data-method='{_esc(name)}'><h3>{_esc(name)}</h3>")
-        if getattr(model, "discovery_needs", ()) and "sae" in model.discovery_needs:
+        if isinstance(model, Discovering) and model.discovery_record().kind == "latents":
             parts.append(_latent_table(model, test, image, weak, gallery))
         else:
             parts.append(_token_table(model))
@@ -388,14 +373,14 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
     parts.append("<section id='class-weights'><h2>Concept weights per class</h2>"
                  f"<div>{buttons}</div>{''.join(charts)}</section>")
     parts.append(_grounding_section(grounding))
-    labelled = bool(getattr(model, "concept_labelled", False))
+    labelled = get_tags(model).concept_labelled
     if isinstance(heatmap_images, bool) or not isinstance(heatmap_images, int) or heatmap_images < 0:
         raise ConfigError(f"heatmap_images must be an integer >= 0 (0: no heat maps); got "
                           f"{heatmap_images!r}.")
     if labelled or concept_labels:
         parts.append(concept_label_section(concept_labels))
     if discovered is None:
-        discovered = {model.name: model} if getattr(model, "discovers_concepts", False) else {}
+        discovered = {model.name: model} if get_tags(model).discovers_concepts else {}
     if discovered:
         parts.append(_discovered_section(discovered, test, image, weak_similarity, gallery=gallery_latents))
 

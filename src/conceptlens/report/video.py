@@ -186,5 +186,5 @@ def build_video_report(model, feats, thumbnails: Mapping[int, Sequence[np.ndarra
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>body{{font-family:sans-serif;margin:1.5em}} .small{{color:#555;font-size:12px}}"
             f"{VIDEO_STYLE}</style></head><body><h1>{_esc(title)}</h1>"
-            f"<p class='small'>model: {_esc(getattr(model, 'name', 'motif'))}, "
+            f"<p class='small'>model: {_esc(getattr(model, 'name', type(model).__name__))}, "
             f"{len(model.concepts_)} concepts, {len(model.classes_)} classes</p>{sections}</body></html>")

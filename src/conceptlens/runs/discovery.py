@@ -77,8 +77,10 @@ def discovery_needs(methods: dict) -> set[str] | None:
     needs: set[str] | None = None
     for name, params in methods.items():
         cls = method_class(name, params)  # a table's `method` key names the registered method
-        if getattr(cls, "discovers_concepts", False):
-            needs = (needs or set()) | set(cls.discovery_needs)
+        from ..methods.tags import get_tags
+        tags = get_tags(cls)
+        if tags.discovers_concepts:
+            needs = (needs or set()) | set(tags.discovery_needs)
     if needs is not None and needs - set(NEEDS):
         raise ConfigError(f"discovery_needs {sorted(needs - set(NEEDS))} are unknown; known: "
                           f"{', '.join(NEEDS)}.")

@@ -56,6 +56,8 @@ from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
 from ..grounding.evaluate import Grounding, matching_embedder, resolve_annotations, row_fields
 from ..methods import Context, make_method
+from ..methods.protocols import Discovering, Intervenable
+from ..methods.tags import get_tags
 from .config import REPORT_AUTO, DataConfig, RunConfig, validate_config
 from .record import check_output_dir, record_run
 from .tables import concept_label_table, few_shot_table, results_table
@@ -122,7 +124,7 @@ def image_concept_truth(grounding: Grounding | None, texts) -> dict[str, np.ndar
 def labelled_methods(methods: dict) -> list[str]:
     """The configured methods that train on concept labels (`concept_labelled`: cbm, ecbm)."""
     return [name for name, params in methods.items()
-            if getattr(make_method(name, params), "concept_labelled", False)]
+            if get_tags(make_method(name, params)).concept_labelled]
 
 
 def check_concept_labels(methods: dict, annotations) -> None:
@@ -153,11 +155,11 @@ def score_concept_labels(results: dict, models: dict, train, test, context: Cont
 
     details = {}
     for name, model in models.items():
-        if not getattr(model, "concept_labelled", False):
+        if not get_tags(model).concept_labelled:
             continue
         truth = concept_truth(name, test, context)
         acc = concept_accuracy(model.predict_concepts(test), truth)
-        n = steps if steps is not None or not hasattr(model, "intervene_concepts") else REINFER_STEPS
+        n = steps if steps is not None or not isinstance(model, Intervenable) else REINFER_STEPS
         curve = labelled_intervention_curve(model, test, truth, n, policy, reference=train)
         known = ~np.isnan(truth)
         whole = None if np.isnan(acc["whole_vector"]) else acc["whole_vector"]
@@ -208,7 +210,7 @@ def check_truth(results: dict, models: dict, held, context: Context, grounding: 
         evidence = explanation_evidence(model, held, context, k,
                                         getattr(model, "evidence_floor", EVIDENCE_FLOOR))
         truth = truth_check(row, evidence)
-        if getattr(model, "grounds_from_links", False) and truth["by"] == "evidence":
+        if get_tags(model).grounds_from_links and truth["by"] == "evidence":
             truth["why"] += (" (its concepts are grounded from these links: the figure shows that its detectors "
                              "generalise to unseen images, not that each concept is visible)")
         results[name] |= {"evidence_at_k": evidence["evidence_at_k"], "linked_at_k": evidence["linked_at_k"],
@@ -265,12 +267,12 @@ def warn_if_inseparable(selected: ConceptSet, classes) -> str | None:
 
 def model_concept_warnings(models: dict, classes) -> dict[str, str]:
     """The shared-concept warning for each model that chose its own per-class concepts (V2C's
-    `concept_set_`): {name: warning}, logged."""
+    discovery record's concept_set): {name: warning}, logged."""
     from ..concepts.pipeline import separability_warning
 
     out = {}
     for name, model in models.items():
-        own = getattr(model, "concept_set_", None)
+        own = model.discovery_record().concept_set if isinstance(model, Discovering) else None
         if not isinstance(own, ConceptSet) and getattr(model, "class_consistent", False):
             # a class-consistent head: the concepts each class may weigh (its non-zero weights)
             own = ConceptSet(list(classes))
@@ -332,7 +334,7 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
 
 def has_concepts(model) -> bool:
     """A concept bottleneck: concepts from the run (needs_concepts) or its own (discovers_concepts)."""
-    return bool(getattr(model, "needs_concepts", False) or getattr(model, "discovers_concepts", False))
+    return get_tags(model).needs_concepts or get_tags(model).discovers_concepts
 
 
 def concept_methods(methods: dict) -> list[str]:
@@ -417,7 +419,7 @@ def report_title(method: str, dataset: str, chosen: dict | None) -> str:
 
 def uses_run_concepts(methods: dict) -> bool:
     """Whether any configured method takes the run's concept list (so candidates are built)."""
-    return any(m.needs_concepts and not m.discovers_concepts
+    return any(get_tags(m).needs_concepts and not get_tags(m).discovers_concepts
                for m in (make_method(name, params) for name, params in methods.items()))
 
 
@@ -525,8 +527,8 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     t = time.perf_counter()
     details = ground_models(results, models, test, grounding)
     # the run's concepts and every discovering method's own (latent names, V2C tokens), once each
-    matched = list(dict.fromkeys([*context.concepts, *(c for m in models.values() if m.discovers_concepts
-                                                        for c in m.concepts_)]))
+    own = [c for m in models.values() if get_tags(m).discovers_concepts for c in m.concepts_]
+    matched = list(dict.fromkeys([*context.concepts, *own]))
     matches = grounding.match(matched) if grounding is not None and matched else None
     if grounding is not None:
         seconds["grounding"] = time.perf_counter() - t
@@ -602,7 +604,7 @@ def _faithfulness_and_report(results, models, train, test, data, grounding: dict
         return data.images.decode(i, data.images.read(i))
 
     main = concept_models[0] if chosen is None else chosen["method"]
-    discovered = {n: m for n, m in models.items() if m.discovers_concepts}
+    discovered = {n: m for n, m in models.items() if get_tags(m).discovers_concepts}
     return build_report(models[main], results, test, train, image,
                         title=report_title(main, data.name, chosen), faithfulness=curves[main],
                         grounding=(grounding or {}).get(main), discovered=discovered,
