@@ -16,54 +16,27 @@ is read. `load_dataset` (data/__init__.py) looks every spec up here first.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, closest
 from ..validation import validate_params
+from . import cifar, cub, hf, imagenet  # noqa: F401 - each registers its kinds in kinds.KINDS
+from .kinds import KINDS, DatasetKind
 
 _OPTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
-@dataclass(frozen=True)
-class DatasetKind:
-    """One named dataset format: how to load it, what its options are, what its folder holds."""
-
-    name: str
-    load: Callable  # load(location: Path | str, *, split, max_pixels, allow_non_ascii, **options)
-    layout: str  # the expected files, shown in errors and in `conceptlens data` help
-    example: str
-    constraints: dict = field(default_factory=dict)
-    location_is_path: bool = True  # hf: a hub name is a location too
-
-
-_KINDS: dict[str, DatasetKind] = {}
-
-
-def register(kind: DatasetKind) -> DatasetKind:
-    if kind.name in _KINDS:
-        raise ConfigError(f"dataset kind {kind.name!r} is registered twice.")
-    _KINDS[kind.name] = kind
-    return kind
-
-
 def names() -> list[str]:
-    _ensure_loaded()
-    return sorted(_KINDS)
+    return sorted(KINDS)
 
 
 def get(name: str) -> DatasetKind:
-    _ensure_loaded()
     try:
-        return _KINDS[name]
+        return KINDS[name]
     except KeyError:
-        raise ConfigError(f"Unknown dataset kind {name!r}.{closest(name, _KINDS)} Known: "
-                          f"{', '.join(sorted(_KINDS))}.") from None
-
-
-def _ensure_loaded() -> None:
-    from . import cifar, cub, hf, imagenet  # noqa: F401 - each registers its kinds
+        raise ConfigError(f"Unknown dataset kind {name!r}.{closest(name, KINDS)} Known: "
+                          f"{', '.join(sorted(KINDS))}.") from None
 
 
 @dataclass(frozen=True)
@@ -79,12 +52,11 @@ def parse_spec(spec: str) -> NamedSpec | None:
     if not isinstance(spec, str):
         return None
     head, sep, rest = spec.partition(":")
-    _ensure_loaded()
-    if head not in _KINDS or (sep and len(head) == 1):  # "C:\\data" is a Windows path, not a kind
+    if head not in KINDS or (sep and len(head) == 1):  # "C:\\data" is a Windows path, not a kind
         return None
     if not sep and Path(spec).exists():  # a folder or file named like a kind ("cub") is that folder
         return None
-    kind = _KINDS[head]
+    kind = KINDS[head]
     parts = rest.split(",") if rest else []
     options: dict = {}
     while parts and _OPTION.match(parts[-1].strip()):

@@ -20,9 +20,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..validation import Options
-from .catalog import DatasetKind, register
 from .dataset import ImageDataset, normalize_class_names
 from .images import ArrayImages
+from .kinds import DatasetKind, register
 
 PIXELS = 32 * 32 * 3
 URL = "https://www.cs.toronto.edu/~kriz/cifar.html"

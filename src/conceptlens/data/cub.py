@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .catalog import DatasetKind, register
 from .dataset import ImageDataset, normalize_class_names
 from .images import DEFAULT_MAX_PIXELS, FileImages
+from .kinds import DatasetKind, register
 
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 URL = "https://www.vision.caltech.edu/datasets/cub_200_2011/"

@@ -21,9 +21,9 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..validation import InstanceOf
-from .catalog import DatasetKind, register
 from .dataset import ImageDataset, normalize_class_names
 from .images import DECODER_VERSION, DEFAULT_MAX_PIXELS, FileImages, check_max_pixels
+from .kinds import DatasetKind, register
 
 SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 INSTALL = "pip install 'conceptlens[hf-datasets]'"

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .catalog import DatasetKind, register
 from .dataset import ImageDataset, normalize_class_names
 from .folder import class_folders, load_image_folder
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, FileImages
+from .kinds import DatasetKind, register
 
 MAPS = ("LOC_synset_mapping.txt", "synset_words.txt", "words.txt")
 SOLUTION = "LOC_val_solution.csv"
