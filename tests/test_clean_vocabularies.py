@@ -155,13 +155,19 @@ def test_a_vocabulary_only_concept_set_is_called_word_associations():
 def test_shared_concept_warning_fires_for_a_model_with_its_own_concepts():
     from types import SimpleNamespace
 
+    from conceptlens.methods.protocols import DiscoveryRecord
     from conceptlens.runs.experiment import model_concept_warnings
 
     own = ConceptSet(["five", "seven", "eight"])
     for t in ("curve", "stroke"):
         own.add(t, ["five", "seven"])
     own.add("loop", ["eight"])
-    warnings = model_concept_warnings({"v2c": SimpleNamespace(concept_set_=own), "labo": SimpleNamespace()},
+
+    class OwnConcepts:  # a discovering method (the Discovering protocol), as V2C is
+        def discovery_record(self):
+            return DiscoveryRecord(kind="tokens", concept_set=own)
+
+    warnings = model_concept_warnings({"v2c": OwnConcepts(), "labo": SimpleNamespace()},
                                       ["five", "seven", "eight"])
     assert list(warnings) == ["v2c"] and "'five', 'seven' have the same 2 concept(s)" in warnings["v2c"]
 
