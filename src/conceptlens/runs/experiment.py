@@ -322,9 +322,7 @@ def fewshot_stage(state: RunState) -> None:
         return
     t = time.perf_counter()
     state.fewshot_grounding = {} if state.grounding is not None else None
-    state.fewshot = run_few_shot(cfg, state.train, state.val, state.test, state.backbone, state.texts,
-                                 state.cache_root, state.grounding, state.fewshot_grounding, state.discovery,
-                                 state.fewshot_failures)
+    state.fewshot = run_few_shot(state)
     state.seconds["fewshot"] = time.perf_counter() - t
 
 
@@ -420,26 +418,27 @@ def encode_parts(cfg: RunConfig, backbone, data, parts: dict, cache) -> dict:
             ray.shutdown()
 
 
-def run_few_shot(cfg: RunConfig, train, val, test, backbone, texts: FilterResult | None,
-                 cache_root, grounding: Grounding | None = None, measures: dict | None = None,
-                 discovery=None, failures: dict | None = None) -> dict:
-    """LaBo's protocol: k images per class (nested across k), several seeds, every method
-    on the same features, on equal terms:
+def run_few_shot(state: RunState) -> dict:
+    """LaBo's protocol on the run's `state` (its train, val and test features, backbone, text-filtered
+    candidates, grounding and discovery inputs): k images per class (nested across k), several
+    seeds, every method on the same features, on equal terms:
     - concepts are filtered (activation filter) and selected from the k-shot images alone;
-      `texts` holds the candidates after the text-only filters, which see no image;
+      state.texts holds the candidates after the text-only filters, which see no image;
     - every method gets the same validation split at every k (cfg.fewshot.use_val), or none
       does; a method that can use it (`uses_validation`) does;
-    - methods that discover concepts get the same `discovery` inputs (pool, SAE, vocabulary) at
+    - methods that discover concepts get the same discovery inputs (pool, SAE, vocabulary) at
       every k: they are built without labels, from the full pool.
-    Returns {method: {shots: [top-1 per seed]}}; with `grounding`, `measures` (a dict) is filled
-    with {method: {shots: {"concept_auroc" | "precision_at_k" | "negative_precision_at_k":
+    Returns {method: {shots: [top-1 per seed]}}; with grounding, state.fewshot_grounding (a dict)
+    is filled with {method: {shots: {"concept_auroc" | "precision_at_k" | "negative_precision_at_k":
     [per seed, None where undefined or the method has no concepts]}}}. A method that cannot be
-    fitted at some k and seed (fit_and_evaluate) has None there, and `failures` (a dict), when
-    given, is filled with {method: ["<k>-shot seed <s>: <why>", ...]}.
+    fitted at some k and seed (fit_and_evaluate) has None there, and state.fewshot_failures is
+    filled with {method: ["<k>-shot seed <s>: <why>", ...]}.
     """
-    val = val if cfg.fewshot.use_val else None
+    cfg, train, test, backbone, texts = state.cfg, state.train, state.test, state.backbone, state.texts
+    cache_root, grounding, discovery = state.cache_root, state.grounding, state.discovery
+    measures, failures = state.fewshot_grounding, state.fewshot_failures
+    val = state.val if cfg.fewshot.use_val else None
     rows: dict[str, dict[str, list[float | None]]] = {}
-    failures = {} if failures is None else failures
     for seed in cfg.fewshot.seeds:
         for shots in cfg.fewshot.shots:
             idx = few_shot(train, np.arange(len(train)), shots, seed)
