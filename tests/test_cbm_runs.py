@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from conceptlens.report import run_report
 from conceptlens.errors import ConfigError
 from conceptlens.runs import run_experiment
 from conceptlens.runs.config import GroundingConfig
@@ -44,7 +45,7 @@ def test_class_level_annotations_train_cbm_and_its_concept_numbers_are_recorded(
     cfg = make({"cbm": {"mode": "joint", "concept_weight": 1.0, "max_iter": 60}, "zero_shot": {}}, nec=0,
                grounding=GroundingConfig(str(path), 2, 0.8, "none"))
     cfg.concepts.per_class, cfg.concepts.filter = 4, False  # every concept word: 'whiskers' has unknowns
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     folder = tmp_path / "out"
     ctx, test = seen["context"], seen["test"]
     assert ctx.concept_truth_by_id is None  # class level: cbm broadcasts class_truth by label
@@ -98,7 +99,7 @@ def test_per_image_annotations_reach_every_split_by_id(tmp_path, monkeypatch):
     seen = _spy(monkeypatch)
     cfg = make({"cbm": {"mode": "independent", "max_iter": 60}}, nec=0,
                grounding=GroundingConfig(str(tmp_path / "per_image.csv"), 2, 0.8, "none"))
-    run_experiment(cfg)
+    run_experiment(cfg, report=run_report)
     ctx = seen["context"]
     assert set(ctx.concept_truth_by_id) == set(ids)  # every image, whatever its split
     col = {a.casefold(): j for j, a in enumerate(attrs)}
@@ -128,7 +129,7 @@ def test_a_concept_labelled_method_without_annotations_fails_before_encoding(tmp
     monkeypatch.setattr(experiment, "encode_dataset", never)
     cfg = make({"cbm": {}, "zero_shot": {}}, grounding=GroundingConfig("none", 2, 0.8, "none"))
     with pytest.raises(ConfigError, match=r"cbm train\(s\) on concept labels.*\[grounding\] annotations"):
-        run_experiment(cfg)
+        run_experiment(cfg, report=run_report)
 
 
 # -- the curve itself --------------------------------------------------------------------------

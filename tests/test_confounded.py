@@ -399,12 +399,12 @@ def test_run_confounded_with_concepts_and_test_time(tmp_path, monkeypatch):
     as in test_runs)."""
     from tiny_backbone import TinyBackbone
 
-    import conceptlens.runs.experiment as experiment
+    import conceptlens.runs.stages as stages
     from conceptlens.concepts.pipeline import FilterResult
     from conceptlens.features.encode import image_cache
     from conceptlens.runs.confounded import ConfoundedConfig, run_confounded
 
-    monkeypatch.setattr(experiment, "run_filters", lambda c, *a, **k: FilterResult(c))
+    monkeypatch.setattr(stages, "run_filters", lambda c, *a, **k: FilterResult(c))
     words = ["fur", "tail", "whiskers", "paws", "snout", "ears", "stripes", "spots", "claws",
              "beak", "feathers", "wings"]
     concepts = tmp_path / "class2concepts.json"

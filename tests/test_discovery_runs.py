@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conceptlens.report import run_report
 import conceptlens.runs.discovery as discovery_run
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.methods import METHODS, Method
@@ -358,7 +359,7 @@ def test_a_run_with_discovering_methods(fakes, tmp_path, monkeypatch, words_file
                                          v2c={"templates": "plain", "max_texts": 40}),
                grounding=GroundingConfig(annotations=str(_annotations(tmp_path)), k=2, embed="none"),
                fewshot=FewShotConfig(shots=[1, 2], seeds=[0, 1]))
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     assert len(trained) == 1  # once, for the main fit and all four few-shot fits
     folder = tmp_path / "out"
     res = json.loads((folder / "results.json").read_text())
@@ -461,7 +462,7 @@ def test_a_run_with_the_real_dn_cbm_and_v2c(tmp_path, monkeypatch, words_file):
                                                                           "batch_size": 8},
                                          v2c={"templates": "plain", "max_texts": 40}),
                grounding=GroundingConfig(annotations=str(_annotations(tmp_path)), k=2, embed="none"))
-    run_experiment(cfg)
+    run_experiment(cfg, report=run_report)
     folder = tmp_path / "out"
     res = json.loads((folder / "results.json").read_text())
     assert res["discovery"]["sae"]["h"] == 12 and res["discovery"]["codebook"]["size"] == 40

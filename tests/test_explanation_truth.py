@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conceptlens.report import run_report
 from conceptlens.errors import DataError
 from conceptlens.grounding.judgements import judged_precision, judgement_sheet, read_judgements, top_pairs
 from conceptlens.grounding.measures import explanation_precision
@@ -224,7 +225,7 @@ def test_a_vocabulary_only_run_says_its_concepts_are_word_associations(tmp_path,
     cfg = make({"zero_shot": {}, "labo": {"epochs": 20}, "label_free": {}}, nec=0)
     cfg.concepts.file = str(words)
     cfg.data.val_per_class = 1
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     warnings = out["concept_report"]["warnings"]
     assert any("word associations" in w and "not evidence" in w for w in warnings)
     assert out["report_method"]["passed_truth_floor"] is False

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from conceptlens.report import run_report
 from conceptlens.errors import ConfigError
 from conceptlens.methods import METHODS, get_method, make_method
 from conceptlens.methods.aliases import METHOD_KEY
@@ -106,7 +107,7 @@ def test_one_run_holds_two_cbm_modes_each_its_own_row(tmp_path, monkeypatch):
     cfg = make({k: dict(v) for k, v in TWO_MODES.items()}, nec=0,
                grounding=GroundingConfig(str(attribute_csv(tmp_path, CONCEPT_LABELS)), 2, 0.8, "none"))
     cfg.concepts.per_class, cfg.concepts.filter = 4, False
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     folder = tmp_path / "out"
     results = json.loads((folder / "results.json").read_text())
     assert list(results["results"]) == ["cbm_independent", "cbm_joint"]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from conceptlens.report import run_report
 import conceptlens.runs.experiment as experiment
 from conceptlens.cli import main
 from conceptlens.errors import ConfigError
@@ -23,7 +24,7 @@ def _siblings(folder):
 def test_rerun_refuses_an_existing_run_unless_overwrite(tmp_path, monkeypatch):
     make = tiny_setup(tmp_path, monkeypatch)
     out = tmp_path / "out"
-    first = run_experiment(make({"zero_shot": {}, "linear_probe": {}}))
+    first = run_experiment(make({"zero_shot": {}, "linear_probe": {}}), report=run_report)
     assert sorted(p.name for p in (out / "models").iterdir()) == ["linear_probe", "zero_shot"]
     assert first["output_dir"] == str(out)
 
@@ -35,9 +36,9 @@ def test_rerun_refuses_an_existing_run_unless_overwrite(tmp_path, monkeypatch):
         with pytest.raises(ConfigError, match=r"already exists and is not empty \(config.toml, "
                                               r"environment.json, models, results.json, results.md, \.\.\.\).*"
                                               r"--overwrite"):
-            run_experiment(make({"zero_shot": {}}))
+            run_experiment(make({"zero_shot": {}}), report=run_report)
 
-    run_experiment(make({"zero_shot": {}}), overwrite=True)
+    run_experiment(make({"zero_shot": {}}), overwrite=True, report=run_report)
     # the old run is gone whole: no linear_probe model next to the new results
     assert [p.name for p in (out / "models").iterdir()] == ["zero_shot"]
     assert set(json.loads((out / "results.json").read_text())["results"]) == {"zero_shot"}
@@ -48,7 +49,7 @@ def test_rerun_refuses_an_existing_run_unless_overwrite(tmp_path, monkeypatch):
 def test_a_failed_run_leaves_no_half_folder_and_keeps_the_old_one(tmp_path, monkeypatch):
     make = tiny_setup(tmp_path, monkeypatch)
     out = tmp_path / "out"
-    run_experiment(make({"zero_shot": {}}))
+    run_experiment(make({"zero_shot": {}}), report=run_report)
     before = (out / "results.json").read_text()
 
     from conceptlens.methods.base import Method
@@ -58,12 +59,12 @@ def test_a_failed_run_leaves_no_half_folder_and_keeps_the_old_one(tmp_path, monk
 
     monkeypatch.setattr(Method, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        run_experiment(make({"zero_shot": {}, "linear_probe": {}}), overwrite=True)
+        run_experiment(make({"zero_shot": {}, "linear_probe": {}}), overwrite=True, report=run_report)
     assert (out / "results.json").read_text() == before  # the old run is intact
     assert _siblings(out) == []
     new = tmp_path / "new"
     with pytest.raises(OSError, match="disk full"):
-        run_experiment(make(output_dir=str(new)))
+        run_experiment(make(output_dir=str(new)), report=run_report)
     assert not new.exists() and _siblings(new) == []
 
 
@@ -79,7 +80,7 @@ def test_report_is_written_inside_the_run(tmp_path, monkeypatch):
         return real(cfg, result, concepts, models, files, overwrite)
 
     monkeypatch.setattr(experiment, "record_run", spy)
-    run_experiment(make({"zero_shot": {}, "labo": {"epochs": 20}}, nec=0))
+    run_experiment(make({"zero_shot": {}, "labo": {"epochs": 20}}, nec=0), report=run_report)
     assert seen == [["report.html"]]
     # the only concept bottleneck here, chosen by the default rule ([report] method = "auto"): it is
     # shown whether or not its explanations pass the truth floor, and the title says which
@@ -162,7 +163,7 @@ def test_an_output_folder_below_a_file_is_refused_before_work(tmp_path, monkeypa
     cfg = tiny_setup(tmp_path, monkeypatch)(output_dir=str(tmp_path / "afile" / "sub"))
     monkeypatch.setattr(experiment, "load_dataset", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ConfigError, match="is a file"):
-        run_experiment(cfg)
+        run_experiment(cfg, report=run_report)
 
 
 def _unwritable(monkeypatch, folder):

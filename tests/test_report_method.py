@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from conceptlens.report import run_report
 from conceptlens.errors import ConfigError, DataError
 from conceptlens.runs import load_config, run_experiment
 from conceptlens.runs.config import to_toml
@@ -111,7 +112,7 @@ def test_auto_picks_the_best_concept_bottleneck_on_the_validation_split(tmp_path
         return real_fit(methods, train, val, test, context, *a, **k)
 
     monkeypatch.setattr(experiment, "fit_and_evaluate", spy)
-    out = run_experiment(make(dict(METHODS), nec=0))
+    out = run_experiment(make(dict(METHODS), nec=0), report=run_report)
     folder = tmp_path / "out"
     recorded = json.loads((folder / "results.json").read_text())
     splits = json.loads((folder / "splits.json").read_text())
@@ -143,7 +144,7 @@ def test_without_a_validation_split_the_first_concept_bottleneck_is_reported(tmp
     make = tiny_setup(tmp_path, monkeypatch, per_class=20)
     cfg = make({"zero_shot": {}, "labo": {"epochs": 20}, "label_free": {}}, nec=0)
     cfg.data.train_fraction, cfg.data.val_fraction = 0.8, 0.0
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     assert out["sizes"]["val"] == 0
     assert all("val_top1" not in row for row in out["results"].values())
     rows = out["results"]
@@ -162,7 +163,7 @@ def test_a_named_method_is_reported(tmp_path, monkeypatch):
     from conceptlens.runs.config import ReportConfig
 
     make = tiny_setup(tmp_path, monkeypatch, per_class=20)
-    out = run_experiment(make(dict(METHODS), nec=0, report=ReportConfig("labo")))
+    out = run_experiment(make(dict(METHODS), nec=0, report=ReportConfig("labo")), report=run_report)
     assert out["report_method"] == {"method": "labo", "chosen_by": "config"}
     assert _title(tmp_path / "out") == "conceptlens: labo on images (named in [report] method)"
     assert load_config(tmp_path / "out" / "config.toml").report.method == "labo"
@@ -180,9 +181,9 @@ def test_a_named_method_without_concepts_is_refused_before_any_image_is_read(tmp
     monkeypatch.setattr(experiment, "load_dataset", no_data)
     with pytest.raises(ConfigError, match=r"\[report\] method = 'linear_probe' is not a concept bottleneck.*"
                                           r"choose one of 'labo', 'label_free' or \"auto\""):
-        run_experiment(make(dict(METHODS), report=ReportConfig("linear_probe")))
+        run_experiment(make(dict(METHODS), report=ReportConfig("linear_probe")), report=run_report)
     with pytest.raises(ConfigError, match=r"\[report\] method = 'lf' is not a method of this run"):
-        run_experiment(make(dict(METHODS), report=ReportConfig("lf")))
+        run_experiment(make(dict(METHODS), report=ReportConfig("lf")), report=run_report)
     assert not (tmp_path / "out").exists()
 
 
@@ -198,8 +199,8 @@ def test_a_named_method_that_could_not_be_fitted_is_a_config_error(tmp_path, mon
     monkeypatch.setattr(LaBo, "_fit", refuse)
     with pytest.raises(ConfigError, match=r"'labo' could not be fitted on these data \(no concept could be "
                                           r"grounded\), so there is no model to report"):
-        run_experiment(make(dict(METHODS), nec=0, report=ReportConfig("labo")))
+        run_experiment(make(dict(METHODS), nec=0, report=ReportConfig("labo")), report=run_report)
     assert not (tmp_path / "out").exists()
     # "auto" reports the concept bottleneck that did fit
-    out = run_experiment(make(dict(METHODS), nec=0))
+    out = run_experiment(make(dict(METHODS), nec=0), report=run_report)
     assert out["report_method"]["method"] == "label_free" and "failed" in out["results"]["labo"]

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from conceptlens.report import run_report
 from conceptlens.cli import main
 from conceptlens.testing import tiny_run_setup as tiny_setup
 
@@ -33,7 +34,7 @@ def run(tmp_path_factory):
             return real_fit(methods, train, val, test, context, *a, **k)
 
         mp.setattr(experiment, "fit_and_evaluate", spy)
-        run_experiment(make(dict(METHODS), nec=0))
+        run_experiment(make(dict(METHODS), nec=0), report=run_report)
     return tmp / "out", seen["test"]
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conceptlens.report import run_report
 from conceptlens.errors import ConfigError
 from conceptlens.runs import load_config, run_experiment
 from conceptlens.runs.config import to_toml
@@ -67,7 +68,7 @@ def test_recorded_run_on_an_image_folder(tmp_path):
                       f'[output]\ndir = "{tmp_path / "out"}"\ncache_dir = "{tmp_path / "cache"}"\n')
     cfg = load_config(config)
     cfg.progress = False
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     assert out["results"]["zero_shot"]["top1"] > 0.8
     folder = tmp_path / "out"
     assert {p.name for p in folder.iterdir()} == {"config.toml", "environment.json", "results.json",
@@ -121,11 +122,12 @@ def test_few_shot_protocol_is_fair(tmp_path, monkeypatch):
     """Every method gets the same validation split at every k; concepts are filtered and
     selected from the k-shot images alone."""
     import conceptlens.runs.experiment as experiment
+    import conceptlens.runs.stages as stages
 
     make = tiny_setup(tmp_path, monkeypatch)
     seen = {"filter": [], "select": [], "fit": []}
-    real_filter, real_select, real_make = (experiment.filter_activation, experiment.run_selection,
-                                           experiment.make_method)
+    real_filter, real_select, real_make = (stages.filter_activation, stages.run_selection,
+                                           stages.make_method)
 
     def spy_filter(concepts, image_embedding, *a, **k):
         seen["filter"].append(len(image_embedding))
@@ -146,9 +148,9 @@ def test_few_shot_protocol_is_fair(tmp_path, monkeypatch):
         model.fit = recorded
         return model
 
-    monkeypatch.setattr(experiment, "filter_activation", spy_filter)
-    monkeypatch.setattr(experiment, "run_selection", spy_select)
-    monkeypatch.setattr(experiment, "make_method", spy_make)
+    monkeypatch.setattr(stages, "filter_activation", spy_filter)
+    monkeypatch.setattr(stages, "run_selection", spy_select)
+    monkeypatch.setattr(stages, "make_method", spy_make)
     from conceptlens.runs.config import FewShotConfig
 
     cfg = make({"zero_shot": {}, "linear_probe": {}, "labo": {"epochs": 20}},
@@ -187,7 +189,7 @@ def test_run_records_nec_protocol_and_data_options(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="broken.png"):
         run_experiment(cfg, write=False)
     cfg.data.on_error = "skip"
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     assert out["nec_protocol"] == "prune" and "top-1 @ NEC=2 (prune)" in out["table"]
     assert "top1_at_nec" in out["results"]["labo"] and "top1_at_nec" not in out["results"]["zero_shot"]
     assert sum(out["sizes"].values()) == 36  # 37 files, the corrupt one left out
@@ -236,7 +238,7 @@ def test_grounding_beside_accuracy_in_every_output(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "fit_and_evaluate", spy_fit)
     cfg = make({"zero_shot": {}, "labo": {"epochs": 20}}, fewshot=FewShotConfig([1, 2], [0, 1]), nec=0,
                grounding=GroundingConfig(str(path), 2, 0.8, "none"))
-    out = run_experiment(cfg)
+    out = run_experiment(cfg, report=run_report)
     folder = tmp_path / "out"
 
     # class truth: each run concept takes its matched attribute's row (cat, dog, fox), else NaN
@@ -321,13 +323,13 @@ def test_confounded_table_reaches_the_run(tmp_path, monkeypatch):
     from conceptlens.errors import DataError
 
     with pytest.raises(DataError, match=r"Class 'wolf' of the confounded pair \['cat', 'wolf'\]"):
-        run_experiment(cfg)
+        run_experiment(cfg, report=run_report)
     assert not encoded and not calls  # refused before any encoding
     monkeypatch.undo()
     make = tiny_setup(tmp_path, monkeypatch)
     monkeypatch.setattr(confounded, "run_confounded", fake)
     cfg = make({"zero_shot": {}}, confounded=ConfoundedConfig(pairs=[["cat", "dog"]]))
-    run_experiment(cfg)
+    run_experiment(cfg, report=run_report)
     (got, run_cfg, classes, backbone_id, cache_root, _), = calls
     assert got.pairs == [["cat", "dog"]] and run_cfg is cfg and classes == ("cat", "dog", "fox")
     assert backbone_id == "tiny:seed0" and str(cache_root) == str(tmp_path / "cache" / "features")

@@ -13,8 +13,10 @@ text encoder (cached), and each concept model's test activations are scored.
 
 from __future__ import annotations
 
+from .report import run_report
 from .runs import RunConfig, run_experiment
 from .runs.config import DataConfig
+from .runs.results import RunResult
 
 # Every concept head class-consistent (methods/class_consistent.py): a class weighs only concepts
 # its source links to it, with weights >= 0, so the report's reasons are the source's, checked on
@@ -40,6 +42,7 @@ def demo_config(train_per_class: int = 300, val_per_class: int = 50, test_per_cl
     return cfg
 
 
-def run_demo(cfg: RunConfig | None = None, overwrite: bool = False) -> dict:
-    """Run the demo; an existing non-empty output folder is refused unless `overwrite`."""
-    return run_experiment(cfg or demo_config(), overwrite=overwrite)
+def run_demo(cfg: RunConfig | None = None, overwrite: bool = False) -> RunResult:
+    """Run the demo (report.html included); an existing non-empty output folder is refused unless
+    `overwrite`."""
+    return run_experiment(cfg or demo_config(), overwrite=overwrite, report=run_report)

@@ -65,6 +65,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from ..report import run_report
     from ..runs import load_config, run_experiment
 
     cfg = load_config(args.config)
@@ -80,7 +81,8 @@ def cmd_run(args) -> int:
         cfg.data.max_pixels = args.max_pixels
     cfg.progress = not args.no_progress
     cfg.batch_size, cfg.workers = args.batch_size, args.workers
-    print_run(run_experiment(cfg, overwrite=args.overwrite))  # checks the overridden config again
+    # checks the overridden config again; report.html is written by the report layer's run_report
+    print_run(run_experiment(cfg, overwrite=args.overwrite, report=run_report))
     return 0
 
 
@@ -106,6 +108,10 @@ def print_run(out: dict) -> None:
         for name, why in (shown.get("passed_over") or {}).items():
             print(f"         passed over: {name}: {why}")
     print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
+    if out.get("stages"):  # per stage: wall time and the process's peak RSS after it (#23)
+        print("stages   " + ", ".join(
+            f"{k} {v['seconds']:.1f}s" + ("" if v.get("peak_rss_mb") is None else f" ({v['peak_rss_mb']:.0f} MiB)")
+            for k, v in out["stages"].items()))
     if "output_dir" in out:
         matches = "concept_matches.csv, " if out.get("concept_matches") else ""
         print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, {matches}"

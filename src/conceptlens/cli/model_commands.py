@@ -31,11 +31,26 @@ from .data_commands import add_encode_options, add_matching_options
 # that `conceptlens --help` and argument errors answer at once.
 
 
-def _load(args):
+def _load_model(path: str, command: str):
+    """The saved model at `path`, or, for a run folder (runs.folder.RunFolder), the model its
+    report.html shows (said on stderr)."""
     from ..methods import Method
-    from ..runs.experiment import open_backbone
+    from ..runs.folder import RunFolder
+    from ..runs.record import is_run_folder
 
-    model = Method.load(args.model)
+    if not is_run_folder(path):
+        return Method.load(path)
+    run = RunFolder.load(path)
+    name = run.report_model_name()
+    print(f"note: {path} is a run folder; {command} uses its {name!r} model (the one its report shows; "
+          f"give {run.model_dir(name).parent}/<method> for another)", file=sys.stderr)
+    return run.model(name)
+
+
+def _load(args, command: str = "this command"):
+    from ..backbones import open_backbone
+
+    model = _load_model(args.model, command)
     backbone = open_backbone(args.backbone, args.cache_dir)
     model.check_backbone(backbone, "pass the backbone it was fitted with (--backbone)")
     return model, backbone
@@ -130,7 +145,7 @@ def cmd_explain(args) -> int:
     from ..explain.contributions import as_text, explain_image
     from ..features import encode_dataset
 
-    model, backbone = _load(args)
+    model, backbone = _load(args, "explain")
     paths = [Path(p) for p in args.images]
     is_video = [p.suffix.lower() in EXPLAIN_VIDEO_SUFFIXES for p in paths]
     target = None if args.target is None else _class_index(model, args.target)
@@ -292,55 +307,19 @@ def _report_model(args) -> int:
     return 0
 
 
-def _recorded_run(folder: Path) -> tuple[dict, dict]:
-    """A run folder's config.toml (raw TOML) and results.json; unreadable files are a DataError."""
-    import json
-
-    import tomllib
-
-    try:
-        raw = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))
-        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"Cannot read the run folder {folder}: {e}.") from e
-    if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
-        raise DataError(f"{folder / 'results.json'} holds no per-method results; is {folder} a run folder "
-                        "written by `conceptlens run`?")
-    return raw, results
-
-
-def _run_data_config(raw: dict, folder: Path):
-    """The run's [data] as a DataConfig (only where its images are and how they are read and
-    split; the rest of config.toml, e.g. concept files, need not exist any more)."""
-    from ..runs.config import DataConfig
-
-    try:
-        return DataConfig(**raw.get("data", {}))
-    except TypeError as e:
-        raise DataError(f"{folder / 'config.toml'}: its [data] table is not one this version reads "
-                        f"({e}).") from e
-
-
-def _run_models(folder: Path, results: dict) -> dict:
-    """The run's saved models by their [methods] name, in the run's order."""
-    from ..methods import Method
-
-    return {name: Method.load(folder / "models" / name) for name in results
-            if (folder / "models" / name / "model.json").is_file()}
-
-
-def _pick_run_method(args, results: dict, models: dict, recorded: dict | None, val_images: int) -> dict:
+def _pick_run_method(args, run, models: dict) -> dict:
     """--method, else what the run's report showed (results.json report_method), else the run's
-    rule (experiment.choose_report_method) on its recorded validation top-1 (a run folder from
-    before val_top1 was recorded has none, though it had `val_images`)."""
-    from ..runs.experiment import NO_VALIDATION, choose_report_method, has_concepts
+    rule (stages.choose_report_method) on its recorded validation top-1 (a run folder from
+    before val_top1 was recorded has none, though it had validation images). `run`: a RunFolder."""
+    from ..runs.stages import NO_VALIDATION, choose_report_method, has_concepts
 
+    results = run.result.results
     if args.method is not None:
         if args.method not in results:
             raise ConfigError(f"--method {args.method!r} is not one of the run's methods "
                               f"({', '.join(results)}).{closest(args.method, list(results))}")
         if args.method not in models:
-            why = results[args.method].get("failed", "its model is not in the run folder's models/")
+            why = results[args.method].failed or "its model is not in the run folder's models/"
             raise ConfigError(f"--method {args.method!r}: the run has no model of it ({why}).")
         if not has_concepts(models[args.method]):
             names = [n for n, m in models.items() if has_concepts(m)]
@@ -348,13 +327,14 @@ def _pick_run_method(args, results: dict, models: dict, recorded: dict | None, v
             raise ConfigError(f"--method {args.method!r} is not a concept bottleneck (no concepts to "
                               f"report); choose one of {listed}.")
         return {"method": args.method, "chosen_by": "--method"}
+    recorded = run.result.report_method
     if recorded and recorded.get("method") in models:
         return recorded
-    chosen = choose_report_method("auto", results, models)
+    chosen = choose_report_method("auto", {n: r.to_dict() for n, r in results.items()}, models)
     if chosen is None:
         raise ConfigError("The run fitted no concept bottleneck, so there is no model to report; its results "
                           "are in results.md.")
-    if chosen["chosen_by"] == NO_VALIDATION and val_images:
+    if chosen["chosen_by"] == NO_VALIDATION and run.result.sizes.get("val", 0):
         chosen["chosen_by"] = ("the first concept bottleneck in the config; the run recorded no "
                                "validation top-1")
     return chosen
@@ -363,11 +343,14 @@ def _pick_run_method(args, results: dict, models: dict, recorded: dict | None, v
 def _report_run(args, folder: Path) -> int:
     """A run's model (--method, or the one its report shows) on the run's own test split, with the
     run's other methods as baselines (their numbers from results.json)."""
+    from ..backbones import open_backbone
     from ..evaluation import evaluate
     from ..features import encode_dataset
     from ..features.encode import image_cache
-    from ..report import write_report
-    from ..runs.experiment import dataset_options, open_backbone, report_title
+    from ..methods.tags import get_tags
+    from ..report import RunContext, write_report
+    from ..runs.folder import RunFolder
+    from ..runs.stages import dataset_options, report_title
 
     given = [flag for flag, v in (("--dataset", args.dataset), ("--images-per-class", args.images_per_class),
                                   ("--seed", args.seed)) if v is not None]
@@ -376,19 +359,16 @@ def _report_run(args, folder: Path) -> int:
                           f"so {', '.join(given)} do(es) not apply; leave them out (or give a bare model "
                           "folder to report it on the CLI's own split).")
     _check_report_out(args)  # before the images are encoded
-    raw, recorded = _recorded_run(folder)
-    # results.json's keys are sorted: put the methods back in the config's order (ties and the
-    # no-validation rule of choose_report_method go by it, as in the run)
-    order = [n for n in raw.get("methods", {}) if n in recorded["results"]]
-    results = {n: recorded["results"][n] for n in [*order, *recorded["results"]]}
-    models = _run_models(folder, results)
-    chosen = _pick_run_method(args, results, models, recorded.get("report_method"),
-                              (recorded.get("sizes") or {}).get("val", 0))
+    run = RunFolder.load(folder)
+    recorded = run.result
+    results = recorded.results
+    models = run.models()
+    chosen = _pick_run_method(args, run, models)
     name = chosen["method"]
     model = models[name]
-    data_cfg = _run_data_config(raw, folder)
-    spec = args.backbone or raw.get("backbone", {}).get("spec", "offline")
-    args.cache_dir = args.cache_dir or raw.get("output", {}).get("cache_dir")  # the run's features
+    data_cfg = run.data_config
+    spec = args.backbone or run.backbone_spec
+    args.cache_dir = args.cache_dir or run.cache_dir  # the run's features
     backbone = open_backbone(spec, args.cache_dir)
     model.check_backbone(backbone, f"the backbone {spec!r} is not the run's; pass --backbone with the "
                                    "run's backbone")
@@ -396,13 +376,13 @@ def _report_run(args, folder: Path) -> int:
     if tuple(data.classes) != tuple(model.classes_):
         raise ConfigError(f"The run's dataset {data_cfg.dataset!r} now has classes {list(data.classes)[:5]}, "
                           f"the model {list(model.classes_)[:5]}: the data changed since the run.")
-    parts, on_error = _run_split(folder, data, data_cfg)
+    parts, on_error = _run_split(folder, data, data_cfg, run.split_ids)
     cache = image_cache(backbone, _cache(args))
     train, test = (encode_dataset(backbone, data.subset(parts[s]), cache, batch_size=args.batch_size,
                                   workers=args.workers, on_error=on_error, progress=not args.no_progress)
                    for s in ("train", "test"))
     row = evaluate(model, test)
-    was = results[name].get("top1")
+    was = results[name].top1
     print(f"{name} ({chosen['chosen_by']}): top-1 {100 * row['top1']:.1f}% on the run's {len(test)} test "
           f"images (the run recorded {'-' if was is None else f'{100 * was:.1f}%'}); baselines from "
           f"{folder / 'results.json'}: {', '.join(n for n in results if n != name) or 'none'}")
@@ -410,32 +390,28 @@ def _report_run(args, folder: Path) -> int:
         print(f"warning: top-1 on the run's test split is {row['top1']:.4f}, the run recorded {was:.4f}: the "
               "features differ from the run's (another backbone version, or changed images).",
               file=sys.stderr)
-    shown = {n: (r | row if n == name else r) for n, r in results.items()}
+    shown = {n: (r.to_dict() | row if n == name else r) for n, r in results.items()}
     if args.annotations is not None:  # measured now; otherwise the run's own measures
         grounding = _measure_grounding(args, model, test, data, data_cfg.dataset, backbone)
     else:
-        grounding = ((recorded.get("grounding") or {}).get("methods") or {}).get(name)
+        grounding = ((recorded.grounding or {}).get("methods") or {}).get(name)
     r = results[name]
-    faithfulness = ({"area_top": r["deletion_area_top"], "area_random": r["deletion_area_random"]}
+    faithfulness = ({"area_top": r.get("deletion_area_top"), "area_random": r.get("deletion_area_random")}
                     if r.get("deletion_area_top") is not None else None)
-    from ..methods.tags import get_tags
     discovered = {n: m for n, m in models.items() if get_tags(m).discovers_concepts}
+    context = RunContext(faithfulness=faithfulness, grounding=grounding, discovered=discovered,
+                         concept_labels=recorded.concept_labels, backbone=backbone, chosen=chosen,
+                         warnings=recorded.concept_report.get("warnings"))
     write_report(args.out, model, shown, test, train, _image_reader(data),
-                 title=report_title(name, data.name, chosen) + f", run {folder.resolve().name}",
-                 faithfulness=faithfulness, grounding=grounding, discovered=discovered,
-                 concept_labels=recorded.get("concept_labels"), backbone=backbone, chosen=chosen,
-                 warnings=(recorded.get("concept_report") or {}).get("warnings"))
+                 title=report_title(name, data.name, chosen) + f", run {folder.resolve().name}", run=context)
     print(f"-> {args.out}")
     return 0
 
 
-def _run_split(folder: Path, data, data_cfg) -> tuple[dict, str]:
-    """The run's train and test indices into `data`: from splits.json's ids (every one must still
-    be there; encoded with on_error "fail", as the run read them all), or, for a run folder
-    written before splits.json, recomputed from [data] (its seed, fractions and sizes)."""
-    from ..runs.record import read_split_ids
-
-    ids = read_split_ids(folder)
+def _run_split(folder: Path, data, data_cfg, ids: dict | None) -> tuple[dict, str]:
+    """The run's train and test indices into `data`: from splits.json's ids (`ids`; every one must
+    still be there; encoded with on_error "fail", as the run read them all), or, for a run folder
+    written before splits.json (`ids` None), recomputed from [data] (its seed, fractions and sizes)."""
     if ids is None:
         print(f"note: {folder} has no splits.json (written by an older conceptlens); the split is "
               "recomputed from its config.toml [data] (same seed, fractions and sizes).", file=sys.stderr)
@@ -464,7 +440,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("explain", help="why a saved model classifies images (or videos: a motif model, "
                        "top concepts per window) as it does")
-    common(p, data=False)
+    common(p, data=False, model_help="a saved model folder, or a run folder (its report's model)")
     p.add_argument("images", nargs="+",
                    help=f"image files, or video files ({', '.join(EXPLAIN_VIDEO_SUFFIXES)})")
     p.add_argument("--target", help="explain this class's score (default: the prediction)")

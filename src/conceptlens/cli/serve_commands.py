@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -33,9 +34,10 @@ def cmd_serve(args) -> int:
 
     token = token_for_host(args.host)  # before the backbone loads: a refusal costs nothing
     check_allowed_origins(args.allow_origin or ())
+    model_dir = _model_dir(args.model)
     sock = bind_socket(args.host, args.port)
     try:
-        app = create_app(args.model, backbone=args.backbone, token=token,
+        app = create_app(model_dir, backbone=args.backbone, token=token,
                          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                          max_pixels=args.max_pixels, images=args.images, cache_dir=args.cache_dir,
                          # on loopback, answer only to loopback Host names (no DNS rebinding)
@@ -43,7 +45,7 @@ def cmd_serve(args) -> int:
                          allowed_origins=args.allow_origin or ())
         url = url_of(sock)
         auth = " (send 'Authorization: Bearer $CONCEPTLENS_TOKEN')" if token else ""
-        print(f"conceptlens: serving {Path(args.model).name} at {url}/ (explorer), {url}/docs (API)"
+        print(f"conceptlens: serving {Path(model_dir).name} at {url}/ (explorer), {url}/docs (API)"
               f"{auth}; Ctrl-C stops.", flush=True)
         run(app, sock, log_level="info" if getattr(args, "verbose", False) else "warning")
     finally:
@@ -51,11 +53,27 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _model_dir(path: str) -> Path:
+    """The saved model folder to serve: `path`, or for a run folder (runs.folder.RunFolder) the
+    model its report.html shows."""
+    from ..runs.record import is_run_folder
+
+    if not is_run_folder(path):
+        return Path(path)
+    from ..runs.folder import RunFolder
+
+    run = RunFolder.load(path)
+    name = run.report_model_name()
+    print(f"note: {path} is a run folder; serving its {name!r} model (the one its report shows; give "
+          f"{run.model_dir(name).parent}/<method> for another)", file=sys.stderr)
+    return run.model_dir(name)
+
+
 def add_commands(sub) -> None:
     from ..service.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
     p = sub.add_parser("serve", help="serve a saved model over HTTP, with an interactive explorer page")
-    p.add_argument("model", help="a saved model folder")
+    p.add_argument("model", help="a saved model folder, or a run folder (the model its report shows)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; any other "
                         "needs a token in $CONCEPTLENS_TOKEN)")

@@ -1,5 +1,6 @@
 """A self-contained HTML report (no network: inline styles, scripts and images)."""
 
-from .html import build_report, write_report
+from .html import ReportOptions, RunContext, build_report, write_report
+from .run import run_report
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["ReportOptions", "RunContext", "build_report", "run_report", "write_report"]

@@ -16,6 +16,7 @@ import html
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,31 +122,33 @@ def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
 
 
 def _metrics_table(results: dict, k: int = 5) -> str:
+    from ..runs.results import as_method_results
     from ..runs.tables import auroc_cell, evidence_cell, precision_cell
 
-    grounded = any("concept_auroc" in r for r in results.values())
-    checked = any("evidence_at_k" in r for r in results.values())
+    rows_in = as_method_results(results)
+    grounded = any(r.grounded for r in rows_in.values())
+    checked = any("evidence_at_k" in r.measures for r in rows_in.values())
     head = "<tr><th>method</th><th>top-1</th><th>top-5</th><th>per-class</th><th>ECE</th>" \
            "<th>NEC</th><th>top-1 @ NEC</th>" + \
            (f"<th>concept AUROC (n)</th><th>precision@{k} (coverage)</th><th>negative precision@{k}</th>"
             if grounded else "") + (f"<th>evidence@{k}</th>" if checked else "") + "</tr>"
     rows = []
-    for name, r in results.items():
-        if "failed" in r:  # could not be fitted on these data (runs/experiment.fit_and_evaluate)
+    for name, r in rows_in.items():
+        if not r.fitted:  # could not be fitted on these data (runs/stages.fit_and_evaluate)
             rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{6 + 3 * grounded + checked}'>failed: "
-                        f"{_esc(r['failed'])}</td></tr>")
+                        f"{_esc(r.failed)}</td></tr>")
             continue
-        at = f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-"
+        at = f"{100 * r.top1_at_nec:.1f}" if "top1_at_nec" in r.measures else "-"
         extra = "" if not grounded else (
             f"<td class='num'>{auroc_cell(r)}</td><td class='num'>"
             f"{precision_cell(r.get('precision_at_k'), r.get('precision_at_k_coverage'), r.get('precision_at_k_on_covered'))}"
             f"</td><td class='num'>{precision_cell(r.get('negative_precision_at_k'))}</td>")
         if checked:
             extra += f"<td class='num'>{_esc(evidence_cell(r))}</td>"
-        rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r['top1']:.1f}</td>"
-                    f"<td class='num'>{100 * r['top5']:.1f}</td>"
-                    f"<td class='num'>{100 * r['mean_per_class']:.1f}</td>"
-                    f"<td class='num'>{r['ece']:.3f}</td><td class='num'>{r['nec']:.1f}</td>"
+        rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r.top1:.1f}</td>"
+                    f"<td class='num'>{100 * r.top5:.1f}</td>"
+                    f"<td class='num'>{100 * r.mean_per_class:.1f}</td>"
+                    f"<td class='num'>{r.ece:.3f}</td><td class='num'>{r.nec:.1f}</td>"
                     f"<td class='num'>{at}</td>{extra}</tr>")
     return f"<table id='metrics'>{head}{''.join(rows)}</table>"
 
@@ -332,28 +335,77 @@ def _heatmaps(model, test, image, backbone, picks, concepts: int, steps: int) ->
     return top_concept_heatmaps(model, test, image, backbone, picks, concepts=concepts, steps=steps)
 
 
+@dataclass
+class ReportOptions:
+    """How much the report shows: `examples` example predictions, `gallery` concepts in the gallery,
+    up to `gallery_latents` discovered latents (names less similar to their word than
+    `weak_similarity` shown weak), and heat maps for the first `heatmap_images` examples (each one's
+    `heatmap_concepts` top concepts, `heatmap_steps` integrated-gradient steps; 0 images: none)."""
+
+    examples: int = 8
+    gallery: int = 8
+    weak_similarity: float = WEAK_SIMILARITY
+    gallery_latents: int = 24
+    heatmap_images: int = 4
+    heatmap_concepts: int = 3
+    heatmap_steps: int = 16
+
+
+@dataclass
+class RunContext:
+    """What of the run the report shows beside the model (all optional): `faithfulness` (its
+    deletion-curve areas; None: measured now), `grounding` (its grounding measures), `discovered`
+    ({name: model} of the run's concept-discovering methods), `concept_labels` (results.json's
+    record), `backbone` (for heat maps), `chosen` (results.json report_method) and `warnings` (the
+    run's concept warnings)."""
+
+    faithfulness: dict | None = None
+    grounding: dict | None = None
+    discovered: dict | None = None
+    concept_labels: dict | None = None
+    backbone: object = None
+    chosen: dict | None = None
+    warnings: list[str] | None = None
+
+
+_RUN_KEYS = tuple(f.name for f in fields(RunContext))
+_OPTION_KEYS = tuple(f.name for f in fields(ReportOptions))
+
+
 def build_report(model, results: dict, test, train, image: Callable[[str], np.ndarray],
-                 title: str = "conceptlens report", examples: int = 8, gallery: int = 8,
-                 faithfulness: dict | None = None, grounding: dict | None = None,
-                 discovered: dict | None = None, weak_similarity: float = WEAK_SIMILARITY,
-                 gallery_latents: int = 24, concept_labels: dict | None = None, backbone=None,
-                 heatmap_images: int = 4, heatmap_concepts: int = 3, heatmap_steps: int = 16,
-                 chosen: dict | None = None, warnings: list[str] | None = None) -> str:
-    """The report as one HTML string. `image(id)` returns the decoded image of an item;
-    `grounding` is the model's measures from `conceptlens.grounding.evaluate_grounding` (None:
-    the section says they were not measured). `discovered` ({name: fitted model}) are the
+                 title: str = "conceptlens report", run: RunContext | None = None,
+                 options: ReportOptions | None = None, **given) -> str:
+    """The report as one HTML string. `image(id)` returns the decoded image of an item; `results`
+    ({name: MethodResult or results row}) fill the summary table; `run` (a RunContext) is what of
+    the run is shown beside the model, `options` (ReportOptions) how much is shown. Their fields
+    may also be given as keywords (grounding=..., heatmap_images=...).
+
+    `run.grounding` is the model's measures from `conceptlens.grounding.evaluate_grounding` (None:
+    the section says they were not measured). `run.discovered` ({name: fitted model}) are the
     run's methods that found their own concepts, shown in "Discovered concepts" (None: the
-    reported model itself when it is one); names of latents less similar to their word than
-    `weak_similarity` are shown weak (grey); up to `gallery_latents` latents are listed.
+    reported model itself when it is one).
 
     A model trained on concept labels (`concept_labelled`: cbm, ecbm) gets a "Concept labels" section
-    from `concept_labels`, the run's record of them (results.json "concept_labels"; every such method
-    of the run is shown), and, when `backbone` (the run's, with a differentiable path from pixels:
-    offline, hf) is given, "Where concepts look": for the first `heatmap_images` example images the
-    integrated-gradient heat maps (`heatmap_steps` steps) of each one's `heatmap_concepts` top
-    concepts. Each image costs about heatmap_concepts x heatmap_steps backbone passes; 0 images
-    skips them. `chosen` (the run's report_method record) and `warnings` (the run's concept
+    from `run.concept_labels`, the run's record of them (results.json "concept_labels"; every such
+    method of the run is shown), and, when `run.backbone` (the run's, with a differentiable path from
+    pixels: offline, hf) is given, "Where concepts look": integrated-gradient heat maps of the first
+    example images' top concepts. Each image costs about heatmap_concepts x heatmap_steps backbone
+    passes. `run.chosen` (the run's report_method record) and `run.warnings` (the run's concept
     warnings) fill "Can these reasons be trusted?" (report/truth.py)."""
+    unknown = sorted(set(given) - set(_RUN_KEYS) - set(_OPTION_KEYS))
+    if unknown:
+        raise TypeError(f"build_report() got unexpected keyword argument(s) {', '.join(unknown)}")
+    run = replace(run or RunContext(), **{k: v for k, v in given.items() if k in _RUN_KEYS})
+    options = replace(options or ReportOptions(), **{k: v for k, v in given.items() if k in _OPTION_KEYS})
+    return _build(model, results, test, train, image, title, run, options)
+
+
+def _build(model, results, test, train, image, title: str, run: RunContext, options: ReportOptions) -> str:
+    grounding, discovered, faithfulness = run.grounding, run.discovered, run.faithfulness
+    concept_labels, backbone, chosen, warnings = run.concept_labels, run.backbone, run.chosen, run.warnings
+    examples, gallery, weak_similarity = options.examples, options.gallery, options.weak_similarity
+    gallery_latents, heatmap_images = options.gallery_latents, options.heatmap_images
+    heatmap_concepts, heatmap_steps = options.heatmap_concepts, options.heatmap_steps
     model.check_fitted()
     parts = [f"<h1>{_esc(title)}</h1>",
              f"<p class='small'>model <b>{_esc(model.name)}</b> on backbone "
@@ -433,4 +485,4 @@ def write_report(path: str | Path, *args, **kwargs) -> Path:
     return write_text(path, build_report(*args, **kwargs))
 
 
-__all__ = ["build_report", "png_data_uri", "script_json", "write_report"]
+__all__ = ["ReportOptions", "RunContext", "build_report", "png_data_uri", "script_json", "write_report"]

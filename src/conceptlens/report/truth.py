@@ -19,8 +19,9 @@ def _esc(s) -> str:
 
 
 def truth_section(model, results: dict, chosen: dict | None = None, warnings: list[str] | None = None) -> str:
-    row = results.get(model.name, {})
-    truth = row.get("truth")
+    from ..runs.results import MethodResult
+
+    truth = MethodResult.from_dict(results.get(model.name, {})).truth
     parts = ["<section id='truth'><h2>Can these reasons be trusted?</h2>"]
     for w in warnings or []:
         parts.append(f"<p class='truth-false' id='concept-warning'>{_esc(w)}</p>")

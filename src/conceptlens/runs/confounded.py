@@ -16,7 +16,7 @@ Model selection: every method that selects (uses_validation) selects on a valida
 drawn like train (confounded like train), not on ID as KnoBo does, so our ID numbers are not
 optimistic. The result records this.
 
-Interface (called by runs/experiment.py):
+Interface (called by runs/experiment.py; the stages it shares with a run are runs/stages.py's):
     ConfoundedConfig                    the [confounded] table (declared in runs/config.py with
                                         the other tables; re-exported here)
     parse_confounded(table) -> ConfoundedConfig
@@ -35,8 +35,6 @@ Interface (called by runs/experiment.py):
         adapt_per_class = 0), a row being {"id", "ood", "gap", "average"}; also "pairs",
         "sizes", "nuisance_effect", "concepts", "protocol", "seconds" and "table".
     confounded_table(result, per_pair=False) -> str    the Markdown table
-
-The import of experiment.py is inside run_confounded: experiment.py imports this module.
 """
 
 from __future__ import annotations
@@ -46,9 +44,19 @@ import time
 
 import numpy as np
 
+from ..concepts import ConceptSet
 from ..data.confounded import check_pair, confounded_task, nuisance_tag, pair_name, with_nuisance
 from ..evaluation.shift import KEYS, evaluate_shift, evaluate_test_time_shift, mean_shift
+from ..features import encode_dataset
 from .config import ConfoundedConfig, toml_text
+from .stages import (
+    build_candidates,
+    build_context,
+    concepts_from,
+    fit_and_evaluate,
+    text_filters,
+    uses_run_concepts,
+)
 from .tables import DASH
 
 log = logging.getLogger("conceptlens")
@@ -116,17 +124,6 @@ def run_confounded(cfg: ConfoundedConfig, run_cfg, data, backbone, cache, cache_
     (the run's grounding.Grounding, or None) gives each pair's context its annotated class truth,
     which KnoBo's prior reads; `discovery` (the run's DiscoveryInputs, or None: they see no label,
     so every pair reuses them) reaches the methods that find their own concepts."""
-    from ..concepts import ConceptSet
-    from ..features import encode_dataset
-    from .experiment import (
-        build_candidates,
-        build_context,
-        concepts_from,
-        fit_and_evaluate,
-        text_filters,
-        uses_run_concepts,
-    )
-
     validate_confounded(cfg)
     check_confounded_classes(cfg, data)
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from pathlib import Path
 from .._io import write_json, write_text
 from ..errors import ConfigError, DataError
 from .config import RunConfig, to_toml
+from .results import RunResult
 
 PACKAGES = ("conceptlens", "torch", "numpy", "scipy", "scikit-learn", "safetensors",
             "transformers", "sentence-transformers", "efficientnet-lite-pytorch", "wn", "onnxruntime")
@@ -139,11 +140,17 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False,
     return folder
 
 
-def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[str, str] | None = None,
+def _typed(out: RunResult | dict) -> RunResult:
+    return out if isinstance(out, RunResult) else RunResult.from_dict(out)
+
+
+def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict, files: dict[str, str] | None = None,
                overwrite: bool = False) -> Path:
     """Write the run folder (config, environment, concepts, results, models and `files`,
     e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir;
-    out["split_ids"] ({split: item ids}, when given) becomes splits.json."""
+    out.split_ids ({split: item ids}, when given) becomes splits.json. `out` is the run's
+    RunResult (a dict in its to_dict() form, with "table" and "split_ids", is read as one)."""
+    result = _typed(out)
     final = check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -151,18 +158,17 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
     try:
         write_text(tmp / "config.toml", to_toml(cfg))
         write_json(tmp / "environment.json", environment() | {
-            "backbone_id": out["backbone_id"], "preprocess": out["preprocess"]})
+            "backbone_id": result.backbone_id, "preprocess": result.preprocess})
         if concepts is not None:
             concepts.save(tmp / "concepts.json")
-        write_json(tmp / "results.json",
-                   {k: v for k, v in out.items() if k not in ("table", "output_dir", "split_ids")})
-        if out.get("split_ids"):
-            write_text(tmp / SPLITS_FILE, splits_record(out["split_ids"], cfg.data.dataset))
-        write_text(tmp / "results.md", results_markdown(out))
-        if out.get("concept_matches"):
+        write_json(tmp / "results.json", result.to_dict())
+        if result.split_ids:
+            write_text(tmp / SPLITS_FILE, splits_record(result.split_ids, cfg.data.dataset))
+        write_text(tmp / "results.md", results_markdown(result))
+        if result.concept_matches:
             from ..grounding.evaluate import matches_csv
 
-            write_text(tmp / "concept_matches.csv", matches_csv(out["concept_matches"]))
+            write_text(tmp / "concept_matches.csv", matches_csv(result.concept_matches))
         for name, content in (files or {}).items():
             write_text(tmp / name, content)
         for name, model in models.items():
@@ -175,26 +181,27 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
     return Path(cfg.output_dir)
 
 
-def results_markdown(out: dict) -> str:
+def results_markdown(out: RunResult) -> str:
     """results.md: the results table, how grounding was measured, the few-shot table and the
     confounded-shift table, whichever the run has."""
-    text = "## Results\n\n" + out["table"] + "\n"
-    g = out.get("grounding")
+    result = _typed(out)
+    text = "## Results\n\n" + result.table + "\n"
+    g = result.grounding
     if g:
         how = ("normalised text only" if g["embed"] == "none" else
                f"normalised text, then {g['embed']} text embeddings at cosine >= {g['match_threshold']:g}")
-        listed = " (concept_matches.csv)" if out.get("concept_matches") else ""
+        listed = " (concept_matches.csv)" if result.concept_matches else ""
         text += (f"\nConcept AUROC: mean over the concepts matched to an annotated attribute (n: how many "
                  f"have both present and absent test images); precision@{g['k']}: share of each class's "
                  f"top-{g['k']} positive-weight concepts annotated true of it (negative side in "
                  f"results.json). Annotations: {g['annotations']} ({g['level']} level, {g['n_attributes']} "
                  f"attributes); matching: {how}{listed}.\n")
-    if out.get("fewshot_table"):
-        title = ("Few-shot (top-1 %, concept grounding)" if out.get("fewshot_grounding")
+    if result.fewshot_table:
+        title = ("Few-shot (top-1 %, concept grounding)" if result.fewshot_grounding
                  else "Few-shot (top-1 %)")
-        text += f"\n## {title}\n\n" + out["fewshot_table"] + "\n"
-    if out.get("confounded"):
-        text += "\n## Confounded shift (top-1 %)\n\n" + out["confounded"]["table"] + "\n"
+        text += f"\n## {title}\n\n" + result.fewshot_table + "\n"
+    if result.confounded:
+        text += "\n## Confounded shift (top-1 %)\n\n" + result.confounded["table"] + "\n"
     return text
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .results import MethodResult, as_method_results
+
 DASH = "—"
 
 
 def _grounded(results: dict) -> bool:
-    return any("concept_auroc" in r for r in results.values())
+    return any(r.grounded for r in as_method_results(results).values())
 
 
-def auroc_cell(r: dict) -> str:
+def auroc_cell(r: MethodResult | dict) -> str:
     """'0.712 (8)': mean concept AUROC over the n concepts it is defined for."""
-    v = r.get("concept_auroc")
+    r = MethodResult.from_dict(r)
+    v = r.concept_auroc
     return DASH if v is None else f"{v:.3f} ({r.get('concept_auroc_n', 0)})"
 
 
@@ -34,13 +37,14 @@ def precision_cell(v, coverage=None, on_covered=None) -> str:
     return f"{v:.2f} (cov {coverage:.2f})"
 
 
-def evidence_cell(r: dict) -> str:
+def evidence_cell(r: MethodResult | dict) -> str:
     """The share of top-k pairs linked and evidenced on held-out images, with a mark when the
     model's explanations failed the truth floor (grounding/truth.py)."""
-    v = r.get("evidence_at_k")
+    r = MethodResult.from_dict(r)
+    v = r.evidence_at_k
     if v is None:
         return DASH
-    passed = (r.get("truth") or {}).get("passed")
+    passed = r.passed_truth
     return f"{v:.2f}" + ("" if passed is None or passed else " ✗")
 
 
@@ -49,8 +53,9 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
     never hides which comparison it makes. Rows with grounding numbers add concept AUROC
     (mean, concepts scored) and precision@`k` of the positive-weight concepts with its coverage;
     rows with a truth check add evidence@`k`."""
-    grounded = _grounded(results)
-    checked = any("evidence_at_k" in r for r in results.values())
+    rows = as_method_results(results)
+    grounded = _grounded(rows)
+    checked = any("evidence_at_k" in r.measures for r in rows.values())
     head = ["method", "top-1", "top-5", "per-class", "ECE", "NEC"]
     if nec:
         head.append(f"top-1 @ NEC={nec} ({protocol})")
@@ -59,28 +64,28 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
     if checked:
         head.append(f"evidence@{k}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    failed = {name: r["failed"] for name, r in results.items() if "failed" in r}
-    for name, r in results.items():
+    failed = {name: r.failed for name, r in rows.items() if not r.fitted}
+    for name, r in rows.items():
         if name in failed:  # fit_and_evaluate: the method could not be fitted on these data
             lines.append("| " + " | ".join([f"{name} (failed)", *[DASH] * (len(head) - 1)]) + " |")
             continue
-        cells = [name, f"{100 * r['top1']:.1f}", f"{100 * r['top5']:.1f}",
-                 f"{100 * r['mean_per_class']:.1f}", f"{r['ece']:.3f}", f"{r['nec']:.1f}"]
+        cells = [name, f"{100 * r.top1:.1f}", f"{100 * r.top5:.1f}",
+                 f"{100 * r.mean_per_class:.1f}", f"{r.ece:.3f}", f"{r.nec:.1f}"]
         if nec:
-            cells.append(f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-")
+            cells.append(f"{100 * r.top1_at_nec:.1f}" if "top1_at_nec" in r.measures else "-")
         if grounded:
             cells += [auroc_cell(r), precision_cell(r.get("precision_at_k"), r.get("precision_at_k_coverage"),
                                                     r.get("precision_at_k_on_covered"))]
         if checked:
             cells.append(evidence_cell(r))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + failure_notes(failed) + (truth_notes(results, k, grounded) if checked else "")
+    return "\n".join(lines) + failure_notes(failed) + (truth_notes(rows, k, grounded) if checked else "")
 
 
 def truth_notes(results: dict, k: int, grounded: bool = True) -> str:
     """What the coverage and evidence columns mean, and which models failed the truth floor."""
-    failing = [f"{n} ({(r.get('truth') or {}).get('why')})" for n, r in results.items()
-               if (r.get("truth") or {}).get("passed") is False]
+    failing = [f"{n} ({(r.truth or {}).get('why')})" for n, r in as_method_results(results).items()
+               if r.passed_truth is False]
     text = ((f"\n\nprecision@{k}: share of each class's top-{k} concepts annotated true of it, over the pairs "
              "that match an annotated attribute (coverage: their share; n/m below 0.5).") if grounded else "\n")
     text += (f" evidence@{k}: share of the top-{k} pairs whose concept the source links to the class and whose "

@@ -134,7 +134,7 @@ def tiny_run_setup(tmp_path, monkeypatch, classes=("cat", "dog", "fox"), per_cla
     returns a function making a RunConfig for it (text-only filters stubbed: they load the
     sentence encoder, which these tests do not need). `monkeypatch`: pytest's fixture."""
     import conceptlens.backbones
-    import conceptlens.runs.experiment as experiment
+    import conceptlens.runs.stages as stages
 
     from ..concepts.pipeline import FilterResult
     from ..runs.config import ConceptConfig, DataConfig, FewShotConfig, RunConfig
@@ -150,7 +150,7 @@ def tiny_run_setup(tmp_path, monkeypatch, classes=("cat", "dog", "fox"), per_cla
     concepts.write_text(json.dumps({name: [*words[3 * c: 3 * c + 3], words[(3 * c + 4) % 9]]
                                     for c, name in enumerate(classes)}))
     monkeypatch.setattr(conceptlens.backbones, "get_backbone", lambda spec: TinyBackbone())
-    monkeypatch.setattr(experiment, "run_filters", lambda c, *a, **k: FilterResult(c))
+    monkeypatch.setattr(stages, "run_filters", lambda c, *a, **k: FilterResult(c))
 
     def make(methods=None, **changes):
         cfg = RunConfig(data=DataConfig(str(root), 6, 0, 0, 0),
