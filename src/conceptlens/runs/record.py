@@ -151,7 +151,8 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
     try:
         write_text(tmp / "config.toml", to_toml(cfg))
         write_json(tmp / "environment.json", environment() | {
-            "backbone_id": out["backbone_id"], "preprocess": out["preprocess"]})
+            "backbone_id": out["backbone_id"], "preprocess": out["preprocess"],
+            "backbone_spec": out.get("backbone_spec", "")})
         if concepts is not None:
             concepts.save(tmp / "concepts.json")
         write_json(tmp / "results.json",
