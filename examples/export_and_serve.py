@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from conceptlens.backbones import get_backbone
-from conceptlens.export import OnnxModel, export_onnx, export_torch, from_pretrained, push_to_hub, save_pretrained
+from conceptlens.export import (
+    OnnxModel,
+    export_onnx,
+    export_torch,
+    from_pretrained,
+    push_to_hub,
+    save_pretrained,
+)
 from conceptlens.features import FeatureBundle
 from conceptlens.methods import Context, get_method
 from conceptlens.testing import save_tiny_hf
@@ -67,8 +74,9 @@ def main() -> None:
                                  embedding_norm=enc["embedding_norm"][part])
 
         train, test = bundle(slice(0, 45)), bundle(slice(45, 60))
-        context = Context(CLASSES, CONCEPTS, backbone.encode_texts(CONCEPTS), class_embedding=backbone.encode_texts(
-            [f"a photo of {c}" for c in CLASSES]), backbone_id=backbone.id, preprocess_id=backbone.preprocess_id,
+        prompts = backbone.encode_texts([f"a photo of {c}" for c in CLASSES])
+        context = Context(CLASSES, CONCEPTS, backbone.encode_texts(CONCEPTS), class_embedding=prompts,
+            backbone_id=backbone.id, preprocess_id=backbone.preprocess_id,
             backbone_spec=backbone.spec)
 
         # 2. fit a Post-hoc CBM (any linear-bottleneck method exports the same way)

@@ -134,7 +134,8 @@ def test_save_pretrained_round_trip_and_card(hf, tmp_path):
     model = get_method("posthoc", lam=1e-3).fit(train, ctx, test)
     folder = save_pretrained(model, tmp_path / "card", metrics={"top1": 0.8125, "nec": 4.0},
                              grounding={"precision_at_5": 0.4, "auroc": {"mean": 0.71}})
-    assert {p.name for p in folder.iterdir()} == {"model.json", "weights.safetensors", "README.md", "card.json"}
+    assert {p.name for p in folder.iterdir()} == {"model.json", "weights.safetensors", "README.md",
+                                                  "card.json"}
     again = from_pretrained(folder)
     np.testing.assert_array_equal(again.predict_proba(test), model.predict_proba(test))
     card = (folder / "README.md").read_text()

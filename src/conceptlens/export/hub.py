@@ -42,7 +42,8 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
     folder = Path(folder)
     missing = [f for f in REQUIRED if not (folder / f).is_file()]
     if missing:
-        raise DataError(f"{folder} is not a save_pretrained folder (missing {', '.join(missing)}); write it with "
+        raise DataError(f"{folder} is not a save_pretrained folder (missing {', '.join(missing)}); write it "
+                        "with "
                         "conceptlens.export.save_pretrained first.")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ConfigError(f"repo_id must be 'user-or-org/name'; got {repo_id!r}.")

@@ -111,7 +111,8 @@ def export_onnx(model, backbone, path: str | Path, *, overwrite: bool = False,
     if not gap <= EXPORT_TOLERANCE:
         path.unlink(missing_ok=True)
         raise DataError(f"the ONNX export of {meta['method']!r} differs from PyTorch by {gap:.2e} in a "
-                        f"probability on the probe batch (allowed {EXPORT_TOLERANCE:g}); nothing was written.")
+                        f"probability on the probe batch (allowed {EXPORT_TOLERANCE:g}); nothing was "
+                        "written.")
     return path
 
 

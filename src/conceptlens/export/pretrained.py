@@ -61,7 +61,8 @@ def _card_data(model, metrics, grounding, backbone, title) -> dict:
         "title": title or f"conceptlens {model.name} model", "method": model.name,
         "conceptlens": __version__, "classes": list(model.classes_), "concepts": list(model.concepts_),
         "nec": float(model.nec_), "input": model.feature_key_,
-        "backbone": {"spec": spec, "id": model.backbone_id_, "preprocess": getattr(model, "preprocess_id_", "")},
+        "backbone": {"spec": spec, "id": model.backbone_id_,
+                     "preprocess": getattr(model, "preprocess_id_", "")},
         "exportable": isinstance(model, Exportable), "top_concepts": top,
         "metrics": _scalars(metrics), "grounding": _scalars(grounding),
     }
@@ -217,7 +218,8 @@ def from_pretrained(folder: str | Path) -> Method:
     tampered or inconsistent folder raises DataError naming the file."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder; from_pretrained reads a save_pretrained folder (download "
+        raise ConfigError(f"{folder} is not a folder; from_pretrained reads a save_pretrained folder ("
+                          "download "
                           "a Hub repository first, e.g. huggingface_hub.snapshot_download).")
     return Method.load(folder)
 

@@ -67,7 +67,8 @@ class ExportedModel(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.encoder(pixels)
         if self.input not in out:
-            raise ConfigError(f"the model reads the backbone's {self.input!r}, which its image encoder does not "
+            raise ConfigError(f"the model reads the backbone's {self.input!r}, which its image encoder does "
+                              "not "
                               f"give (it gives {sorted(out)}).")
         concepts, logits = self.head(out[self.input], out.get("embedding_norm"))
         return logits, concepts
