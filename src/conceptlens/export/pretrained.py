@@ -106,7 +106,7 @@ def model_card(data: dict, onnx: bool = False) -> str:
     return f"""{front}
 # {_md(data["title"])}
 
-An interpretable image classifier made with [conceptlens](https://github.com/conceptlens/conceptlens): a
+An interpretable image classifier made with conceptlens: a
 concept bottleneck model (method `{data["method"]}`) that scores {len(concepts)} human-readable concepts
 on an image, then predicts one of {len(data["classes"])} classes from a sparse linear combination of those
 scores (NEC {data["nec"]:.3g}: non-zero concept weights per class).
