@@ -47,6 +47,8 @@ class Backbone(ABC):
     preprocess_id: str
     embed_dim: int
     feature_dim: int | None = None  # size of extra features for probes, if the model has them
+    # the spec that reopens this backbone (get_backbone sets it: absolute paths for local folders)
+    spec: str = ""
 
     @abstractmethod
     def prepare(self, image: np.ndarray) -> torch.Tensor: ...

@@ -101,6 +101,11 @@ class HFBackbone(Backbone):
         unit, norm = l2_normalize_with_norms(self._pooled(out))
         return {"embedding": unit, "embedding_norm": norm}
 
+    def image_encoder(self) -> torch.nn.Module:
+        """The image side as one torch module: prepared pixels (n, 3, s, s), as `prepare` makes them
+        -> {"embedding": unit rows, "embedding_norm": raw norms}, what `encode_prepared` computes."""
+        return HFImageEncoder(self.model)
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         return self.encode_texts_with_norms(texts, batch_size)[0]
 
@@ -123,6 +128,19 @@ class HFBackbone(Backbone):
         if not chunks:
             return np.zeros((0, self.embed_dim), np.float32), np.zeros(0, np.float32)
         return np.concatenate(chunks), np.concatenate(norms)
+
+
+class HFImageEncoder(torch.nn.Module):
+    """A CLIP / SigLIP image tower -> unit embedding and raw norm (see HFBackbone.image_encoder)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = HFBackbone._pooled(self.model.get_image_features(pixel_values=pixels)).float()
+        norm = torch.linalg.vector_norm(out, dim=-1)
+        return {"embedding": out / torch.clamp(norm, min=1e-12)[:, None], "embedding_norm": norm}
 
 
 @BACKBONES.register("hf")

@@ -27,7 +27,7 @@ from .._io import fingerprint_file
 from ..cache import FeatureCache, cached_texts
 from ..errors import ConfigError
 from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
-from .onnx_tower import RUNTIMES, image_tower
+from .onnx_tower import RUNTIMES, TorchTower, image_tower
 from .text_encoder import encode_sentences, sentence_encoder_fingerprint
 
 INVERT_CHOICES = ("auto", "never", "always")
@@ -136,6 +136,12 @@ class OfflineBackbone(Backbone):
             self._tower = image_tower(self.model, self.weights_fp, self.image_size, self.runtime, cache_dir)
         return self._tower
 
+    def image_encoder(self) -> torch.nn.Module:
+        """The image side as one torch module: prepared pixels (n, 3, s, s), as `prepare` makes them
+        -> {"embedding": (n, 384) unit rows, "features": (n, 1280)}, what `encode_prepared` computes
+        (in PyTorch; conceptlens.export builds on it)."""
+        return OfflineImageEncoder(self.model, self._class_text_embeddings(), self.temperature, self.top_t)
+
     def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         feats, logits = self.tower()(batch)
         probs = torch.softmax(logits / self.temperature, dim=-1)
@@ -155,6 +161,23 @@ class OfflineBackbone(Backbone):
         weights, top = torch.softmax(raw @ basis.T / self.text_temperature, -1).topk(self.top_t, -1)
         projected = torch.from_numpy(l2_normalize(torch.einsum("nt,ntd->nd", weights, basis[top])))
         return l2_normalize((1 - self.text_mix) * raw + self.text_mix * projected)
+
+
+class OfflineImageEncoder(torch.nn.Module):
+    """EfficientNet-Lite0 -> pooled features and ConSE's embedding (see OfflineBackbone.image_encoder)."""
+
+    def __init__(self, model, class_text: torch.Tensor, temperature: float, top_t: int):
+        super().__init__()
+        self.tower = TorchTower(model)
+        self.register_buffer("class_text", class_text.detach().float().clone())
+        self.temperature, self.top_t = float(temperature), int(top_t)
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats, logits = self.tower(pixels)
+        weights, top = torch.softmax(logits / self.temperature, dim=-1).topk(self.top_t, dim=-1)
+        emb = torch.einsum("nt,ntd->nd", weights, self.class_text[top])
+        emb = emb / torch.clamp(torch.linalg.vector_norm(emb, dim=-1, keepdim=True), min=1e-12)
+        return {"embedding": emb, "features": feats}
 
 
 OPTION_TYPES = {"image_size": int, "top_t": int, "temperature": float, "invert": str,

@@ -51,9 +51,15 @@ def _load(args, command: str = "this command"):
     from ..backbones import open_backbone
 
     model = _load_model(args.model, command)
-    backbone = open_backbone(args.backbone, args.cache_dir)
+    backbone = open_backbone(_backbone_spec(args, model), args.cache_dir)
     model.check_backbone(backbone, "pass the backbone it was fitted with (--backbone)")
     return model, backbone
+
+
+def _backbone_spec(args, model, fallback: str | None = None) -> str:
+    """--backbone when given, else the backbone the model records (its full spec: an hf: folder as an
+    absolute path), else `fallback` (a run's config), else offline."""
+    return args.backbone or getattr(model, "backbone_spec_", "") or fallback or "offline"
 
 
 def _cache(args):
@@ -289,7 +295,6 @@ def _report_model(args) -> int:
                           "report it on), or give the run folder it came from.")
     per_class = "50" if args.images_per_class is None else args.images_per_class
     seed = args.seed = 0 if args.seed is None else args.seed
-    args.backbone = args.backbone or "offline"
     args.annotations = args.annotations or "auto"
     _check_report_out(args)  # before the images are encoded
     model, backbone = _load(args)
@@ -367,7 +372,7 @@ def _report_run(args, folder: Path) -> int:
     name = chosen["method"]
     model = models[name]
     data_cfg = run.data_config
-    spec = args.backbone or run.backbone_spec
+    spec = _backbone_spec(args, model, run.backbone_spec)
     args.cache_dir = args.cache_dir or run.cache_dir  # the run's features
     backbone = open_backbone(spec, args.cache_dir)
     model.check_backbone(backbone, f"the backbone {spec!r} is not the run's; pass --backbone with the "
@@ -437,6 +442,11 @@ def add_commands(sub) -> None:
             p.add_argument("--images-per-class", default="50" if data_required else None)
             p.add_argument("--seed", type=arg_types.seed, default=0 if data_required else None)
         add_encode_options(p)
+        # None: the backbone the model records (methods' backbone_spec_), else offline
+        p.set_defaults(backbone=None)
+        p._option_string_actions["--backbone"].help = (
+            "offline[:opts] | hf:<id or folder> | open_clip:<arch>:<tag> | precomputed:<file> (default: "
+            "the backbone the model records, else offline)")
 
     p = sub.add_parser("explain", help="why a saved model classifies images (or videos: a motif model, "
                        "top concepts per window) as it does")

@@ -80,9 +80,9 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--images", help="a folder of example images for the explorer "
                                     "(default: MODEL_DIR/images where it exists)")
-    p.add_argument("--backbone", default="offline",
-                   help="the backbone the model was fitted with (default: offline); its id must "
-                        "match the model's")
+    p.add_argument("--backbone", default=None,
+                   help="the backbone the model was fitted with (default: the one the model records, "
+                        "else offline); its id must match the model's")
     p.add_argument("--cache-dir", help="feature cache root (default: $CONCEPTLENS_CACHE or "
                                        "~/.cache/conceptlens)")
     p.add_argument("--max-upload-mb", type=arg_types.mebibytes, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,

@@ -75,6 +75,9 @@ class Context:
     # how images were prepared for the backbone (Backbone.preprocess_id): not part of the id, yet
     # other preprocessing changes every embedding, so a model records it and refuses another
     preprocess_id: str = ""
+    # the spec that reopens the backbone (Backbone.spec: 'offline', 'hf:/absolute/folder', ...); a
+    # model records it, so explain, serve and report reopen its own backbone without --backbone
+    backbone_spec: str = ""
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -216,6 +219,7 @@ class Method:
         self.classes_ = tuple(context.classes)
         self.backbone_id_ = context.backbone_id
         self.preprocess_id_ = context.preprocess_id
+        self.backbone_spec_ = getattr(context, "backbone_spec", "") or ""
         self.feature_key_ = self.input
         self._fit(train, context, val)
         return self
@@ -314,6 +318,7 @@ class Method:
             "method": self.name, "params": self.get_params(deep=False),
             "classes": list(self.classes_), "concepts": list(self.concepts_),
             "backbone_id": self.backbone_id_, "preprocess_id": getattr(self, "preprocess_id_", ""),
+            "backbone_spec": getattr(self, "backbone_spec_", ""),
             "feature_key": self.feature_key_, "extra": self._extra_state(), "edit_log": list(getattr(self, "edit_log_", [])),
         }
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._saved_arrays()}
@@ -384,6 +389,7 @@ class Method:
         model.concepts_ = list(meta["concepts"])
         model.backbone_id_ = meta["backbone_id"]
         model.preprocess_id_ = meta.get("preprocess_id", "")  # "" = saved before it was recorded
+        model.backbone_spec_ = meta.get("backbone_spec", "")  # "" = saved before it was recorded
         model.feature_key_ = meta["feature_key"]
         arrays, file_meta = load_tensors(folder / "weights.safetensors", require_digest=False)
         if TENSOR_DIGEST_KEY not in file_meta:  # saved before checksums: still loadable
@@ -411,9 +417,9 @@ def _check_meta(meta: dict, where: Path) -> None:
         "classes": strings, "concepts": strings, "backbone_id": lambda v: isinstance(v, str),
         "feature_key": lambda v: v in FEATURE_KEYS,
         "extra": lambda v: isinstance(v, dict), "edit_log": lambda v: isinstance(v, list),
-        "preprocess_id": lambda v: isinstance(v, str),
+        "preprocess_id": lambda v: isinstance(v, str), "backbone_spec": lambda v: isinstance(v, str),
     }
-    optional = {"extra", "edit_log", "preprocess_id"}
+    optional = {"extra", "edit_log", "preprocess_id", "backbone_spec"}
     for key, ok in checks.items():
         if key not in meta and key in optional:
             continue

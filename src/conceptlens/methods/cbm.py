@@ -667,6 +667,17 @@ class CBM(Method):
         L = self.concept_logits(bundle)
         return (1 / (1 + np.exp(-L.astype(np.float64)))).astype(np.float32) if self.sigmoid_ else L
 
+    def torch_head(self):
+        """The concept network and the label layer as a torch module (methods/torch_head.py)."""
+        from .torch_head import concept_network, make_torch_head
+
+        self.check_fitted()
+        arrays = {"mean": self.mean_, "scale": self.scale_, "coef": self.concept_coef_,
+                  "bias": self.concept_intercept_}
+        if self.concept_head == "mlp":
+            arrays.update(hidden_coef=self.hidden_coef_, hidden_bias=self.hidden_intercept_)
+        return make_torch_head(self, concept_network, arrays, {"sigmoid": bool(self.sigmoid_)})
+
 
 def concept_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
     """Per-concept accuracy over known labels, their mean, and whole-vector accuracy over the images

@@ -367,3 +367,11 @@ class DNCBM(Method):
             raise DataError(f"{self.name}: the model reads {self.encoder_.shape[1]}-dimensional embeddings; "
                             f"these are {x.shape[1]}-dimensional (another backbone?).")
         return encode(x, self.encoder_, self.b_enc_, self.b_pre_)
+
+    def torch_head(self):
+        """The SAE encoder (named latents) and the final layer as a torch module (methods/torch_head.py)."""
+        from .torch_head import make_torch_head, sae_encoder
+
+        raw = self.sae_input_ != "normalised"
+        return make_torch_head(self, sae_encoder, {"weight": self.encoder_, "b_enc": self.b_enc_,
+                                                   "b_pre": self.b_pre_}, {"raw": raw}, needs_norm=raw)

@@ -378,6 +378,17 @@ class KnoBo(Method):
         A[:, self.kept_] = self._grounded(Xn)
         return A
 
+    def torch_head(self):
+        """The grounding and final layers as a torch module (methods/torch_head.py; Exportable)."""
+        from .torch_head import grounded_probabilities, make_torch_head
+
+        self.check_fitted()
+        k, kept = len(self.concepts_), np.asarray(self.kept_, dtype=np.int64)
+        coef = np.zeros((k, self.grounding_coef_.shape[1]), np.float32)
+        intercept, mask = np.zeros(k, np.float32), np.zeros(k, np.float32)
+        coef[kept], intercept[kept], mask[kept] = self.grounding_coef_[kept], self.grounding_intercept_[kept], 1
+        return make_torch_head(self, grounded_probabilities, {"coef": coef, "intercept": intercept, "mask": mask})
+
     # -- fitting ----------------------------------------------------------------------
     def _fit(self, train, context: Context, val) -> None:
         self.input = self.on if self.on != "auto" else (

@@ -235,3 +235,10 @@ class LabelFree(Method):
     def transform(self, bundle) -> np.ndarray:
         self.check_fitted()
         return (self._x(bundle) @ self.projection_.T - self.mean_) / self.std_
+
+    def torch_head(self):
+        """The concept and final layers as a torch module (methods/torch_head.py; Exportable)."""
+        from .torch_head import make_torch_head, standardised_projection
+
+        return make_torch_head(self, standardised_projection,
+                               {"projection": self.projection_, "mean": self.mean_, "std": self.std_})

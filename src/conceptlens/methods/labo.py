@@ -315,6 +315,16 @@ class LaBo(Method):
         self.check_fitted()
         return self._activations(self._image(bundle, "bundle"))
 
+    def torch_head(self):
+        """The concept and final layers as a torch module (methods/torch_head.py; Exportable)."""
+        from .torch_head import concept_similarity, make_torch_head
+
+        self.check_fitted()
+        dot = self.similarity_ != "cosine"
+        return make_torch_head(self, concept_similarity, {
+            "concept_embedding": self.concept_embedding_, "mean": self.activation_mean_,
+            "std": self.activation_std_}, {"dot": dot, "standardize": bool(self.standardize)}, needs_norm=dot)
+
     # -- fitting ----------------------------------------------------------------------
     def _resolve_similarity(self, train, context: Context) -> None:
         k = len(context.concepts)

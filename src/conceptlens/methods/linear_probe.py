@@ -102,3 +102,9 @@ class LinearProbe(Method):
         self.check_fitted()
         return (self._x(bundle) - self.mean_) / self.scale_
 
+    def torch_head(self):
+        """The standardisation and the linear layer as a torch module (methods/torch_head.py)."""
+        from .torch_head import make_torch_head, standardised_input
+
+        return make_torch_head(self, standardised_input, {"mean": self.mean_, "scale": self.scale_})
+

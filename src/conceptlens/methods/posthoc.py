@@ -485,6 +485,17 @@ class PostHoc(Method):
         self.check_fitted()
         return (self.margins(bundle) - self.mean_) / self.std_
 
+    def torch_head(self):
+        """The concept and final layers as a torch module (methods/torch_head.py; Exportable)."""
+        from .torch_head import make_torch_head, standardised_margins
+
+        return make_torch_head(self, standardised_margins, {
+            "vectors": self.concept_vectors_, "intercepts": self.concept_intercepts_, "mean": self.mean_,
+            "std": self.std_}, residual=self._torch_residual())
+
+    def _torch_residual(self):
+        return None
+
     def concept_logits(self, bundle) -> np.ndarray:
         return self.head(self.transform(bundle))
 
@@ -612,3 +623,8 @@ class PostHocHybrid(PostHoc):
 
     def residual(self, bundle) -> np.ndarray:
         return self._x(bundle) @ self.residual_weights_.T + self.residual_intercept_
+
+    def _torch_residual(self):
+        from .torch_head import ArrayFunction, affine
+
+        return ArrayFunction(affine, {"weight": self.residual_weights_, "bias": self.residual_intercept_})

@@ -6,6 +6,7 @@ methods branches on a method's name or reads its private attributes: it asks
 |---|---|---|---|
 | `Intervenable` | `intervene_concepts(bundle, truth, concepts=None, mask=None)` | ecbm | runs, cbm's curves |
 | `TorchForward` | `torch_forward()` -> (concept_fn, class_fn or None, input) | cbm, ecbm | explain |
+| `Exportable` | `torch_head()` -> methods.torch_head.TorchHead (input -> activations, logits) | the linear-bottleneck methods, cbm | export |
 | `HasBottleneck` | `bottleneck_` (the concept columns that are not constant 0) | knobo | grounding, cli |
 | `Discovering` | `discovery_record()` -> DiscoveryRecord | dn_cbm, v2c | report/html.py |
 | `VideoModel` | `video_sampling()` -> data.video.VideoSampling | motif | cli (explain a video) |
@@ -19,7 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Discovering", "DiscoveryRecord", "HasBottleneck", "Intervenable", "TorchForward", "VideoModel"]
+__all__ = ["Discovering", "DiscoveryRecord", "Exportable", "HasBottleneck", "Intervenable", "TorchForward",
+           "VideoModel"]
 
 
 @runtime_checkable
@@ -36,6 +38,15 @@ class TorchForward(Protocol):
     `torch_forward()` returns (concept_fn, class_fn or None, input key "embedding"/"features")."""
 
     def torch_forward(self) -> tuple[Callable, Callable | None, str]: ...
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    """A method whose whole prediction is one torch module of its input: `torch_head()` returns a
+    `methods.torch_head.TorchHead`, (input, raw norms or None) -> (concept activations, class logits),
+    equal to `transform` and `decision_function` (conceptlens.export builds on it)."""
+
+    def torch_head(self): ...
 
 
 @runtime_checkable

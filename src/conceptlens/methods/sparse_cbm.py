@@ -290,6 +290,13 @@ class SparseCBM(Method):
         self.check_fitted()
         return self._activations(self._x(bundle))
 
+    def torch_head(self):
+        """The concept and final layers as a torch module (methods/torch_head.py; Exportable)."""
+        from .torch_head import make_torch_head, scaled_cosine
+
+        return make_torch_head(self, scaled_cosine, {"concept_embedding": self.concept_embedding_},
+                               {"scale": float(self.logit_scale)})
+
     def cbl_activations(self, bundle) -> np.ndarray:
         """The concept bottleneck layer's output c = A M^T + b_M (what the reference plots)."""
         return self.transform(bundle) @ self.cbl_weight_.T + self.cbl_bias_
@@ -358,3 +365,10 @@ class ConceptMatrixSearch(Method):
         onehot = np.zeros(V.shape, np.float32)
         onehot[np.arange(len(V)), V.argmax(1)] = 1.0  # first maximum, as torch.argmax
         return onehot
+
+    def torch_head(self):
+        """The concept and final layers as a torch module (methods/torch_head.py; Exportable)."""
+        from .torch_head import make_torch_head, row_normalised_cosine
+
+        return make_torch_head(self, row_normalised_cosine, {"concept_embedding": self.concept_embedding_},
+                               {"onehot": self.variant != "similarity"})

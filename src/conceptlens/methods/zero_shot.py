@@ -44,6 +44,12 @@ class ZeroShot(Method):
         self.check_fitted()
         return self._x(bundle) @ self.prompt_embedding_.T
 
+    def torch_head(self):
+        """Prompt similarities and the scaled identity head as a torch module (methods/torch_head.py)."""
+        from .torch_head import make_torch_head, projection
+
+        return make_torch_head(self, projection, {"weight": self.prompt_embedding_})
+
     @property
     def head_scale(self) -> float:
         return self.scale

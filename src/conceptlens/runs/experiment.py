@@ -346,6 +346,7 @@ def run_result(state: RunState) -> RunResult:
         table += "\n\n" + concept_label_table(state.concept_labels)
     return RunResult(
         backbone_id=state.backbone.id, preprocess=state.backbone.preprocess_id,
+        backbone_spec=getattr(state.backbone, "spec", ""),
         sizes={k: len(v) for k, v in state.bundles.items()}, results=state.results,
         nec=cfg.nec, nec_protocol=cfg.nec_protocol,
         fewshot=fewshot, fewshot_validation=cfg.fewshot.use_val if fewshot else None,

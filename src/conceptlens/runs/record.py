@@ -158,7 +158,8 @@ def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict, files: di
     try:
         write_text(tmp / "config.toml", to_toml(cfg))
         write_json(tmp / "environment.json", environment() | {
-            "backbone_id": result.backbone_id, "preprocess": result.preprocess})
+            "backbone_id": result.backbone_id, "preprocess": result.preprocess,
+            "backbone_spec": result.backbone_spec})
         if concepts is not None:
             concepts.save(tmp / "concepts.json")
         write_json(tmp / "results.json", result.to_dict())

@@ -116,7 +116,7 @@ def as_method_results(results: Mapping) -> dict[str, MethodResult]:
 
 # results.json's keys, in the order a run assembles them ("stages" is new in #23/#24: older runs
 # lack it, and from_dict gives None)
-RESULT_KEYS = ("backbone_id", "preprocess", "sizes", "results", "nec", "nec_protocol", "fewshot",
+RESULT_KEYS = ("backbone_id", "preprocess", "backbone_spec", "sizes", "results", "nec", "nec_protocol", "fewshot",
                "fewshot_validation", "concept_report", "seconds", "stages", "grounding", "concept_matches",
                "fewshot_grounding", "confounded", "discovery", "concept_labels", "report_method",
                "fewshot_failures", "fewshot_table")
@@ -132,6 +132,7 @@ class RunResult(Mapping):
     preprocess: str | None
     sizes: dict[str, int]
     results: dict[str, MethodResult]
+    backbone_spec: str = ""  # the spec that reopens the backbone (an hf: folder as an absolute path)
     nec: int = 0
     nec_protocol: str = "vlg"
     fewshot: dict | None = None

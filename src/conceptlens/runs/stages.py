@@ -60,14 +60,16 @@ def build_context(backbone, classes, concepts: ConceptSet | None, cache,
     class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
     if concepts is None or not len(concepts):
         return Context(tuple(classes), class_embedding=class_emb, backbone_id=backbone.id,
-                       preprocess_id=backbone.preprocess_id, discovery=discovery)
+                       preprocess_id=backbone.preprocess_id, discovery=discovery,
+                       backbone_spec=getattr(backbone, "spec", ""))
     names = align_classes(concepts, classes)
     emb, norms = encode_texts_with_norms(backbone, concepts.texts, cache)
     truth = None if grounding is None else grounding.class_truth(concepts.texts).astype(np.float32)
     by_id = image_concept_truth(grounding, concepts.texts) if concept_labels else None
     return Context(tuple(classes), concepts.texts, emb, concepts.class_matrix(names), class_emb,
                    backbone.id, concept_norm=norms, class_truth=truth, discovery=discovery,
-                   concept_truth_by_id=by_id, preprocess_id=backbone.preprocess_id)
+                   concept_truth_by_id=by_id, preprocess_id=backbone.preprocess_id,
+                   backbone_spec=getattr(backbone, "spec", ""))
 
 
 def image_concept_truth(grounding: Grounding | None, texts) -> dict[str, np.ndarray] | None:

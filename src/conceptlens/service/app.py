@@ -181,7 +181,9 @@ class ModelService:
         if backbone is None or isinstance(backbone, str):
             from ..backbones import open_backbone  # deferred: torch
 
-            backbone = open_backbone(backbone or "offline", cache_dir)
+            # the model's own backbone (its recorded full spec) unless another is named
+            backbone = open_backbone(backbone or getattr(self.model, "backbone_spec_", "") or "offline",
+                                     cache_dir)
         if hasattr(backbone, "lookup_ids"):
             raise ConfigError(f"Backbone {backbone.id!r} looks features up by item id and cannot encode "
                               "uploaded images; serve the model with the backbone that computes them "

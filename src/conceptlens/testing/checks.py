@@ -63,7 +63,7 @@ def check_method(method, params: dict | None = None, problem=None, *, min_accura
 
     from ..errors import ConceptLensError, ConfigError, NotFittedError
     from ..methods import METHODS, Method
-    from ..methods.protocols import Intervenable, TorchForward, VideoModel
+    from ..methods.protocols import Exportable, Intervenable, TorchForward, VideoModel
     from ..methods.tags import MethodTags, get_tags
     from .toy import FAST_PARAMS, make_problem
 
@@ -153,6 +153,8 @@ def check_method(method, params: dict | None = None, problem=None, *, min_accura
             _fail(who, "load(save(model)) must give the same class and concepts")
         np.testing.assert_array_equal(again.decision_function(test), model.decision_function(test),
                                       err_msg=f"{who}: a reloaded model must predict exactly the same")
+    if isinstance(model, Exportable):  # its torch module computes what transform/decision_function do
+        _check_torch_head(who, model, test, A, logits)
     twin = clone(model)
     if twin.get_params() != model.get_params() or [a for a in vars(twin) if a.endswith("_")]:
         _fail(who, "sklearn.base.clone must give an unfitted copy with equal parameters")
@@ -194,6 +196,20 @@ def check_method(method, params: dict | None = None, problem=None, *, min_accura
         sparse = cls(**{**params, "target_nec": 2}).fit(train, copy.copy(ctx), val)
         if not 0 < sparse.nec_ <= 2:
             _fail(who, "refit_at_nec: target_nec=2 must give 0 < nec_ <= 2", str(sparse.nec_))
+
+
+def _check_torch_head(who: str, model, test, A, logits) -> None:
+    import torch
+
+    head = model.torch_head()
+    x = torch.as_tensor(np.asarray(getattr(test, head.input), np.float32))
+    norm = getattr(test, "embedding_norm", None)
+    with torch.no_grad():
+        a, z = head(x, None if norm is None else torch.as_tensor(np.asarray(norm, np.float32)))
+    np.testing.assert_allclose(a.numpy(), A, rtol=1e-4, atol=1e-5,
+                               err_msg=f"{who}: torch_head()'s activations must be transform(x)")
+    np.testing.assert_allclose(z.numpy(), logits, rtol=1e-4, atol=1e-4,
+                               err_msg=f"{who}: torch_head()'s logits must be decision_function(x)")
 
 
 # -- backbones -----------------------------------------------------------------------------------
