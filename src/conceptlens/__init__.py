@@ -55,6 +55,8 @@ _LAZY = {
     "write_report": "conceptlens.report", "build_report": "conceptlens.report",
     # scikit-learn
     "ConceptBottleneckClassifier": "conceptlens.sklearn",
+    # the notebook estimator on images
+    "ImageConceptClassifier": "conceptlens.api", "as_dataset": "conceptlens.api",
 }
 
 
