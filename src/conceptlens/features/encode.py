@@ -30,10 +30,10 @@ def image_cache(backbone: Backbone, root: str | Path | None = None) -> FeatureCa
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled or total == 0,
-                smoothing=0.1, dynamic_ncols=True)
+    return progress(total=total, desc=desc, unit="img", disable=not enabled or total == 0,
+                    smoothing=0.1, leave=True)
 
 
 def encode_dataset(

@@ -161,7 +161,7 @@ def encode_videos(backbone: Backbone, dataset, sampling=None, cache: str | Path 
 
 def _encode_missing(backbone, dataset, sampling, wcache, mcache, todo, pool, workers, batch_size,
                     on_error, skipped, progress):
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm  # one switch for every bar (--quiet)
 
     def load(i: int):
         """(prepared frames (sum k_t, ...), frames per window, bounds, fps, n_frames) or None."""
