@@ -20,9 +20,6 @@ from ..data.images import FileImages
 from ..data.splits import take_splits
 from ..data.video import VideoDataset, VideoSampling
 from ..errors import ConfigError, DataError, UsageError, closest
-from ..intervene import edit_model, intervention_curve
-from ..intervene.edits import check_edit_destination
-from ..intervene.interventions import class_level_truth
 from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
@@ -154,6 +151,9 @@ def cmd_explain(args) -> int:
 
 
 def cmd_intervene(args) -> int:
+    from ..intervene import intervention_curve
+    from ..intervene.interventions import class_level_truth
+
     model, backbone = _load(args)
     data = _dataset(args, model)
     concepts = ConceptSet.load(args.concepts)
@@ -170,6 +170,8 @@ def cmd_intervene(args) -> int:
 
 
 def cmd_edit(args) -> int:
+    from ..intervene import edit_model
+    from ..intervene.edits import check_edit_destination
     from ..methods import Method
 
     check_edit_destination(args.out, args.model)

@@ -52,7 +52,7 @@ def cmd_serve(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from ..service.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+    from ..service.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
     p = sub.add_parser("serve", help="serve a saved model over HTTP, with an interactive explorer page")
     p.add_argument("model", help="a saved model folder")
