@@ -47,6 +47,10 @@ class Backbone(ABC):
     preprocess_id: str
     embed_dim: int
     feature_dim: int | None = None  # size of extra features for probes, if the model has them
+    # which runtime computes the image features, where a backbone has several that agree only to float
+    # rounding (offline: "onnx" or "torch"): part of the feature cache's identity, not of `id`
+    # (a model fitted on one runtime runs on the other); "" = one runtime
+    runtime_id: str = ""
 
     @abstractmethod
     def prepare(self, image: np.ndarray) -> torch.Tensor: ...

@@ -141,7 +141,13 @@ def cmd_explain(args) -> int:
         explained = [explain_image(model, bundle, i, target=target, top=args.top) for i in range(len(bundle))]
         texts = [as_text(e) for e in explained]
         if args.heatmap:
-            _write_heatmaps(args, model, backbone, data, bundle, explained)
+            from ..explain.attribution import captum_missing
+
+            why = captum_missing()
+            if why:  # the explanations are still worth printing
+                print(f"warning: --heatmap skipped: {why}.", file=sys.stderr)
+            else:
+                _write_heatmaps(args, model, backbone, data, bundle, explained)
     videos = [p for p, v in zip(paths, is_video, strict=True) if v]
     video_texts = _explain_videos(args, model, backbone, videos, target) if videos else []
     # in the order the files were given

@@ -26,7 +26,11 @@ ON_ERROR = ("fail", "skip")
 
 
 def image_cache(backbone: Backbone, root: str | Path | None = None) -> FeatureCache:
-    return FeatureCache(root, backbone=backbone.id, preprocess=backbone.preprocess_id, kind="image")
+    # the runtime (offline: ONNX or PyTorch, equal to float rounding only) keeps its own entries;
+    # absent for one-runtime backbones, whose identity is as before
+    runtime = getattr(backbone, "runtime_id", "")
+    return FeatureCache(root, backbone=backbone.id, preprocess=backbone.preprocess_id, kind="image",
+                        **({"runtime": runtime} if runtime else {}))
 
 
 def _progress(total: int, desc: str, enabled: bool):

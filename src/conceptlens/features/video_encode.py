@@ -95,6 +95,8 @@ def video_caches(backbone: Backbone, sampling,
                  root: str | Path | None = None) -> tuple[FeatureCache, FeatureCache]:
     """(window cache, per-video meta cache) for this backbone and sampling."""
     ident = {"backbone": backbone.id, "preprocess": backbone.preprocess_id, "sampling": sampling.id}
+    if getattr(backbone, "runtime_id", ""):  # as image_cache: one runtime's features per cache
+        ident["runtime"] = backbone.runtime_id
     return (FeatureCache(root, kind="video-window", **ident), FeatureCache(root, kind="video-meta", **ident))
 
 
