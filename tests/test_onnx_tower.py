@@ -52,8 +52,12 @@ def test_onnx_runtime_gives_the_pytorch_outputs(encoded):
     assert _cos(t["embedding"], o["embedding"]).min() >= 0.999
     # float rounding only: the ImageNet probabilities (what ConSE weights by) agree too
     assert np.abs(t["embedding"] - o["embedding"]).max() < 1e-3
-    # one identity: the same cache serves both runtimes
+    # one model identity (a model fitted on one runtime runs on the other), two cache identities:
+    # float rounding can move a table's last digit, so a cache never mixes the runtimes
     assert bb_t.id == bb_o.id and bb_t.preprocess_id == bb_o.preprocess_id
+    from conceptlens.features.encode import image_cache
+    assert (bb_t.runtime_id, bb_o.runtime_id) == ("torch", "onnx")
+    assert image_cache(bb_t, root).dir != image_cache(bb_o, root).dir
     # exported once, into --cache-dir's onnx/ folder
     assert [p.suffix for p in (root / "onnx").iterdir()] == [".onnx"]
 

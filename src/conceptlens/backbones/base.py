@@ -50,6 +50,11 @@ class Backbone(ABC):
     # the spec that reopens this backbone (get_backbone sets it: absolute paths for local folders)
     spec: str = ""
 
+    # which runtime computes the image features, where a backbone has several that agree only to float
+    # rounding (offline: "onnx" or "torch"): part of the feature cache's identity, not of `id`
+    # (a model fitted on one runtime runs on the other); "" = one runtime
+    runtime_id: str = ""
+
     @abstractmethod
     def prepare(self, image: np.ndarray) -> torch.Tensor: ...
 

@@ -27,7 +27,7 @@ from .._io import fingerprint_file
 from ..cache import FeatureCache, cached_texts
 from ..errors import ConfigError
 from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
-from .onnx_tower import RUNTIMES, TorchTower, image_tower
+from .onnx_tower import RUNTIMES, TorchTower, image_tower, runtime_of
 from .text_encoder import encode_sentences, sentence_encoder_fingerprint
 
 INVERT_CHOICES = ("auto", "never", "always")
@@ -95,7 +95,8 @@ class OfflineBackbone(Backbone):
         # --cache-dir/features); None = the user cache. Not part of the id: it holds, not makes.
         self.feature_cache = feature_cache
         # how the image tower runs ("auto": ONNX Runtime where installed, backbones/onnx_tower.py).
-        # Not part of the id either: both compute the same outputs to float rounding.
+        # Not part of the id (a model fitted on one runs on the other), but of the feature cache's
+        # identity (`runtime_id`): the two agree to float rounding only.
         self.runtime = runtime
         self._class_text = self._tower = None
 
@@ -141,6 +142,11 @@ class OfflineBackbone(Backbone):
         -> {"embedding": (n, 384) unit rows, "features": (n, 1280)}, what `encode_prepared` computes
         (in PyTorch; conceptlens.export builds on it)."""
         return OfflineImageEncoder(self.model, self._class_text_embeddings(), self.temperature, self.top_t)
+
+    @property
+    def runtime_id(self) -> str:
+        """'onnx' or 'torch', the tower encoding runs on (choosing it, the first time)."""
+        return runtime_of(self.tower())
 
     def encode_prepared(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         feats, logits = self.tower()(batch)

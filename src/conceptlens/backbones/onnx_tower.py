@@ -9,8 +9,11 @@ export, a damaged or edited file) is refused with a warning and the PyTorch path
 the faster path can never give a silently different answer. An ONNX file is a graph and its
 weights, no code, so loading one made here is safe.
 
-Same cache identity as the PyTorch path: outputs differ by float rounding only (cosine to the
-PyTorch features >= 0.999999 on the probe and the tests), as between thread counts.
+Outputs differ from the PyTorch path's by float rounding only (cosine to the PyTorch features
+>= 0.999999 on the probe and the tests), yet that rounding can move a table's last digit (label_free
+79.8 vs 79.7 on the demo), so each runtime has its own feature-cache identity (`runtime_of`,
+`Backbone.runtime_id`): a cache never mixes them. The model's backbone id is the same for both, so
+a model fitted on one runtime is explained and served on the other.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ def probe_cosine(tower, torch_tower: TorchTower, size: int) -> float:
     return min(_cosine(g, w) for g, w in zip(got, want, strict=True))
 
 
+_WARNED = False  # the missing-onnxruntime warning, once per process
 _SESSIONS: dict[tuple, OnnxTower] = {}
 _EXPORTED: dict[tuple, Path] = {}  # files this process exported or checked, to copy, not export again
 
@@ -174,5 +178,17 @@ def image_tower(model, weights_fp: str, size: int, runtime: str = "auto",
     if runtime == "onnx":
         raise ConfigError(f"runtime=onnx was asked for but cannot be used: {why}. Use runtime=auto "
                           "or runtime=torch.")
-    log.info("Encoding with the PyTorch image tower (%s).", why)
+    global _WARNED
+    if why.startswith("onnxruntime is not installed") and not _WARNED:  # the slow default, said once
+        _WARNED = True
+        log.warning("onnxruntime is missing: the offline backbone encodes with PyTorch, ~7x slower; "
+                    "pip install 'conceptlens[fast]' for the fast path (runtime=torch hides this).")
+    else:
+        log.info("Encoding with the PyTorch image tower (%s).", why)
     return torch_tower
+
+
+def runtime_of(tower) -> str:
+    """'onnx' or 'torch': part of the feature cache's identity (the two agree to float rounding
+    only, which can move a table's last digit)."""
+    return "onnx" if isinstance(tower, OnnxTower) else "torch"

@@ -146,7 +146,10 @@ def cmd_discover(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from ..runs.config import DISCOVERY_INPUTS, SAE_PRECISIONS
+    # from discovery.sae, not runs.config (pydantic and every method): `--help` loads no torch
+    from ..discovery.sae import INPUTS, PRECISIONS as SAE_PRECISIONS
+
+    DISCOVERY_INPUTS = ("auto", *INPUTS)  # as runs.config's
 
     p = sub.add_parser("discover", help="train a sparse autoencoder on unlabelled images and name its "
                                         "latents (Discover-then-Name)")

@@ -20,9 +20,6 @@ from ..data.images import FileImages
 from ..data.splits import take_splits
 from ..data.video import VideoDataset, VideoSampling
 from ..errors import ConfigError, DataError, UsageError, closest
-from ..intervene import edit_model, intervention_curve
-from ..intervene.edits import check_edit_destination
-from ..intervene.interventions import class_level_truth
 from . import arg_types
 from .data_commands import add_encode_options, add_matching_options
 
@@ -165,7 +162,13 @@ def cmd_explain(args) -> int:
         explained = [explain_image(model, bundle, i, target=target, top=args.top) for i in range(len(bundle))]
         texts = [as_text(e) for e in explained]
         if args.heatmap:
-            _write_heatmaps(args, model, backbone, data, bundle, explained)
+            from ..explain.attribution import captum_missing
+
+            why = captum_missing()
+            if why:  # the explanations are still worth printing
+                print(f"warning: --heatmap skipped: {why}.", file=sys.stderr)
+            else:
+                _write_heatmaps(args, model, backbone, data, bundle, explained)
     videos = [p for p, v in zip(paths, is_video, strict=True) if v]
     video_texts = _explain_videos(args, model, backbone, videos, target) if videos else []
     # in the order the files were given
@@ -175,6 +178,9 @@ def cmd_explain(args) -> int:
 
 
 def cmd_intervene(args) -> int:
+    from ..intervene import intervention_curve
+    from ..intervene.interventions import class_level_truth
+
     model, backbone = _load(args)
     data = _dataset(args, model)
     concepts = ConceptSet.load(args.concepts)
@@ -191,6 +197,8 @@ def cmd_intervene(args) -> int:
 
 
 def cmd_edit(args) -> int:
+    from ..intervene import edit_model
+    from ..intervene.edits import check_edit_destination
     from ..methods import Method
 
     check_edit_destination(args.out, args.model)

@@ -70,7 +70,7 @@ def _model_dir(path: str) -> Path:
 
 
 def add_commands(sub) -> None:
-    from ..service.app import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+    from ..service.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
     p = sub.add_parser("serve", help="serve a saved model over HTTP, with an interactive explorer page")
     p.add_argument("model", help="a saved model folder, or a run folder (the model its report shows)")

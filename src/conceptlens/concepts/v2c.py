@@ -221,7 +221,7 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
 
     Cached per text in the feature cache under `cache_root` (None: the user cache; the same
     argument `features.encode_texts` takes), one shard per batch: resumable and reused."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm  # one switch for every bar (--quiet)
 
     from ..backbones.base import l2_normalize  # deferred: torch (concepts imports without it)
 

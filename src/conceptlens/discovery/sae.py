@@ -455,7 +455,7 @@ def _train_loop(tr: _Trainer, Xt, B: int, epochs: int, l1: float, lr: float, res
     since_resample = 0
     epoch_iter = range(int(epochs))
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as tqdm  # one switch for every bar (--quiet)
         epoch_iter = tqdm(epoch_iter, desc=f"SAE d={d} h={h}", unit="epoch")
     fired = torch.zeros(h, dtype=torch.int64)
     for epoch in epoch_iter:

@@ -82,6 +82,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..progress import progress
 from ..solvers.glm import fit_elastic_net
 from .metrics import evaluate, prune_to_nec
 
@@ -151,7 +152,7 @@ def vlg_path(Z: np.ndarray, y: np.ndarray, n_classes: int, target_density: float
     lambdas = vlg_lambdas(alpha=alpha) if lambdas is None else np.asarray(lambdas, dtype=float)
     path = VLGPath()
     W = b = None
-    for lam in lambdas:
+    for lam in progress(lambdas, desc=f"NEC path (density {target_density:.3g})", unit="lam"):
         W, b, _ = fit_elastic_net(Z, y, float(lam), alpha, W0=W, b0=b, n_classes=n_classes,
                                   tol=tol, max_iter=max_iter, dtype=dtype, positive=positive)
         path.lambdas.append(float(lam))

@@ -80,6 +80,18 @@ PixelEncoder = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 # -- the differentiable path from pixels ------------------------------------------------------
 
 
+CAPTUM_HINT = "the `attribution` extra: pip install 'conceptlens[attribution]'"
+
+
+def captum_missing() -> str | None:
+    """None when captum (integrated gradients) can be imported, else what to install."""
+    try:
+        import captum.attr  # noqa: F401
+    except ImportError:
+        return f"integrated gradients need captum ({CAPTUM_HINT})"
+    return None
+
+
 def image_tensor(image: np.ndarray) -> torch.Tensor:
     """A decoded image (H, W) or (H, W, 1|3|4) uint8 -> (1, 3, H, W) float32 in 0..255."""
     a = np.asarray(image)
@@ -324,8 +336,8 @@ def attribute(backbone, model, images: Sequence[np.ndarray], targets: Sequence[s
         try:
             from captum.attr import IntegratedGradients
         except ImportError as e:
-            raise ConfigError("integrated gradients need captum: pip install captum (or method="
-                              "'grad_x_input').") from e
+            raise ConfigError(f"integrated gradients need captum ({CAPTUM_HINT}), or "
+                              "method='grad_x_input'.") from e
     maps, outs, base_outs, deltas = [], [], [], []
     t = len(idx)
     for image in images:

@@ -26,14 +26,18 @@ ON_ERROR = ("fail", "skip")
 
 
 def image_cache(backbone: Backbone, root: str | Path | None = None) -> FeatureCache:
-    return FeatureCache(root, backbone=backbone.id, preprocess=backbone.preprocess_id, kind="image")
+    # the runtime (offline: ONNX or PyTorch, equal to float rounding only) keeps its own entries;
+    # absent for one-runtime backbones, whose identity is as before
+    runtime = getattr(backbone, "runtime_id", "")
+    return FeatureCache(root, backbone=backbone.id, preprocess=backbone.preprocess_id, kind="image",
+                        **({"runtime": runtime} if runtime else {}))
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled or total == 0,
-                smoothing=0.1, dynamic_ncols=True)
+    return progress(total=total, desc=desc, unit="img", disable=not enabled or total == 0,
+                    smoothing=0.1, leave=True)
 
 
 def encode_dataset(

@@ -95,6 +95,8 @@ def video_caches(backbone: Backbone, sampling,
                  root: str | Path | None = None) -> tuple[FeatureCache, FeatureCache]:
     """(window cache, per-video meta cache) for this backbone and sampling."""
     ident = {"backbone": backbone.id, "preprocess": backbone.preprocess_id, "sampling": sampling.id}
+    if getattr(backbone, "runtime_id", ""):  # as image_cache: one runtime's features per cache
+        ident["runtime"] = backbone.runtime_id
     return (FeatureCache(root, kind="video-window", **ident), FeatureCache(root, kind="video-meta", **ident))
 
 
@@ -161,7 +163,7 @@ def encode_videos(backbone: Backbone, dataset, sampling=None, cache: str | Path 
 
 def _encode_missing(backbone, dataset, sampling, wcache, mcache, todo, pool, workers, batch_size,
                     on_error, skipped, progress):
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm  # one switch for every bar (--quiet)
 
     def load(i: int):
         """(prepared frames (sum k_t, ...), frames per window, bounds, fps, n_frames) or None."""

@@ -100,6 +100,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..progress import progress
 from ..validation import Boolean, Interval, Options
 from .base import METHODS, Context, Method
 from .class_consistent import CONSTRAINTS as CLASS_CONSISTENT
@@ -387,7 +388,11 @@ class LaBo(Method):
         history: list[list[float]] = []
         best = {"acc": -1.0, "V": V.detach().clone(), "step": 0}
 
+        bar = progress(total=self.max_iter if self.optimizer == "lbfgs" else self.epochs, desc="LaBo",
+                       unit="iter" if self.optimizer == "lbfgs" else "epoch")
+
         def checkpoint(step: int) -> None:
+            bar.update(step - bar.n)  # every val_every epochs (or iterations)
             if val is None:
                 return
             with torch.no_grad():
@@ -396,10 +401,11 @@ class LaBo(Method):
             if acc > best["acc"]:  # strict: ties keep the earlier checkpoint, as Lightning does
                 best.update(acc=acc, V=V.detach().clone(), step=step)
 
-        final_step = self._run_lbfgs(V, A, y, scale, checkpoint) if self.optimizer == "lbfgs" \
-            else self._run_adam(V, A, y, scale, checkpoint)
-        if not history or history[-1][0] != final_step:
-            checkpoint(final_step)
+        with bar:
+            final_step = self._run_lbfgs(V, A, y, scale, checkpoint) if self.optimizer == "lbfgs" \
+                else self._run_adam(V, A, y, scale, checkpoint)
+            if not history or history[-1][0] != final_step:
+                checkpoint(final_step)
         with torch.no_grad():
             A64, V_final = A.double(), V.detach().double()
             self.final_objective_ = float(labo_objective(V_final, A64, y, scale, self.l1,

@@ -47,10 +47,8 @@ from ..errors import ConfigError, DataError, ImageFormatError, closest
 from ..intervene import apply_edits
 from . import origin
 from .explorer import add_explorer, find_images
+from .limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
-DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-# below the library's 64 Mpx: a service decodes several uploads at once, each up to 3 bytes/pixel
-DEFAULT_MAX_PIXELS = 16_000_000
 TOKEN_ENV = "CONCEPTLENS_TOKEN"
 MIN_TOKEN_LENGTH = 16
 IMAGE_CACHE_SIZE = 256  # encoded uploads kept for /intervene (a few KB each)

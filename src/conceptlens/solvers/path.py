@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..progress import progress
+
 
 class PathSolver(Protocol):
     """One lam at a time, warm-started from a path state (lam_prev, W_prev, b_prev, step,
@@ -82,7 +84,7 @@ def run_path(solver_: PathSolver, lmax: float, m: int, lam: float | None, target
     G0 = solver_.gradient_at_zero(lmax) if screen_from_zero else None
     prev = (lmax, None, None, solver_.start_step, G0)
     first = True
-    for value in grid:
+    for value in progress(grid, desc=f"path ({solver})", unit="lam"):
         state, nec = solve(value, prev)
         if target_nec is not None and nec >= target_nec:
             if not first and nec > target_nec:
