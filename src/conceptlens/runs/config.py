@@ -470,7 +470,8 @@ class SaeConfig(Table):
     listed_unknowns = True
 
     expansion: Annotated[int | None, Check(None, POS_INT)] = Field(
-        None, description="Latents per embedding dimension (8).")
+        None, description="Latents per embedding dimension (absent: DN-CBM's 8, lowered to pool images // d "
+        "when the pool holds fewer than 8 x d images, with a warning).")
     l1: Annotated[float | None, Check(None, NONNEG)] = Field(None, description="The L1 penalty (3e-5).")
     lr: Annotated[float | None, Check(None, POSITIVE)] = Field(None, description="The learning rate (5e-4).")
     epochs: Annotated[int | None, Check(None, POS_INT)] = Field(None, description="Training epochs (200).")
