@@ -121,18 +121,20 @@ def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
 
 
 def _metrics_table(results: dict, k: int = 5) -> str:
-    from ..runs.tables import auroc_cell, evidence_cell, precision_cell
+    from ..runs.tables import auroc_cell, evidence_cell, has_top5, precision_cell, top5_cell
 
     grounded = any("concept_auroc" in r for r in results.values())
     checked = any("evidence_at_k" in r for r in results.values())
-    head = "<tr><th>method</th><th>top-1</th><th>top-5</th><th>per-class</th><th>ECE</th>" \
+    top5 = has_top5(results)
+    head = "<tr><th>method</th><th>top-1</th>" + ("<th>top-5</th>" if top5 else "") + \
+           "<th>per-class</th><th>ECE</th>" \
            "<th>NEC</th><th>top-1 @ NEC</th>" + \
            (f"<th>concept AUROC (n)</th><th>precision@{k} (coverage)</th><th>negative precision@{k}</th>"
             if grounded else "") + (f"<th>evidence@{k}</th>" if checked else "") + "</tr>"
     rows = []
     for name, r in results.items():
         if "failed" in r:  # could not be fitted on these data (runs/experiment.fit_and_evaluate)
-            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{6 + 3 * grounded + checked}'>failed: "
+            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{5 + top5 + 3 * grounded + checked}'>failed: "
                         f"{_esc(r['failed'])}</td></tr>")
             continue
         at = f"{100 * r['top1_at_nec']:.1f}" if "top1_at_nec" in r else "-"
@@ -143,7 +145,7 @@ def _metrics_table(results: dict, k: int = 5) -> str:
         if checked:
             extra += f"<td class='num'>{_esc(evidence_cell(r))}</td>"
         rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r['top1']:.1f}</td>"
-                    f"<td class='num'>{100 * r['top5']:.1f}</td>"
+                    + (f"<td class='num'>{top5_cell(r)}</td>" if top5 else "") +
                     f"<td class='num'>{100 * r['mean_per_class']:.1f}</td>"
                     f"<td class='num'>{r['ece']:.3f}</td><td class='num'>{r['nec']:.1f}</td>"
                     f"<td class='num'>{at}</td>{extra}</tr>")
