@@ -541,3 +541,22 @@ def test_the_sae_width_follows_a_small_pool_and_says_so(fakes, monkeypatch, tmp_
     small = _cfg(pool=str(image_folder), pool_size=5, sae={"epochs": 1})
     with pytest.raises(ConfigError, match=r"5 images.*smaller than d = 6.*Nothing was encoded"):
         discovery_run.build_discovery(small, TinyBackbone(), cache, tmp_path, None, {"fake_dn": {}})
+
+
+def test_a_discovery_only_run_lists_only_what_it_wrote(fakes, tmp_path, monkeypatch, words_file, capsys):
+    """A run whose only concept method discovers its own concepts builds no concept list: no
+    concepts.json, and the CLI's "wrote" line does not claim one."""
+    from conceptlens.cli.data_commands import print_run
+    from conceptlens.runs import run_experiment
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    cfg = make(methods={"fake_dn": {}}, nec_protocol="prune",
+               discovery=DiscoveryConfig(vocabulary=str(words_file), sae={"epochs": 2, "batch_size": 8}))
+    out = run_experiment(cfg)
+    folder = tmp_path / "out"
+    assert not (folder / "concepts.json").exists()
+    assert out["written"] == sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    assert "results.json" in out["written"] and "models/" in out["written"]
+    print_run(out)
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")][0]
+    assert "concepts.json" not in wrote and "results.json" in wrote and "models/" in wrote

@@ -106,10 +106,8 @@ def print_run(out: dict) -> None:
         for name, why in (shown.get("passed_over") or {}).items():
             print(f"         passed over: {name}: {why}")
     print("\ntime     " + ", ".join(f"{k} {v:.1f}s" for k, v in out["seconds"].items()))
-    if "output_dir" in out:
-        matches = "concept_matches.csv, " if out.get("concept_matches") else ""
-        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, {matches}"
-              "report.html, results.json, results.md, splits.json, models/)")
+    if "output_dir" in out:  # only what record_run wrote (runs/record.py written_files)
+        print(f"wrote    {out['output_dir']}/ ({', '.join(out.get('written') or [])})")
 
 
 def cmd_encode(args) -> int:

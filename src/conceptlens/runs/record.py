@@ -143,7 +143,8 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
                overwrite: bool = False) -> Path:
     """Write the run folder (config, environment, concepts, results, models and `files`,
     e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir;
-    out["split_ids"] ({split: item ids}, when given) becomes splits.json."""
+    out["split_ids"] ({split: item ids}, when given) becomes splits.json. out["written"] is set
+    to the names written (written_files)."""
     final = check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -167,12 +168,19 @@ def record_run(cfg: RunConfig, out: dict, concepts, models: dict, files: dict[st
             write_text(tmp / name, content)
         for name, model in models.items():
             model.save(tmp / "models" / name)
+        out["written"] = written_files(tmp)  # what the folder holds, for the CLI's "wrote" line
         check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)  # it may have appeared meanwhile
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Path(cfg.output_dir)
+
+
+def written_files(folder: Path) -> list[str]:
+    """The names at the top of a run folder, sorted, folders with a slash ("models/"): what a run
+    wrote, so a discovery-only run (no concepts.json) or one without a report lists neither."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in Path(folder).iterdir())
 
 
 def results_markdown(out: dict) -> str:
