@@ -363,6 +363,9 @@ def build_report(model, results: dict, test, train, image: Callable[[str], np.nd
              f"{model.nec_:.1f}</p>"]
     parts.append("<section id='summary'><h2>Summary</h2>"
                  + _metrics_table(results, grounding["k"] if grounding else 5) + "</section>")
+    from .nec_curve import nec_curve_section
+
+    parts.append(nec_curve_section(results))
     parts.append(truth_section(model, results, chosen, warnings))
 
     buttons = "<button data-cls='all'>all classes</button>" + "".join(

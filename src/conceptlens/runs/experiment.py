@@ -51,7 +51,7 @@ from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_se
 from ..data import few_shot, load_dataset
 from ..data.splits import take_splits
 from ..errors import ConfigError, DataError
-from ..evaluation import evaluate
+from ..evaluation import evaluate, nec_curve_fields
 from ..features import encode_dataset, encode_texts, encode_texts_with_norms
 from ..features.encode import image_cache
 from ..grounding.evaluate import Grounding, matching_embedder, resolve_annotations, row_fields
@@ -305,7 +305,7 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
 
 
 def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int,
-                     protocol: str = "vlg") -> tuple[dict, dict]:
+                     protocol: str = "vlg", nec_curve=()) -> tuple[dict, dict]:
     """Fit every method on `train` with the same `val` (None: no validation for anyone); with
     `val`, each row also holds `val_top1`, the top-1 on it (what [report] method "auto" picks by).
 
@@ -328,6 +328,8 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
             row["val_top1"] = float((model.predict(val) == np.asarray(val.labels)).mean())
         if nec:
             row |= evaluate_at_nec(model, train, test, nec, protocol, val, context) or {}
+        if nec_curve:  # accuracy against NEC (evaluation/nec.py accuracy_curve)
+            row |= nec_curve_fields(model, train, test, nec_curve, protocol, val, context, row["top1"])
         results[name], models[name] = row, model
     return results, models
 
@@ -509,7 +511,8 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False) 
     context = build_context(backbone, data.classes, selected, cache_root, grounding, discovery, labelled)
 
     t = time.perf_counter()
-    results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol)
+    results, models = fit_and_evaluate(cfg.methods, train, val, test, context, cfg.nec, cfg.nec_protocol,
+                                       cfg.nec_curve)
     seconds["fit"] = time.perf_counter() - t
     warnings = [w for w in [report.get("concepts", {}).get("warning")] if w]
     warnings += list(model_concept_warnings(models, data.classes).values())
