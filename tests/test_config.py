@@ -31,7 +31,7 @@ def _load(tmp_path, text):
 @pytest.mark.parametrize("text, message", [
     # unknown keys in every section, with the known ones listed
     ("[evaluation]\nnecc = 3\n", r"Unknown key 'necc' in \[evaluation\]\. Did you mean 'nec'\? "
-                                 r"Known: nec, nec_protocol\."),
+                                 r"Known: nec, nec_curve, nec_protocol\."),
     ("[output]\ndirectory = 'x'\n", r"Unknown key 'directory' in \[output\]\..*Known: cache_dir, dir\."),
     ("[backbone]\nname = 'offline'\n", r"Unknown key 'name' in \[backbone\]\..*Known: spec\."),
     ("[fewshot]\nshot = [1]\n", r"Unknown key 'shot' in \[fewshot\]\. Did you mean 'shots'"),

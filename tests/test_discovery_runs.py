@@ -521,3 +521,43 @@ def test_a_pool_too_small_for_the_sae_is_refused_before_encoding(fakes, monkeypa
     # a pool that only V2C reads (no SAE) is not held to the SAE's width
     out = discovery_run.build_discovery(cfg, backbone, cache, tmp_path, None, {"needs_pool": {}})
     assert out.pool_embedding.shape == (12, 6)
+
+
+def test_the_sae_width_follows_a_small_pool_and_says_so(fakes, monkeypatch, tmp_path, image_folder, caplog):
+    """No expansion given: a 12-image pool of d = 6 gets expansion 2 (not DN-CBM's 8, which would need
+    48 images), a warning says so and the discovery record keeps the note; a pool smaller than d is
+    still refused before encoding."""
+    from tiny_backbone import TinyBackbone
+
+    from conceptlens.features.encode import image_cache
+
+    backbone = TinyBackbone()
+    cache = image_cache(backbone, tmp_path / "features")
+    cfg = _cfg(pool=str(image_folder), sae={"epochs": 1, "batch_size": 8})
+    record: dict = {}
+    with caplog.at_level("WARNING"):
+        out = discovery_run.build_discovery(cfg, backbone, cache, tmp_path, None, {"fake_dn": {}}, record)
+    assert out.sae.h == 12 and record["sae"]["params"]["expansion"] == 2
+    assert "using expansion 2" in caplog.text and "using expansion 2" in record["sae"]["note"]
+    small = _cfg(pool=str(image_folder), pool_size=5, sae={"epochs": 1})
+    with pytest.raises(ConfigError, match=r"5 images.*smaller than d = 6.*Nothing was encoded"):
+        discovery_run.build_discovery(small, TinyBackbone(), cache, tmp_path, None, {"fake_dn": {}})
+
+
+def test_a_discovery_only_run_lists_only_what_it_wrote(fakes, tmp_path, monkeypatch, words_file, capsys):
+    """A run whose only concept method discovers its own concepts builds no concept list: no
+    concepts.json, and the CLI's "wrote" line does not claim one."""
+    from conceptlens.cli.data_commands import print_run
+    from conceptlens.runs import run_experiment
+
+    make = tiny_setup(tmp_path, monkeypatch)
+    cfg = make(methods={"fake_dn": {}}, nec_protocol="prune",
+               discovery=DiscoveryConfig(vocabulary=str(words_file), sae={"epochs": 2, "batch_size": 8}))
+    out = run_experiment(cfg)
+    folder = tmp_path / "out"
+    assert not (folder / "concepts.json").exists()
+    assert out["written"] == sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    assert "results.json" in out["written"] and "models/" in out["written"]
+    print_run(out)
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")][0]
+    assert "concepts.json" not in wrote and "results.json" in wrote and "models/" in wrote

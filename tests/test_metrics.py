@@ -92,7 +92,7 @@ class _Bundle:
 
 def test_evaluate_uses_one_prediction_rule_on_ties():
     rng = np.random.default_rng(4)
-    m = 5
+    m = 6
     labels = np.repeat(np.arange(m), 8)  # balanced: top1 must equal mean per-class accuracy
     scores = rng.integers(0, 2, size=(len(labels), m)).astype(float)
     scores[:10] = 0.0  # fully tied rows, as a training-free method can produce
@@ -104,6 +104,23 @@ def test_evaluate_uses_one_prediction_rule_on_ties():
     per_class = per_class_accuracy(pred, labels, m)
     assert out["mean_per_class"] == pytest.approx(np.nanmean(per_class))
     assert out["top1"] == pytest.approx(out["mean_per_class"])
+
+
+def test_top_k_only_below_the_number_of_classes():
+    """Top-5 of 3 (or 5) classes is 100% by definition: evaluate leaves it out, and the tables show
+    no top-5 column; with 6 classes it is there."""
+    from conceptlens.evaluation.metrics import reported_top_k
+    from conceptlens.runs.tables import results_table
+
+    assert reported_top_k(3) == () and reported_top_k(5) == () and reported_top_k(6) == (5,)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 4)
+    three = evaluate(_Scored(rng.normal(size=(12, 3))), _Bundle(labels))
+    assert "top5" not in three and "top1" in three
+    table = results_table({"m": three}, nec=0)
+    assert "top-5" not in table.splitlines()[0] and len(table.splitlines()[2].split("|")) == 7
+    six = evaluate(_Scored(rng.normal(size=(12, 6))), _Bundle(np.arange(12) % 6))
+    assert "top5" in six and "top-5" in results_table({"m": six}, nec=0)
 
 
 def test_evaluate_constant_predictor():

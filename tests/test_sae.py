@@ -294,8 +294,32 @@ def test_pool_fingerprint_depends_on_values_and_shape():
 def test_too_few_images_for_the_width():
     X = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
     with pytest.raises(ConfigError, match=r"100 images.*h = expansion x d = 8 x 16 = 128.*expansion to 6"):
-        train_sae(X)
+        train_sae(X, expansion=8)
     train_sae(X, expansion=6, epochs=1)  # the remedy the message names works
+    with pytest.raises(ConfigError, match=r"10 images.*smaller than d"):  # no width fits
+        train_sae(X[:10])
+
+
+def test_the_default_width_follows_a_small_pool(caplog, tmp_path):
+    """Without an expansion, a pool of fewer than 8 x d images trains n // d x d latents (the
+    10-class `init` config: 3,000 images, d = 384 -> 7 x 384), and a warning says so; a large pool
+    keeps DN-CBM's 8 and the key it had with expansion=8 spelled out."""
+    assert sae_mod.fitted_expansion(3000, 384) == (7, sae_mod.fitted_expansion(3000, 384)[1])
+    assert "3000 images" in sae_mod.fitted_expansion(3000, 384)[1]
+    assert sae_mod.fitted_expansion(3072, 384) == (8, None)
+    assert sae_mod.fitted_expansion(3000, 384, 2) == (2, None)  # given: kept
+    X = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        sae = train_sae(X, epochs=1)
+    assert sae.h == 3 * 16 and sae.meta["params"]["expansion"] == 3
+    assert "fewer than the default SAE width of 8 x 16 = 128 latents: using expansion 3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sae_for(X, "bb", "pool", tmp_path, epochs=1)
+    assert "using expansion 3" in caplog.text
+    assert sae_mod.sae_key(X, "bb", epochs=1) == sae_mod.sae_key(X, "bb", epochs=1, expansion=3)
+    big = np.random.default_rng(1).normal(size=(130, 16)).astype(np.float32)
+    assert sae_mod.sae_key(big, "bb") == sae_mod.sae_key(big, "bb", expansion=8)
 
 
 @pytest.mark.parametrize("X, match", [

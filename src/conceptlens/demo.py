@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .report import run_report
 from .runs import RunConfig, run_experiment
-from .runs.config import DataConfig
+from .runs.config import DEFAULT_NEC_CURVE, DataConfig
 from .runs.results import RunResult
 
 # Every concept head class-consistent (methods/class_consistent.py): a class weighs only concepts
@@ -36,7 +36,8 @@ def demo_config(train_per_class: int = 300, val_per_class: int = 50, test_per_cl
                                     test_per_class, seed, data_dir),
                     backbone=backbone, output_dir=output_dir, cache_dir=cache_dir,
                     progress=progress, batch_size=batch_size, workers=workers,
-                    methods={k: dict(v) for k, v in DEMO_METHODS.items()})
+                    methods={k: dict(v) for k, v in DEMO_METHODS.items()},
+                    nec_curve=list(DEFAULT_NEC_CURVE))  # accuracy against NEC (the docs' figure)
     if shots:
         cfg.fewshot.shots = shots
     return cfg

@@ -112,10 +112,8 @@ def print_run(out: dict) -> None:
         print("stages   " + ", ".join(
             f"{k} {v['seconds']:.1f}s" + ("" if v.get("peak_rss_mb") is None else f" ({v['peak_rss_mb']:.0f} MiB)")
             for k, v in out["stages"].items()))
-    if "output_dir" in out:
-        matches = "concept_matches.csv, " if out.get("concept_matches") else ""
-        print(f"wrote    {out['output_dir']}/ (config.toml, environment.json, concepts.json, {matches}"
-              "report.html, results.json, results.md, splits.json, models/)")
+    if "output_dir" in out:  # only what record_run wrote (runs/record.py written_files)
+        print(f"wrote    {out['output_dir']}/ ({', '.join(out.get('written') or [])})")
 
 
 def cmd_encode(args) -> int:

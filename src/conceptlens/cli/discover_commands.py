@@ -165,7 +165,7 @@ def add_commands(sub) -> None:
     p.add_argument("--sae", help="a saved SAE file to name instead of training one (checked against the "
                                  "backbone)")
     g = p.add_argument_group("SAE training (defaults: the reference's released configuration)")
-    g.add_argument("--expansion", type=int, help="latents per embedding dimension (8)")
+    g.add_argument("--expansion", type=int, help="latents per embedding dimension (8, or pool images // d on a smaller pool)")
     g.add_argument("--l1", type=arg_types.finite_float, help="sparsity penalty (3e-5)")
     g.add_argument("--lr", type=arg_types.finite_float, help="Adam learning rate (5e-4)")
     g.add_argument("--epochs", type=int, help="(200)")

@@ -44,10 +44,17 @@ reference loop ~19 s per 16k-image epoch, ours 7.8 s in fp32 and 4.1 s with bf16
 trajectory (held-out MSE after 3 epochs 0.0817 / 0.0814 / 0.0814); the lead's full run is in
 benchmarks/results/sae.json.
 
-Bad input: a pool with fewer images than latents (n < h = expansion * d) is refused with a
-ConfigError that names both remedies (a larger pool, or ``expansion <= n // d``): below that the
-dictionary has more atoms than data points, resampling has fewer candidate inputs than dead latents,
-and the reference itself refuses to resample from fewer than 819,200 inputs.
+The width follows the pool (``expansion=None``, the default): DN-CBM's expansion 8, lowered to
+``n // d`` when the pool has fewer images than 8 x d latents (``fitted_expansion``; a warning says so,
+and results.json's discovery record keeps the note), so a pool of 3,000 images and d = 384 trains
+3,000 // 384 = 7 x 384 = 2,688 latents instead of failing. The cache key resolves the default
+the same way, so a large pool's SAE keeps the key it had with ``expansion=8``.
+
+Bad input: a pool with fewer images than latents (n < h = expansion * d, an expansion given
+explicitly, or a pool smaller than d) is refused with a ConfigError that names both remedies (a
+larger pool, or ``expansion <= n // d``): below that the dictionary has more atoms than data points,
+resampling has fewer candidate inputs than dead latents, and the reference itself refuses to
+resample from fewer than 819,200 inputs.
 
 Deviations from the reference
 | what | reference | here | why / effect |
@@ -259,6 +266,25 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "bfloat16" if _bf16_native() else "float32"
     return precision
+
+
+DEFAULT_EXPANSION = 8  # DN-CBM's released configuration (ef8)
+
+
+def fitted_expansion(n: int, d: int, expansion: int | None = None) -> tuple[int, str | None]:
+    """The SAE's expansion for a pool of n images of dimension d, and a note when the default was
+    changed: a given `expansion` is kept as it is (checked by train_sae); None gives DN-CBM's 8,
+    lowered to n // d (at least 1) when the pool holds fewer images than 8 x d latents."""
+    if expansion is not None:
+        return expansion, None
+    if n >= DEFAULT_EXPANSION * d or n < d:  # n < d: no width fits; train_sae's check says so
+        return DEFAULT_EXPANSION if n >= d else 1, None
+    e = n // d
+    return e, (f"The unlabelled pool has {n} images, fewer than the default SAE width of "
+               f"{DEFAULT_EXPANSION} x {d} = {DEFAULT_EXPANSION * d} latents: using expansion {e} "
+               f"({e * d} latents, at most one per image). Set [discovery] sae = {{ expansion = ... }} "
+               f"(or `conceptlens discover --expansion`) to choose, or use a pool of at least "
+               f"{DEFAULT_EXPANSION * d} images for DN-CBM's width.")
 
 
 def _check_params(n: int, d: int, expansion, l1, lr, epochs, batch_size, resample_every, input,
@@ -494,14 +520,15 @@ def _train_loop(tr: _Trainer, Xt, B: int, epochs: int, l1: float, lr: float, res
     return fired, history
 
 
-def train_sae(X: np.ndarray, expansion: int = 8, l1: float = 3e-5, lr: float = 5e-4, epochs: int = 200,
+def train_sae(X: np.ndarray, expansion: int | None = None, l1: float = 3e-5, lr: float = 5e-4, epochs: int = 200,
               batch_size: int = 4096, resample_every: int = 10, seed: int = 0, progress: bool = False,
               backbone_id: str = "", pool_id: str = "", input: str = "raw", precision: str = "auto",
               resample_dataset_size: int = 819_200, callback=None) -> SparseAutoencoder:
     """Train the reference's SAE on pool features X (n_images, d); labels are never used.
 
     Defaults are DN-CBM's released configuration (ef 8, l1 3e-5, lr 5e-4, batch 4096, 200 epochs,
-    resampling every 10 epochs). ``resample_every=0`` turns resampling off. ``precision`` 'auto' uses
+    resampling every 10 epochs); ``expansion=None`` is 8, or less on a pool of fewer than 8 x d
+    images (``fitted_expansion``, with a logged warning). ``resample_every=0`` turns resampling off. ``precision`` 'auto' uses
     bf16 matmuls where the CPU has native bf16 (see the module docstring), 'float32' full fp32.
     ``callback(epoch, record, params)``, if given, runs after each epoch (outside the epoch's timed
     ``seconds``) with that epoch's history record and the live fp32 torch parameters (read only).
@@ -510,6 +537,9 @@ def train_sae(X: np.ndarray, expansion: int = 8, l1: float = 3e-5, lr: float = 5
 
     Xa = _check_pool(X, input)
     n, d = Xa.shape
+    expansion, note = fitted_expansion(n, d, expansion)
+    if note:
+        log.warning(note)
     _check_params(n, d, expansion, l1, lr, epochs, batch_size, resample_every, input, precision,
                   resample_dataset_size)
     prec = resolve_precision(precision)
@@ -553,6 +583,8 @@ def sae_key(X, backbone_id: str, **train_params) -> str:
     params = {**_TRAIN_DEFAULTS, **{k: v for k, v in train_params.items()
                                      if k not in ("progress", "callback")}}
     params["precision"] = resolve_precision(params["precision"])
+    n, d = np.shape(X)
+    params["expansion"] = fitted_expansion(n, d, params["expansion"])[0]  # None: the width it trains
     blob = json.dumps({"backbone_id": str(backbone_id), "pool": pool_fingerprint(X),
                        "params": params}, sort_keys=True, default=str)
     return sha256_bytes(blob.encode())
@@ -567,6 +599,10 @@ def sae_for(X, backbone_id: str, pool_id: str, cache_root: str | Path | None = N
         raise ConfigError(f"sae_for needs the backbone's id (a non-empty string) to keep SAEs of "
                           f"different backbones apart; got {backbone_id!r}.")
     Xa = _check_pool(X, train_params.get("input", "raw"))
+    expansion, note = fitted_expansion(*Xa.shape, train_params.get("expansion"))
+    if note:  # said here, as a cached SAE is loaded without training
+        log.warning(note)
+    train_params = {**train_params, "expansion": expansion}
     key = sae_key(Xa, backbone_id, **train_params)
     path = Path(cache_root if cache_root is not None else _default_cache_root()) / "sae" / f"{key}.safetensors"
     if path.is_file():

@@ -9,8 +9,8 @@ from .metrics import (
     ranked_classes,
     top_k_accuracy,
 )
-from .nec import PROTOCOLS, accuracy_at_nec, global_truncation
+from .nec import PROTOCOLS, accuracy_at_nec, accuracy_curve, global_truncation, nec_curve_fields
 
-__all__ = ["PROTOCOLS", "accuracy_at_nec", "evaluate", "expected_calibration_error", "global_truncation",
-           "per_class_accuracy", "predict_from_scores", "prune_to_nec", "ranked_classes",
-           "top_k_accuracy"]
+__all__ = ["PROTOCOLS", "accuracy_at_nec", "accuracy_curve", "evaluate", "expected_calibration_error",
+           "global_truncation", "nec_curve_fields", "per_class_accuracy", "predict_from_scores", "prune_to_nec",
+           "ranked_classes", "top_k_accuracy"]

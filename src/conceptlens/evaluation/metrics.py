@@ -60,18 +60,29 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
+TOP_K = (5,)  # the top-k accuracies beyond top-1 that `evaluate` reports, where k < classes
+
+
+def reported_top_k(n_classes: int, ks=TOP_K) -> tuple[int, ...]:
+    """The k of `ks` below the number of classes: top-k with k >= m is 100% by definition
+    (every class is among the top m), so it is not reported."""
+    return tuple(k for k in ks if k < n_classes)
+
+
 def evaluate(model, bundle) -> dict:
     """The metrics every comparison table reports, all from one prediction per image:
     `predict_from_scores(decision_function)` (so top1 == mean(pred == y), and on a balanced
-    set top1 == mean per-class accuracy)."""
+    set top1 == mean per-class accuracy). "top5" is there only with more than 5 classes
+    (`reported_top_k`)."""
     scores = np.asarray(model.decision_function(bundle))
     proba = model.predict_proba(bundle)
     labels = np.asarray(bundle.labels)
     pred = predict_from_scores(scores)
     per_class = per_class_accuracy(pred, labels, len(model.classes_))
+    top_k = {f"top{k}": top_k_accuracy(scores, labels, k) for k in reported_top_k(len(model.classes_))}
     return {
         "top1": float((pred == labels).mean()) if len(labels) else float("nan"),
-        "top5": top_k_accuracy(scores, labels, 5),
+        **top_k,
         "mean_per_class": float(np.nanmean(per_class)),
         "ece": expected_calibration_error(proba, labels, pred=pred),
         "nec": model.nec_,

@@ -276,3 +276,78 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
     metrics = evaluate(at, test)
     return {"top1": metrics["top1"], "nec": float(at.nec_), "target_nec": nec, "protocol": protocol,
             "how": how, "model": at, "metrics": metrics, **details}
+
+
+# -- accuracy against NEC: the curve VLG-CBM's users compare -----------------------------------
+
+CURVE_FULL = "full"  # the curve's last point: the model as fitted, its own final layer
+
+
+def _vlg_curve(model, train, test, necs, lam: float = VLG_LAM, alpha: float = VLG_ALPHA,
+               n_lambdas: int = VLG_N_LAMBDAS, epsilon: float = VLG_EPSILON, positive: bool | None = None,
+               **solver) -> dict:
+    """`vlg_at_nec` at every NEC of `necs` from ONE path: the path to a smaller target is a prefix of
+    the path to the largest (the same lambdas, warm starts and stopping rule), so each point is
+    picked from it exactly as `vlg_at_nec(nec)` would; {nec: (top1, nec reached)}."""
+    if positive is None:
+        positive = bool(getattr(model, "positive", False))
+    A = np.asarray(model.transform(train), dtype=np.float64)
+    y = np.asarray(train.labels)
+    m, k = len(model.classes_), A.shape[1]
+    mu, sd = _standardise(A)
+    Z = ((A - mu) / sd).astype(np.float32)
+    path = vlg_path(Z, y, m, max(necs) / k, vlg_lambdas(lam, alpha, n_lambdas, epsilon), alpha,
+                    positive=positive, **solver)
+    out = {}
+    for nec in necs:
+        i = first_at_density(path.densities, nec / k)
+        Ws = global_truncation(path.weights[i], round(float(nec) * m)) / sd
+        at = _set_layer(model, Ws / model.head_scale, path.biases[i] - Ws @ mu)
+        _drop_residual(at, train)
+        out[nec] = (evaluate(at, test)["top1"], float(at.nec_))
+    return out
+
+
+def accuracy_curve(model, train, test, necs=(1, 2, 3, 5, 10, 20), protocol: str = "vlg", val=None,
+                   context=None, full_top1: float | None = None, **vlg_options) -> dict:
+    """Top-1 on `test` against NEC: `accuracy_at_nec` at each NEC of `necs` up to the model's number
+    of concepts (larger ones are left out: the layer cannot be denser), then the model as fitted.
+
+    Returns {"<nec>": top1, ..., "full": top1 of the fitted model} in increasing NEC (JSON keys;
+    `full_top1`, when given, is that last value, e.g. the run's own top-1 of the model), and the
+    NEC each point reached under "reached" ({"<nec>": nec, "full": model.nec_}). "vlg" computes
+    every point from one elastic-net path (`_vlg_curve`, the same points as `accuracy_at_nec`);
+    "refit" and "prune" run `accuracy_at_nec` once per NEC.
+    """
+    k = np.asarray(model.class_weights_).shape[1] if hasattr(model, "class_weights_") else 0
+    for nec in necs:
+        if isinstance(nec, bool) or not isinstance(nec, numbers.Integral) or nec < 1:
+            raise ConfigError(f"accuracy_curve: every NEC must be a whole number >= 1; got {nec!r}.")
+    points = sorted({int(n) for n in necs if n <= k})
+    if points:
+        _check(model, points[-1], protocol, context)
+    if protocol == "vlg" and points:
+        measured = _vlg_curve(model, train, test, points, **vlg_options)
+    else:
+        measured = {}
+        for nec in points:
+            r = accuracy_at_nec(model, train, test, nec, protocol, val, context, **vlg_options)
+            measured[nec] = (r["top1"], r["nec"])
+    full = evaluate(model, test)["top1"] if full_top1 is None else float(full_top1)
+    curve = {str(n): float(t) for n, (t, _) in measured.items()} | {CURVE_FULL: float(full)}
+    reached = {str(n): r for n, (_, r) in measured.items()} | {CURVE_FULL: float(model.nec_)}
+    return {"top1": curve, "reached": reached, "protocol": protocol}
+
+
+def nec_curve_fields(model, train, test, necs, protocol: str = "vlg", val=None, context=None,
+                     full_top1: float | None = None) -> dict:
+    """A results row's curve ([evaluation] nec_curve): {"nec_curve": {"<nec>": top1, ..., "full":
+    top1}, "nec_curve_reached": {"<nec>": NEC reached, ..., "full": model.nec_}}; {} for a model
+    without a concept layer (NEC is not defined) or when `necs` is empty."""
+    from ..methods.tags import get_tags
+
+    tags = get_tags(model)
+    if not necs or not (tags.needs_concepts or tags.discovers_concepts) or not hasattr(model, "class_weights_"):
+        return {}
+    c = accuracy_curve(model, train, test, necs, protocol, val, context, full_top1)
+    return {"nec_curve": c["top1"], "nec_curve_reached": c["reached"]}

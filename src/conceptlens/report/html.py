@@ -123,19 +123,21 @@ def _bars(items: list[tuple[str, float]], width: int = 420) -> str:
 
 def _metrics_table(results: dict, k: int = 5) -> str:
     from ..runs.results import as_method_results
-    from ..runs.tables import auroc_cell, evidence_cell, precision_cell
+    from ..runs.tables import auroc_cell, evidence_cell, has_top5, precision_cell, top5_cell
 
     rows_in = as_method_results(results)
     grounded = any(r.grounded for r in rows_in.values())
     checked = any("evidence_at_k" in r.measures for r in rows_in.values())
-    head = "<tr><th>method</th><th>top-1</th><th>top-5</th><th>per-class</th><th>ECE</th>" \
+    top5 = has_top5(rows_in)
+    head = "<tr><th>method</th><th>top-1</th>" + ("<th>top-5</th>" if top5 else "") + \
+           "<th>per-class</th><th>ECE</th>" \
            "<th>NEC</th><th>top-1 @ NEC</th>" + \
            (f"<th>concept AUROC (n)</th><th>precision@{k} (coverage)</th><th>negative precision@{k}</th>"
             if grounded else "") + (f"<th>evidence@{k}</th>" if checked else "") + "</tr>"
     rows = []
     for name, r in rows_in.items():
         if not r.fitted:  # could not be fitted on these data (runs/stages.fit_and_evaluate)
-            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{6 + 3 * grounded + checked}'>failed: "
+            rows.append(f"<tr><td>{_esc(name)}</td><td colspan='{5 + top5 + 3 * grounded + checked}'>failed: "
                         f"{_esc(r.failed)}</td></tr>")
             continue
         at = f"{100 * r.top1_at_nec:.1f}" if "top1_at_nec" in r.measures else "-"
@@ -146,7 +148,7 @@ def _metrics_table(results: dict, k: int = 5) -> str:
         if checked:
             extra += f"<td class='num'>{_esc(evidence_cell(r))}</td>"
         rows.append(f"<tr><td>{_esc(name)}</td><td class='num'>{100 * r.top1:.1f}</td>"
-                    f"<td class='num'>{100 * r.top5:.1f}</td>"
+                    + (f"<td class='num'>{top5_cell(r)}</td>" if top5 else "") +
                     f"<td class='num'>{100 * r.mean_per_class:.1f}</td>"
                     f"<td class='num'>{r.ece:.3f}</td><td class='num'>{r.nec:.1f}</td>"
                     f"<td class='num'>{at}</td>{extra}</tr>")
@@ -413,6 +415,9 @@ def _build(model, results, test, train, image, title: str, run: RunContext, opti
              f"{model.nec_:.1f}</p>"]
     parts.append("<section id='summary'><h2>Summary</h2>"
                  + _metrics_table(results, grounding["k"] if grounding else 5) + "</section>")
+    from .nec_curve import nec_curve_section
+
+    parts.append(nec_curve_section(results))
     parts.append(truth_section(model, results, chosen, warnings))
 
     buttons = "<button data-cls='all'>all classes</button>" + "".join(

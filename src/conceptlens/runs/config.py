@@ -37,6 +37,8 @@ from ..backbones import BACKBONES
 from ..concepts.selection import METHODS as SELECTIONS
 from ..concepts.sources.llm import redact_url
 from ..concepts.sources.options import check_source_options
+from ..concepts.v2c import DEFAULT_MAX_TEXTS as V2C_MAX_TEXTS
+from ..concepts.v2c import V2C_RELATIONS
 from ..data import BUILTIN, COMPOSITE, DIGITS
 from ..data.catalog import check_spec, parse_spec
 from ..data.confounded import DEFAULT_NUISANCE, DEFAULT_PAIRS, NUISANCES, check_nuisance, pair_name
@@ -58,6 +60,7 @@ __all__ = ["DEFAULT_METHODS", "MAX_SEED", "NONE", "TABLES", "BackboneConfig", "C
            "check_method_params", "check_sources", "load_config", "split_pool", "to_toml", "validate_config",
            "validate_discovery"]
 
+DEFAULT_NEC_CURVE = (1, 2, 3, 5, 10, 20)
 DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
 DISCOVERY_INPUTS = ("auto", *SAE_INPUTS)
 V2C_TEMPLATE_SETS = ("full", "plain")
@@ -107,6 +110,16 @@ def _shots_once(shots: list) -> list:
     if len(set(map(str, shots))) != len(shots):
         raise ConfigError(f"[fewshot] shots lists a value twice: {shots}.")
     return shots
+
+
+def _is_necs(v) -> bool:
+    return isinstance(v, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)
+
+
+def _necs_once(necs: list) -> list:
+    if len(set(necs)) != len(necs):
+        raise ConfigError(f"[evaluation] nec_curve lists a value twice: {necs}.")
+    return sorted(necs)
 
 
 def _annotations_exist(name: str) -> str:
@@ -396,6 +409,15 @@ class EvaluationConfig(Table):
     nec_protocol: Annotated[str, Check(Options(NEC_PROTOCOLS))] = Field(
         "vlg", description='"vlg": VLG-CBM\'s sparse evaluation | "refit": refit sparse final layers, '
         'prune the others | "prune" (evaluation/nec.py).')
+    nec_curve: Annotated[list[int], Check(
+        Predicate(_is_necs, "a list of whole numbers >= 1", invalid=[5, [0], [1.5], ["5"]]),
+        then=_necs_once)] = Field(
+        default_factory=list, description="Accuracy against NEC, e.g. [1, 2, 3, 5, 10, 20] (the demo's): "
+        "top-1 at each of "
+        "these NECs by nec_protocol (one elastic-net path per method for \"vlg\"; NECs above a model's "
+        "concept count left out), then the model as fitted, for every concept method: results.json "
+        "`nec_curve` per method, a plot in report.html; [] = no curve (it costs about one more NEC "
+        "evaluation per method).")
 
 
 class GroundingConfig(Table):
@@ -470,7 +492,8 @@ class SaeConfig(Table):
     listed_unknowns = True
 
     expansion: Annotated[int | None, Check(None, POS_INT)] = Field(
-        None, description="Latents per embedding dimension (8).")
+        None, description="Latents per embedding dimension (absent: DN-CBM's 8, lowered to pool images // d "
+        "when the pool holds fewer than 8 x d images, with a warning).")
     l1: Annotated[float | None, Check(None, NONNEG)] = Field(None, description="The L1 penalty (3e-5).")
     lr: Annotated[float | None, Check(None, POSITIVE)] = Field(None, description="The learning rate (5e-4).")
     epochs: Annotated[int | None, Check(None, POS_INT)] = Field(None, description="Training epochs (200).")
@@ -493,16 +516,16 @@ class V2cConfig(Table):
     listed_unknowns = True
 
     max_texts: Annotated[int | None, Check(None, NONNEG_INT, note="0 = every text")] = Field(
-        None, description="At most this many codebook texts, common words first (concepts/v2c.py's default).")
+        None, description=f"At most this many codebook texts, common words first ({V2C_MAX_TEXTS}).")
     templates: Annotated[str | None, Check(None, Options(V2C_TEMPLATE_SETS))] = Field(
-        None, description='"full": the reference\'s 86 prompts | "plain": the text alone.')
+        None, description='"full": the reference\'s 86 prompts | "plain": the text alone ("full").')
     pairs: Annotated[bool | None, Check(None, BOOLEAN)] = Field(
-        None, description="Add adjective-noun pairs to the codebook.")
+        None, description="Add adjective-noun pairs to the codebook (true).")
     relation_texts: Annotated[bool | None, Check(None, BOOLEAN)] = Field(
-        None, description="Add relation phrases to the codebook.")
+        None, description="Add relation phrases to the codebook (false).")
     relations: Annotated[list[str] | None, Check(
         None, StrList(description='a list of non-empty strings, e.g. ["has", "made of"]'))] = Field(
-        None, description="The relation words of the relation phrases.")
+        None, description=f"The relation words of the relation phrases ({list(V2C_RELATIONS)}).")
 
 
 SAE_PARAMS = tuple(SaeConfig.model_fields)
@@ -623,6 +646,7 @@ class RunConfig(Model):
     fewshot: FewShotConfig = _section("fewshot")
     nec: int = _like(EvaluationConfig, "nec")
     nec_protocol: str = _like(EvaluationConfig, "nec_protocol")
+    nec_curve: list[int] = _like(EvaluationConfig, "nec_curve")
     grounding: GroundingConfig = _section("grounding")
     confounded: ConfoundedConfig | None = _section("confounded")
     discovery: DiscoveryConfig = _section("discovery")
@@ -641,7 +665,7 @@ class RunConfig(Model):
 
         out = {"data": raw(self.data), "backbone": {"spec": self.backbone}, "concepts": raw(self.concepts),
                "methods": self.methods, "fewshot": raw(self.fewshot),
-               "evaluation": {"nec": self.nec, "nec_protocol": self.nec_protocol},
+               "evaluation": {"nec": self.nec, "nec_protocol": self.nec_protocol, "nec_curve": self.nec_curve},
                "grounding": raw(self.grounding), "discovery": raw(self.discovery), "report": raw(self.report),
                "output": {"dir": self.output_dir, "cache_dir": self.cache_dir}}
         if self.confounded is not None:
@@ -652,6 +676,7 @@ class RunConfig(Model):
     def from_file(cls, f: ConfigFile) -> RunConfig:
         return cls(data=f.data, backbone=f.backbone.spec, concepts=f.concepts, methods=f.methods,
                    fewshot=f.fewshot, nec=f.evaluation.nec, nec_protocol=f.evaluation.nec_protocol,
+                   nec_curve=f.evaluation.nec_curve,
                    grounding=f.grounding, confounded=f.confounded, discovery=f.discovery, report=f.report,
                    output_dir=f.output.dir, cache_dir=f.output.cache_dir)
 
@@ -670,7 +695,7 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                 setattr(mine, key, getattr(new, key))
         else:
             setattr(cfg, name, new)
-    cfg.nec, cfg.nec_protocol = checked.nec, checked.nec_protocol
+    cfg.nec, cfg.nec_protocol, cfg.nec_curve = checked.nec, checked.nec_protocol, checked.nec_curve
     return cfg
 
 
@@ -746,7 +771,7 @@ def to_toml(cfg: RunConfig) -> str:
         "concepts": _recorded_concepts(cfg.concepts),
         "methods": {m: _method_params(m, p) for m, p in cfg.methods.items()},
         "fewshot": cfg.fewshot.toml_values(),
-        "evaluation": EvaluationConfig(cfg.nec, cfg.nec_protocol).toml_values(),
+        "evaluation": EvaluationConfig(cfg.nec, cfg.nec_protocol, cfg.nec_curve).toml_values(),
         "grounding": cfg.grounding.toml_values(),
     }
     if cfg.confounded is not None:

@@ -155,10 +155,12 @@ def load_pool(d: DiscoveryConfig, data_cfg, backbone, cache, train=None, batch_s
 
 def check_pool_size(d: DiscoveryConfig, n: int, dim: int) -> None:
     """Refuse, before any image is encoded, a pool too small for the SAE to be trained on it
-    (n >= expansion x d, discovery/sae.py); a saved SAE file needs no pool size."""
+    (n >= expansion x d for an expansion given in [discovery] sae; without one the width follows
+    the pool, discovery/sae.py fitted_expansion, which needs n >= d); a saved SAE file needs no
+    pool size."""
     if isinstance(d.sae, str):
         return
-    expansion = d.sae.get("expansion", 8)
+    expansion = d.sae.get("expansion", 1)
     if isinstance(expansion, int) and not isinstance(expansion, bool) and n < expansion * dim:
         raise ConfigError(
             f"[discovery] pool = {d.pool!r} gives {n} images, too few for an SAE of width expansion x d = "
@@ -301,6 +303,12 @@ def build_discovery(cfg, backbone, cache, cache_root, train, methods: dict, reco
         out.sae, sae_id = get_sae(d, pool, backbone.id, sae_root, cfg.progress)
         rec["sae"] = {"id": sae_id, "source": "file" if isinstance(d.sae, str) else "trained or cache",
                       **sae_summary(out.sae)}
+        if not isinstance(d.sae, str) and "expansion" not in d.sae:  # the width followed the pool
+            from ..discovery.sae import fitted_expansion
+
+            note = fitted_expansion(*np.shape(pool["embedding"]))[1]
+            if note:
+                rec["sae"]["note"] = note
         seconds["sae"] = time.perf_counter() - t
     words = None
     if "words" in needs or "codebook" in needs:

@@ -263,7 +263,7 @@ def fit_stage(state: RunState) -> None:
     cfg = state.cfg
     t = time.perf_counter()
     state.results, state.models = fit_and_evaluate(cfg.methods, state.train, state.val, state.test,
-                                                   state.context, cfg.nec, cfg.nec_protocol)
+                                                   state.context, cfg.nec, cfg.nec_protocol, cfg.nec_curve)
     state.seconds["fit"] = time.perf_counter() - t
     warnings = [w for w in [state.concept_report.get("concepts", {}).get("warning")] if w]
     warnings += list(model_concept_warnings(state.models, state.data.classes).values())

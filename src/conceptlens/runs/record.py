@@ -149,7 +149,8 @@ def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict, files: di
     """Write the run folder (config, environment, concepts, results, models and `files`,
     e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir;
     out.split_ids ({split: item ids}, when given) becomes splits.json. `out` is the run's
-    RunResult (a dict in its to_dict() form, with "table" and "split_ids", is read as one)."""
+    RunResult (a dict in its to_dict() form, with "table" and "split_ids", is read as one).
+    The names written (written_files) are set as `out`'s written."""
     result = _typed(out)
     final = check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -174,12 +175,21 @@ def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict, files: di
             write_text(tmp / name, content)
         for name, model in models.items():
             model.save(tmp / "models" / name)
+        result.written = written_files(tmp)  # what the folder holds, for the CLI's "wrote" line
+        if isinstance(out, dict):
+            out["written"] = result.written
         check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)  # it may have appeared meanwhile
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Path(cfg.output_dir)
+
+
+def written_files(folder: Path) -> list[str]:
+    """The names at the top of a run folder, sorted, folders with a slash ("models/"): what a run
+    wrote, so a discovery-only run (no concepts.json) or one without a report lists neither."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in Path(folder).iterdir())
 
 
 def results_markdown(out: RunResult) -> str:

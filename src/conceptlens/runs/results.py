@@ -121,7 +121,7 @@ RESULT_KEYS = ("backbone_id", "preprocess", "backbone_spec", "sizes", "results",
                "fewshot_grounding", "confounded", "discovery", "concept_labels", "report_method",
                "fewshot_failures", "fewshot_table")
 # what run_experiment's result holds beside results.json's keys (never written there)
-IN_MEMORY_KEYS = ("table", "split_ids", "output_dir")
+IN_MEMORY_KEYS = ("table", "split_ids", "output_dir", "written")
 
 
 @dataclass
@@ -153,6 +153,7 @@ class RunResult(Mapping):
     table: str = ""
     split_ids: dict[str, list] | None = None
     output_dir: str | None = None
+    written: list[str] | None = None  # the run folder's top-level names (record_run)
 
     def __post_init__(self):
         self.results = as_method_results(self.results)
@@ -198,6 +199,8 @@ class RunResult(Mapping):
             out["split_ids"] = self.split_ids
         if self.output_dir is not None:
             out["output_dir"] = self.output_dir
+        if self.written is not None:
+            out["written"] = self.written
         return out
 
     def __getitem__(self, key: str):

@@ -20,7 +20,7 @@ from ..concepts.filters import filter_activation
 from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_selection
 from ..data import few_shot
 from ..errors import ConfigError, DataError
-from ..evaluation import evaluate
+from ..evaluation import evaluate, nec_curve_fields
 from ..features import encode_texts, encode_texts_with_norms
 from ..grounding.evaluate import Grounding, resolve_annotations, row_fields
 from ..methods import Context, make_method
@@ -273,7 +273,7 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
 
 
 def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int,
-                     protocol: str = "vlg") -> tuple[dict, dict]:
+                     protocol: str = "vlg", nec_curve=()) -> tuple[dict, dict]:
     """Fit every method on `train` with the same `val` (None: no validation for anyone); with
     `val`, each row also holds `val_top1`, the top-1 on it (what [report] method "auto" picks by).
 
@@ -296,6 +296,8 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
             row["val_top1"] = float((model.predict(val) == np.asarray(val.labels)).mean())
         if nec:
             row |= evaluate_at_nec(model, train, test, nec, protocol, val, context) or {}
+        if nec_curve:  # accuracy against NEC (evaluation/nec.py accuracy_curve)
+            row |= nec_curve_fields(model, train, test, nec_curve, protocol, val, context, row["top1"])
         results[name], models[name] = row, model
     return results, models
 

@@ -48,6 +48,16 @@ def evidence_cell(r: MethodResult | dict) -> str:
     return f"{v:.2f}" + ("" if passed is None or passed else " ✗")
 
 
+def has_top5(results: dict) -> bool:
+    """Whether the run reported top-5 (evaluation.metrics.reported_top_k: more than 5 classes);
+    rows are results.json dicts or MethodResults."""
+    return any(r.get("top5") is not None for r in results.values() if r.get("failed") is None)
+
+
+def top5_cell(r) -> str:
+    return DASH if r.get("top5") is None else f"{100 * r.get('top5'):.1f}"
+
+
 def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) -> str:
     """`protocol` names how accuracy at `nec` was measured (see evaluate_at_nec), so a table
     never hides which comparison it makes. Rows with grounding numbers add concept AUROC
@@ -56,7 +66,8 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
     rows = as_method_results(results)
     grounded = _grounded(rows)
     checked = any("evidence_at_k" in r.measures for r in rows.values())
-    head = ["method", "top-1", "top-5", "per-class", "ECE", "NEC"]
+    top5 = has_top5(rows)
+    head = ["method", "top-1", *(["top-5"] if top5 else []), "per-class", "ECE", "NEC"]
     if nec:
         head.append(f"top-1 @ NEC={nec} ({protocol})")
     if grounded:
@@ -69,7 +80,7 @@ def results_table(results: dict, nec: int, protocol: str = "vlg", k: int = 5) ->
         if name in failed:  # fit_and_evaluate: the method could not be fitted on these data
             lines.append("| " + " | ".join([f"{name} (failed)", *[DASH] * (len(head) - 1)]) + " |")
             continue
-        cells = [name, f"{100 * r.top1:.1f}", f"{100 * r.top5:.1f}",
+        cells = [name, f"{100 * r.top1:.1f}", *([top5_cell(r)] if top5 else []),
                  f"{100 * r.mean_per_class:.1f}", f"{r.ece:.3f}", f"{r.nec:.1f}"]
         if nec:
             cells.append(f"{100 * r.top1_at_nec:.1f}" if "top1_at_nec" in r.measures else "-")
