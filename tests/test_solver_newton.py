@@ -43,7 +43,9 @@ def test_same_path_as_fista_in_a_fraction_of_the_full_gradients(loss, positive):
             assert (Wn >= 0).all()
     W, b, lam = newton.weights[-1], newton.biases[-1], newton.lambdas[-1]
     assert kkt_gap(W, b, X, y, lam, 0.99, loss, positive) < 1e-4
-    assert sum(newton.full_gradients) < 0.5 * sum(fista.full_gradients)
+    # FISTA's path computes its safe step once, not once per lam (issue 23): 212 full gradients
+    # here where it took 305, Newton 117 (positive: 232 vs 142)
+    assert sum(newton.full_gradients) < 0.7 * sum(fista.full_gradients)
     assert np.mean(newton.full_gradients) < 20  # issue 15's budget per lam, here at tol 1e-10
 
 

@@ -65,13 +65,18 @@ class LinearProbe(Method):
         def fit(C):
             return LogisticRegression(C=C, max_iter=self.max_iter).fit(Z, y)
 
+        fitted = {}
         if val is not None and len(Cs) > 1:
             Zv = (self._x(val) - self.mean_) / self.scale_
-            scores = {C: float((fit(C).predict(Zv) == val.labels).mean()) for C in Cs}
+            scores = {}
+            for C in Cs:
+                fitted[C] = fit(C)
+                scores[C] = float((fitted[C].predict(Zv) == val.labels).mean())
             self.C_ = max(Cs, key=lambda C: (scores[C], -C))
         else:
             self.C_ = sorted(Cs)[len(Cs) // 2]
-        model = fit(self.C_)
+        # the chosen C's fit is already there (the same deterministic fit): not fitted a fifth time
+        model = fitted[self.C_] if self.C_ in fitted else fit(self.C_)
         m = len(self.classes_)
         W = np.zeros((m, X.shape[1]), np.float32)
         b = np.full(m, -1e9, np.float32)  # a class absent from train is never predicted

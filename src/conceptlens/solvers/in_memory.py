@@ -23,6 +23,7 @@ from .fista import fista as run_fista
 from .fista import initial_point
 from .kernels import lambda_max_of, mean_loss, objective_value, probabilities, residuals, support_mask
 from .newton import NewtonSteps, hessian_rows_for, start_point, subsample
+from .small import fista_numpy, use_numpy
 from .working_set import solve_on_working_sets
 
 
@@ -141,6 +142,9 @@ def fista(X: torch.Tensor, y: torch.Tensor, lam, alpha, W0, b0, n_classes, tol, 
         safe = safe_step(X)
         products += 62 / m  # 31 matrix-vector pairs, each 1/m of a product
     t = max(step or safe, safe)
+    if use_numpy(len(X), p, m):  # a small problem: numpy on one thread (module small)
+        return fista_numpy(X, y, W, b, m, lam, alpha, tol, max_iter, t, safe, positive, loss, products,
+                           support)
     data = FistaArrays(X, Y, loss, products)
     W, b, info, t = run_fista(data, W, b, lam, alpha, tol, max_iter, t, safe, positive, support)
     return W, b, info, t, data.Z
@@ -156,10 +160,17 @@ class FullSolver:
     def __init__(self, X, y, m, alpha, tol, max_iter, positive, loss, support=None):
         self.X, self.y, self.m, self.alpha, self.tol, self.max_iter = X, y, m, alpha, tol, max_iter
         self.positive, self.loss, self.support = positive, loss, support
+        self.Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
+        self.safe = None
 
     def solve(self, lam, state):
+        pending = 0.0
+        if self.safe is None:  # once per path: the safe step depends on X only
+            self.safe, pending = safe_step(self.X), 62 / self.m
         W, b, info, step, _ = fista(self.X, self.y, lam, self.alpha, state[1], state[2], self.m, self.tol,
-                                    self.max_iter, state[3], self.positive, self.loss, support=self.support)
+                                    self.max_iter, state[3], self.positive, self.loss, safe=self.safe,
+                                    Y=self.Y, support=self.support)
+        info.products += pending
         return W, b, info, step, None, self.X.shape[1], 0
 
 

@@ -68,7 +68,9 @@ def label_residuals(Z: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor
 # -- the penalty and its proximal step ----------------------------------------------------------
 
 def penalty(W: torch.Tensor, l1: float, l2: float) -> float:
-    """l1 |W|_1 + l2 / 2 |W|_2^2."""
+    """l1 |W|_1 + l2 / 2 |W|_2^2 (W a tensor or a numpy array)."""
+    if isinstance(W, np.ndarray):
+        return float(l1 * np.abs(W).sum() + 0.5 * l2 * np.vdot(W, W))
     return float(l1 * W.abs().sum() + 0.5 * l2 * (W * W).sum())
 
 
@@ -80,7 +82,12 @@ def objective_value(ce, W: torch.Tensor, lam: float, alpha: float) -> float:
 def soft_threshold(V: torch.Tensor, threshold, scale, positive: bool) -> torch.Tensor:
     """The prox of the elastic net (plus the indicator of W >= 0 with `positive`), coordinate-wise:
     shrink(V, threshold) / scale, with threshold = s l1 and scale = 1 + s l2 for step s; under
-    W >= 0 only the positive part of the soft-threshold is kept (not a clip of it)."""
+    W >= 0 only the positive part of the soft-threshold is kept (not a clip of it). V: a tensor
+    or a numpy array (module `small`)."""
+    if isinstance(V, np.ndarray):
+        if positive:
+            return np.maximum(V - threshold, 0) / scale
+        return np.sign(V) * np.maximum(np.abs(V) - threshold, 0) / scale
     if positive:
         return torch.clamp(V - threshold, min=0) / scale
     return torch.sign(V) * torch.clamp(V.abs() - threshold, min=0) / scale

@@ -1,0 +1,144 @@
+"""How many intra-op threads a computation gets: from its size and the cores actually free.
+
+A loaded machine (a shared workstation, a CI runner, Ray workers) breaks the default of one
+thread per core: every small torch or BLAS call wakes a team of threads that then wait for
+cores the other processes hold, and a fit of a few seconds took 17 times as long beside other
+jobs (issue 23). The policy here:
+
+- `user_threads()`: the user's setting is respected and never exceeded: `set_threads(n)` (the
+  run config's and the CLI's option call it), else $CONCEPTLENS_THREADS, else
+  $OMP_NUM_THREADS; and torch's own thread count where conceptlens starts limiting (a
+  `torch.set_num_threads(n)` of the caller's) is a cap as well.
+- `free_cores()`: the cores this process may run on (`os.sched_getaffinity`) minus the load
+  the other processes put on them (the 1-minute load average, less this process's own
+  running thread), at least 1.
+- `threads_for(work)`: one thread below GRAIN multiply-adds per thread (a problem that small
+  is all fixed cost), otherwise as many as the work fills, capped by the free cores and the
+  user's setting.
+- `limit_threads(n)` / `threads_for_work(work)`: context managers that set torch's intra-op
+  threads and the BLAS / OpenMP pools (threadpoolctl) for the block, and restore them after.
+- No spinning: `passive_wait()` sets OMP_WAIT_POLICY=PASSIVE (unless the user set a policy)
+  so idle OpenMP threads sleep instead of burning the cores the other threads wait for. It only
+  takes effect when called before torch starts its OpenMP pool: the CLI calls it first thing.
+
+Everything here is core: it imports no other conceptlens module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+GRAIN = 2e6  # multiply-adds one more thread must have to be worth waking (about 0.5 ms)
+ENV = "CONCEPTLENS_THREADS"
+
+_user: int | None = None  # set_threads
+
+
+def passive_wait() -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless set: idle OpenMP threads sleep (before torch loads)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def set_threads(n: int | None) -> None:
+    """The user's cap on intra-op threads for everything conceptlens runs (None: no cap)."""
+    global _user
+    if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
+        raise ValueError(f"threads must be a positive integer or None; got {n!r}")
+    _user = None if n is None else int(n)
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        v = int(os.environ.get(name, ""))
+    except ValueError:
+        return None
+    return v if v >= 1 else None
+
+
+def user_threads() -> int | None:
+    """The user's setting: `set_threads`, else $CONCEPTLENS_THREADS, else $OMP_NUM_THREADS; None
+    when none is set (torch's own thread count is a cap too: `limit_threads`)."""
+    if _user is not None:
+        return _user
+    for name in (ENV, "OMP_NUM_THREADS"):
+        if (v := _env_int(name)) is not None:
+            return v
+    return None
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def free_cores() -> int:
+    """The available cores minus the other processes' load (1-minute average), at least 1."""
+    cores = available_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    others = max(0.0, load - 1.0)  # this process's own running thread is part of the load
+    return max(1, min(cores, int(cores - others + 0.5)))
+
+
+def threads_for(work: float) -> int:
+    """Intra-op threads for one operation (or a loop of them) of `work` multiply-adds each."""
+    cap = user_threads()
+    want = max(1, int(work // GRAIN))
+    n = min(want, free_cores())
+    return max(1, min(n, cap) if cap is not None else n)
+
+
+_outer_cap: list[int] = []  # torch's thread count where the outermost limit_threads block began
+
+
+@contextlib.contextmanager
+def limit_threads(n: int):
+    """torch's intra-op threads and the BLAS pools at `n` inside the block, restored after;
+    never above the user's setting nor above torch's thread count outside any such block (a
+    `torch.set_num_threads` the caller made is a cap too)."""
+    import torch
+
+    before = torch.get_num_threads()
+    caps = [c for c in (user_threads(), _outer_cap[0] if _outer_cap else before) if c is not None]
+    n = max(1, min([int(n), *caps]))
+    _outer_cap.append(_outer_cap[0] if _outer_cap else before)
+    try:
+        if n != before:
+            torch.set_num_threads(n)
+        with _blas_limits(n):
+            yield n
+    finally:
+        _outer_cap.pop()
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def threads_for_work(work: float):
+    """`limit_threads(threads_for(work))`."""
+    with limit_threads(threads_for(work)) as n:
+        yield n
+
+
+_BLAS = None
+
+
+@contextlib.contextmanager
+def _blas_limits(n: int):
+    """threadpoolctl's limit on the BLAS pools (numpy's OpenBLAS, MKL), when it is installed."""
+    global _BLAS
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a dependency; kept optional for embedders
+        yield
+        return
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()  # finds the loaded libraries once (it costs milliseconds)
+    with _BLAS.limit(limits=n, user_api="blas"):
+        yield
