@@ -43,8 +43,10 @@ def test_the_curve_is_accuracy_at_nec_point_by_point(fitted):
 def test_a_run_records_the_curve_for_each_concept_method(tmp_path, monkeypatch):
     make = tiny_run_setup(tmp_path, monkeypatch)
     cfg = make(methods={"zero_shot": {}, "label_free": {"steps": 50}}, nec_curve=[1, 2, 3], nec_protocol="prune")
-    run = __import__("conceptlens.runs", fromlist=["run_experiment"]).run_experiment
-    out = run(cfg)
+    from conceptlens.report.run import run_report
+    from conceptlens.runs import run_experiment
+
+    out = run_experiment(cfg, report=run_report)
     res = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     assert "nec_curve" not in res["zero_shot"]  # no concept layer, no NEC
     curve = res["label_free"]["nec_curve"]
