@@ -27,7 +27,7 @@ why = cl.explain_image(model, test, 0)  # the concepts behind the first test ima
 print("predicted:", why["predicted"], "top concepts:", [c.concept for c in why["top"][:3]])
 
 # a test-time intervention: the first concept set to its mean activation on every test image
-activations, logits = cl.intervene(model, test, concepts=[model.concepts_[0]], strategy="mean")
+activations, logits = cl.intervene_concepts(model, test, concepts=[model.concepts_[0]], strategy="mean")
 print("intervened:", activations.shape, "predictions changed:", int((logits.argmax(1) != model.predict(test)).sum()))
 
 edited = cl.edit_model(model, remove=[model.concepts_[0]])  # a global edit, logged

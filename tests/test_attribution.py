@@ -326,7 +326,7 @@ def test_explain_heatmap_writes_the_page(tmp_path, monkeypatch, capsys):
         return FeatureBundle(list(data.ids), data.labels, data.classes, np.zeros((len(data), 8), np.float32),
                              bb.features(decoded), bb.id)
 
-    monkeypatch.setattr(commands, "_load", lambda args: (model, bb))
+    monkeypatch.setattr(commands, "_load", lambda args, *rest: (model, bb))
     monkeypatch.setattr(conceptlens.features, "encode_dataset", encode)
     out = tmp_path / "maps.html"
     assert main(["explain", "m", *map(str, paths), "--top", "1", "--heatmap", str(out),

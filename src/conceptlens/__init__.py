@@ -12,7 +12,7 @@ The public API, one import each (loaded lazily: `import conceptlens` imports not
     model = cl.get_method("label_free", lam=1e-3).fit(train, ctx)   # methods, fit
     cl.evaluate(model, test)                               # evaluate: top-1, ECE, NEC, ...
     cl.explain_image(model, test, 0)                       # explain one image
-    cl.intervene(model, test, concepts=["short sleeves"])  # intervene at test time
+    cl.intervene_concepts(model, test, concepts=["short sleeves"])  # intervene at test time
     edited = cl.edit_model(model, remove=["short sleeves"])  # edit
     model.save("my_model"); cl.load_model("my_model")      # save / load
     cl.run_experiment(cl.load_config("run.toml"))          # a whole recorded run, with report.html
@@ -49,7 +49,8 @@ _LAZY = {
     "evaluate": "conceptlens.evaluation", "accuracy_at_nec": "conceptlens.evaluation",
     "explain_image": "conceptlens.explain", "contributions": "conceptlens.explain",
     "top_images": "conceptlens.explain", "class_weights": "conceptlens.explain",
-    "intervene": "conceptlens.intervene", "edit_model": "conceptlens.intervene",
+    # (not "intervene": importing the subpackage conceptlens.intervene would rebind that name)
+    "intervene_concepts": ("conceptlens.intervene", "intervene"), "edit_model": "conceptlens.intervene",
     # runs and the report
     "RunConfig": "conceptlens.runs", "load_config": "conceptlens.runs", "run_experiment": "conceptlens.runs",
     "write_report": "conceptlens.report", "build_report": "conceptlens.report",
@@ -98,7 +99,8 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'conceptlens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, attr = module if isinstance(module, tuple) else (module, name)
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value  # later reads skip __getattr__
     return value
 
