@@ -74,13 +74,8 @@ def make_context(backbone, classes, concepts=None, cache_dir=None):
     if isinstance(backbone, str):
         backbone = get_backbone(backbone)
     classes = tuple(classes)
-    if concepts is not None and not isinstance(concepts, ConceptSet):
-        items = concepts.items() if isinstance(concepts, dict) else ((None, [t]) for t in concepts)
-        cs = ConceptSet(list(classes))
-        for cls, texts in items:
-            for t in ([texts] if isinstance(texts, str) else texts):
-                cs.add(t, [] if cls is None else [cls], [{"source": "user"}])
-        concepts = cs
+    if concepts is not None:
+        concepts = ConceptSet.from_user(concepts, classes)
     return build_context(backbone, classes, concepts, cache_dir)
 
 

@@ -33,17 +33,6 @@ from .runs.experiment import build_candidates, build_context, concepts_from, tex
 __all__ = ["ImageConceptClassifier", "as_dataset"]
 
 
-def _concept_set(concepts, classes) -> ConceptSet:
-    if isinstance(concepts, ConceptSet):
-        return concepts
-    cs = ConceptSet(list(classes))
-    items = concepts.items() if isinstance(concepts, dict) else ((None, [t]) for t in concepts)
-    for cls, texts in items:
-        for t in ([texts] if isinstance(texts, str) else texts):
-            cs.add(t, [] if cls is None else [cls], [{"source": "user"}])
-    return cs
-
-
 def as_dataset(images, labels=None, classes=None, name: str = "images") -> ImageDataset:
     """`images` (paths, PIL images, uint8 arrays or an ImageDataset) and `labels` (class names or
     indices into `classes`; None: all 0) as an ImageDataset."""
@@ -135,7 +124,7 @@ class ImageConceptClassifier:
         tags = get_tags(model)
         if tags.needs_concepts and not tags.discovers_concepts:
             if self.concepts is not None:
-                selected = _concept_set(self.concepts, data.classes)
+                selected = ConceptSet.from_user(self.concepts, data.classes)
             else:
                 cfg = RunConfig(backbone=getattr(self.backbone_, "id", "offline"), cache_dir=self.cache_dir)
                 if self.concept_config is not None:

@@ -97,6 +97,19 @@ class ConceptSet:
         for c in concepts:
             self.add(c.text, c.classes, c.provenance)
 
+    @classmethod
+    def from_user(cls, concepts, classes: Sequence[str]) -> ConceptSet:
+        """A user's concepts as a ConceptSet: a ConceptSet (returned as it is), a list of texts (tied
+        to no class) or a dict class -> texts (or one text); provenance {"source": "user"}."""
+        if isinstance(concepts, ConceptSet):
+            return concepts
+        out = cls(list(classes))
+        items = concepts.items() if isinstance(concepts, dict) else ((None, [t]) for t in concepts)
+        for name, texts in items:
+            for t in ([texts] if isinstance(texts, str) else texts):
+                out.add(t, [] if name is None else [name], [{"source": "user"}])
+        return out
+
     # -- building ---------------------------------------------------------------------
     def add(self, text: str, classes: Iterable[str] = (), provenance: Iterable[dict] = ()) -> Concept:
         """Add a concept, merging with an existing one of the same key (classes united)."""
