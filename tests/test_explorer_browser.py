@@ -1,6 +1,7 @@
 """The explorer page in a real browser: headless Debian Chromium driven by selenium, against a
 live uvicorn on loopback. It uploads an image, moves a concept with the keyboard and switches one
-off, and checks that the prediction the page shows is the one the API gives for the same values."""
+off (to its served "absent" value), and checks that the prediction the page shows is the one the
+API gives for the same values."""
 
 from __future__ import annotations
 
@@ -93,13 +94,25 @@ def test_explorer_upload_move_a_concept_and_switch_one_off(tmp_path):
             wait.until(lambda d: shown.text == _text(moved))
             assert "1 concept value(s) set" in driver.find_element(By.ID, "intervention-note").text
 
-            # then switch a second concept off (value 0) on top of the first
+            # then switch a second concept off on top of the first: "off" sets the concept's
+            # absent value that GET /model serves (not 0), and the page says which
+            described = api.get("/model").json()
+            absent = dict(zip(described["concepts"], described["absent"], strict=True))
             other = rows[1].get_attribute("data-concept")
+            assert absent[other] != 0.0
+            assert described["absent_rule"] in driver.find_element(By.ID, "off-note").text
+            assert f"off = {absent[other]:.3f}" in rows[1].text
             rows[1].find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
             both = api.post("/intervene", json={"image_id": base["image_id"],
-                                                "values": {concept: value, other: 0.0}}).json()
+                                                "values": {concept: value, other: absent[other]}}).json()
+            zeroed = api.post("/intervene", json={"image_id": base["image_id"],
+                                                  "values": {concept: value, other: 0.0}}).json()
+            assert both["explanations"][0]["logit"] != zeroed["explanations"][0]["logit"]
             wait.until(lambda d: shown.text == _text(both)
                        and "2 concept value(s) set" in d.find_element(By.ID, "intervention-note").text)
+            # the value the page sent is the one the service used: its answer's activation
+            assert rows[1].find_element(By.TAG_NAME, "output").text == f"{absent[other]:.3f}"
+            assert both["activations"][other] == absent[other]
 
             driver.find_element(By.ID, "reset").click()
             wait.until(lambda d: shown.text == _text(base))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..methods.absent import absent_from_activations
 from ..methods.protocols import Intervenable
 
 STRATEGIES = ("truth", "mean", "value", "clamp")
@@ -27,7 +28,8 @@ class Reference:
     """Per-concept statistics of activations the strategies and policies use."""
 
     def __init__(self, activations: np.ndarray):
-        self.low = np.percentile(activations, 5, axis=0)
+        # a false concept's value: the one definition of "absent" (methods/absent.py, 5th percentile)
+        self.low = absent_from_activations(activations)
         self.high = np.percentile(activations, 95, axis=0)
         self.mean = activations.mean(0)
         self.median = np.median(activations, axis=0)

@@ -25,6 +25,7 @@ from ..errors import ConfigError, DataError, NotFittedError, closest
 from ..ranking import predict_from_scores
 from ..registry import Registry
 from ..validation import validate_params
+from .absent import fit_absent_values, load_absent_values
 from .tags import TAG_NAMES, MethodTags, get_tags, missing_context
 
 log = logging.getLogger("conceptlens")
@@ -222,6 +223,10 @@ class Method:
         self.backbone_spec_ = getattr(context, "backbone_spec", "") or ""
         self.feature_key_ = self.input
         self._fit(train, context, val)
+        try:  # each concept's "absent" value (methods/absent.py), for the explorer's "off"
+            self.absent_values_ = fit_absent_values(self, train)
+        except NotImplementedError:  # a method without activations has nothing to switch off
+            self.absent_values_ = None
         return self
 
     def _check_context(self, context: Context) -> None:
@@ -321,6 +326,9 @@ class Method:
             "backbone_spec": getattr(self, "backbone_spec_", ""),
             "feature_key": self.feature_key_, "extra": self._extra_state(), "edit_log": list(getattr(self, "edit_log_", [])),
         }
+        absent = getattr(self, "absent_values_", None)
+        if absent is not None:  # methods/absent.py; a folder without it still loads
+            meta["absent_values"] = [float(v) for v in absent]
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._saved_arrays()}
         save_tensors(folder / "weights.safetensors", arrays)
         write_json(folder / "model.json", meta)
@@ -403,6 +411,7 @@ class Method:
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{where}: bad 'extra' state for {model.name!r}: {e!r}.") from e
         model.edit_log_ = list(meta.get("edit_log", []))
+        model.absent_values_ = load_absent_values(meta.get("absent_values"), len(model.concepts_), where)
         model.loaded_from_ = folder.resolve()  # not saved: lets an edit refuse to overwrite it
         return model
 

@@ -9,7 +9,9 @@ Endpoints (OpenAPI schema and a try-it page at /docs):
   prediction with those concept activations set by the caller (and, with "edit", of an edited
   model), in the same shape as /predict. An edit (here or at /edit) holds at most 10,000 changes
   (intervene/edits.py, MAX_CHANGES; more is a 422), applied in time linear in their number.
-- `GET /model`: classes, concepts, NEC, backbone id, method, edit log.
+- `GET /model`: classes, concepts, NEC, backbone id, method, edit log, and each concept's
+  "absent" value (its activation on images without it, methods/absent.py, with `absent_rule`
+  saying how it was found): what the explorer's "off" sets.
 - the explorer's routes (explorer.py): the page, example images, per-class weights, `/edit`.
 
 Safe by default: `serve` binds 127.0.0.1 and accepts only loopback Host headers there (a web page
@@ -166,6 +168,20 @@ def _check_names(kind: str, names, known) -> None:
                               f"{closest(name, listed)} Known: {shown} (GET /model lists them all).")
 
 
+def _default_images(model_dir: Path) -> Path | None:
+    """The explorer's examples when none are named: `model_dir/images`, else, for a model of a run
+    folder (RUN/models/<method>), that run's `images/` (the demo writes one)."""
+    if (model_dir / "images").is_dir():
+        return model_dir / "images"
+    run = model_dir.parent.parent
+    if model_dir.parent.name == "models" and (run / "images").is_dir():
+        from ..runs.record import is_run_folder  # deferred: the runs load torch
+
+        if is_run_folder(run):
+            return run / "images"
+    return None
+
+
 class ModelService:
     """A saved model and its backbone: the work behind every endpoint, callable in-process."""
 
@@ -189,8 +205,9 @@ class ModelService:
         self.model.check_backbone(backbone)
         self.backbone = backbone
         self.max_pixels = check_max_pixels(max_pixels)
-        if images is None and (self.model_dir / "images").is_dir():
-            images = self.model_dir / "images"
+        found = images is None and _default_images(self.model_dir)
+        if found:
+            images = found
             if images.is_symlink():  # a model folder from elsewhere must not expose local files
                 raise ConfigError(f"{images} is a symbolic link (to {images.resolve()}); the explorer "
                                   "serves only a real images folder inside the model folder. If you "
@@ -309,12 +326,24 @@ class ModelService:
             "values": dict(values or {}),
         }
 
+    def absent(self) -> tuple[list[float], str]:
+        """(each concept's "absent" value, the rule that gave it): what the explorer's "off" sets.
+        The model's recorded values (methods/absent.py); 0 for a folder saved before they were."""
+        from ..methods.absent import RULE, absent_values  # deferred: methods load torch
+
+        values = absent_values(self.model)
+        if values is None:
+            return [0.0] * len(self.model.concepts_), ("0: this model folder was saved before absent values "
+                                                       "were recorded (refit the model to record them)")
+        return [float(v) for v in values], RULE
+
     def describe(self) -> dict:
         m = self.model
+        absent, rule = self.absent()
         return {"model": self.model_dir.name, "method": m.name, "backbone_id": m.backbone_id_,
                 "classes": list(m.classes_), "concepts": list(m.concepts_), "nec": m.nec_,
                 "head_scale": float(m.head_scale), "edit_log": list(getattr(m, "edit_log_", [])),
-                "images": len(self.images)}
+                "images": len(self.images), "absent": absent, "absent_rule": rule}
 
     def weights(self, cls: str, top: int | None = 50) -> dict:
         _check_names("class", [cls], self.model.classes_)
@@ -392,7 +421,8 @@ def create_app(model_dir: str | Path, *, backbone=None, token: str | None = None
 
     `backbone`: a Backbone or a spec string (default "offline"); its id must be the model's.
     `token`: when set, every API call needs `Authorization: Bearer <token>`. `images`: a folder
-    of example images for the explorer (default: `model_dir/images` where it exists).
+    of example images for the explorer (default: `model_dir/images` where it exists, else the
+    run folder's `images/` for a model saved in a run folder, as the demo writes it).
     `allowed_hosts`: Host header names accepted (None: any; `serve` passes the loopback names
     when bound to loopback). `allowed_origins`: web origins (scheme://host:port) besides the
     service's own whose pages may POST to it (origin.py; `serve --allow-origin`); they also get

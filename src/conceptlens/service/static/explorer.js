@@ -7,6 +7,7 @@
     token: sessionStorage.getItem("conceptlens-token") || "",
     model: null, base: null, current: null, values: {}, seq: 0, timer: null,
     rows: new Map(), range: { min: -1, max: 1, step: 0.01 }, pending: [], selected: null,
+    absent: new Map(), // concept -> the value "off" sets (GET /model's "absent")
   };
 
   class ApiError extends Error {}
@@ -65,6 +66,9 @@
   async function init() {
     const m = await json("/model");
     state.model = m;
+    state.absent = new Map(m.concepts.map((c, i) => [c, m.absent[i]]));
+    $("off-note").textContent = "\u201coff\u201d sets a concept to its value on images without it: " +
+      m.absent_rule + ".";
     $("model-info").textContent = m.model + ": " + m.method + ", " + m.classes.length + " classes, " +
       m.concepts.length + " concepts, NEC " + m.nec.toFixed(1) + " \u2014 backbone " + m.backbone_id;
     for (const select of [$("explain-class"), $("weights-class"), $("edit-classes")]) {
@@ -125,7 +129,9 @@
     state.base = await r.json();
     state.values = {};
     const acts = Object.values(state.base.activations);
-    const lo = Math.min(0, ...acts), hi = Math.max(0, ...acts);
+    // the slider reaches each concept's current and "off" values
+    const ends = acts.concat(Array.from(state.absent.values()));
+    const lo = ends.reduce((a, b) => Math.min(a, b), 0), hi = ends.reduce((a, b) => Math.max(a, b), 0);
     const pad = (hi - lo) * 0.25 || 1;
     state.range = { min: lo - pad, max: hi + pad, step: (hi - lo + 2 * pad) / 200 };
     state.rows.clear();
@@ -186,7 +192,7 @@
       row.fill.style.left = (c >= 0 ? 50 : 50 - width) + "%";
       row.fill.style.width = width + "%";
       row.node.classList.toggle("set", name in state.values);
-      row.off.checked = state.values[name] === 0;
+      row.off.checked = name in state.values && state.values[name] === state.absent.get(name);
     }
   }
 
@@ -210,9 +216,11 @@
       const slider = el("input", { id, type: "range", min: state.range.min, max: state.range.max,
         step: state.range.step, value: pred.activations[name] });
       const output = el("output", { for: id });
-      const offLabel = el("label", { class: "small" });
-      const off = el("input", { type: "checkbox", "aria-label": "switch " + name + " off" });
-      offLabel.append(off, " off");
+      const absent = state.absent.get(name);
+      const offLabel = el("label", { class: "small", title: "off: " + name + "'s value on images without it" });
+      const off = el("input", { type: "checkbox", "aria-label": "switch " + name + " off",
+        "data-absent": String(absent) });
+      offLabel.append(off, " off = " + absent.toFixed(3));
       const reset = el("button", { type: "button", "aria-label": "reset " + name, title: "reset" }, "\u21ba");
       const bar = el("span", { class: "bar signed", "aria-hidden": "true" });
       const fill = el("span");
@@ -222,7 +230,7 @@
       box.append(node);
       slider.addEventListener("input", () => { state.values[name] = Number(slider.value); schedule(); });
       off.addEventListener("change", () => {
-        if (off.checked) state.values[name] = 0; else delete state.values[name];
+        if (off.checked) state.values[name] = absent; else delete state.values[name];
         schedule();
       });
       reset.addEventListener("click", () => { delete state.values[name]; slider.blur(); schedule(); });
