@@ -9,9 +9,17 @@ built-in Fashion-MNIST attribute matrix ([grounding] annotations = "auto"): conc
 the test images already encoded, explanation precision@5, and the concept-to-attribute matches
 (concept_matches.csv). They add no image encoding: only the attribute texts go through the
 text encoder (cached), and each concept model's test activations are scored.
+
+The run folder also gets `images/`: EXAMPLES_PER_CLASS test images of each class as PNG, the
+examples `conceptlens serve RUN_DIR/models/<method>` (or `serve RUN_DIR`) offers in its explorer.
 """
 
 from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
 
 from .report import run_report
 from .runs import RunConfig, run_experiment
@@ -43,7 +51,34 @@ def demo_config(train_per_class: int = 300, val_per_class: int = 50, test_per_cl
     return cfg
 
 
+EXAMPLES_PER_CLASS = 2
+EXAMPLES = "images"  # the run folder's example images, where ModelService looks for them
+
+
+def example_images(data, indices, per_class: int = EXAMPLES_PER_CLASS) -> dict[str, bytes]:
+    """{"images/<class>/<i>.png": PNG bytes}: the first `per_class` images of each class among
+    `indices` (the test split's) of the ImageDataset `data`, as the backbone sees them (decoded)."""
+    from PIL import Image
+
+    indices = np.asarray(indices, dtype=np.int64)
+    out = {}
+    for c, name in enumerate(data.classes):
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or f"class{c}"  # "T-shirt/top"
+        for k, i in enumerate(indices[data.labels[indices] == c][:per_class]):
+            pixels = data.images.decode(int(i), data.images.read(int(i)))
+            buffer = io.BytesIO()
+            Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, "PNG")
+            out[f"{EXAMPLES}/{folder}/{k}.png"] = buffer.getvalue()
+    return out
+
+
+def run_examples(state) -> dict[str, bytes]:
+    """A finished run's example images (run_experiment's `extra_files`): from its test split."""
+    return example_images(state.data, state.parts["test"])
+
+
 def run_demo(cfg: RunConfig | None = None, overwrite: bool = False) -> RunResult:
-    """Run the demo (report.html included); an existing non-empty output folder is refused unless
-    `overwrite`."""
-    return run_experiment(cfg or demo_config(), overwrite=overwrite, report=run_report)
+    """Run the demo (report.html and the explorer's example images included); an existing
+    non-empty output folder is refused unless `overwrite`."""
+    return run_experiment(cfg or demo_config(), overwrite=overwrite, report=run_report,
+                          extra_files=run_examples)

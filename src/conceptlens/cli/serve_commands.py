@@ -79,7 +79,8 @@ def add_commands(sub) -> None:
                         "needs a token in $CONCEPTLENS_TOKEN)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--images", help="a folder of example images for the explorer "
-                                    "(default: MODEL_DIR/images where it exists)")
+                                    "(default: MODEL_DIR/images where it exists, else a run "
+                                    "folder's images/ for a model in it, as `conceptlens demo` writes)")
     p.add_argument("--backbone", default=None,
                    help="the backbone the model was fitted with (default: the one the model records, "
                         "else offline); its id must match the model's")

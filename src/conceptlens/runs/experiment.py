@@ -63,6 +63,7 @@ from ..features import encode_dataset
 from ..features.encode import image_cache
 from ..grounding.evaluate import Grounding, matching_embedder
 from ..methods.tags import get_tags
+from ..progress import set_progress
 from .config import RunConfig, validate_config
 from . import confounded as confounded_protocol
 from .discovery import build_discovery
@@ -157,7 +158,7 @@ class RunState:
     # report
     report_method: dict | None = None
     curves: dict = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written into the run folder
     # few-shot, confounded
     fewshot: dict | None = None
     fewshot_grounding: dict | None = None
@@ -370,7 +371,8 @@ STAGES = (("load", load_stage), ("encode", encode_stage), ("concepts", concepts_
 
 
 def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False,
-                   report: ReportWriter | None = None) -> RunResult:
+                   report: ReportWriter | None = None,
+                   extra_files: Callable[[RunState], dict[str, str | bytes]] | None = None) -> RunResult:
     """Run `cfg`. With `write`, record it in cfg.output_dir, which must not exist or be empty
     unless `overwrite` (then a previous run folder there is replaced once this one is done).
 
@@ -378,15 +380,26 @@ def run_experiment(cfg: RunConfig, write: bool = True, overwrite: bool = False,
     order over one RunState; each one's wall time and the peak RSS after it are recorded under
     "stages" in results.json. `report` (conceptlens.report.run_report: the CLI and the demo pass
     it) writes report.html from the finished main run; None: the run folder has no report.html
-    (the deletion curves are still measured)."""
+    (the deletion curves are still measured). `extra_files(state)`, where given, returns more
+    files for the run folder from the finished run ({relative name: text or bytes}; the demo's
+    example images)."""
     validate_config(cfg)
     check_report_method(cfg.report.method, cfg.methods)
     if write:
         check_output_dir(cfg.output_dir, overwrite, cfg.cache_dir)
     t0 = time.perf_counter()
     state = RunState(cfg, write)
-    for name, stage in STAGES:
-        timed(state, name, (lambda s: stage(s, report)) if stage is report_stage else stage)
+    # progress = false: no stage draws a bar (progress.py's one switch, restored after the run);
+    # true leaves them to the terminal and $CONCEPTLENS_PROGRESS
+    previous = None if cfg.progress else set_progress(False)
+    try:
+        for name, stage in STAGES:
+            timed(state, name, (lambda s: stage(s, report)) if stage is report_stage else stage)
+        if write and extra_files is not None:
+            state.files.update(extra_files(state))
+    finally:
+        if not cfg.progress:
+            set_progress(previous)
     state.seconds["total"] = time.perf_counter() - t0
     result = run_result(state)
     if write:

@@ -24,7 +24,7 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from .._io import write_json, write_text
+from .._io import atomic_write, write_json, write_text
 from ..errors import ConfigError, DataError
 from .config import RunConfig, to_toml
 from .results import RunResult
@@ -144,10 +144,11 @@ def _typed(out: RunResult | dict) -> RunResult:
     return out if isinstance(out, RunResult) else RunResult.from_dict(out)
 
 
-def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict, files: dict[str, str] | None = None,
-               overwrite: bool = False) -> Path:
+def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict,
+               files: dict[str, str | bytes] | None = None, overwrite: bool = False) -> Path:
     """Write the run folder (config, environment, concepts, results, models and `files`,
-    e.g. {"report.html": html}) to a temporary sibling, then rename it to cfg.output_dir;
+    e.g. {"report.html": html}; bytes are written as they are, e.g. the demo's example images) to a
+    temporary sibling, then rename it to cfg.output_dir;
     out.split_ids ({split: item ids}, when given) becomes splits.json. `out` is the run's
     RunResult (a dict in its to_dict() form, with "table" and "split_ids", is read as one).
     The names written (written_files) are set as `out`'s written."""
@@ -171,8 +172,11 @@ def record_run(cfg: RunConfig, out: RunResult, concepts, models: dict, files: di
             from ..grounding.evaluate import matches_csv
 
             write_text(tmp / "concept_matches.csv", matches_csv(result.concept_matches))
-        for name, content in (files or {}).items():
-            write_text(tmp / name, content)
+        for name, content in (files or {}).items():  # a name may hold folders ("images/a/0.png")
+            if isinstance(content, bytes):
+                atomic_write(tmp / name, lambda p, data=content: p.write_bytes(data))
+            else:
+                write_text(tmp / name, content)
         for name, model in models.items():
             model.save(tmp / "models" / name)
         result.written = written_files(tmp)  # what the folder holds, for the CLI's "wrote" line
