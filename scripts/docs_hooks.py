@@ -1,7 +1,7 @@
 """mkdocs hooks (mkdocs.yml `hooks:`), all offline:
 
 - the figures that the benchmarks write to `benchmarks/results/` are served as
-  `figures/<name>.png`, so a figure has one copy, the script's;
+  `figures/<name>.png` (or .svg), so a figure has one copy, the script's;
 - `<!-- module-doc: conceptlens.methods.labo -->` in a page is replaced by that module's
   docstring (what the implementation follows, its deviations table and notes), so a method's
   page shows its deviations from the one source that docs/deviations.md is generated from;
@@ -27,8 +27,8 @@ NOTE_PAIR = re.compile(r"(\[\d+\]) (?=\[\d+\])")
 
 
 def on_files(files, config):
-    for png in sorted(FIGURES.glob("*.png")):
-        files.append(File.generated(config, f"figures/{png.name}", abs_src_path=str(png)))
+    for figure in sorted([*FIGURES.glob("*.png"), *FIGURES.glob("*.svg")]):
+        files.append(File.generated(config, f"figures/{figure.name}", abs_src_path=str(figure)))
     return files
 
 

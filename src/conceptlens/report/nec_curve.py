@@ -1,7 +1,9 @@
 """Accuracy against NEC as an inline SVG (no plotting library): one line per concept method from
 its results row's `nec_curve` ({"<nec>": top1, ..., "full": top1}, evaluation/nec.py), NEC on a
-log axis, the fitted model ("full") drawn as the last point at its own NEC. Used by report.html
-and by benchmarks/fig_nec_curve.py for the docs' figure."""
+log axis, the protocol's points joined in order of NEC (results.json keeps its keys sorted as text,
+"1", "10", "2", so the order is the numbers', never the keys'), and the fitted model ("full") an
+open circle at its own NEC, not joined to them. Used by report.html and by
+benchmarks/fig_nec_curve.py for the docs' figure."""
 
 from __future__ import annotations
 
@@ -11,21 +13,34 @@ from html import escape
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
-def curve_points(row: dict) -> list[tuple[float, float]]:
-    """(NEC, top-1) pairs of a results row, the "full" point at the NEC the model reached."""
+def curve_parts(row: dict) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
+    """(the protocol's (NEC reached, top-1) points in order of the NEC asked, the fitted model's
+    point at its own NEC or None) of a results row."""
     curve, reached = row.get("nec_curve") or {}, row.get("nec_curve_reached") or {}
-    pts = []
+    line, full = [], None
     for key, top1 in curve.items():
         nec = reached.get(key, None if key == "full" else float(key))
-        if nec is not None and top1 is not None and nec > 0:
-            pts.append((float(nec), float(top1)))
-    return pts
+        if nec is None or top1 is None or nec <= 0:
+            continue
+        if key == "full":
+            full = (float(nec), float(top1))
+        else:
+            line.append((float(key), float(nec), float(top1)))
+    line.sort()
+    return [(nec, top1) for _, nec, top1 in line], full
+
+
+def curve_points(row: dict) -> list[tuple[float, float]]:
+    """(NEC, top-1) pairs of a results row in order of NEC, the "full" point last."""
+    line, full = curve_parts(row)
+    return line + ([full] if full else [])
 
 
 def nec_curve_svg(results: dict, width: int = 520, height: int = 300, title: str = "") -> str:
     """The plot of every row of `results` that has a curve; '' when none has."""
-    lines = {name: curve_points(r) for name, r in results.items() if r.get("nec_curve")}
-    lines = {n: p for n, p in lines.items() if p}
+    parts = {name: curve_parts(r) for name, r in results.items() if r.get("nec_curve")}
+    parts = {n: p for n, p in parts.items() if p[0] or p[1]}
+    lines = {n: line + ([full] if full else []) for n, (line, full) in parts.items()}
     if not lines:
         return ""
     left, right, top, bottom = 48, 130, 24 if title else 10, 36
@@ -62,16 +77,15 @@ def nec_curve_svg(results: dict, width: int = 520, height: int = 300, title: str
                "class, log scale)</text>"
                f"<text x='12' y='{top + ph / 2}' text-anchor='middle' "
                f"transform='rotate(-90 12 {top + ph / 2})'>top-1 %</text>")
-    for i, (name, pts) in enumerate(lines.items()):
+    for i, (name, (line, full)) in enumerate(parts.items()):
         colour = COLOURS[i % len(COLOURS)]
-        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in line)
         out.append(f"<polyline points='{path}' fill='none' stroke='{colour}' stroke-width='2'>"
                    f"<title>{escape(name)}</title></polyline>")
-        for j, (x, y) in enumerate(pts):
-            last = j == len(pts) - 1  # the fitted model itself
-            out.append(f"<circle cx='{px(x):.1f}' cy='{py(y):.1f}' r='{4 if last else 2.5}' "
-                       f"fill='{'white' if last else colour}' stroke='{colour}'><title>{escape(name)}: NEC "
-                       f"{x:.1f}, top-1 {100 * y:.1f}%{' (as fitted)' if last else ''}</title></circle>")
+        for x, y, fitted in [(x, y, False) for x, y in line] + ([(*full, True)] if full else []):
+            out.append(f"<circle cx='{px(x):.1f}' cy='{py(y):.1f}' r='{4 if fitted else 2.5}' "
+                       f"fill='{'white' if fitted else colour}' stroke='{colour}'><title>{escape(name)}: NEC "
+                       f"{x:.1f}, top-1 {100 * y:.1f}%{' (as fitted)' if fitted else ''}</title></circle>")
         ly = top + 12 + 16 * i
         out.append(f"<line x1='{left + pw + 10}' x2='{left + pw + 28}' y1='{ly - 4}' y2='{ly - 4}' "
                    f"stroke='{colour}' stroke-width='2'/><text x='{left + pw + 32}' y='{ly}'>{escape(name)}</text>")
