@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/shot_explorer.py [--model runs/demo/models/label_free]
         [--backbone offline] [--images FOLDER] [--out benchmarks/results/explorer.png]
 
-Serves the model on 127.0.0.1 (a free port) with example images (default: two Fashion-MNIST
-test images per class, written to a temporary folder named by class), opens the page, picks an
+Serves the model on 127.0.0.1 (a free port) with example images (default: the run folder's
+images/, which `conceptlens demo` writes; else two Fashion-MNIST test images per class, written to
+a temporary folder named by class), opens the page, picks an
 example, switches off the concept that contributes most to its prediction, and saves the page.
 Needs `apt-get install chromium chromium-driver` and `pip install selenium`.
 """
@@ -50,12 +51,15 @@ def main() -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     from conceptlens.service import ServerThread, create_app
+    from conceptlens.service.app import default_images
 
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver_path:
         raise SystemExit("needs Debian's chromium and its driver: apt-get install chromium chromium-driver")
     with tempfile.TemporaryDirectory() as tmp:
-        images = Path(args.images) if args.images else example_images(Path(tmp) / "fashion-mnist-test")
+        # the run's own examples where the model is a demo run's (runs/demo/images), else our own
+        images = (Path(args.images) if args.images else None if default_images(Path(args.model))
+                  else example_images(Path(tmp) / "fashion-mnist-test"))
         app = create_app(args.model, backbone=args.backbone, images=images, cache_dir=args.cache_dir)
         options = webdriver.ChromeOptions()
         options.binary_location = chromium

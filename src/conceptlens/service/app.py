@@ -168,7 +168,7 @@ def _check_names(kind: str, names, known) -> None:
                               f"{closest(name, listed)} Known: {shown} (GET /model lists them all).")
 
 
-def _default_images(model_dir: Path) -> Path | None:
+def default_images(model_dir: Path) -> Path | None:
     """The explorer's examples when none are named: `model_dir/images`, else, for a model of a run
     folder (RUN/models/<method>), that run's `images/` (the demo writes one)."""
     if (model_dir / "images").is_dir():
@@ -205,7 +205,7 @@ class ModelService:
         self.model.check_backbone(backbone)
         self.backbone = backbone
         self.max_pixels = check_max_pixels(max_pixels)
-        found = images is None and _default_images(self.model_dir)
+        found = images is None and default_images(self.model_dir)
         if found:
             images = found
             if images.is_symlink():  # a model folder from elsewhere must not expose local files
