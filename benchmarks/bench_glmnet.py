@@ -237,19 +237,29 @@ def markdown(results: dict) -> str:
         for mode in ("single", "path"):
             row = r[mode]
             o, g = row["conceptlens"], row.get("glmnet")
-            label = "one lam" if mode == "single" else f"{len(r['lambdas'])}-lam path"
+            label = ("one lam" if mode == "single" else f"{len(r['lambdas'])}-lam path") + f", {o['api']}"
             lines.append(f"| {name} ({r['n']:,} x {r['p']:,} x {r['m']}) "
                          f"| {r['lam']:.4g} ({r['lambda_max']:.4g}) "
                          f"| {label} | {o['seconds']:.3f} | {_seconds(g) if g else '-'} | {_speed(row)} "
                          f"| {o['objective']:.7f} | {_glmnet_objective(g)} | {_gap(row, 'objective_gap')} "
                          f"| {_gap(row, 'max_objective_gap_over_lams') if mode == 'path' else '-'} "
                          f"| {o['nonzeros_per_class']:.1f}, {_nnz(g)} | {r['repeats']} |")
+    lines += ["", "Runs: " + "; ".join(f"{name}: {r.get('date', '?')}, commit {r.get('commit', '?')}, "
+                                   f"{r.get('machine', '?')}" for name, r in results["sizes"].items()) + "."]
     lines += ["", "The lam of each size: the solution with about the demo's sparsity (5 non-zero weights "
               "per class; label_free's NEC in the demo is 3.9), found once by `solve_path(target_nec=5)`, "
               "untimed; the path: 20 lams geometric from lambda_max down to it, the same lams for both.", "",
               "Not run, because they do not solve this objective:", ""]
     lines += [f"- **{k}**: {v}" for k, v in NOT_SAME_OBJECTIVE.items()]
     return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
 
 def main() -> None:
@@ -276,6 +286,8 @@ def main() -> None:
         repeats = args.repeats or (1 if shape[0] * shape[1] * shape[2] >= 1e10 else 3)
         results["sizes"][name] = bench_size(name, shape, args.alpha, args.target_nec, args.n_lambdas,
                                             repeats, peer, args.budget_s)
+        results["sizes"][name].update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                      machine=args.machine, commit=_commit())
         versions = [r[m]["glmnet"]["version"] for r in results["sizes"].values() for m in ("single", "path")
                     if "version" in r[m].get("glmnet", {})]
         results["meta"] = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
