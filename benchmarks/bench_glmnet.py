@@ -251,6 +251,8 @@ def markdown(results: dict) -> str:
               "untimed; the path: 20 lams geometric from lambda_max down to it, the same lams for both.", "",
               "Not run, because they do not solve this objective:", ""]
     lines += [f"- **{k}**: {v}" for k, v in NOT_SAME_OBJECTIVE.items()]
+    if results.get("notes"):  # written by hand into the json: what a reader of the figures must know
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
     return "\n".join(lines) + "\n"
 
 
