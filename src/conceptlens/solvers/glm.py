@@ -85,9 +85,12 @@ __all__ = ["AUTO_NEWTON_PRODUCT", "LOSSES", "SOLVERS", "SUPPORT_IN_MEMORY", "Ela
 
 # "auto" takes Newton when one n x p x m product is at least this many multiply-adds (in
 # memory): there a FISTA iteration is slow and Newton's few steps pay for their fixed costs.
-# Measured: Newton 5.3-6.2x the patched glm_saga at 2e10 (FISTA 1.1-1.3x); FISTA 314x the
-# original glm_saga at 1e9 (benchmarks/bench_solver.py); the crossover is not measured.
-AUTO_NEWTON_PRODUCT = 5e9
+# Measured: Newton 5.3-6.2x the patched glm_saga at 2e10 (FISTA 1.1-1.3x); at the sparsity of
+# benchmarks/bench_glmnet.py (5 weights per class; 2-core CPU, loaded), one lam / 20-lam path:
+# 5,000 x 500 x 100 (2.5e8) Newton 3.1 s / 9.2 s, FISTA 8.8 s / 13.5 s; 10,000 x 1,000 x 100
+# (1e9) Newton 1.8 s / 5.9 s, FISTA 64 s / 9.4 s, Newton's objectives the lower (issue 23).
+# Below 2.5e8 the crossover is not measured (module small's numpy FISTA takes n p m <= 5e7).
+AUTO_NEWTON_PRODUCT = 2.5e8
 
 
 def is_streamed(X) -> bool:

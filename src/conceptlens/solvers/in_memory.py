@@ -23,7 +23,7 @@ from .fista import fista as run_fista
 from .fista import initial_point
 from .kernels import lambda_max_of, mean_loss, objective_value, probabilities, residuals, support_mask
 from .newton import NewtonSteps, hessian_rows_for, start_point, subsample
-from .small import fista_numpy, use_numpy
+from .small import fista_numpy, transposed, use_numpy
 from .working_set import solve_on_working_sets
 
 
@@ -36,7 +36,7 @@ def as_tensors(X, y, dtype, n_classes=None) -> tuple[torch.Tensor, torch.Tensor]
         raise ConfigError(f"X must be (n, p) and y (n,); got {tuple(X.shape)} and {tuple(y.shape)}.")
     if len(X) == 0:
         raise DataError("X has no rows: the elastic-net GLM needs at least one labelled sample.")
-    if not bool(torch.isfinite(X).all()):
+    if not _all_finite(X):
         bad = (~torch.isfinite(X)).any(0).nonzero().flatten()[:10].tolist()
         raise DataError(f"X has non-finite values (NaN or inf) in columns {bad}"
                         f"{' (first 10)' if len(bad) == 10 else ''}; the GLM needs finite features: "
@@ -45,6 +45,14 @@ def as_tensors(X, y, dtype, n_classes=None) -> tuple[torch.Tensor, torch.Tensor]
         raise DataError(f"labels must lie in [0, {n_classes or 'n_classes'}); got min {int(y.min())}, "
                         f"max {int(y.max())}. Map the labels to 0..n_classes-1 or pass a larger n_classes.")
     return X, y
+
+
+def _all_finite(X: torch.Tensor) -> bool:
+    # numpy's test on a CPU float array: torch's isfinite wakes its thread pool, milliseconds on
+    # a loaded machine for the demo's 3,000 x 71 (issue 23); the same answer
+    if X.dtype in (torch.float32, torch.float64) and X.device.type == "cpu" and not X.requires_grad:
+        return bool(np.isfinite(X.numpy()).all())
+    return bool(torch.isfinite(X).all())
 
 
 def safe_step(X: torch.Tensor) -> float:
@@ -126,11 +134,12 @@ class FistaArrays:
 
 
 def fista(X: torch.Tensor, y: torch.Tensor, lam, alpha, W0, b0, n_classes, tol, max_iter, step,
-          positive=False, loss="multinomial", safe=None, Y=None, support=None):
+          positive=False, loss="multinomial", safe=None, Y=None, support=None, XT=None):
     """FISTA on the columns of X; `safe`: a known safe step (one for a matrix with more
     columns is safe here too, since dropping columns cannot raise ||[X, 1]||_2); `support`:
-    an (m, p) 0/1 tensor, W = 0 where it is 0. Returns W, b, info, the last step and the
-    logits X W^T + b."""
+    an (m, p) 0/1 tensor, W = 0 where it is 0; `XT`: module small's `transposed(X)` when the
+    caller keeps one across solves (small problems only). Returns W, b, info, the last step and
+    the logits X W^T + b."""
     p = X.shape[1]
     m = n_classes or int(y.max()) + 1
     if Y is None:
@@ -144,7 +153,7 @@ def fista(X: torch.Tensor, y: torch.Tensor, lam, alpha, W0, b0, n_classes, tol, 
     t = max(step or safe, safe)
     if use_numpy(len(X), p, m):  # a small problem: numpy on one thread (module small)
         return fista_numpy(X, y, W, b, m, lam, alpha, tol, max_iter, t, safe, positive, loss, products,
-                           support)
+                           support, XT)
     data = FistaArrays(X, Y, loss, products)
     W, b, info, t = run_fista(data, W, b, lam, alpha, tol, max_iter, t, safe, positive, support)
     return W, b, info, t, data.Z
@@ -162,6 +171,8 @@ class FullSolver:
         self.positive, self.loss, self.support = positive, loss, support
         self.Y = torch.nn.functional.one_hot(y, m).to(X.dtype)
         self.safe = None
+        # small problems: X^T made contiguous once per path, not once per lam (module small)
+        self.XT = transposed(X.numpy()) if use_numpy(*X.shape, m) else None
 
     def solve(self, lam, state):
         pending = 0.0
@@ -169,7 +180,7 @@ class FullSolver:
             self.safe, pending = safe_step(self.X), 62 / self.m
         W, b, info, step, _ = fista(self.X, self.y, lam, self.alpha, state[1], state[2], self.m, self.tol,
                                     self.max_iter, state[3], self.positive, self.loss, safe=self.safe,
-                                    Y=self.Y, support=self.support)
+                                    Y=self.Y, support=self.support, XT=self.XT)
         info.products += pending
         return W, b, info, step, None, self.X.shape[1], 0
 
