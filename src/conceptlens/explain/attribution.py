@@ -21,7 +21,7 @@ the composite dataset, whose regions are known).
    does), its normalisation, EfficientNet-Lite0's pooled features and the ConSE embedding (the
    gradient flows through the top-T probabilities; which T classes are chosen is piecewise
    constant, as in any top-k), CLIP/SigLIP's `get_image_features`, then the L2 normalisation.
-   `tests/test_attribution.py` checks that it reproduces `encode_images`.
+   `tests/explain/test_attribution.py` checks that it reproduces `encode_images`.
 3. The concept predictor (`predictor_for`): `cbm`'s concept logits g(x) (standardisation, optional
    hidden layer, linear head; the per-concept logit is what the paper attributes) and its class
    logits head(A); `ecbm`'s concept-energy logits E_k(x, c_k = 0) - E_k(x, c_k = 1), the image's

@@ -35,7 +35,7 @@ GPU types) give slightly different floats; the cache namespace (backbone id) doe
 them apart, as for the local path. safetensors writes its `__metadata__` map in a
 per-process hash order, so two writes of the same shard (local or here) can differ in the
 order of the two metadata entries in the header; names, keys, checksums and tensor bytes are
-identical (tests/test_ray_encode.py compares those).
+identical (tests/features/test_ray_encode.py compares those).
 """
 
 from __future__ import annotations

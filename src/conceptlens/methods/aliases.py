@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..errors import ConfigError, closest
 from .base import METHODS, Method, get_method
 
-METHOD_KEY = "method"  # no registered method has a parameter of this name (tests/test_method_aliases.py)
+METHOD_KEY = "method"  # no registered method has a parameter of this name (tests/methods/test_method_aliases.py)
 
 
 def registered_name(name: str, params: dict | None = None) -> str:

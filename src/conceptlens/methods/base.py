@@ -134,7 +134,7 @@ class Method:
     _array_shapes: ClassVar[dict[str, tuple]] = {}
     # what each constructor parameter may be, as conceptlens.validation constraints (a list: any
     # one will do; None in it allows None), e.g. {"lam": [Interval(float, 0, None)]}; `_validate`
-    # checks them at fit, and tests/test_methods.py checks that every parameter has one
+    # checks them at fit, and tests/methods/test_methods.py checks that every parameter has one
     _parameter_constraints: ClassVar[dict[str, list]] = {}
     # an example setting per parameter, shown after a bad value's message ("lam = 7e-4")
     _parameter_examples: ClassVar[dict[str, str]] = {}

@@ -85,7 +85,7 @@ Deviations from the reference (notes below the table)
     and keeps the epoch with the best training accuracy; the independent and sequential label
     layers run without it (validation on val). Here the run's `val` stays held out: sgd/adam
     select on it, L-BFGS ignores it; fitting on train + val is the caller's choice. MEASURED on
-    tests/test_cbm.py's problem (noise 2, 160 training and 160 validation images, 4 seeds, test
+    tests/methods/test_cbm.py's problem (noise 2, 160 training and 160 validation images, 4 seeds, test
     accuracy): joint sgd 70.8% (ours) vs 70.8% (train + val, epoch by train + val accuracy);
     the default L-BFGS joint model fitted on train + val instead of train: 67.8% -> 69.8%.
 [6] The published joint lambda = 0.01 models (seeds 1 and 2; seed 3's line has the defaults and

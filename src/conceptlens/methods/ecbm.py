@@ -83,7 +83,7 @@ Deviations from the reference (notes below the table)
     evidence from the image, and lower lambda_cy to 1: E_global is trained only as p(y | c) (a
     cross-entropy over y), so its level across concept vectors is not a density, and at weight 3
     it overrode the evidence for unrelated concepts. MEASURED on the constructed case of
-    tests/test_ecbm.py (c1 = c0 always, intervene on c0 with the truth; c1 accuracy before ->
+    tests/methods/test_ecbm.py (c1 = c0 always, intervene on c0 with the truth; c1 accuracy before ->
     after, 4 initialisation seeds, hidden 32, 100 epochs): 'reference' halves 0.92 -> 0.96 /
     0.50 / 0.50 / 0.82; 'consistent' halves 0.92 -> 0.92 / 0.50 / 0.95 / 0.97; 0.50 means c1
     collapsed to one value for every image. So the propagation channel exists (the reference's
@@ -105,7 +105,7 @@ Deviations from the reference (notes below the table)
     concepts, so the readout is a summary and the residual carries the rest (reported R^2).
 [8] `main.py` imports Lightning's `EarlyStopping` and never adds it to the trainer, so every
     epoch runs and `patience` (15) in the configs is dead; here too by default, and
-    `early_stopping=True` stops after `patience` epochs without a better validation loss. MEASURED on tests/test_ecbm.py's constructed problem (hidden 32, 300 epochs,
+    `early_stopping=True` stops after `patience` epochs without a better validation loss. MEASURED on tests/methods/test_ecbm.py's constructed problem (hidden 32, 300 epochs,
     4 seeds, balanced and class-imbalanced training sets): the kept epoch was the same in all 8
     fits (the best validation loss never came after 15 worse epochs), so the model is identical;
     the fit takes 1.4-3.2x longer (all 300 epochs instead of 95-207).

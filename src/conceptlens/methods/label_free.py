@@ -36,10 +36,10 @@ Deviations from the reference (notes below the table)
 | `on="auto"` | backbone layer features | features, else embedding | new capability |
 
 [1] Our warm-started path (`solvers.glm`) solves the same objective exactly and
-    deterministically; `tests/test_methods.py` checks it against scikit-learn's optimum. Its
+    deterministically; `tests/methods/test_methods.py` checks it against scikit-learn's optimum. Its
     solver "auto" takes proximal Newton (`solvers.newton`) when one n x p x m product reaches
     2.5e8 multiply-adds (10,000 x 250 x 100), FISTA below: the same optimum
-    (`tests/test_solver_newton.py`), 5.3-6.2x glm_saga's speed at 50,000 x 2,000 x 200.
+    (`tests/solvers/test_solver_newton.py`), 5.3-6.2x glm_saga's speed at 50,000 x 2,000 x 200.
 [2] With n <= batch_size the batch is all images and cos^3 ignores row order, so full batch
     is identical to the reference's random permutation.
 [3] `positive=True` solves glm_saga's objective restricted to W >= 0 (projected, exactly:

@@ -48,7 +48,7 @@ Note on the Gumbel term (a property of the reference's loss, kept as is): E_g[-m
 softmax(c + g)] is convex in c, with gradient proportional to E_g[softmax(c + g)] - 1/width,
 zero when c is constant along the softmax's dim; on its own the term therefore pulls the CBL
 output towards uniform rows and columns rather than towards sparse ones. Nothing makes W M
-sparse, so NEC = k after training (tests/test_sparse_cbm.py checks NEC on a layer with zeros).
+sparse, so NEC = k after training (tests/methods/test_sparse_cbm.py checks NEC on a layer with zeros).
 
 Non-negative weights (`positive=True`, ours; default False, the reference). Here the head is
 collapsed, class_weights_ = W M, so "non-negative" means W M >= 0: every original concept

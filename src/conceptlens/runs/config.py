@@ -20,7 +20,7 @@ not None, is written as "none".
 
 To add a key: add a field to its table below (a Check, a Field with the default and the
 description) and rerun scripts/config_reference.py; the tests generated from the tables
-(tests/test_config_models.py) cover its constraint and its round trip.
+(tests/runs/test_config_models.py) cover its constraint and its round trip.
 """
 
 from __future__ import annotations

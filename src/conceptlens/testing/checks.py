@@ -7,7 +7,7 @@
     check_source(my_source, ["cat", "dog"])
 
 Each raises AssertionError naming the broken rule (and the method, backbone or source); the
-project's tests run them over every registered entry (tests/test_contracts.py), so a new entry is
+project's tests run them over every registered entry (tests/testing/test_contracts.py), so a new entry is
 checked without an edit. Plain asserts and numpy.testing only: usable from any test runner.
 """
 

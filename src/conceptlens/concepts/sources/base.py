@@ -35,7 +35,7 @@ class SourceResult:
 class ConceptSource(ABC):
     name: str
     # what each constructor option may be, as conceptlens.validation constraints (every option has
-    # one; tests/test_sources.py checks it and that the invalid values they imply are refused)
+    # one; tests/concepts/test_sources.py checks it and that the invalid values they imply are refused)
     _parameter_constraints: ClassVar[dict[str, list]] = {}
 
     @classmethod
