@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conceptlens.concepts import ConceptSet, TextSimilarity, filter_duplicates
-from conceptlens.concepts import filters
+from conceptlens.concepts import ConceptSet, TextSimilarity, filter_duplicates, filters
 from conceptlens.concepts.filters import _sparse_similarity, top_k_activation
 
 
