@@ -308,3 +308,37 @@ def test_method_errors(problem):
         get_method("v2c", **FAST).fit(train, no_codebook, val)
     with pytest.raises(DataError, match="pool has only 200 images"):
         get_method("v2c", **{**FAST, "n_images": 200}).fit(train, ctx, val)
+
+
+def test_codebook_logs_an_estimate_and_an_interrupted_build_resumes(tmp_path, monkeypatch, caplog):
+    import conceptlens.concepts.v2c as v2c_module
+
+    templates = ("a photo of a {}.", "{}")
+    texts = [f"word {i}" for i in range(10)]
+    monkeypatch.setattr(v2c_module, "_PROMPTS_PER_SHARD", 4)  # 2 texts per shard: 5 shards
+    whole = codebook_embeddings(Counting(), texts, tmp_path / "whole", templates=templates)
+
+    class Interrupted(Exception):
+        pass
+
+    bb, calls = Counting(), []
+    real = bb.encode_texts
+
+    def fails_on_third(prompts):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+        return real(prompts)
+
+    monkeypatch.setattr(bb, "encode_texts", fails_on_third)
+    with caplog.at_level("INFO", logger="conceptlens"), pytest.raises(Interrupted):
+        codebook_embeddings(bb, texts, tmp_path / "resumed", templates=templates)
+    assert "encoding 10 of 10 texts x 2 templates = 20 prompts" in caplog.text
+    assert len(bb.prompts) == 8  # two whole shards written before the interruption
+    caplog.clear()
+    bb2 = Counting()
+    with caplog.at_level("INFO", logger="conceptlens"):
+        again = codebook_embeddings(bb2, texts, tmp_path / "resumed", templates=templates)
+    assert "encoding 6 of 10 texts" in caplog.text
+    assert bb2.prompts == [t.format(w) for w in texts[4:] for t in templates]
+    np.testing.assert_array_equal(again, whole)

@@ -72,6 +72,26 @@ class TextSimilarity:
                 out += w * (encode(list(a)) @ encode(list(b)).T)
         return out / total
 
+    def row_blocks(self, a: Sequence[str], b: Sequence[str], rows: int):
+        """(start, block) over `self(a, b)` `rows` rows at a time, each text list encoded once
+        per encoder: the same numbers as the full matrix without holding it (a 20,000-word
+        vocabulary's 20,000 x 20,000 float64 matrix is 3.2 GB, and its sum twice that)."""
+        total = sum(w for _, w in self.encoders)
+        pairs = []
+        for encode, w in self.encoders:
+            if w:
+                ea = encode(list(a))
+                pairs.append((ea, ea if b is a else encode(list(b)), w))
+        for s in range(0, len(a), rows):
+            out = np.zeros((min(rows, len(a) - s), len(b)), dtype=np.float64)
+            for ea, eb, w in pairs:
+                out += w * (ea[s:s + rows] @ eb.T)
+            yield s, out / total
+
+
+# rows of a similarity block: about 32 MB of float64 whatever the number of concepts
+_BLOCK_ELEMENTS = 1 << 22
+
 
 def _keep(concepts: ConceptSet, keep: np.ndarray) -> ConceptSet:
     return concepts.subset(np.flatnonzero(keep))
@@ -131,21 +151,54 @@ def reference_duplicate_drops(texts: Sequence[str], sims: np.ndarray,
     never a duplicate, however similar its texts' embeddings.
     """
     sims = np.asarray(sims, dtype=np.float64)
+    return _duplicate_drops(texts, [np.flatnonzero(row >= cutoff) for row in sims], sims.sum(1))
+
+
+def _duplicate_drops(texts: Sequence[str], neighbours: Sequence[np.ndarray],
+                     total: np.ndarray) -> list[tuple[int, int]]:
+    """`reference_duplicate_drops` from each concept's indices at/above the cutoff and the
+    row sums: all it reads of the matrix, so the matrix can be scored a block at a time."""
     order = sorted(range(len(texts)), key=lambda i: texts[i])
-    total = sims.sum(1)
     pos = np.empty(len(order), dtype=np.int64)
     pos[order] = np.arange(len(order))
     dropped: set[int] = set()
     out: list[tuple[int, int]] = []
     for i in order:
         # only pairs at/above the cutoff can act, so visit just those, in sorted order
-        for j in sorted(np.flatnonzero(sims[i] >= cutoff).tolist(), key=lambda t: pos[t]):
+        for j in sorted(neighbours[i].tolist(), key=lambda t: pos[t]):
             if j == i or i in dropped or j in dropped or opposed(texts[i], texts[j]):
                 continue
             lose, keep = (i, j) if total[i] < total[j] else (j, i)
             dropped.add(lose)
             out.append((lose, keep))
     return out
+
+
+def _sparse_similarity(similarity, texts: Sequence[str], cutoff: float, rows: int | None = None):
+    """(neighbours, total, values) of the k x k similarity of `texts`, scored `rows` rows at a
+    time (TextSimilarity.row_blocks; a plain callable gives its whole matrix): per row the
+    indices >= cutoff, the row sums, and {(i, j): value} for the pairs near the cutoff (within
+    1e-3 below it too, so both directions of a pair are there for the report)."""
+    k = len(texts)
+    rows = rows or max(1, _BLOCK_ELEMENTS // max(1, k))
+    blocks = (similarity.row_blocks(texts, texts, rows) if hasattr(similarity, "row_blocks")
+              else iter([(0, np.asarray(similarity(texts, texts), dtype=np.float64))]))
+    neighbours: list[np.ndarray] = []
+    total = np.empty(k, dtype=np.float64)
+    values: dict[tuple[int, int], float] = {}
+    for s, block in blocks:
+        if block.shape[1] != k:
+            raise ConfigError(f"The duplicate filter needs a {k} x {k} similarity matrix; got "
+                              f"{block.shape[1]} columns.")
+        total[s:s + len(block)] = block.sum(1)
+        for r, row in enumerate(block):
+            neighbours.append(np.flatnonzero(row >= cutoff))
+            for j in np.flatnonzero(row >= cutoff - 1e-3).tolist():
+                values[(s + r, j)] = float(row[j])
+    if len(neighbours) != k:
+        raise ConfigError(f"The duplicate filter needs a {k} x {k} similarity matrix; got "
+                          f"{len(neighbours)} rows.")
+    return neighbours, total, values
 
 
 def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity | np.ndarray,
@@ -161,13 +214,25 @@ def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity | np.ndar
     if len(concepts) < 2:
         return concepts, []
     texts = concepts.texts
-    sims = similarity(texts, texts) if callable(similarity) else np.asarray(similarity, np.float64)
-    if sims.shape != (len(texts), len(texts)):
-        raise ConfigError(f"The duplicate filter needs a {len(texts)} x {len(texts)} similarity "
-                          f"matrix; got shape {sims.shape}.")
-    pairs = reference_duplicate_drops(texts, sims, cutoff)
+    if callable(similarity):  # scored in row blocks: never the whole k x k matrix (k = 20,000: 3.2 GB)
+        neighbours, total, values = _sparse_similarity(similarity, texts, cutoff)
+        pairs = _duplicate_drops(texts, neighbours, total)
+
+        def value(i: int, j: int) -> float:
+            if (i, j) not in values:  # an asymmetric similarity: score that one row
+                values[(i, j)] = float(np.asarray(similarity([texts[i]], texts), np.float64)[0, j])
+            return values[(i, j)]
+    else:
+        sims = np.asarray(similarity, np.float64)
+        if sims.shape != (len(texts), len(texts)):
+            raise ConfigError(f"The duplicate filter needs a {len(texts)} x {len(texts)} similarity "
+                              f"matrix; got shape {sims.shape}.")
+        pairs = reference_duplicate_drops(texts, sims, cutoff)
+        total = sims.sum(1)
+
+        def value(i: int, j: int) -> float:
+            return sims[i, j]
     into = dict(pairs)
-    total = sims.sum(1)
 
     def final(i: int) -> int:
         while i in into:
@@ -182,10 +247,10 @@ def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity | np.ndar
         c = concepts.concepts[lose]
         out.add(texts[final(partner)], c.classes, c.provenance)
         dropped.append(Dropped(texts[lose], "duplicate",
-                               f"{sims[lose, partner]:.3f} >= {cutoff} with {texts[partner]!r}; "
+                               f"{value(lose, partner):.3f} >= {cutoff} with {texts[partner]!r}; "
                                f"lower total similarity ({total[lose]:.3f} < {total[partner]:.3f})"
                                if total[lose] < total[partner] else
-                               f"{sims[lose, partner]:.3f} >= {cutoff} with {texts[partner]!r}; "
+                               f"{value(lose, partner):.3f} >= {cutoff} with {texts[partner]!r}; "
                                f"equal total similarity ({total[lose]:.3f}), the later one goes"))
     return out, dropped
 
@@ -193,9 +258,14 @@ def filter_duplicates(concepts: ConceptSet, similarity: TextSimilarity | np.ndar
 def top_k_activation(image_embedding: np.ndarray, concept_embedding: np.ndarray,
                      top: int = 5) -> np.ndarray:
     """Mean of each concept's `top` highest image-concept similarities."""
-    sims = image_embedding @ concept_embedding.T
-    top = min(top, len(sims))
-    return np.partition(sims, len(sims) - top, axis=0)[len(sims) - top :].mean(0)
+    n = len(image_embedding)
+    top = min(top, n)
+    out = np.empty(len(concept_embedding), dtype=np.result_type(image_embedding, concept_embedding))
+    step = max(1, _BLOCK_ELEMENTS // max(1, n))  # concepts per block: columns are independent
+    for s in range(0, len(concept_embedding), step):
+        sims = image_embedding @ concept_embedding[s:s + step].T
+        out[s:s + step] = np.partition(sims, n - top, axis=0)[n - top:].mean(0)
+    return out
 
 
 def filter_activation(concepts: ConceptSet, image_embedding: np.ndarray,

@@ -245,7 +245,7 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
     if missing:
         low, high = estimate_minutes(len(missing), T)
         log.info("v2c codebook: encoding %d of %d texts x %d templates = %d prompts (offline backbone "
-                 "on 2 CPU cores: %.0f-%.0f min); resumable, cached in %s", len(missing), len(texts), T,
+                 "on 2 CPU cores: %.1f-%.1f min); resumable, cached in %s", len(missing), len(texts), T,
                  len(missing) * T, low, high, cache.dir)
     per_shard = max(1, _PROMPTS_PER_SHARD // T)
     with tqdm(total=len(missing), desc="v2c codebook", unit="text", disable=not progress or not missing,
