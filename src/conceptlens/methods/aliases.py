@@ -19,7 +19,11 @@ from __future__ import annotations
 from ..errors import ConfigError, closest
 from .base import METHODS, Method, get_method
 
-METHOD_KEY = "method"  # no registered method has a parameter of this name (tests/methods/test_method_aliases.py)
+# the methods a run fits when its config has no [methods] table (the registry names them, so
+# runs/ holds no method name)
+DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
+# no registered method has a parameter of this name (tests/methods/test_method_aliases.py)
+METHOD_KEY = "method"
 
 
 def registered_name(name: str, params: dict | None = None) -> str:

@@ -49,7 +49,7 @@ from ..errors import ConfigError, closest
 from ..evaluation.nec import PROTOCOLS as NEC_PROTOCOLS
 from ..features.encode import ON_ERROR
 from ..grounding.evaluate import ANNOTATION_NAMES, EMBED_CHOICES
-from ..methods.aliases import METHOD_KEY, method_class, method_params, registered_name
+from ..methods.aliases import DEFAULT_METHODS, METHOD_KEY, method_class, method_params, registered_name
 from ..methods.base import check_params
 from ..validation import InstanceOf, Interval, Options, Predicate, StrList
 from .config_model import BOOLEAN, MAX_SEED, NONE, SEED, STRING, Check, Model, Table, field_error
@@ -61,7 +61,6 @@ __all__ = ["DEFAULT_METHODS", "MAX_SEED", "NONE", "TABLES", "BackboneConfig", "C
            "validate_discovery"]
 
 DEFAULT_NEC_CURVE = (1, 2, 3, 5, 10, 20)
-DEFAULT_METHODS = {"zero_shot": {}, "linear_probe": {}, "labo": {}, "label_free": {}}
 DISCOVERY_INPUTS = ("auto", *SAE_INPUTS)
 V2C_TEMPLATE_SETS = ("full", "plain")
 REPORT_AUTO = "auto"
