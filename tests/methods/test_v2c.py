@@ -342,3 +342,22 @@ def test_codebook_logs_an_estimate_and_an_interrupted_build_resumes(tmp_path, mo
     assert "encoding 6 of 10 texts" in caplog.text
     assert bb2.prompts == [t.format(w) for w in texts[4:] for t in templates]
     np.testing.assert_array_equal(again, whole)
+
+
+def test_a_long_codebook_build_warns_with_its_estimate_and_a_short_one_only_informs(tmp_path, monkeypatch,
+                                                                                     caplog):
+    import conceptlens.concepts.v2c as v2c_module
+
+    templates, texts = ("a photo of a {}.", "{}"), [f"word {i}" for i in range(10)]
+    with caplog.at_level("INFO", logger="conceptlens"):
+        codebook_embeddings(Counting(), texts, tmp_path / "short", templates=templates)
+    (short,) = [r for r in caplog.records if "v2c codebook" in r.getMessage()]
+    assert short.levelname == "INFO"  # 20 prompts x 8.5 ms: well under a minute
+    caplog.clear()
+    monkeypatch.setattr(v2c_module, "_MS_PER_PROMPT", (1_000.0, 6_000.0))  # 20 prompts: 0.3-2.0 min
+    with caplog.at_level("INFO", logger="conceptlens"):
+        codebook_embeddings(Counting(), texts, tmp_path / "long", templates=templates)
+    (long,) = [r for r in caplog.records if "v2c codebook" in r.getMessage()]
+    assert long.levelname == "WARNING"  # the CLI's default level shows it
+    assert "20 prompts" in long.getMessage() and "0.3-2.0 min" in long.getMessage()
+    assert 'templates = "plain"' in long.getMessage()

@@ -244,9 +244,14 @@ def codebook_embeddings(backbone, texts: Sequence[str], cache_root=None,
     missing = list(dict.fromkeys(t for t in texts if _key(t) not in cache))
     if missing:
         low, high = estimate_minutes(len(missing), T)
-        log.info("v2c codebook: encoding %d of %d texts x %d templates = %d prompts (offline backbone "
-                 "on 2 CPU cores: %.1f-%.1f min); resumable, cached in %s", len(missing), len(texts), T,
-                 len(missing) * T, low, high, cache.dir)
+        # a build of a minute or more is a warning: the CLI shows warnings by default, not info
+        # (issue #23: a bare [methods.v2c] encoded for 15-37 min with nothing said)
+        level = logging.WARNING if high >= 1.0 else logging.INFO
+        hint = ("; [discovery.v2c] templates = \"plain\" or a smaller max_texts is faster"
+                if level == logging.WARNING and T > 1 else "")
+        log.log(level, "v2c codebook: encoding %d of %d texts x %d templates = %d prompts (offline "
+                "backbone on 2 CPU cores: %.1f-%.1f min); resumable, cached in %s%s", len(missing),
+                len(texts), T, len(missing) * T, low, high, cache.dir, hint)
     per_shard = max(1, _PROMPTS_PER_SHARD // T)
     with tqdm(total=len(missing), desc="v2c codebook", unit="text", disable=not progress or not missing,
               dynamic_ncols=True) as bar:
