@@ -19,9 +19,9 @@ Cost of the codebook (measured). The offline backbone's text encoder took 2.2 ms
 an idle 2-core CPU and 4.6-8.3 ms with other jobs running (400 texts x 86 templates: 287 s), so
 one vocabulary text costs T prompts: per 1,000 texts, about 3-12 minutes with the reference's 86
 templates (86,000 prompts) and 2-8 seconds with `templates=("{}",)`. CLIP text towers on a CPU
-are slower. `codebook_embeddings` logs this estimate before it starts, shows a progress bar with
-`progress=True` and is resumable: each finished batch of codebook rows is a shard of the
-feature cache (namespace: backbone id, kind "v2c-codebook", the templates), so an interrupted
+are slower. `codebook_embeddings` logs this estimate before it starts (a warning from a minute
+up, so the CLI shows it), shows a progress bar with `progress=True` and is resumable: each
+finished batch of codebook rows is a shard of the feature cache (namespace: backbone id, kind "v2c-codebook", the templates), so an interrupted
 encode restarts where it stopped and a second call reads everything back.
 `DEFAULT_MAX_TEXTS` (5,000 texts, about the reference's 5,541 base words) keeps the default at
 15-60 minutes once per backbone with the 86 templates, under a minute with one.
