@@ -21,8 +21,9 @@ one vocabulary text costs T prompts: per 1,000 texts, about 3-12 minutes with th
 templates (86,000 prompts) and 2-8 seconds with `templates=("{}",)`. CLIP text towers on a CPU
 are slower. `codebook_embeddings` logs this estimate before it starts (a warning from a minute
 up, so the CLI shows it), shows a progress bar with `progress=True` and is resumable: each
-finished batch of codebook rows is a shard of the feature cache (namespace: backbone id, kind "v2c-codebook", the templates), so an interrupted
-encode restarts where it stopped and a second call reads everything back.
+finished batch of codebook rows is a shard of the feature cache (namespace: backbone id, kind
+"v2c-codebook", the templates), so an interrupted encode restarts where it stopped and a second
+call reads everything back.
 `DEFAULT_MAX_TEXTS` (5,000 texts, about the reference's 5,541 base words) keeps the default at
 15-60 minutes once per backbone with the 86 templates, under a minute with one.
 
