@@ -14,7 +14,9 @@ lam, solve_path(lam=..., n_lambdas=20) for the path; solver="auto").
 
 glmnet is python-glmnet (Fortran coordinate descent; `LogitNet`, standardize=False,
 ungrouped multinomial), which minimises exactly conceptlens's objective (module
-benchmarks/glmnet_peer.py says why). It runs in its own venv (`--peer-python`), in a
+benchmarks/glmnet_peer.py says why). It runs in its own venv (`--peer-python`; made once with
+`python3 -m venv /tmp/peers && /tmp/peers/bin/pip install "numpy<2" scipy scikit-learn
+python-glmnet==2.6.1`: the peers' older numpy must never reach .venv), in a
 subprocess, timing only its fit; a fit that has not finished after `--budget-s` is stopped
 and reported as "> budget" (the ratio is then a lower bound). Every result, ours and glmnet's,
 is scored by one function, conceptlens.solvers.elastic_net_objective (float64).
