@@ -10,8 +10,9 @@ jobs (issue 23). The policy here:
   $OMP_NUM_THREADS; and torch's own thread count where conceptlens starts limiting (a
   `torch.set_num_threads(n)` of the caller's) is a cap as well.
 - `free_cores()`: the cores this process may run on (`os.sched_getaffinity`) minus the load
-  the other processes put on them (the 1-minute load average, less this process's own
-  running thread), at least 1.
+  the other processes put on them (the larger of the 1-minute load average and the threads
+  runnable right now in /proc/loadavg, so a job that started seconds ago counts at once; less
+  this process's own running thread), at least 1.
 - `threads_for(work)`: one thread below GRAIN multiply-adds per thread (a problem that small
   is all fixed cost), otherwise as many as the work fills, capped by the free cores and the
   user's setting.
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
+import time
 
 GRAIN = 2e6  # multiply-adds one more thread must have to be worth waking (about 0.5 ms)
 ENV = "CONCEPTLENS_THREADS"
@@ -75,15 +78,48 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def running_now(samples: int = 5, interval: float = 0.001) -> float | None:
+    """The median number of runnable threads on the machine right now, from /proc/loadavg's
+    fourth field ("running/total"), over a few samples; None where there is no /proc (macOS,
+    Windows). The 1-minute load average takes a minute to see jobs that just started; this sees
+    them at once."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, IndexError, ValueError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+_free: tuple[float, int] | None = None  # (when, free cores): read at most every FREE_TTL seconds
+FREE_TTL = 1.0
+
+
 def free_cores() -> int:
-    """The available cores minus the other processes' load (1-minute average), at least 1."""
+    """The available cores minus the other processes' load, at least 1. The load is the larger of
+    the 1-minute average and the threads runnable right now (`running_now`), each less this
+    process's own running thread: the average keeps a load that pauses for an instant, the
+    instant count sees one that has just begun."""
+    global _free
+    now = time.monotonic()
+    if _free is not None and now - _free[0] < FREE_TTL:
+        return _free[1]
     cores = available_cores()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
+    loads = []
+    with contextlib.suppress(AttributeError, OSError):  # no load average on Windows
+        loads.append(os.getloadavg()[0])
+    if (running := running_now()) is not None:
+        loads.append(running)
+    if not loads:
         return cores
-    others = max(0.0, load - 1.0)  # this process's own running thread is part of the load
-    return max(1, min(cores, int(cores - others + 0.5)))
+    others = max(0.0, max(loads) - 1.0)  # this process's own running thread is part of the load
+    free = max(1, min(cores, int(cores - others + 0.5)))
+    _free = (now, free)
+    return free
 
 
 def threads_for(work: float) -> int:

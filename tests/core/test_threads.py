@@ -1,5 +1,9 @@
 """The thread policy (conceptlens/threads.py) and the small-problem numpy FISTA (solvers/small.py)."""
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +30,33 @@ def test_user_setting_caps_threads(monkeypatch):
 
 def test_free_cores_is_within_the_available_ones():
     assert 1 <= threads.free_cores() <= threads.available_cores()
+
+
+@pytest.mark.parametrize(("average", "running", "free"), [
+    (0.0, 1.0, 4),   # quiet: only this process's own thread runs
+    (0.0, 3.0, 2),   # two jobs began a moment ago: the 1-minute average has not seen them yet
+    (3.0, 1.0, 2),   # two jobs that pause for an instant still count through the average
+    (9.0, 9.0, 1),   # a machine busier than its cores: still one thread, never zero
+])
+def test_free_cores_takes_the_larger_of_the_average_and_the_instant_load(monkeypatch, average,
+                                                                        running, free):
+    monkeypatch.setattr(threads, "_free", None)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (average, average, average))
+    monkeypatch.setattr(threads, "running_now", lambda: running)
+    assert threads.free_cores() == free
+
+
+@pytest.mark.skipif(threads.running_now() is None, reason="no /proc/loadavg on this system")
+def test_running_now_sees_spinning_processes_at_once():
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both are past start-up and spinning: always runnable
+        assert threads.running_now() >= 3  # the two spinners and this test's own thread
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.parametrize("positive", [False, True])
