@@ -9,7 +9,6 @@ import pytest
 import conceptlens.evaluation.nec as nec_module
 from conceptlens.evaluation import accuracy_at_nec, accuracy_curve
 from conceptlens.evaluation.nec import VLGPaths, vlg_path
-from conceptlens.methods import make_method
 from conceptlens.runs.stages import fit_and_evaluate
 from conceptlens.testing import FAST_PARAMS, make_problem
 
@@ -49,7 +48,7 @@ def test_a_shared_path_is_the_prefix_of_a_fresh_solve_in_any_order(problem, call
     assert paths.solves == 1 and calls["n"] == len(fresh[0.6].lambdas) < alone
     for t in (0.2, 0.6):
         assert shared[t].lambdas == fresh[t].lambdas and shared[t].densities == fresh[t].densities
-        for a, b in zip(shared[t].weights, fresh[t].weights):
+        for a, b in zip(shared[t].weights, fresh[t].weights, strict=True):
             np.testing.assert_array_equal(a, b)
     other = vlg_path(Z + 1, train.labels, 4, 0.2, grid, paths=paths)  # another bottleneck: its own path
     assert paths.solves == 2 and len(other.lambdas) >= 1

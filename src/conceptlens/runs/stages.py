@@ -301,7 +301,8 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
         if nec:
             row |= evaluate_at_nec(model, train, test, nec, protocol, val, context, **shared) or {}
         if nec_curve:  # accuracy against NEC (evaluation/nec.py accuracy_curve)
-            row |= nec_curve_fields(model, train, test, nec_curve, protocol, val, context, row["top1"], **shared)
+            row |= nec_curve_fields(model, train, test, nec_curve, protocol, val, context, row["top1"],
+                                    **shared)
         results[name], models[name] = row, model
     return results, models
 
