@@ -74,6 +74,7 @@ what / why / effect where measured:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -145,14 +146,33 @@ class VLGPath:
 
 def vlg_path(Z: np.ndarray, y: np.ndarray, n_classes: int, target_density: float,
              lambdas: np.ndarray | None = None, alpha: float = VLG_ALPHA, tol: float = 1e-6,
-             max_iter: int = 2000, dtype=torch.float32, positive: bool = False) -> VLGPath:
+             max_iter: int = 2000, dtype=torch.float32, positive: bool = False,
+             paths: VLGPaths | None = None) -> VLGPath:
     """The elastic-net path on Z from a zero layer, warm-started, stopped at the first point
     whose density reaches `target_density` (everything `first_at_density` can pick);
-    `positive`: every point under W >= 0."""
+    `positive`: every point under W >= 0. `paths`: a `VLGPaths` that shares the solve with
+    every other request on the same Z and options (the same points, solved once)."""
     lambdas = vlg_lambdas(alpha=alpha) if lambdas is None else np.asarray(lambdas, dtype=float)
-    path = VLGPath()
-    W = b = None
-    for lam in progress(lambdas, desc=f"NEC path (density {target_density:.3g})", unit="lam"):
+    options = (alpha, tol, max_iter, dtype, positive)
+    path = VLGPath() if paths is None else paths.get(Z, y, n_classes, lambdas, options)
+    _extend(path, Z, y, n_classes, target_density, lambdas, options)
+    if paths is None:
+        return path
+    # the prefix a fresh solve to this target would return (the path may run further)
+    end = first_at_density(path.densities, target_density) + 1
+    return VLGPath(path.lambdas[:end], path.weights[:end], path.biases[:end], path.densities[:end])
+
+
+def _extend(path: VLGPath, Z, y, n_classes, target_density, lambdas, options) -> None:
+    """Solve `path` on from its last point until a point reaches `target_density` or the grid ends;
+    nothing when it already has one (warm starts make the continuation the same as one long solve)."""
+    if any(d >= target_density for d in path.densities):
+        return
+    alpha, tol, max_iter, dtype, positive = options
+    W = path.weights[-1] if path.weights else None
+    b = path.biases[-1] if path.biases else None
+    rest = lambdas[len(path.lambdas):]
+    for lam in progress(rest, desc=f"NEC path (density {target_density:.3g})", unit="lam"):
         W, b, _ = fit_elastic_net(Z, y, float(lam), alpha, W0=W, b0=b, n_classes=n_classes,
                                   tol=tol, max_iter=max_iter, dtype=dtype, positive=positive)
         path.lambdas.append(float(lam))
@@ -161,7 +181,27 @@ def vlg_path(Z: np.ndarray, y: np.ndarray, n_classes: int, target_density: float
         path.densities.append(density(W))
         if path.densities[-1] >= target_density:
             break
-    return path
+
+
+class VLGPaths:
+    """The VLG paths of a run, keyed by their bottleneck's content (Z, y, grid, solver options):
+    the NEC column and the accuracy-vs-NEC curve of one model, and any two models with the same
+    standardised activations, share one solve (issue 23). `solves` counts the fresh paths."""
+
+    def __init__(self):
+        self._paths: dict = {}
+        self.solves = 0
+
+    def get(self, Z, y, n_classes, lambdas, options) -> VLGPath:
+        Z, y = np.ascontiguousarray(Z), np.ascontiguousarray(y)
+        digest = hashlib.sha1(Z.tobytes())
+        for part in (np.asarray(y, dtype=np.int64), np.asarray(lambdas, dtype=np.float64)):
+            digest.update(part.tobytes())
+        key = (digest.hexdigest(), Z.shape, str(Z.dtype), n_classes, repr(options))
+        if key not in self._paths:
+            self._paths[key] = VLGPath()
+            self.solves += 1
+        return self._paths[key]
 
 
 def _standardise(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +292,7 @@ def accuracy_at_nec(model, train, test, nec: float = 5, protocol: str = "vlg", v
     "prune": what was done to this model), "model" (the sparse copy), "metrics" (evaluate()
     on test)} plus, for "vlg", "lam", "density", "path_points", "residual_dropped" and
     "positive". `vlg_options`: lam, alpha, n_lambdas, epsilon, tol, max_iter (the reference's
-    defaults), positive (None: the model's own).
+    defaults), positive (None: the model's own), paths (a `VLGPaths` to share solves through).
     """
     from ..methods.tags import get_tags
 
@@ -340,14 +380,15 @@ def accuracy_curve(model, train, test, necs=(1, 2, 3, 5, 10, 20), protocol: str 
 
 
 def nec_curve_fields(model, train, test, necs, protocol: str = "vlg", val=None, context=None,
-                     full_top1: float | None = None) -> dict:
+                     full_top1: float | None = None, **vlg_options) -> dict:
     """A results row's curve ([evaluation] nec_curve): {"nec_curve": {"<nec>": top1, ..., "full":
     top1}, "nec_curve_reached": {"<nec>": NEC reached, ..., "full": model.nec_}}; {} for a model
-    without a concept layer (NEC is not defined) or when `necs` is empty."""
+    without a concept layer (NEC is not defined) or when `necs` is empty. `vlg_options` as
+    `accuracy_at_nec`'s ("vlg" only), e.g. paths=VLGPaths() shared with the NEC column."""
     from ..methods.tags import get_tags
 
     tags = get_tags(model)
     if not necs or not (tags.needs_concepts or tags.discovers_concepts) or not hasattr(model, "class_weights_"):
         return {}
-    c = accuracy_curve(model, train, test, necs, protocol, val, context, full_top1)
+    c = accuracy_curve(model, train, test, necs, protocol, val, context, full_top1, **vlg_options)
     return {"nec_curve": c["top1"], "nec_curve_reached": c["reached"]}

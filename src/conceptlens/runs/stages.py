@@ -21,6 +21,7 @@ from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_se
 from ..data import few_shot
 from ..errors import ConfigError, DataError
 from ..evaluation import evaluate, nec_curve_fields
+from ..evaluation.nec import VLGPaths
 from ..features import encode_texts, encode_texts_with_norms
 from ..grounding.evaluate import Grounding, resolve_annotations, row_fields
 from ..methods import Context, make_method
@@ -257,18 +258,19 @@ def model_concept_warnings(models: dict, classes) -> dict[str, str]:
 
 
 def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=None,
-                    context: Context | None = None) -> dict | None:
+                    context: Context | None = None, **vlg_options) -> dict | None:
     """Top-1 of `model` at `nec` concepts per class by `protocol` ("vlg": VLG-CBM's sparse
     evaluation; "refit": refit a sparse final layer (`refit_at_nec`), prune the rest; "prune";
     see evaluation/nec.py), or None for a method without a concept layer. A model with fewer
     than `nec` concepts is measured at all of them. The one place a run measures accuracy
-    at NEC, so the comparison changes in one spot."""
+    at NEC, so the comparison changes in one spot. `vlg_options`: accuracy_at_nec's ("vlg")."""
     from ..evaluation.nec import accuracy_at_nec
 
     if not has_concepts(model):
         return None
     k = np.asarray(model.class_weights_).shape[1]
-    r = accuracy_at_nec(model, train, test, min(nec, k), protocol=protocol, val=val, context=context)
+    r = accuracy_at_nec(model, train, test, min(nec, k), protocol=protocol, val=val, context=context,
+                        **vlg_options)
     return {"top1_at_nec": r["top1"], "nec_at_nec": r["nec"], "nec_how": r["how"]}
 
 
@@ -282,6 +284,8 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
     its row is {"failed": message, "fit_seconds"} and it has no model, which every table shows
     and a warning logs. Any other error (a bug, a bad parameter) still stops the run."""
     results, models = {}, {}
+    # "vlg": one elastic-net path per bottleneck, shared by the NEC column and the curve (issue 23)
+    shared = {"paths": VLGPaths()} if protocol == "vlg" else {}
     for name, params in methods.items():
         t = time.perf_counter()
         try:
@@ -295,9 +299,10 @@ def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int
         if val is not None and len(val):
             row["val_top1"] = float((model.predict(val) == np.asarray(val.labels)).mean())
         if nec:
-            row |= evaluate_at_nec(model, train, test, nec, protocol, val, context) or {}
+            row |= evaluate_at_nec(model, train, test, nec, protocol, val, context, **shared) or {}
         if nec_curve:  # accuracy against NEC (evaluation/nec.py accuracy_curve)
-            row |= nec_curve_fields(model, train, test, nec_curve, protocol, val, context, row["top1"])
+            row |= nec_curve_fields(model, train, test, nec_curve, protocol, val, context, row["top1"],
+                                    **shared)
         results[name], models[name] = row, model
     return results, models
 
