@@ -49,7 +49,7 @@ Deviations from the reference (notes below the table)
 | `min_val` [3] | 10 (fixed) | 10 (default), settable | few-shot needs lower |
 | without `val` | impossible (always a val split) | final epoch, `used_validation_` False | only then |
 | seeds [4] | 0 grounding, 42 head, DataLoader | `seed` (0) for all, torch.randperm | another draw |
-| device | CUDA when present | CPU, float32, 1 torch thread for the head | none measured |
+| device | CUDA when present | CPU, float32; the head's Adam steps in numpy, 1 thread | none measured |
 | `positive` [5] | absent (dense, either sign) | W >= 0, projected after each step | only when set |
 | `class_consistent` | absent (any class weighs any concept) | a class weighs only concepts linked to it with training-image evidence, W >= 0 (methods/class_consistent.py) | only when set |
 | `on` | the image encoder's embedding | the same (default); "auto"/"features": the backbone's layer features | only when set |
@@ -85,7 +85,6 @@ Deviations from the reference (notes below the table)
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import warnings
@@ -96,10 +95,12 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..threads import limit_threads
 from ..validation import Boolean, Interval, Options
 from .base import INPUTS, METHODS, Context, Method
 from .class_consistent import CONSTRAINTS as CLASS_CONSISTENT
 from .class_consistent import evidence_state, fit_support, load_evidence
+from .knobo_head import train_head
 from .sparse_layer import POSITIVE
 
 log = logging.getLogger("conceptlens")
@@ -418,12 +419,8 @@ class KnoBo(Method):
             evidence = np.full(k, np.nan)
             evidence[self.kept_] = self.concept_evidence_
             self.concept_evidence_ = evidence
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # (64 x 150) batches: synchronising threads costs more than it saves
-        try:
+        with limit_threads(1):  # (64 x 150) batches: waking BLAS threads costs more than it saves
             W, b = self._train_head(C, y, P[:, self.kept_], C_val, y_val, support)
-        finally:
-            torch.set_num_threads(threads)
         self.class_weights_ = np.zeros((m, k), np.float32)
         self.class_weights_[:, self.kept_] = W
         self.intercept_ = b
@@ -431,50 +428,16 @@ class KnoBo(Method):
     def _train_head(self, C, y, P_kept, C_val, y_val, support=None) -> tuple[np.ndarray, np.ndarray]:
         """`cbm.py`'s `train_model`: CE (+ prior loss), Adam, best validation epoch; with a
         class-consistent `support` (m, kept), W is projected onto W >= 0 and W = 0 off the
-        support after each step (the projection onto that set: clamp, then mask)."""
-        m, n = len(self.classes_), len(C)
-        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
-            torch.manual_seed(self.seed)  # nn.Linear's default initialisation, as in the reference
-            linear = torch.nn.Linear(C.shape[1], m)
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.Adam(linear.parameters(), lr=self.lr)
-        A, t = torch.from_numpy(C), torch.as_tensor(y, dtype=torch.long)
-        prior = torch.as_tensor(P_kept, dtype=torch.float32)
-        mask = None if support is None else torch.as_tensor(support, dtype=torch.float32)
-        if mask is not None:
-            with torch.no_grad():
-                linear.weight.clamp_(min=0).mul_(mask)
-        if C_val is not None:
-            A_val, t_val = torch.from_numpy(C_val), torch.as_tensor(y_val, dtype=torch.long)
-        best_acc, best_state, best_epoch, history = -1.0, None, self.epochs, []
-        loss = torch.tensor(float("nan"))
-        for epoch in range(1, self.epochs + 1):
-            for idx in torch.randperm(n, generator=gen).split(self.batch_size):
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(linear(A[idx]), t[idx])
-                if self.add_prior:
-                    loss = loss + self.prior_weight * prior_loss(linear.weight, prior)
-                loss.backward()
-                opt.step()
-                if self.positive or mask is not None:  # projection onto W >= 0 (the bias stays free)
-                    with torch.no_grad():
-                        linear.weight.clamp_(min=0)
-                        if mask is not None:
-                            linear.weight.mul_(mask)
-            if C_val is not None:
-                with torch.no_grad():
-                    acc = float((linear(A_val).argmax(1) == t_val).double().mean())
-                history.append(acc)
-                if acc > best_acc:  # strict, as the reference: ties keep the earlier epoch
-                    best_acc, best_state, best_epoch = acc, copy.deepcopy(linear.state_dict()), epoch
-        self.final_loss_ = float(loss.detach())
+        support after each step (the projection onto that set: clamp, then mask). The steps
+        are torch's arithmetic in numpy (methods/knobo_head.py)."""
+        out = train_head(C, y, len(self.classes_), P_kept if self.add_prior else None,
+                         self.prior_weight, self.epochs, self.lr, self.batch_size, self.seed,
+                         positive=self.positive, support=support, C_val=C_val, y_val=y_val)
+        self.final_loss_ = out["final_loss"]
         self.used_validation_ = C_val is not None
-        self.val_history_ = history
-        self.best_epoch_ = best_epoch
-        if best_state is not None:
-            linear.load_state_dict(best_state)
-        return (linear.weight.detach().numpy().astype(np.float32).copy(),
-                linear.bias.detach().numpy().astype(np.float32).copy())
+        self.val_history_ = out["history"]
+        self.best_epoch_ = out["best_epoch"]
+        return out["W"], out["b"]
 
     # -- files ------------------------------------------------------------------------
     def _extra_state(self) -> dict:
