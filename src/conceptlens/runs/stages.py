@@ -27,6 +27,7 @@ from ..grounding.evaluate import Grounding, resolve_annotations, row_fields
 from ..methods import Context, make_method
 from ..methods.protocols import Discovering, Intervenable
 from ..methods.tags import get_tags
+from ..threads import threads_for_work
 from .config import REPORT_AUTO, DataConfig, RunConfig
 
 log = logging.getLogger("conceptlens")
@@ -274,8 +275,25 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
     return {"top1_at_nec": r["top1"], "nec_at_nec": r["nec"], "nec_how": r["how"]}
 
 
+def fit_work(train, context: Context) -> float:
+    """Multiply-adds of the fit's largest per-step product: the training images' features times
+    the widest layer over them (Label-free's projection onto the concepts, a probe's classes)."""
+    n = len(train)
+    dim = 1 if train.features is None else int(np.shape(train.features)[1])
+    return float(n) * dim * max(len(context.concepts), len(context.classes), 1)
+
+
 def fit_and_evaluate(methods: dict, train, val, test, context: Context, nec: int,
                      protocol: str = "vlg", nec_curve=()) -> tuple[dict, dict]:
+    """`fit_all` under the thread policy (conceptlens/threads.py): the free cores, never more
+    than the work fills or the user set; the small solvers inside take one thread of their own.
+    On a busy machine this is what keeps the fit near its quiet time (issue 23)."""
+    with threads_for_work(fit_work(train, context)):
+        return fit_all(methods, train, val, test, context, nec, protocol, nec_curve)
+
+
+def fit_all(methods: dict, train, val, test, context: Context, nec: int,
+            protocol: str = "vlg", nec_curve=()) -> tuple[dict, dict]:
     """Fit every method on `train` with the same `val` (None: no validation for anyone); with
     `val`, each row also holds `val_top1`, the top-1 on it (what [report] method "auto" picks by).
 
