@@ -134,7 +134,8 @@ def test_killed_run_resumes_without_redoing_finished_batches(tmp_path):
                          kind="image")
     done = len(cache)
     assert 40 <= done < 300 and done % 10 == 0  # whole batches only, killed mid-way
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    # a kill inside a shard's write can leave its temporary file: never renamed, so never read
+    assert all(p.name.startswith(".") for p in (tmp_path / "cache").rglob("*.tmp"))
     resumed = encode_dataset(bb, data, cache, batch_size=10, progress=False)
     assert bb.encoded == 300 - done
     fresh = encode_dataset(TinyBackbone(), data, tmp_path / "fresh", batch_size=10, progress=False)

@@ -110,7 +110,9 @@ def test_streamed_newton_reaches_the_in_memory_optimum_under_the_cap(tmp_path, l
               dtype=torch.float64)
     mem = solve_path(X, y, **kw)
     streamed = solve_path(src, y, **kw)
-    assert streamed.solver == "newton" and streamed.lambdas == mem.lambdas
+    assert streamed.solver == "newton"
+    # the grid's top comes from a reduction over the shards vs over the matrix: equal to rounding
+    np.testing.assert_allclose(streamed.lambdas, mem.lambdas, rtol=1e-12, atol=0)
     for W1, b1, W2, b2, lam_k in zip(mem.weights, mem.biases, streamed.weights, streamed.biases, mem.lambdas,
                                      strict=True):
         assert elastic_net_objective(W2, b2, X, y, lam_k, 0.99, loss, 6) == \
