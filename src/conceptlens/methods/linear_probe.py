@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from ..threads import threads_for_work
 from ..validation import Interval, ListOf, Options
@@ -19,10 +21,6 @@ def c_path(Z: np.ndarray, y: np.ndarray, Cs, max_iter: int) -> dict:
     """{C: fitted LogisticRegression} for every C, from the strongest regularisation up, each
     fit starting at the previous C's coefficients: the optimum is the same (strictly convex,
     the same tolerance), the L-BFGS iterations are fewer (issue 23)."""
-    import copy
-
-    from sklearn.linear_model import LogisticRegression
-
     model, fitted = LogisticRegression(max_iter=max_iter, warm_start=True), {}
     for C in sorted(set(Cs)):
         model.set_params(C=C).fit(Z, y)
@@ -67,8 +65,6 @@ class LinearProbe(Method):
         self.Cs, self.on, self.max_iter = Cs, on, max_iter
 
     def _fit(self, train, context: Context, val) -> None:
-        from sklearn.linear_model import LogisticRegression
-
         self.input = self.on if self.on != "auto" else (
             "features" if train.features is not None else "embedding")
         self.feature_key_ = self.input

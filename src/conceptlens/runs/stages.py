@@ -21,7 +21,7 @@ from ..concepts.pipeline import FilterResult, align_classes, run_filters, run_se
 from ..data import few_shot
 from ..errors import ConfigError, DataError
 from ..evaluation import evaluate, nec_curve_fields
-from ..evaluation.nec import VLGPaths
+from ..evaluation.nec import VLGPaths, accuracy_at_nec
 from ..features import encode_texts, encode_texts_with_norms
 from ..grounding.evaluate import Grounding, resolve_annotations, row_fields
 from ..methods import Context, make_method
@@ -265,8 +265,6 @@ def evaluate_at_nec(model, train, test, nec: int, protocol: str = "vlg", val=Non
     see evaluation/nec.py), or None for a method without a concept layer. A model with fewer
     than `nec` concepts is measured at all of them. The one place a run measures accuracy
     at NEC, so the comparison changes in one spot. `vlg_options`: accuracy_at_nec's ("vlg")."""
-    from ..evaluation.nec import accuracy_at_nec
-
     if not has_concepts(model):
         return None
     k = np.asarray(model.class_weights_).shape[1]
