@@ -24,11 +24,10 @@ import numpy as np
 import torch
 
 from .._io import fingerprint_file
-from ..cache import FeatureCache, cached_texts
 from ..errors import ConfigError
 from .base import BACKBONES, Backbone, l2_normalize, resize_center_crop
 from .onnx_tower import RUNTIMES, TorchTower, image_tower, runtime_of
-from .text_encoder import encode_sentences, sentence_encoder_fingerprint
+from .text_encoder import cached_sentences, encode_sentences, sentence_encoder_fingerprint
 
 INVERT_CHOICES = ("auto", "never", "always")
 
@@ -104,11 +103,7 @@ class OfflineBackbone(Backbone):
         if self._class_text is None:
             # 1,000 paragraph-long texts take seconds to embed: keep them in the user cache,
             # keyed by the sentence encoder's fingerprint and each text
-
-            encoder = f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}"
-            cache = FeatureCache(self.feature_cache, encoder=encoder, kind="sentence")
-            texts = imagenet_class_texts()
-            self._class_text = torch.from_numpy(cached_texts(cache, texts, encode_sentences, 1000))
+            self._class_text = torch.from_numpy(cached_sentences(imagenet_class_texts(), self.feature_cache))
         return self._class_text
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:

@@ -9,6 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from .._io import fingerprint_file
+from ..cache import FeatureCache, cached_texts
 from ..errors import ConfigError
 from ..progress import progress_enabled
 
@@ -53,3 +54,19 @@ def encode_sentences(texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         convert_to_numpy=True, show_progress_bar=False,
     )
     return out.astype(np.float32, copy=False)
+
+
+def sentence_cache(cache: FeatureCache | str | os.PathLike | None = None) -> FeatureCache:
+    """The feature cache of sentence embeddings under `cache` (a cache root, or any FeatureCache
+    whose root to share; None: the user cache), keyed by the encoder's weights fingerprint."""
+    root = cache.dir.parent if isinstance(cache, FeatureCache) else cache
+    return FeatureCache(root, encoder=f"all-MiniLM-L6-v2@{sentence_encoder_fingerprint()}", kind="sentence")
+
+
+def cached_sentences(texts: Sequence[str],
+                     cache: FeatureCache | str | os.PathLike | None = None) -> np.ndarray:
+    """`encode_sentences` through `sentence_cache(cache)`: each text is encoded once, so a warm
+    run reads the filters' and the attribute matcher's embeddings back without loading
+    sentence-transformers (about 5 s of imports). The values are the first encoding's; a
+    re-encoding in other batches differs by float rounding (~1e-7)."""
+    return cached_texts(sentence_cache(cache), list(texts), encode_sentences, 1000, 384)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backbones import Backbone
-from ..backbones.text_encoder import encode_sentences
+from ..backbones.text_encoder import cached_sentences
 from ..errors import DataError
 from ..features import FeatureBundle, encode_texts
 from .blocklist import Blocklist, blocked
@@ -32,8 +32,9 @@ log = logging.getLogger("conceptlens")
 
 def label_free_similarity(backbone: Backbone, cache=None, sentence_weight: float = 1.0,
                           backbone_weight: float = 3.0) -> TextSimilarity:
-    """Label-free CBM's text similarity: sentence encoder and backbone text tower, 1:3."""
-    return TextSimilarity([(encode_sentences, sentence_weight),
+    """Label-free CBM's text similarity: sentence encoder and backbone text tower, 1:3 (both
+    cached under the feature cache root `cache`)."""
+    return TextSimilarity([(lambda t: cached_sentences(t, cache), sentence_weight),
                            (lambda t: encode_texts(backbone, t, cache), backbone_weight)])
 
 

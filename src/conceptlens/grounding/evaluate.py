@@ -70,9 +70,9 @@ def matching_embedder(kind: str, backbone=None, cache=None) -> Callable[[list[st
     if kind == "backbone":
         return text_embedder(backbone, cache)
     if kind == "sentence":
-        from ..backbones.text_encoder import encode_sentences  # deferred: torch
+        from ..backbones.text_encoder import cached_sentences  # deferred: torch
 
-        return lambda texts: encode_sentences(list(texts)).astype(np.float64)
+        return lambda texts: cached_sentences(list(texts), cache).astype(np.float64)
     raise DataError(f"unknown matching embedder {kind!r}; choose one of {', '.join(EMBEDDERS)}.")
 
 
