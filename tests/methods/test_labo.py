@@ -243,3 +243,77 @@ def test_auto_batch_size_follows_the_reference_configs():
     # CIFAR10's per-shot configs: 10 classes x k shots -> bs 2k; full data -> 512
     assert [auto_batch_size(10 * k) for k in (1, 2, 4, 8, 16)] == [2, 4, 8, 16, 32]
     assert auto_batch_size(50_000) == 512
+
+
+def _previous_adam_loop(V0, A, y, scale, l1, diversity, lr, bs, epochs, seed=0):
+    """The Adam loop and gradient before the classes x images layout (issue 23), verbatim in effect:
+    a gather per batch, logits as images x classes."""
+    import math
+
+    import torch
+
+    def gradient(V, A, y):
+        z = V - V.max(1, keepdims=True)
+        W = np.exp(z)
+        W /= W.sum(1, keepdims=True)
+        sim = A @ W.T
+        logits = scale * sim
+        logits -= logits.max(1, keepdims=True)
+        P = np.exp(logits)
+        P /= P.sum(1, keepdims=True)
+        P[np.arange(len(y)), y] -= 1
+        dsim = (scale / len(y)) * P
+        if diversity and len(A) > 1:
+            dsim -= diversity * 2 * (sim - sim.mean(0)) / ((len(A) - 1) * sim.shape[1])
+        dW = dsim.T @ A
+        grad = W * (dW - (dW * W).sum(1, keepdims=True))
+        if l1:
+            norms = np.abs(V).sum(1)
+            top = norms == norms.max()
+            grad[top] += (l1 / top.sum()) * np.sign(V[top])
+        return grad
+
+    gen = torch.Generator().manual_seed(seed)
+    W_var = V0.copy()
+    m1, m2 = np.zeros_like(W_var), np.zeros_like(W_var)
+    b1, b2, eps, step = 0.9, 0.999, 1e-8, 0
+    for _ in range(epochs):
+        for idx in torch.randperm(len(A), generator=gen).split(bs):
+            idx = idx.numpy()
+            grad = gradient(W_var, A[idx], y[idx])
+            step += 1
+            m1 *= b1
+            m1 += (1 - b1) * grad
+            m2 *= b2
+            m2 += (1 - b2) * grad * grad
+            denom = np.sqrt(m2) / math.sqrt(1 - b2**step) + eps
+            W_var -= (lr / (1 - b1**step)) * m1 / denom
+    return W_var
+
+
+@pytest.mark.parametrize("l1,diversity,off_support", [(0.0, 0.0, True), (0.01, 0.005, False)])
+def test_adam_loop_matches_the_previous_loop(l1, diversity, off_support):
+    """The epoch-gathered, classes x images loop gives the previous loop's iterates (same batches,
+    same update) to float32 rounding, with a partial last batch and off-support entries."""
+    import torch
+
+    from conceptlens.methods.labo import OFF_SUPPORT
+
+    rng = np.random.default_rng(3)
+    A = (rng.normal(size=(203, 17)) * 0.2).astype(np.float32)
+    y = rng.integers(0, 4, 203)
+    V0 = (rng.random((4, 17)) < 0.4).astype(np.float32)
+    if off_support:
+        V0 = np.where(rng.random((4, 17)) < 0.5, V0, OFF_SUPPORT).astype(np.float32)
+        V0[np.arange(4), np.arange(4)] = 1
+    ref = _previous_adam_loop(V0, A, y, 50.0, l1, diversity, 1e-2, 32, 40)
+    model = get_method("labo", epochs=40, lr=1e-2, l1=l1, diversity=diversity, val_every=1000)
+    model.batch_size_ = 32
+    V = torch.tensor(V0)
+    seen = []
+    assert model._adam_loop(V, torch.from_numpy(A), torch.from_numpy(y), 50.0, seen.append) == 40
+    assert seen == []  # val_every beyond the epochs: no checkpoint
+    np.testing.assert_allclose(V.numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(ref - V0)[V0 > OFF_SUPPORT].max() > 0.05  # it moved
+    if off_support:  # zero softmax weight, zero gradient: off-support entries stay where they are
+        assert np.array_equal(V.numpy()[V0 == OFF_SUPPORT], V0[V0 == OFF_SUPPORT])

@@ -142,21 +142,32 @@ def auto_batch_size(n: int) -> int:
 
 
 def _labo_gradient(V: np.ndarray, A: np.ndarray, y: np.ndarray, scale: float, l1: float,
-                   diversity: float) -> np.ndarray:
-    """d labo_objective / dV, written out (mean cross-entropy over the batch)."""
+                   diversity: float, YT: np.ndarray | None = None) -> np.ndarray:
+    """d labo_objective / dV, written out (mean cross-entropy over the batch); `YT`: the batch's
+    one-hot labels as classes x images, when the caller holds them.
+
+    The logits are held classes x images: the softmax's reductions over the classes are then
+    element-wise over contiguous rows (over rows of 10 entries, numpy's max took 23 us for a batch
+    of 512, against 2 us across them); A W^T, one BLAS call, is copied into that layout."""
+    b, m = len(y), len(V)
     z = V - V.max(1, keepdims=True)
     W = np.exp(z)
     W /= W.sum(1, keepdims=True)
-    sim = A @ W.T
-    logits = scale * sim
-    logits -= logits.max(1, keepdims=True)
-    P = np.exp(logits)
-    P /= P.sum(1, keepdims=True)
-    P[np.arange(len(y)), y] -= 1
-    dsim = (scale / len(y)) * P
-    if diversity and len(A) > 1:  # d/dsim of -diversity * mean_classes(var_images(sim))
-        dsim -= diversity * 2 * (sim - sim.mean(0)) / ((len(A) - 1) * sim.shape[1])
-    dW = dsim.T @ A
+    L = np.empty((m, b), dtype=np.result_type(A, W))
+    np.copyto(L, (A @ W.T).T)  # the similarities, (m, b)
+    sim = L.copy() if diversity and b > 1 else None
+    L *= scale
+    L -= L.max(0)
+    np.exp(L, out=L)
+    L /= L.sum(0)
+    if YT is None:
+        L.reshape(-1)[np.asarray(y) * b + np.arange(b)] -= 1  # softmax - one-hot
+    else:
+        L -= YT
+    L *= scale / b
+    if sim is not None:  # d/dsim of -diversity * mean_classes(var_images(sim))
+        L -= diversity * 2 * (sim - sim.mean(1, keepdims=True)) / ((b - 1) * m)
+    dW = L @ A
     grad = W * (dW - (dW * W).sum(1, keepdims=True))
     if l1:  # the largest row L1 norm: torch's subgradient, shared evenly by tied rows
         norms = np.abs(V).sum(1)
@@ -460,21 +471,32 @@ class LaBo(Method):
     def _adam_loop(self, V, A, y, scale, checkpoint) -> int:
         gen = torch.Generator().manual_seed(int(self.random_state))
         A_np, y_np = A.numpy(), y.numpy()
+        n, bs = len(A_np), self.batch_size_
         W_var = V.detach().numpy().copy()
+        YT = np.zeros((len(W_var), n), dtype=W_var.dtype)
+        YT[y_np, np.arange(n)] = 1
         m1, m2 = np.zeros_like(W_var), np.zeros_like(W_var)
         b1, b2, eps, lr = 0.9, 0.999, 1e-8, self.lr
-        bs = self.batch_size_
         step = 0
         for epoch in range(1, self.epochs + 1):
-            for idx in torch.randperm(len(A_np), generator=gen).split(bs):
-                idx = idx.numpy()
-                grad = _labo_gradient(W_var, A_np[idx], y_np[idx], scale, self.l1, self.diversity)
+            # the epoch's order gathered once (np.take: twice [perm]'s speed): its batches are then
+            # contiguous slices, torch's randperm(n).split(bs) (the reference's DataLoader order)
+            perm = torch.randperm(n, generator=gen).numpy()
+            A_p, y_p, YT_p = np.take(A_np, perm, 0), y_np[perm], np.take(YT, perm, 1)
+            for start in range(0, n, bs):
+                end = start + bs
+                grad = _labo_gradient(W_var, A_p[start:end], y_p[start:end], scale, self.l1,
+                                      self.diversity, YT_p[:, start:end])
                 step += 1
                 m1 *= b1
                 m1 += (1 - b1) * grad
                 m2 *= b2
-                m2 += (1 - b2) * grad * grad
-                denom = np.sqrt(m2) / math.sqrt(1 - b2**step) + eps
+                grad *= grad
+                grad *= 1 - b2
+                m2 += grad
+                denom = np.sqrt(m2)
+                denom /= math.sqrt(1 - b2**step)
+                denom += eps
                 W_var -= (lr / (1 - b1**step)) * m1 / denom
             if epoch % self.val_every == 0:
                 with torch.no_grad():
