@@ -110,3 +110,19 @@ def test_c_path_reaches_the_from_scratch_fits():
         err_path, err_scratch = np.abs(path[C].coef_ - exact).max(), np.abs(scratch - exact).max()
         assert err_path <= 3 * err_scratch + 1e-3 * np.abs(exact).max()
         assert path[C].C == C
+
+
+def test_linear_probe_does_not_depend_on_the_free_cores(monkeypatch):
+    """L-BFGS stops at a tolerance, so threaded products would move where: the probe runs on one
+    BLAS thread, and its weights are the same to the bit whatever the thread policy allows."""
+    from conceptlens import threads
+    from conceptlens.methods import get_method
+    from conceptlens.testing.toy import make_problem
+
+    train, val, _, ctx = make_problem()
+    monkeypatch.setattr(threads, "free_cores", lambda: 8)
+    wide = get_method("linear_probe").fit(train, ctx, val)
+    monkeypatch.setenv("CONCEPTLENS_THREADS", "1")
+    narrow = get_method("linear_probe").fit(train, ctx, val)
+    assert np.array_equal(wide.class_weights_, narrow.class_weights_)
+    assert wide.C_ == narrow.C_

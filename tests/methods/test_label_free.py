@@ -147,3 +147,19 @@ def test_projection_leaves_the_callers_torch_rng_alone_and_is_seeded_by_seed():
     assert torch.equal(torch.rand(3), expected)  # the draw the caller would have had
     torch.manual_seed(7)
     assert torch.equal(train_projection(X, S, X, S, steps=20, check_every=10, seed=2).weight, W)
+
+
+def test_flushed_denormals_leave_the_projection_unchanged_and_restore_the_default():
+    """cos^3 of small centred activations makes denormals: flushing them (the speed-up) gives the
+    unflushed weights, and after the call denormals are kept again (torch's default)."""
+    from conceptlens.methods.label_free import _train_projection
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.relu(torch.randn(300, 40, generator=g)) * torch.logspace(-1, -14, 40)  # tiny columns
+    S = X[:, :6] @ torch.randn(6, 6, generator=g) + 1e-3 * torch.randn(300, 6, generator=g)
+    assert ((X - X.mean(0)) ** 3).abs().min() < 1.2e-38  # the case has denormals to flush
+    plain = _train_projection(X, S, X, S, 60, 1e-3, 0, 50000, 20)
+    fit = train_projection(X, S, X, S, steps=60, check_every=20, seed=0)
+    assert fit.history == plain.history
+    torch.testing.assert_close(fit.weight, plain.weight, rtol=1e-6, atol=1e-9)
+    assert float(torch.tensor([1e-40]) * 1.0) > 0  # the default is back: denormals survive

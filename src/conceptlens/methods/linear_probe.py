@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from ..threads import threads_for_work
+from ..threads import limit_threads
 from ..validation import Interval, ListOf, Options
 from .base import FEATURE_KEYS, INPUTS, METHODS, Context, Method
 
@@ -75,8 +75,11 @@ class LinearProbe(Method):
 
         Cs = [float(C) for C in self.Cs]
 
-        # one L-BFGS gradient is (n x d) @ (d x classes): threads by that work and the free cores
-        with threads_for_work(Z.size * max(len(np.unique(y)), 2)):
+        # one BLAS thread, whatever the free cores: L-BFGS stops at a tolerance, so the summation
+        # order of threaded products moves where it stops (the demo's probe: 86.55% on two
+        # threads, 86.70% on one), and a run's figures must not depend on the machine's load;
+        # on the demo one thread cost 1.2-1.4 s against 1.1 s on two (issue 23)
+        with limit_threads(1):
             if val is not None and len(Cs) > 1:
                 Zv = (self._x(val) - self.mean_) / self.scale_
                 fitted = c_path(Z, y, Cs, self.max_iter)
