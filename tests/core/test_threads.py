@@ -70,7 +70,12 @@ def test_cpu_elsewhere_counts_other_processes_not_this_one():
     if threads.cpu_elsewhere(0.3) > 0.3:
         pytest.skip("other processes are using this machine: the difference is not measurable")
     stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
     spinner.start()  # this process's own busy thread: not another process's load
     try:
         time.sleep(0.2)

@@ -115,13 +115,26 @@ def test_c_path_reaches_the_from_scratch_fits():
 def test_linear_probe_does_not_depend_on_the_free_cores(monkeypatch):
     """L-BFGS stops at a tolerance, so threaded products would move where: the probe runs on one
     BLAS thread, and its weights are the same to the bit whatever the thread policy allows."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
     from conceptlens import threads
     from conceptlens.methods import get_method
     from conceptlens.testing.toy import make_problem
 
+    seen = []
+    real_fit = LogisticRegression.fit
+
+    def fit(self, *args, **kwargs):  # the BLAS threads numpy's products get during L-BFGS
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", fit)
     train, val, _, ctx = make_problem()
     monkeypatch.setattr(threads, "free_cores", lambda: 8)
+    monkeypatch.setattr(threads, "GRAIN", 1.0)  # any work would fill every free core
     wide = get_method("linear_probe").fit(train, ctx, val)
+    assert seen and set(seen) == {1}
     monkeypatch.setenv("CONCEPTLENS_THREADS", "1")
     narrow = get_method("linear_probe").fit(train, ctx, val)
     assert np.array_equal(wide.class_weights_, narrow.class_weights_)
