@@ -161,9 +161,9 @@ def _labo_gradient(V: np.ndarray, A: np.ndarray, y: np.ndarray, scale: float, l1
     np.exp(L, out=L)
     L /= L.sum(0)
     if YT is None:
-        L.reshape(-1)[np.asarray(y) * b + np.arange(b)] -= 1  # softmax - one-hot
-    else:
-        L -= YT
+        YT = np.zeros_like(L)
+        YT[np.asarray(y), np.arange(b)] = 1
+    L -= YT  # softmax - one-hot
     L *= scale / b
     if sim is not None:  # d/dsim of -diversity * mean_classes(var_images(sim))
         L -= diversity * 2 * (sim - sim.mean(1, keepdims=True)) / ((b - 1) * m)
